@@ -214,6 +214,37 @@ mod tests {
         );
     }
 
+    /// The OCI image-spec's config example lists the DiffID of an empty layer (a tar of only
+    /// its two 512-byte end-of-archive blocks).
+    #[test]
+    fn diff_id_of_the_spec_empty_layer() {
+        assert_eq!(
+            Digest::of(&[0u8; 1024]).to_string(),
+            "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+        );
+    }
+
+    /// ChainID of the spec's example `rootfs.diff_ids`, checked against `sha256sum` of
+    /// `"<diffid0> <diffid1>"` computed outside molde.
+    #[test]
+    fn chain_id_of_the_spec_example() {
+        let ids: Vec<Digest> = [
+            "sha256:c6f988f4874bb0add23a778f753c65efe992244e148a1d2ec2a8b664fb66bbd1",
+            "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        assert_eq!(chain_id(&ids[..1]), Some(ids[0]));
+        assert_eq!(
+            chain_id(&ids).unwrap().to_string(),
+            "sha256:c3191d32a37d7159b2e30830937d2e30268ad6c375a773a8994911a3aba9b93f"
+        );
+        let third = Digest::of(b"third");
+        let manual = Digest::of(format!("{} {}", chain_id(&ids).unwrap(), third).as_bytes());
+        assert_eq!(chain_id(&[ids[0], ids[1], third]), Some(manual));
+    }
+
     #[test]
     fn chain_id_of_one_layer_is_its_diff_id() {
         let d = Digest::of(b"x");

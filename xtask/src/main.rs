@@ -1,1 +1,189 @@
-fn main() {}
+//! molde's task runner.
+//!
+//! - `cargo xtask test`: installs the peer tools the tests use (apt-get, as root), then runs
+//!   `cargo fmt --check`, `cargo clippy --all-targets -- -D warnings`, every test of the
+//!   workspace with `MOLDE_REQUIRE_ALL=1` (a test that would skip for lack of a privilege or a
+//!   tool fails instead), a bounded fuzz pass over layer apply, and the tour example.
+//! - `cargo xtask bench`: installs the peers, then runs the benchmark suite (`benches/peers.rs`),
+//!   which measures molde against them and writes docs/benchmarks.md.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// Debian packages the tests use: peers whose output or input molde must match.
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("tar", "tar"),
+    ("zstd", "zstd"),
+    ("unshare", "util-linux"),
+    ("umoci", "umoci"),
+];
+
+/// Debian packages the benchmarks compare against.
+const BENCH_PACKAGES: &[(&str, &str)] = &[
+    ("tar", "tar"),
+    ("zstd", "zstd"),
+    ("gzip", "gzip"),
+    ("umoci", "umoci"),
+    ("openssl", "openssl"),
+    ("sha256sum", "coreutils"),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("bench") => bench(&args[1..]),
+        Some("install") => install(TEST_PACKAGES).and_then(|()| install(BENCH_PACKAGES)),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n\
+                 commands:\n  \
+                 test   install the peer tools, then fmt, clippy, every test (MOLDE_REQUIRE_ALL=1), fuzz, tour\n  \
+                 bench  install the peers, run the benchmark suite, write docs/benchmarks.md\n  \
+                 install  only install the Debian packages tests and benchmarks use"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// Run `cmd`, echoing it and its duration; fail with its description if it fails.
+fn run(what: &str, cmd: &mut Command) -> Result<(), String> {
+    eprintln!("\n==> {what}: {cmd:?}");
+    let start = Instant::now();
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{what}: cannot start {cmd:?}: {e}"))?;
+    eprintln!("<== {what}: {status} in {:.1?}", start.elapsed());
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+fn on_path(tool: &str) -> bool {
+    env::var_os("PATH")
+        .is_some_and(|paths| env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+}
+
+/// Install the packages whose tool is missing, with apt-get (needs root).
+fn install(packages: &[(&str, &str)]) -> Result<(), String> {
+    let mut missing: Vec<&str> = packages
+        .iter()
+        .filter(|(tool, _)| !on_path(tool))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !nix_is_root() {
+        return Err(format!(
+            "these Debian packages are missing and installing them needs root: {}\n\
+             run `sudo apt-get install -y {}` (or run this command as root)",
+            missing.join(" "),
+            missing.join(" ")
+        ));
+    }
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    let mut install = apt(&["install", "-y", "--no-install-recommends"]);
+    install.args(&missing);
+    if run("apt-get install", &mut install).is_err() {
+        run("apt-get update", &mut apt(&["update", "-q"]))?;
+        let mut again = apt(&["install", "-y", "--no-install-recommends"]);
+        again.args(&missing);
+        run("apt-get install", &mut again)?;
+    }
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    // The effective uid, read without a libc dependency: /proc/self/status "Uid: r e s f".
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn test(args: &[String]) -> Result<(), String> {
+    let quick = args.iter().any(|a| a == "--quick");
+    install(TEST_PACKAGES)?;
+    run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(
+        "clippy",
+        cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+    run(
+        "tests",
+        cargo()
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .env("MOLDE_REQUIRE_ALL", "1")
+            .env("RUST_BACKTRACE", "1"),
+    )?;
+    if !quick {
+        // A longer, bounded fuzz pass over layer apply: random and mutated tars.
+        run(
+            "fuzz (apply, bounded)",
+            cargo()
+                .args([
+                    "test",
+                    "--release",
+                    "-p",
+                    "molde-layerfs",
+                    "--test",
+                    "apply_fuzz",
+                ])
+                .env("MOLDE_REQUIRE_ALL", "1")
+                .env("PROPTEST_CASES", "2000"),
+        )?;
+    }
+    run(
+        "docs build",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    run("tour", cargo().args(["run", "--example", "tour"]))?;
+    eprintln!("\nall checks passed");
+    Ok(())
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    install(BENCH_PACKAGES)?;
+    let mut cmd = cargo();
+    cmd.args(["bench", "--package", "molde", "--bench", "peers", "--"])
+        .args(args);
+    run("benchmarks", &mut cmd)
+}
