@@ -17,3 +17,8 @@ pub use molde_layerfs as layerfs;
 pub mod prelude {
     pub use molde_layerfs::{Compression, Digest, Format, OverlayXattr, chain_id};
 }
+
+/// The README's example, compiled and run as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
