@@ -620,6 +620,18 @@ impl UnionView {
     /// Resolve `path` through the union, following symlinks in parents inside the view (and
     /// the final one when `follow_final`).
     pub(crate) fn resolve(&self, path: &Path, follow_final: bool) -> io::Result<Node> {
+        // As in POSIX, a trailing `/` (or `/.`) asks for a directory, following a final symlink.
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.len() > 1 && (bytes.ends_with(b"/") || bytes.ends_with(b"/.")) {
+            return match self.resolve_inner(path, true)? {
+                node @ Node::Dir(..) => Ok(node),
+                Node::Other { .. } => Err(errno(libc::ENOTDIR)),
+            };
+        }
+        self.resolve_inner(path, follow_final)
+    }
+
+    fn resolve_inner(&self, path: &Path, follow_final: bool) -> io::Result<Node> {
         let mut queue = components(path);
         let mut stack: Vec<DirNode> = vec![self.root()];
         let mut followed = 0usize;

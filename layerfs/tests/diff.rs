@@ -720,3 +720,16 @@ fn writer_matches_between_native_and_naive() {
     assert_eq!(summary(&read_layer(&a)), summary(&read_layer(&b)));
     assert_eq!(a, b);
 }
+
+#[test]
+fn a_name_reserved_for_whiteouts_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let (base, new) = (t.path().join("base"), t.path().join("new"));
+    dir(&base, "");
+    file(&new, "etc/.wh.passwd", "would delete /etc/passwd");
+    let err = diff::naive(&plain_view(&base), &new, std::io::sink(), &opts()).unwrap_err();
+    match err {
+        diff::DiffError::ReservedName { path } => assert!(path.ends_with("etc/.wh.passwd")),
+        other => panic!("unexpected error {other}"),
+    }
+}
