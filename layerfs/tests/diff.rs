@@ -879,3 +879,23 @@ fn walk_tree(root: &Path, rel: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
         }
     }
 }
+
+#[test]
+fn deep_trees_do_not_overflow() {
+    // 1,000 nested directories (a 2,000-byte path): both diffs and the view recurse per level.
+    let t = tempfile::tempdir().unwrap();
+    let (base, new) = (t.path().join("base"), t.path().join("new"));
+    let deep = "d/".repeat(1000);
+    dir(&base, "");
+    file(&new, &format!("{deep}f"), "bottom");
+    let (out, report) = run_naive(&plain_view(&base), &new, &opts());
+    assert_eq!(report.counts.dirs, 1000);
+    assert_eq!(find(&read_layer(&out), &format!("{deep}f")).data, b"bottom");
+    let (native_out, _) = run_native(&new, &plain_view(&base), &opts());
+    assert_eq!(out, native_out);
+    let flat = t.path().join("flat");
+    UnionView::new(vec![new.clone()], None, X)
+        .copy_to(&flat)
+        .unwrap();
+    assert_eq!(fs::read(flat.join(format!("{deep}f"))).unwrap(), b"bottom");
+}
