@@ -501,3 +501,15 @@ fn empty_view_has_an_empty_root() {
     assert!(view.read_dir(Path::new("/")).unwrap().is_empty());
     assert_eq!(errno(view.metadata(Path::new("/x"))), libc::ENOENT);
 }
+
+#[test]
+fn opaque_xattr_on_a_layer_root_is_ignored_like_overlayfs() {
+    let x = OverlayXattr::User;
+    let s = Stack::new();
+    let (l1, l2) = (s.layer("l1"), s.layer("l2"));
+    file(&l1, "lower", "");
+    file(&l2, "upper", "");
+    xattr::set(&l2, x.opaque(), b"y").unwrap();
+    let view = UnionView::new(vec![l2, l1], None, x);
+    assert_eq!(names(&view, "/"), ["lower", "upper"]);
+}
