@@ -480,7 +480,11 @@ fn errors_name_the_target_and_stage_and_leave_no_mount() {
     assert!(matches!(err, MountError::InvalidOverlay { .. }), "{err}");
 
     // (Compared under this test's own directory: other tests mount in parallel.)
-    assert_eq!(mounts_under(tmp.path()), Vec::<PathBuf>::new(), "no mount left by a failure");
+    assert_eq!(
+        mounts_under(tmp.path()),
+        Vec::<PathBuf>::new(),
+        "no mount left by a failure"
+    );
 }
 
 #[test]
