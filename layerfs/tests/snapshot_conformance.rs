@@ -26,7 +26,10 @@ use sha2::Digest as _;
 /// Three lowers, topmost first, with a whiteout, an opaque directory, overrides, a setuid file
 /// and a symlink.
 fn stack(base: &Path) -> Vec<PathBuf> {
-    let x = OverlayXattr::Trusted;
+    stack_with(base, OverlayXattr::Trusted)
+}
+
+fn stack_with(base: &Path, x: OverlayXattr) -> Vec<PathBuf> {
     let bottom = LayerDir::new(base.join("l2"), x);
     bottom
         .file("etc/hostname", b"bottom\n", 0o644)
@@ -663,4 +666,81 @@ fn default_backend_is_overlay_where_supported() {
         "copy"
     };
     assert_eq!(backend.name(), expected);
+}
+
+const USERNS_ENV: &str = "MOLDE_TEST_SNAPSHOT_USERNS_DIR";
+
+/// The overlay backend inside a user namespace (`unshare -Urm`): it picks `userxattr` by
+/// itself, honours `user.overlay.opaque` lowers, and its diff turns the upper's whiteouts and
+/// `user.overlay.opaque` directory into `.wh.` entries.
+#[test]
+fn overlay_backend_in_user_namespace() {
+    if !common::require(common::have_tool("unshare"), "needs unshare(1)")
+        || !common::require(common::privileged(), "needs root to make whiteout devices")
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    stack_with(tmp.path(), OverlayXattr::User);
+    let output = std::process::Command::new("unshare")
+        .arg("-Urm")
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "userns_snapshot_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(USERNS_ENV, tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("userns snapshot child: done"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        !tmp.path().join("snap").exists(),
+        "the child removed its snapshot"
+    );
+}
+
+/// Runs inside the user namespace for [`overlay_backend_in_user_namespace`]; does nothing (and
+/// says so) when run any other way.
+#[test]
+#[ignore = "helper: run inside a user namespace by overlay_backend_in_user_namespace"]
+fn userns_snapshot_child() {
+    let Some(base) = std::env::var_os(USERNS_ENV).map(PathBuf::from) else {
+        eprintln!("skipping: only meaningful when started by overlay_backend_in_user_namespace");
+        return;
+    };
+    let backend = OverlayBackend::new();
+    assert_eq!(
+        backend.xattr(),
+        OverlayXattr::User,
+        "picked for a user namespace"
+    );
+    let lowers = vec![base.join("l0"), base.join("l1"), base.join("l2")];
+    let snapshot = backend.prepare(&lowers, &base.join("snap")).unwrap();
+    let root = base.join("rootfs");
+    let mounted = Mounted::new(&snapshot, &root);
+    check_merged(&root);
+    fs::remove_file(root.join("keep/a")).unwrap();
+    fs::remove_dir_all(root.join("opaque")).unwrap();
+    fs::create_dir(root.join("opaque")).unwrap();
+    fs::write(root.join("opaque/again"), b"again").unwrap();
+    mounted.unmount();
+    let mut layer = Vec::new();
+    backend
+        .diff(&snapshot, &mut layer, &DiffOptions::default())
+        .unwrap();
+    let entries = read_layer(&layer);
+    for path in ["keep/.wh.a", "opaque/.wh..wh..opq", "opaque/again"] {
+        assert!(entries.contains_key(path), "{path} in {:?}", entries.keys());
+    }
+    backend.remove(snapshot).unwrap();
+    eprintln!("userns snapshot child: done");
 }

@@ -3,6 +3,33 @@
 //! A [`Mount`] says what to mount; it does not mount anything by being built. Whoever needs the
 //! mount performs it with [`Mount::mount_at`]: the host, a test, or a container's launcher
 //! inside the container's own mount namespace. The same description serves all three.
+//! [`unmount`] detaches it again.
+//!
+//! Overlay mounts use the new mount API (`fsopen`, one `fsconfig("lowerdir+")` per layer,
+//! `fsmount`, `move_mount`) on Linux >= 6.8 and `mount(2)` otherwise; either way up to
+//! overlayfs' maximum of [`MAX_OVERLAY_LAYERS`] lowers mount (with `mount(2)`, by naming the
+//! layers by file descriptor when their paths do not fit in a page). `userxattr` (for user
+//! namespaces), `volatile` and read-only unions (no upper) are supported, and the upper stays
+//! readable by [`crate::diff::native`] (no redirect_dir, metacopy or index). A failed mount
+//! never leaves a half-made mount behind; [`MountError`] names the target, the failing step
+//! and the errno.
+//!
+//! ```no_run
+//! use std::path::{Path, PathBuf};
+//! use molde_layerfs::mount::{Mount, OverlayMount, unmount};
+//!
+//! let mount = Mount::Overlay(OverlayMount {
+//!     lowerdirs: vec![PathBuf::from("/layers/2"), PathBuf::from("/layers/1")],
+//!     upperdir: Some(PathBuf::from("/c1/upper")),
+//!     workdir: Some(PathBuf::from("/c1/work")),
+//!     userxattr: false,
+//!     volatile: false,
+//! });
+//! mount.mount_at(Path::new("/c1/rootfs"))?;
+//! // ... use /c1/rootfs ...
+//! unmount(Path::new("/c1/rootfs"))?;
+//! # Ok::<(), molde_layerfs::mount::MountError>(())
+//! ```
 
 use std::path::PathBuf;
 
@@ -22,6 +49,9 @@ pub enum Mount {
 
 /// A kernel overlayfs mount: lower directories (top first), and for a writable mount an upper
 /// and a work directory on the same filesystem.
+///
+/// A read-only mount (no upper) of a single lower is made over an empty target directory,
+/// which serves as the second layer overlayfs needs there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverlayMount {
     /// The read-only layers, topmost first (overlayfs' `lowerdir` order).
