@@ -428,6 +428,56 @@ fn backends_agree_on_the_diff() {
     assert_eq!(copy["bin"].kind, tar::EntryType::Regular);
 }
 
+/// open() gives back a stopped snapshot (as after a restart): the same description, and its
+/// mounts show the changes made before.
+fn open_reopens_a_snapshot(backend: &dyn Backend) {
+    if !require_backend(backend) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let lowers = stack(tmp.path());
+    let snapshot = backend.prepare(&lowers, &tmp.path().join("snap")).unwrap();
+    let root = tmp.path().join("rootfs");
+    let mounted = Mounted::new(&snapshot, &root);
+    fs::write(root.join("kept"), b"from the first run").unwrap();
+    fs::remove_file(root.join("keep/a")).unwrap();
+    mounted.unmount();
+
+    let reopened = backend.open(&lowers, &snapshot.dir, true).unwrap();
+    assert_eq!(reopened, snapshot);
+    let mounted = Mounted::new(&reopened, &root);
+    assert_eq!(fs::read(root.join("kept")).unwrap(), b"from the first run");
+    assert_eq!(names(&root.join("keep")), ["b"]);
+    fs::write(root.join("second"), b"2").unwrap();
+    mounted.unmount();
+    let mut layer = Vec::new();
+    backend
+        .diff(&reopened, &mut layer, &DiffOptions::default())
+        .unwrap();
+    let entries = read_layer(&layer);
+    for path in ["kept", "second", "keep/.wh.a"] {
+        assert!(
+            entries.contains_key(path),
+            "{}: {path} in {:?}",
+            backend.name(),
+            entries.keys()
+        );
+    }
+
+    let view = backend.view(&lowers, &tmp.path().join("view")).unwrap();
+    assert_eq!(backend.open(&lowers, &view.dir, false).unwrap(), view);
+
+    let err = backend
+        .open(&lowers, &tmp.path().join("no-such-snapshot"), true)
+        .unwrap_err();
+    assert!(
+        matches!(&err, SnapshotError::Dir { source, .. } if source.kind() == ErrorKind::NotFound),
+        "{err}"
+    );
+    backend.remove(view).unwrap();
+    check_removed(backend, reopened, tmp.path());
+}
+
 /// A view shows the merged lowers and refuses writes with EROFS; it has nothing to diff.
 fn view_is_read_only(backend: &dyn Backend) {
     if !require_backend(backend) {
@@ -627,6 +677,11 @@ macro_rules! conformance {
                 }
                 let tmp = tempfile::tempdir().unwrap();
                 super::diff_reproduces_mount(&*backend(), tmp.path());
+            }
+
+            #[test]
+            fn open_reopens_a_snapshot() {
+                super::open_reopens_a_snapshot(&*backend());
             }
 
             #[test]

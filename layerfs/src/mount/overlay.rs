@@ -510,14 +510,19 @@ mod child {
                 drop(writer);
                 let mut message = [0u8; 8];
                 let mut got = 0;
+                let mut read_error = None;
                 while got < message.len() {
                     match nix::unistd::read(&reader, &mut message[got..]) {
                         Ok(0) => break,
                         Ok(n) => got += n,
                         Err(Errno::EINTR) => continue,
-                        Err(errno) => return Err((MountStage::Fork, errno)),
+                        Err(errno) => {
+                            read_error = Some(errno);
+                            break;
+                        }
                     }
                 }
+                // Always reap the child, whatever the pipe said.
                 let status = loop {
                     match waitpid(child, None) {
                         Err(Errno::EINTR) => continue,
@@ -533,6 +538,9 @@ mod child {
                         MountStage::Mount
                     };
                     return Err((stage, Errno::from_raw(errno)));
+                }
+                if let Some(errno) = read_error {
+                    return Err((MountStage::Fork, errno));
                 }
                 match status {
                     Ok(WaitStatus::Exited(_, 0)) => Ok(()),

@@ -10,13 +10,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::overlay::check_diffable;
-use super::{Backend, Snapshot, SnapshotError, prepare_dir, remove_dir};
+use super::{Backend, Snapshot, SnapshotError, open_dir, prepare_dir, remove_dir};
 use crate::diff::{self, DiffOptions, DiffReport};
 use crate::mount::Mount;
 use crate::view::UnionView;
 use crate::whiteout::OverlayXattr;
 
 const NAME: &str = "copy";
+/// The flattened copy in a snapshot directory.
+const ROOTFS: &str = "rootfs";
 
 /// Snapshots as copies of the union of their lowers, shown by bind mounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,27 +48,36 @@ impl CopyBackend {
         &self,
         lowers: &[PathBuf],
         dir: &Path,
-        read_only: bool,
+        writable: bool,
     ) -> Result<Snapshot, SnapshotError> {
         let dir_abs = prepare_dir(lowers, dir)?;
-        let rootfs = dir_abs.join("rootfs");
+        let rootfs = dir_abs.join(ROOTFS);
         let view = UnionView::new(lowers.to_vec(), None, self.xattr);
-        view.copy_to(&rootfs)
-            .map_err(|source| SnapshotError::Copy {
-                dir: rootfs.clone(),
+        if let Err(source) = view.copy_to(&rootfs) {
+            // Leave the snapshot directory as it was given: empty.
+            let _ = std::fs::remove_dir_all(&rootfs);
+            return Err(SnapshotError::Copy {
+                dir: rootfs,
                 source,
-            })?;
-        Ok(Snapshot {
-            lowers: lowers.to_vec(),
-            dir: dir.to_path_buf(),
-            mounts: vec![Mount::Bind {
-                source: rootfs.clone(),
-                read_only,
-            }],
-            writable: !read_only,
-            backend: NAME,
-            changes: rootfs,
-        })
+            });
+        }
+        Ok(describe(lowers, dir, &dir_abs, writable))
+    }
+}
+
+/// The snapshot in `dir` (resolved: `dir_abs`), whose copy exists.
+fn describe(lowers: &[PathBuf], dir: &Path, dir_abs: &Path, writable: bool) -> Snapshot {
+    let rootfs = dir_abs.join(ROOTFS);
+    Snapshot {
+        lowers: lowers.to_vec(),
+        dir: dir.to_path_buf(),
+        mounts: vec![Mount::Bind {
+            source: rootfs.clone(),
+            read_only: !writable,
+        }],
+        writable,
+        backend: NAME,
+        changes: rootfs,
     }
 }
 
@@ -76,11 +87,21 @@ impl Backend for CopyBackend {
     }
 
     fn prepare(&self, lowers: &[PathBuf], dir: &Path) -> Result<Snapshot, SnapshotError> {
-        self.copy(lowers, dir, false)
+        self.copy(lowers, dir, true)
     }
 
     fn view(&self, lowers: &[PathBuf], dir: &Path) -> Result<Snapshot, SnapshotError> {
-        self.copy(lowers, dir, true)
+        self.copy(lowers, dir, false)
+    }
+
+    fn open(
+        &self,
+        lowers: &[PathBuf],
+        dir: &Path,
+        writable: bool,
+    ) -> Result<Snapshot, SnapshotError> {
+        let dir_abs = open_dir(lowers, dir, &[ROOTFS])?;
+        Ok(describe(lowers, dir, &dir_abs, writable))
     }
 
     fn diff(

@@ -4,6 +4,7 @@
 //! - **view**: a read-only snapshot over lowers.
 //! - **diff**: the changes written into a snapshot, as a layer.
 //! - **remove**: delete a snapshot's own state (never the lowers).
+//! - **open**: the snapshot an earlier prepare or view left in its directory (after a restart).
 //! - **mounts**: what to mount to see the snapshot ([`Snapshot::mounts`]), as data.
 //!
 //! Lowers are layer directories in overlay format ([`crate::Format::Overlay`]), topmost first.
@@ -59,6 +60,20 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// A read-only snapshot over `lowers`, kept in `dir` (as for [`Backend::prepare`]). Its
     /// mounts refuse writes with `EROFS`.
     fn view(&self, lowers: &[PathBuf], dir: &Path) -> Result<Snapshot, SnapshotError>;
+
+    /// The snapshot an earlier [`Backend::prepare`] (`writable`) or [`Backend::view`] (not
+    /// `writable`) of the same `lowers` left in `dir`, e.g. to mount a stopped container's
+    /// snapshot again after a restart. Nothing is created or changed; a missing part of the
+    /// snapshot's layout is an error.
+    ///
+    /// (overlayfs refuses to mount again an upper that was mounted `volatile`: such a snapshot
+    /// opens, but its mount fails.)
+    fn open(
+        &self,
+        lowers: &[PathBuf],
+        dir: &Path,
+        writable: bool,
+    ) -> Result<Snapshot, SnapshotError>;
 
     /// Write the changes made in the writable `snapshot` to `out` as a deterministic layer tar
     /// (uncompressed). The snapshot's mounts may still be mounted, but nothing should be
@@ -233,14 +248,9 @@ fn resolve(path: &Path) -> io::Result<PathBuf> {
     }
 }
 
-/// Check the lowers, then make `dir` an existing, empty directory that overlaps no lower.
-/// Nothing is created before the checks pass. Returns the resolved snapshot directory.
-fn prepare_dir(lowers: &[PathBuf], dir: &Path) -> Result<PathBuf, SnapshotError> {
-    let dir_error = |source| SnapshotError::Dir {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let dir_abs = resolve(dir).map_err(dir_error)?;
+/// Check that every lower is a directory and that none overlaps the snapshot directory
+/// `dir_abs` (resolved); `dir` is how the caller named it.
+fn check_lowers(lowers: &[PathBuf], dir: &Path, dir_abs: &Path) -> Result<(), SnapshotError> {
     for lower in lowers {
         let lower_error = |source| SnapshotError::Lower {
             path: lower.clone(),
@@ -254,16 +264,52 @@ fn prepare_dir(lowers: &[PathBuf], dir: &Path) -> Result<PathBuf, SnapshotError>
             )));
         }
         let lower_abs = fs::canonicalize(lower).map_err(lower_error)?;
-        if lower_abs.starts_with(&dir_abs) || dir_abs.starts_with(&lower_abs) {
+        if lower_abs.starts_with(dir_abs) || dir_abs.starts_with(&lower_abs) {
             return Err(SnapshotError::Overlap {
                 lower: lower.clone(),
                 dir: dir.to_path_buf(),
             });
         }
     }
+    Ok(())
+}
+
+/// Check the lowers, then make `dir` an existing, empty directory that overlaps no lower.
+/// Nothing is created before the checks pass. Returns the resolved snapshot directory.
+fn prepare_dir(lowers: &[PathBuf], dir: &Path) -> Result<PathBuf, SnapshotError> {
+    let dir_error = |source| SnapshotError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let dir_abs = resolve(dir).map_err(dir_error)?;
+    check_lowers(lowers, dir, &dir_abs)?;
     fs::create_dir_all(&dir_abs).map_err(dir_error)?;
     if fs::read_dir(&dir_abs).map_err(dir_error)?.next().is_some() {
         return Err(SnapshotError::DirNotEmpty(dir.to_path_buf()));
+    }
+    Ok(dir_abs)
+}
+
+/// Check the lowers and that the snapshot directory `dir` and its `parts` exist as
+/// directories. Returns the resolved snapshot directory.
+fn open_dir(lowers: &[PathBuf], dir: &Path, parts: &[&str]) -> Result<PathBuf, SnapshotError> {
+    let dir_abs = fs::canonicalize(dir).map_err(|source| SnapshotError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    check_lowers(lowers, dir, &dir_abs)?;
+    for part in std::iter::once(&"").chain(parts) {
+        let path = dir_abs.join(part);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(SnapshotError::Dir {
+                    path,
+                    source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+                });
+            }
+            Err(source) => return Err(SnapshotError::Dir { path, source }),
+        }
     }
     Ok(dir_abs)
 }

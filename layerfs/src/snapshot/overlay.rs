@@ -7,13 +7,19 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{Backend, Snapshot, SnapshotError, create_subdir, prepare_dir, remove_dir};
+use super::{Backend, Snapshot, SnapshotError, create_subdir, open_dir, prepare_dir, remove_dir};
 use crate::diff::{self, DiffOptions, DiffReport};
 use crate::mount::{MAX_OVERLAY_LAYERS, Mount, OverlayMount};
 use crate::view::UnionView;
 use crate::whiteout::OverlayXattr;
 
 const NAME: &str = "overlay";
+/// The writable layer of a prepared snapshot.
+const UPPER: &str = "upper";
+/// overlayfs' work directory of a prepared snapshot.
+const WORK: &str = "work";
+/// The empty directory a view of no lowers shows.
+const EMPTY: &str = "empty";
 
 /// Snapshots as kernel overlayfs mounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +63,49 @@ impl OverlayBackend {
         self.xattr
     }
 
+    /// The snapshot in `dir` (resolved: `dir_abs`), whose layout exists.
+    fn describe(&self, lowers: &[PathBuf], dir: &Path, dir_abs: &Path, writable: bool) -> Snapshot {
+        let upper = dir_abs.join(UPPER);
+        let userxattr = self.xattr == OverlayXattr::User;
+        let mount = match (writable, lowers.is_empty()) {
+            // overlayfs needs a lower: with none, the upper alone is the whole snapshot.
+            (true, true) => Mount::Bind {
+                source: upper.clone(),
+                read_only: false,
+            },
+            (true, false) => Mount::Overlay(OverlayMount {
+                lowerdirs: lowers.to_vec(),
+                upperdir: Some(upper.clone()),
+                workdir: Some(dir_abs.join(WORK)),
+                userxattr,
+                volatile: self.volatile,
+            }),
+            (false, true) => Mount::Bind {
+                source: dir_abs.join(EMPTY),
+                read_only: true,
+            },
+            (false, false) => Mount::Overlay(OverlayMount {
+                lowerdirs: lowers.to_vec(),
+                upperdir: None,
+                workdir: None,
+                userxattr,
+                volatile: false,
+            }),
+        };
+        Snapshot {
+            lowers: lowers.to_vec(),
+            dir: dir.to_path_buf(),
+            mounts: vec![mount],
+            writable,
+            backend: NAME,
+            changes: if writable {
+                upper
+            } else {
+                dir_abs.to_path_buf()
+            },
+        }
+    }
+
     fn check_layers(&self, lowers: &[PathBuf]) -> Result<(), SnapshotError> {
         if lowers.len() > MAX_OVERLAY_LAYERS {
             return Err(SnapshotError::TooManyLayers {
@@ -77,62 +126,34 @@ impl Backend for OverlayBackend {
     fn prepare(&self, lowers: &[PathBuf], dir: &Path) -> Result<Snapshot, SnapshotError> {
         self.check_layers(lowers)?;
         let dir_abs = prepare_dir(lowers, dir)?;
-        let upper = dir_abs.join("upper");
-        let work = dir_abs.join("work");
-        create_subdir(&upper)?;
-        create_subdir(&work)?;
-        let mount = if lowers.is_empty() {
-            // overlayfs needs a lower: with none, the upper alone is the whole snapshot.
-            Mount::Bind {
-                source: upper.clone(),
-                read_only: false,
-            }
-        } else {
-            Mount::Overlay(OverlayMount {
-                lowerdirs: lowers.to_vec(),
-                upperdir: Some(upper.clone()),
-                workdir: Some(work),
-                userxattr: self.xattr == OverlayXattr::User,
-                volatile: self.volatile,
-            })
-        };
-        Ok(Snapshot {
-            lowers: lowers.to_vec(),
-            dir: dir.to_path_buf(),
-            mounts: vec![mount],
-            writable: true,
-            backend: NAME,
-            changes: upper,
-        })
+        create_subdir(&dir_abs.join(UPPER))?;
+        create_subdir(&dir_abs.join(WORK))?;
+        Ok(self.describe(lowers, dir, &dir_abs, true))
     }
 
     fn view(&self, lowers: &[PathBuf], dir: &Path) -> Result<Snapshot, SnapshotError> {
         self.check_layers(lowers)?;
         let dir_abs = prepare_dir(lowers, dir)?;
-        let mount = if lowers.is_empty() {
-            let empty = dir_abs.join("empty");
-            create_subdir(&empty)?;
-            Mount::Bind {
-                source: empty,
-                read_only: true,
-            }
-        } else {
-            Mount::Overlay(OverlayMount {
-                lowerdirs: lowers.to_vec(),
-                upperdir: None,
-                workdir: None,
-                userxattr: self.xattr == OverlayXattr::User,
-                volatile: false,
-            })
+        if lowers.is_empty() {
+            create_subdir(&dir_abs.join(EMPTY))?;
+        }
+        Ok(self.describe(lowers, dir, &dir_abs, false))
+    }
+
+    fn open(
+        &self,
+        lowers: &[PathBuf],
+        dir: &Path,
+        writable: bool,
+    ) -> Result<Snapshot, SnapshotError> {
+        self.check_layers(lowers)?;
+        let parts: &[&str] = match (writable, lowers.is_empty()) {
+            (true, _) => &[UPPER, WORK],
+            (false, true) => &[EMPTY],
+            (false, false) => &[],
         };
-        Ok(Snapshot {
-            lowers: lowers.to_vec(),
-            dir: dir.to_path_buf(),
-            mounts: vec![mount],
-            writable: false,
-            backend: NAME,
-            changes: dir_abs,
-        })
+        let dir_abs = open_dir(lowers, dir, parts)?;
+        Ok(self.describe(lowers, dir, &dir_abs, writable))
     }
 
     fn diff(
@@ -156,7 +177,7 @@ impl Backend for OverlayBackend {
     fn remove(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
         // overlayfs leaves `work/work` with mode 0: open it up so the directory can be removed
         // by an owner without CAP_DAC_OVERRIDE too.
-        let inner = snapshot.changes.with_file_name("work").join("work");
+        let inner = snapshot.changes.with_file_name(WORK).join("work");
         if snapshot.writable && inner.is_dir() {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o700));
