@@ -682,3 +682,86 @@ fn userns_child() {
     }
     eprintln!("userns child: checked New and Legacy");
 }
+
+const EPERM_ENV: &str = "MOLDE_TEST_EPERM_CHILD";
+
+/// Without the privilege to mount, the error says so and what to do; the new API's refusal
+/// falls back to mount(2), which refuses too (run as `nobody` through setpriv(1)).
+#[test]
+fn unprivileged_mount_error_says_what_to_do() {
+    if !common::require(common::have_tool("setpriv"), "needs setpriv(1)")
+        || !common::require(common::privileged(), "needs root to drop to nobody")
+    {
+        return;
+    }
+    let output = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "eperm_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(EPERM_ENV, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("eperm child: checked"),
+        "{stdout}\n{stderr}"
+    );
+}
+
+/// Runs as `nobody` for [`unprivileged_mount_error_says_what_to_do`]; does nothing (and says
+/// so) when run any other way.
+#[test]
+#[ignore = "helper: run unprivileged by unprivileged_mount_error_says_what_to_do"]
+fn eperm_child() {
+    if std::env::var_os(EPERM_ENV).is_none() {
+        eprintln!(
+            "skipping: only meaningful when started by unprivileged_mount_error_says_what_to_do"
+        );
+        return;
+    }
+    assert!(!overlay_supported(), "nobody cannot mount overlay");
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, target) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("t"),
+    );
+    for dir in [&a, &b, &target] {
+        fs::create_dir(dir).unwrap();
+    }
+    let overlay = Mount::Overlay(OverlayMount {
+        lowerdirs: vec![a.clone(), b],
+        upperdir: None,
+        workdir: None,
+        userxattr: false,
+        volatile: false,
+    });
+    let bind = Mount::Bind {
+        source: a,
+        read_only: true,
+    };
+    for mount in [overlay, bind] {
+        let err = mount.mount_at(&target).unwrap_err();
+        assert_eq!(err.errno(), Some(Errno::EPERM), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("CAP_SYS_ADMIN") && message.contains("unshare"),
+            "{message}"
+        );
+        assert!(message.contains(&target.display().to_string()), "{message}");
+    }
+    eprintln!("eperm child: checked");
+}

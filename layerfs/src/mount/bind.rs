@@ -58,9 +58,9 @@ pub(super) fn mount(
     let target_c = c_path(KIND, target, target)?;
     if api != MountApi::Legacy {
         match new_api(&source_c, read_only, &target_c, target) {
-            Err(NewApi::Unsupported) if api == MountApi::Auto => {}
-            Err(NewApi::Unsupported) => {
-                return Err(syscall_error(target, MountStage::OpenTree, Errno::ENOSYS));
+            Err(NewApi::Unsupported(_)) if api == MountApi::Auto => {}
+            Err(NewApi::Unsupported((stage, errno))) => {
+                return Err(syscall_error(target, stage, errno));
             }
             Err(NewApi::Failed(e)) => return Err(e),
             Ok(()) => return Ok(()),
@@ -70,7 +70,8 @@ pub(super) fn mount(
 }
 
 enum NewApi {
-    Unsupported,
+    /// The step and errno that show the new API cannot be used here.
+    Unsupported((MountStage, Errno)),
     Failed(MountError),
 }
 
@@ -82,7 +83,11 @@ fn new_api(
 ) -> Result<(), NewApi> {
     let tree = match syscalls::open_tree_clone(source) {
         Ok(fd) => fd,
-        Err(Errno::ENOSYS) => return Err(NewApi::Unsupported),
+        // ENOSYS: no new mount API. EPERM: no privilege (mount(2) will say so too), or a
+        // seccomp filter that knows only the old API.
+        Err(errno @ (Errno::ENOSYS | Errno::EPERM)) => {
+            return Err(NewApi::Unsupported((MountStage::OpenTree, errno)));
+        }
         Err(errno) => {
             return Err(NewApi::Failed(syscall_error(
                 target,
@@ -95,7 +100,12 @@ fn new_api(
         match syscalls::mount_setattr(tree.as_fd(), syscalls::MOUNT_ATTR_RDONLY) {
             Ok(()) => {}
             // open_tree exists (5.2) but mount_setattr does not (5.12): use mount(2).
-            Err(Errno::ENOSYS) => return Err(NewApi::Unsupported),
+            Err(Errno::ENOSYS) => {
+                return Err(NewApi::Unsupported((
+                    MountStage::MountSetattr,
+                    Errno::ENOSYS,
+                )));
+            }
             Err(errno) => {
                 return Err(NewApi::Failed(syscall_error(
                     target,

@@ -83,9 +83,9 @@ fn mount_validated(overlay: &OverlayMount, target: &Path, api: MountApi) -> Resu
                         target: target.to_path_buf(),
                         stage,
                         errno,
-                        kernel_message: Some(
-                            "the new mount API with \"lowerdir+\" needs Linux 6.8 or later".into(),
-                        ),
+                        kernel_message: (errno != Errno::EPERM).then(|| {
+                            "the new mount API with \"lowerdir+\" needs Linux 6.8 or later".into()
+                        }),
                     });
                 }
                 tracing::debug!(?stage, %errno, "overlay: new mount API unavailable, using mount(2)");
@@ -249,10 +249,12 @@ fn new_api(overlay: &OverlayMount, target: &Path) -> Result<(), Attempt> {
     let target_c = c_path(KIND, target, target).map_err(Attempt::Failed)?;
     let fs = match syscalls::fsopen(c"overlay") {
         Ok(fd) => fd,
-        Err(Errno::ENOSYS) => {
+        // ENOSYS: no new mount API. EPERM: no privilege (mount(2) will say so too), or a
+        // seccomp filter that knows only the old API.
+        Err(errno @ (Errno::ENOSYS | Errno::EPERM)) => {
             return Err(Attempt::Unsupported {
                 stage: MountStage::Fsopen,
-                errno: Errno::ENOSYS,
+                errno,
             });
         }
         Err(errno) => {
