@@ -303,23 +303,24 @@ impl UnionView {
     where
         F: FnMut(&Path, &ViewEntry) -> io::Result<()>,
     {
-        self.walk_dir(&self.root(), &mut f)
-    }
-
-    fn walk_dir<F>(&self, dir: &DirNode, f: &mut F) -> io::Result<()>
-    where
-        F: FnMut(&Path, &ViewEntry) -> io::Result<()>,
-    {
-        for child in self.list(dir)? {
-            let rel = dir.rel.join(&child.name);
+        // An explicit stack, not recursion: trees may be thousands of levels deep.
+        let mut stack = vec![self.list(&self.root())?.into_iter()];
+        while let Some(children) = stack.last_mut() {
+            let Some(child) = children.next() else {
+                stack.pop();
+                continue;
+            };
             let entry = ViewEntry {
                 layer: child.node.layer(),
                 metadata: child.node.metadata().clone(),
                 name: child.name,
             };
-            f(&rel, &entry)?;
-            if let Node::Dir(sub, _) = &child.node {
-                self.walk_dir(sub, f)?;
+            match &child.node {
+                Node::Dir(sub, _) => {
+                    f(&sub.rel, &entry)?;
+                    stack.push(self.list(sub)?.into_iter());
+                }
+                Node::Other { rel, .. } => f(rel, &entry)?,
             }
         }
         Ok(())
@@ -345,46 +346,57 @@ impl UnionView {
             links: HashMap::new(),
         };
         let root = self.root();
-        self.copy_dir(&root, dest, &mut ctx)?;
-        if let Some(&top) = root.layers.first() {
-            let src = &self.layers[top];
-            let meta = fs::symlink_metadata(src).map_err(io_err("stat", src))?;
-            self.copy_attrs(src, dest, &meta, &ctx)?;
+        let root_meta = match root.layers.first() {
+            Some(&top) => {
+                let src = &self.layers[top];
+                Some(fs::symlink_metadata(src).map_err(io_err("stat", src))?)
+            }
+            None => None,
+        };
+        /// A directory being copied: its remaining children, then its attributes.
+        struct Frame {
+            children: std::vec::IntoIter<Child>,
+            dest: PathBuf,
+            src: Option<(PathBuf, Metadata)>,
         }
-        Ok(())
-    }
-
-    fn copy_dir(&self, dir: &DirNode, dest: &Path, ctx: &mut CopyCtx) -> Result<(), ViewError> {
-        let children = self.list(dir).map_err(|source| ViewError::Io {
-            op: "read directory",
-            path: dir
-                .layers
-                .first()
-                .map_or_else(|| dir.rel.clone(), |&l| self.layer_path(l, &dir.rel)),
-            source,
-        })?;
-        for child in children {
-            let dst = dest.join(&child.name);
+        let mut stack = vec![Frame {
+            children: self.list_for_copy(&root)?.into_iter(),
+            dest: dest.to_path_buf(),
+            src: root_meta.map(|m| (self.layer_path(root.layers[0], &root.rel), m)),
+        }];
+        while let Some(frame) = stack.last_mut() {
+            let Some(child) = frame.children.next() else {
+                let done = stack.pop().expect("a frame is on the stack");
+                if let Some((src, meta)) = done.src {
+                    // Directories get their attributes last: after their contents.
+                    self.copy_attrs(&src, &done.dest, &meta, &ctx)?;
+                }
+                continue;
+            };
+            let dst = frame.dest.join(&child.name);
             let src = self.node_path(&child.node);
-            match &child.node {
+            match child.node {
                 Node::Dir(sub, meta) => {
                     fs::DirBuilder::new()
                         .mode(0o700)
                         .create(&dst)
                         .map_err(io_err("create directory", &dst))?;
-                    self.copy_dir(sub, &dst, ctx)?;
-                    self.copy_attrs(&src, &dst, meta, ctx)?;
+                    stack.push(Frame {
+                        children: self.list_for_copy(&sub)?.into_iter(),
+                        dest: dst,
+                        src: Some((src, meta)),
+                    });
                 }
                 Node::Other { layer, meta, .. } => {
-                    let key = (*layer, meta.dev(), meta.ino());
+                    let key = (layer, meta.dev(), meta.ino());
                     if meta.nlink() > 1 {
                         if let Some(first) = ctx.links.get(&key) {
                             fs::hard_link(first, &dst).map_err(io_err("hardlink", &dst))?;
                             continue;
                         }
                     }
-                    if self.copy_node(&src, &dst, meta, ctx)? {
-                        self.copy_attrs(&src, &dst, meta, ctx)?;
+                    if self.copy_node(&src, &dst, &meta, &ctx)? {
+                        self.copy_attrs(&src, &dst, &meta, &ctx)?;
                         if meta.nlink() > 1 {
                             ctx.links.insert(key, dst);
                         }
@@ -393,6 +405,17 @@ impl UnionView {
             }
         }
         Ok(())
+    }
+
+    fn list_for_copy(&self, dir: &DirNode) -> Result<Vec<Child>, ViewError> {
+        self.list(dir).map_err(|source| ViewError::Io {
+            op: "read directory",
+            path: dir
+                .layers
+                .first()
+                .map_or_else(|| dir.rel.clone(), |&l| self.layer_path(l, &dir.rel)),
+            source,
+        })
     }
 
     /// Create `dst` as a copy of the non-directory `src`. `false` when it was skipped (a device
@@ -620,6 +643,18 @@ impl UnionView {
     /// Resolve `path` through the union, following symlinks in parents inside the view (and
     /// the final one when `follow_final`).
     pub(crate) fn resolve(&self, path: &Path, follow_final: bool) -> io::Result<Node> {
+        // As in POSIX, a trailing `/` (or `/.`) asks for a directory, following a final symlink.
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.len() > 1 && (bytes.ends_with(b"/") || bytes.ends_with(b"/.")) {
+            return match self.resolve_inner(path, true)? {
+                node @ Node::Dir(..) => Ok(node),
+                Node::Other { .. } => Err(errno(libc::ENOTDIR)),
+            };
+        }
+        self.resolve_inner(path, follow_final)
+    }
+
+    fn resolve_inner(&self, path: &Path, follow_final: bool) -> io::Result<Node> {
         let mut queue = components(path);
         let mut stack: Vec<DirNode> = vec![self.root()];
         let mut followed = 0usize;

@@ -3,7 +3,7 @@
 mod common;
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
@@ -202,7 +202,6 @@ fn check_report(out: &[u8], report: &DiffReport) {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        use std::io::Write;
         child.stdin.take().unwrap().write_all(out).unwrap();
         assert!(child.wait().unwrap().success(), "GNU tar rejects the layer");
     }
@@ -719,4 +718,184 @@ fn writer_matches_between_native_and_naive() {
     let (b, _) = run_naive(&lowers, &new, &opts());
     assert_eq!(summary(&read_layer(&a)), summary(&read_layer(&b)));
     assert_eq!(a, b);
+}
+
+#[test]
+fn a_name_reserved_for_whiteouts_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let (base, new) = (t.path().join("base"), t.path().join("new"));
+    dir(&base, "");
+    file(&new, "etc/.wh.passwd", "would delete /etc/passwd");
+    let err = diff::naive(&plain_view(&base), &new, std::io::sink(), &opts()).unwrap_err();
+    match err {
+        diff::DiffError::ReservedName { path } => assert!(path.ends_with("etc/.wh.passwd")),
+        other => panic!("unexpected error {other}"),
+    }
+}
+
+/// Unmounts on drop.
+struct MountGuard(PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn native_diff_of_a_real_overlay_upper() {
+    if !common::require(common::privileged(), "needs root to mount overlayfs") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let p = |n: &str| t.path().join(n);
+    let (l1, l2, up, work, merged) = (p("l1"), p("l2"), p("upper"), p("work"), p("merged"));
+    for d in [&up, &work, &merged] {
+        dir(d, "");
+    }
+    file(&l1, "etc/a", "aaaa");
+    file(&l1, "etc/b", "b");
+    file(&l1, "d/x", "x");
+    file(&l1, "d/sub/y", "y");
+    file(&l1, "hl/x", "linked");
+    fs::hard_link(l1.join("hl/x"), l1.join("hl/y")).unwrap();
+    file(&l2, "etc/c", "c");
+    let data = format!(
+        "lowerdir={}:{},upperdir={},workdir={}",
+        l2.display(),
+        l1.display(),
+        up.display(),
+        work.display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .unwrap();
+    let guard = MountGuard(merged.clone());
+    fs::write(merged.join("etc/a"), "AAAA").unwrap();
+    fs::remove_file(merged.join("etc/b")).unwrap();
+    fs::remove_dir_all(merged.join("d")).unwrap();
+    file(&merged, "d/new", "new");
+    fs::OpenOptions::new()
+        .append(true)
+        .open(merged.join("hl/x"))
+        .unwrap()
+        .write_all(b"+")
+        .unwrap();
+    file(&merged, "newdir/f", "");
+    chmod(&merged, "etc/c", 0o4755);
+    let mut kernel_view = Vec::new();
+    walk_tree(&merged, Path::new(""), &mut kernel_view);
+    drop(guard);
+
+    // The union view of the same stack agrees with what the kernel showed.
+    let x = OverlayXattr::Trusted;
+    let view = UnionView::new(vec![l2.clone(), l1.clone()], Some(up.clone()), x);
+    let mut ours = Vec::new();
+    view.walk(|rel, e| {
+        let data = if e.file_type().is_file() {
+            view.read(rel).unwrap()
+        } else {
+            Vec::new()
+        };
+        ours.push((rel.to_path_buf(), data));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(ours, kernel_view);
+
+    let lowers = UnionView::new(vec![l2, l1], None, x);
+    let o = DiffOptions {
+        mtime_clamp: Some(0),
+        xattr: x,
+    };
+    let (out, _) = run_native(&up, &lowers, &o);
+    let entries = read_layer(&out);
+    assert_eq!(
+        summary(&entries),
+        [
+            "D d/",
+            "F d/.wh..wh..opq=",
+            "F d/new=new",
+            "D etc/",
+            "F etc/.wh.b=",
+            "F etc/a=AAAA",
+            "F etc/c=c",
+            "D hl/",
+            "F hl/x=linked+",
+            "D newdir/",
+            "F newdir/f=",
+        ]
+    );
+    assert_eq!(find(&entries, "etc/c").mode, 0o4755);
+    // overlayfs' own xattrs (origin, impure...) stay out of the layer.
+    assert!(entries.iter().all(|e| e.xattrs.is_empty()), "{entries:?}");
+    let changes: Vec<String> = diff::changes(&up, &lowers, x)
+        .unwrap()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "C /d",
+            "A /d/new",
+            "D /d/sub",
+            "D /d/x",
+            "C /etc",
+            "C /etc/a",
+            "D /etc/b",
+            "C /etc/c",
+            "C /hl",
+            "C /hl/x",
+            "A /newdir",
+            "A /newdir/f",
+        ]
+    );
+}
+
+/// Sorted depth-first listing of a plain tree with each regular file's contents.
+fn walk_tree(root: &Path, rel: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+    let mut names: Vec<_> = fs::read_dir(root.join(rel))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    for n in names {
+        let p = rel.join(&n);
+        let meta = fs::symlink_metadata(root.join(&p)).unwrap();
+        let data = if meta.is_file() {
+            fs::read(root.join(&p)).unwrap()
+        } else {
+            Vec::new()
+        };
+        out.push((p.clone(), data));
+        if meta.is_dir() {
+            walk_tree(root, &p, out);
+        }
+    }
+}
+
+#[test]
+fn deep_trees_do_not_overflow() {
+    // 1,000 nested directories (a 2,000-byte path): both diffs and the view recurse per level.
+    let t = tempfile::tempdir().unwrap();
+    let (base, new) = (t.path().join("base"), t.path().join("new"));
+    let deep = "d/".repeat(1000);
+    dir(&base, "");
+    file(&new, &format!("{deep}f"), "bottom");
+    let (out, report) = run_naive(&plain_view(&base), &new, &opts());
+    assert_eq!(report.counts.dirs, 1000);
+    assert_eq!(find(&read_layer(&out), &format!("{deep}f")).data, b"bottom");
+    let (native_out, _) = run_native(&new, &plain_view(&base), &opts());
+    assert_eq!(out, native_out);
+    let flat = t.path().join("flat");
+    UnionView::new(vec![new.clone()], None, X)
+        .copy_to(&flat)
+        .unwrap();
+    assert_eq!(fs::read(flat.join(format!("{deep}f"))).unwrap(), b"bottom");
 }

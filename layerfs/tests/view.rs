@@ -122,6 +122,10 @@ fn merges_layers_topmost_wins() {
     assert_eq!(errno(view.metadata(Path::new("etc/nope"))), libc::ENOENT);
     assert_eq!(errno(view.metadata(Path::new("etc/a/x"))), libc::ENOTDIR);
     assert_eq!(errno(view.read_dir(Path::new("etc/a"))), libc::ENOTDIR);
+    // A trailing slash asks for a directory.
+    assert_eq!(errno(view.metadata(Path::new("etc/a/"))), libc::ENOTDIR);
+    assert!(view.metadata(Path::new("etc/")).unwrap().is_dir());
+    assert!(view.metadata(Path::new("etc/.")).unwrap().is_dir());
 }
 
 #[test]
@@ -260,6 +264,12 @@ fn symlinks_are_followed_inside_the_view() {
     );
     assert!(view.metadata(Path::new("rel/f")).unwrap().is_file());
     assert_eq!(names(&view, "abs"), ["f"]);
+    // With a trailing slash the final symlink is followed.
+    assert_eq!(
+        view.real_path(Path::new("abs/")).unwrap(),
+        l1.join("real/dir")
+    );
+    assert_eq!(errno(view.metadata(Path::new("tofile/"))), libc::ENOTDIR);
     assert_eq!(errno(view.read_link(Path::new("abs/f"))), libc::EINVAL);
     assert_eq!(errno(view.metadata(Path::new("loop1/x"))), libc::ELOOP);
     assert_eq!(errno(view.read(Path::new("loop1"))), libc::ELOOP);
@@ -490,4 +500,16 @@ fn empty_view_has_an_empty_root() {
     let view = UnionView::new(Vec::new(), None, OverlayXattr::User);
     assert!(view.read_dir(Path::new("/")).unwrap().is_empty());
     assert_eq!(errno(view.metadata(Path::new("/x"))), libc::ENOENT);
+}
+
+#[test]
+fn opaque_xattr_on_a_layer_root_is_ignored_like_overlayfs() {
+    let x = OverlayXattr::User;
+    let s = Stack::new();
+    let (l1, l2) = (s.layer("l1"), s.layer("l2"));
+    file(&l1, "lower", "");
+    file(&l2, "upper", "");
+    xattr::set(&l2, x.opaque(), b"y").unwrap();
+    let view = UnionView::new(vec![l2, l1], None, x);
+    assert_eq!(names(&view, "/"), ["lower", "upper"]);
 }

@@ -158,6 +158,16 @@ pub enum DiffError {
         /// The size its metadata gave.
         expected: u64,
     },
+    /// A file's name starts with `.wh.`, which layers reserve for whiteouts: written as it is,
+    /// it would delete something when the layer is applied.
+    #[error(
+        "{}: names starting with \".wh.\" are reserved for whiteouts and cannot be put in a layer",
+        path.display()
+    )]
+    ReservedName {
+        /// The file.
+        path: PathBuf,
+    },
     /// The upper directory uses an overlayfs feature the native diff cannot read.
     #[error("{}: {reason}", path.display())]
     Unsupported {

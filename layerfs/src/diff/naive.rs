@@ -20,8 +20,7 @@ pub(super) fn naive(
     out: impl Write,
     opts: &DiffOptions,
 ) -> Result<DiffReport, DiffError> {
-    let mut groups = HashMap::new();
-    hardlink_groups(new, Path::new(""), &mut groups)?;
+    let groups = hardlink_groups(new)?;
     let dirty = dirty_groups(base, new, groups)?;
     let mut diff = Naive {
         base,
@@ -30,8 +29,7 @@ pub(super) fn naive(
         pending: Vec::new(),
         dirty,
     };
-    let root = base.root();
-    diff.dir(Path::new(""), Some(&root))?;
+    diff.run()?;
     Ok(diff.w.finish()?.1)
 }
 
@@ -46,6 +44,18 @@ struct Naive<'a, W: Write> {
     dirty: HashSet<Inode>,
 }
 
+/// A directory of the new tree being compared.
+struct Frame {
+    rel: PathBuf,
+    new_dir: PathBuf,
+    /// Its entries in the new tree, sorted by name, not yet visited.
+    entries: std::vec::IntoIter<(OsString, Metadata)>,
+    /// The base's entries of the same directory, sorted by name.
+    base: std::iter::Peekable<std::vec::IntoIter<Child>>,
+    /// The length of `pending` before this directory was pushed onto it.
+    mark: usize,
+}
+
 impl<W: Write> Naive<'_, W> {
     fn flush(&mut self) -> Result<(), DiffError> {
         for (rel, path, meta) in std::mem::take(&mut self.pending) {
@@ -54,63 +64,44 @@ impl<W: Write> Naive<'_, W> {
         Ok(())
     }
 
-    fn dir(&mut self, rel: &Path, base_dir: Option<&DirNode>) -> Result<(), DiffError> {
-        let new_dir = join(self.new, rel);
-        let new_entries = sorted_entries(&new_dir)?;
-        let base_children: Vec<Child> = match base_dir {
-            Some(d) => self
-                .base
-                .list(d)
-                .map_err(|e| DiffError::io("list the base", &join(Path::new("/"), rel), e))?,
-            None => Vec::new(),
-        };
-
-        // Whiteouts first: base names the new tree lacks.
-        let mut gone = Vec::new();
-        {
-            let mut ni = new_entries.iter().peekable();
-            for child in &base_children {
-                while ni.next_if(|(n, _)| *n < child.name).is_some() {}
-                if ni.peek().is_none_or(|(n, _)| *n != child.name) {
-                    gone.push(child.name.clone());
-                }
-            }
-        }
-        if !gone.is_empty() {
-            self.flush()?;
-            for name in gone {
-                self.w.add_whiteout(rel, &name)?;
-            }
-        }
-
-        let mut bi = base_children.iter().peekable();
-        for (name, meta) in new_entries {
-            while bi.next_if(|c| c.name < name).is_some() {}
-            let base_node = bi.next_if(|c| c.name == name).map(|c| &c.node);
-            let crel = rel.join(&name);
-            let cpath = new_dir.join(&name);
+    /// Compare the whole trees, depth first, with an explicit stack (trees may be deep).
+    fn run(&mut self) -> Result<(), DiffError> {
+        let root = self.base.root();
+        let first = self.open_dir(PathBuf::new(), self.new.to_path_buf(), Some(&root), 0)?;
+        let mut stack = vec![first];
+        while let Some(frame) = stack.last_mut() {
+            let Some((name, meta)) = frame.entries.next() else {
+                let done = stack.pop().expect("a frame is on the stack");
+                // Nothing below it was written: the directory is not written either.
+                self.pending.truncate(done.mark);
+                continue;
+            };
+            while frame.base.next_if(|c| c.name < name).is_some() {}
+            let base_node = frame.base.next_if(|c| c.name == name).map(|c| c.node);
+            let crel = frame.rel.join(&name);
+            let cpath = frame.new_dir.join(&name);
             if meta.is_dir() {
                 let (changed, sub) = match base_node {
-                    Some(node @ Node::Dir(d, bm)) => (
-                        differs(bm, &self.base.node_path(node), &meta, &cpath)?,
-                        Some(d),
-                    ),
+                    Some(Node::Dir(d, bm)) => {
+                        let bp = self.base.layer_path(d.layers[0], &d.rel);
+                        (differs(&bm, &bp, &meta, &cpath)?, Some(d))
+                    }
                     _ => (true, None),
                 };
                 let mark = self.pending.len();
-                self.pending.push((crel.clone(), cpath, meta));
+                self.pending.push((crel.clone(), cpath.clone(), meta));
                 if changed {
                     self.flush()?;
                 }
-                self.dir(&crel, sub)?;
-                self.pending.truncate(mark);
+                let next = self.open_dir(crel, cpath, sub.as_ref(), mark)?;
+                stack.push(next);
             } else {
                 let emit = if meta.nlink() > 1 {
                     self.dirty.contains(&(meta.dev(), meta.ino()))
                 } else {
                     match base_node {
-                        Some(node @ Node::Other { meta: bm, .. }) => {
-                            differs(bm, &self.base.node_path(node), &meta, &cpath)?
+                        Some(node @ Node::Other { .. }) => {
+                            differs(node.metadata(), &self.base.node_path(&node), &meta, &cpath)?
                         }
                         _ => true,
                     }
@@ -122,6 +113,48 @@ impl<W: Write> Naive<'_, W> {
             }
         }
         Ok(())
+    }
+
+    /// Read a directory of both trees, write its whiteouts (base names the new tree lacks;
+    /// they come first), and return the frame of its entries.
+    fn open_dir(
+        &mut self,
+        rel: PathBuf,
+        new_dir: PathBuf,
+        base_dir: Option<&DirNode>,
+        mark: usize,
+    ) -> Result<Frame, DiffError> {
+        let new_entries = sorted_entries(&new_dir)?;
+        let base_children: Vec<Child> = match base_dir {
+            Some(d) => self
+                .base
+                .list(d)
+                .map_err(|e| DiffError::io("list the base", &join(Path::new("/"), &rel), e))?,
+            None => Vec::new(),
+        };
+        let mut gone = Vec::new();
+        {
+            let mut ni = new_entries.iter().peekable();
+            for child in &base_children {
+                while ni.next_if(|(n, _)| *n < child.name).is_some() {}
+                if ni.peek().is_none_or(|(n, _)| *n != child.name) {
+                    gone.push(&child.name);
+                }
+            }
+        }
+        if !gone.is_empty() {
+            self.flush()?;
+            for name in gone {
+                self.w.add_whiteout(&rel, name)?;
+            }
+        }
+        Ok(Frame {
+            rel,
+            new_dir,
+            entries: new_entries.into_iter(),
+            base: base_children.into_iter().peekable(),
+            mark,
+        })
     }
 }
 
@@ -149,23 +182,23 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(OsString, Metadata)>, DiffError> {
 }
 
 /// Every non-directory of the new tree with more than one link, grouped by inode.
-fn hardlink_groups(
-    root: &Path,
-    rel: &Path,
-    groups: &mut HashMap<Inode, Vec<PathBuf>>,
-) -> Result<(), DiffError> {
-    for (name, meta) in sorted_entries(&join(root, rel))? {
-        let crel = rel.join(&name);
-        if meta.is_dir() {
-            hardlink_groups(root, &crel, groups)?;
-        } else if meta.nlink() > 1 {
-            groups
-                .entry((meta.dev(), meta.ino()))
-                .or_default()
-                .push(crel);
+fn hardlink_groups(root: &Path) -> Result<HashMap<Inode, Vec<PathBuf>>, DiffError> {
+    let mut groups: HashMap<Inode, Vec<PathBuf>> = HashMap::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        for (name, meta) in sorted_entries(&join(root, &rel))? {
+            let crel = rel.join(&name);
+            if meta.is_dir() {
+                dirs.push(crel);
+            } else if meta.nlink() > 1 {
+                groups
+                    .entry((meta.dev(), meta.ino()))
+                    .or_default()
+                    .push(crel);
+            }
         }
     }
-    Ok(())
+    Ok(groups)
 }
 
 /// The groups with a member that the base lacks or that differs from the base's.

@@ -57,53 +57,42 @@ fn has_xattr(path: &Path, name: &str) -> Result<bool, DiffError> {
     }
 }
 
+/// A directory of the upper being walked.
+struct Frame {
+    rel: PathBuf,
+    dir_path: PathBuf,
+    /// The lowers' directory at `rel` (when they have one and it matters).
+    lower: Option<DirNode>,
+    hidden: bool,
+    /// Its entries other than whiteouts, sorted by name, not yet visited.
+    entries: std::vec::IntoIter<(OsString, Metadata)>,
+}
+
 impl Walk<'_> {
-    fn dir<F>(
-        &self,
-        rel: &Path,
-        lower: Option<&DirNode>,
-        hidden: bool,
-        f: &mut F,
-    ) -> Result<(), DiffError>
+    /// Walk the whole upper, depth first, with an explicit stack (trees may be deep).
+    fn run<F>(&self, f: &mut F) -> Result<(), DiffError>
     where
         F: FnMut(Event<'_>) -> Result<(), DiffError>,
     {
-        let dir_path = if rel.as_os_str().is_empty() {
-            self.upper.to_path_buf()
-        } else {
-            self.upper.join(rel)
-        };
-        let mut entries: Vec<(OsString, Metadata)> = Vec::new();
-        let rd =
-            fs::read_dir(&dir_path).map_err(|e| DiffError::io("read directory", &dir_path, e))?;
-        for ent in rd {
-            let ent = ent.map_err(|e| DiffError::io("read directory", &dir_path, e))?;
-            let meta = ent
-                .metadata()
-                .map_err(|e| DiffError::io("stat", &ent.path(), e))?;
-            entries.push((ent.file_name(), meta));
-        }
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let lookup = |name: &OsStr| -> Result<Option<Node>, DiffError> {
-            match lower {
-                Some(ld) => self
-                    .lowers
-                    .lookup(ld, name)
-                    .map_err(|e| DiffError::io("look up in the lower layers", &rel.join(name), e)),
-                None => Ok(None),
-            }
-        };
-        for (name, _) in entries.iter().filter(|(_, m)| is_overlay_whiteout(m)) {
-            if !hidden && lookup(name)?.is_some() {
-                f(Event::Whiteout { dir: rel, name })?;
-            }
-        }
-        for (name, meta) in entries.iter().filter(|(_, m)| !is_overlay_whiteout(m)) {
-            let crel = rel.join(name);
-            let cpath = dir_path.join(name);
+        let root = self.open_dir(
+            PathBuf::new(),
+            self.upper.to_path_buf(),
+            Some(self.lowers.root()),
+            false,
+            f,
+        )?;
+        let mut stack = vec![root];
+        while let Some(frame) = stack.last_mut() {
+            let Some((name, meta)) = frame.entries.next() else {
+                stack.pop();
+                continue;
+            };
+            let crel = frame.rel.join(&name);
+            let cpath = frame.dir_path.join(&name);
+            let hidden = frame.hidden;
             let is_dir = meta.is_dir();
             let lower_child = if is_dir || self.track_all {
-                lookup(name)?
+                self.lookup(frame.lower.as_ref(), &crel, &name)?
             } else {
                 None
             };
@@ -119,16 +108,17 @@ impl Walk<'_> {
                 f(Event::Entry {
                     rel: &crel,
                     path: &cpath,
-                    meta,
+                    meta: &meta,
                     lower: lower_child.as_ref(),
                     opaque,
                     hidden,
                 })?;
-                let sub = match &lower_child {
+                let sub = match lower_child {
                     Some(Node::Dir(d, _)) if self.track_all || !(hidden || opaque) => Some(d),
                     _ => None,
                 };
-                self.dir(&crel, sub, hidden || opaque, f)?;
+                let next = self.open_dir(crel, cpath, sub, hidden || opaque, f)?;
+                stack.push(next);
             } else {
                 if meta.file_type().is_file()
                     && has_xattr(&cpath, &overlay_xattr(self.xattr, "metacopy"))?
@@ -142,7 +132,7 @@ impl Walk<'_> {
                 f(Event::Entry {
                     rel: &crel,
                     path: &cpath,
-                    meta,
+                    meta: &meta,
                     lower: lower_child.as_ref(),
                     opaque: false,
                     hidden,
@@ -150,6 +140,68 @@ impl Walk<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `name` in the lowers' directory `lower`, if any.
+    fn lookup(
+        &self,
+        lower: Option<&DirNode>,
+        rel: &Path,
+        name: &OsStr,
+    ) -> Result<Option<Node>, DiffError> {
+        match lower {
+            Some(ld) => self
+                .lowers
+                .lookup(ld, name)
+                .map_err(|e| DiffError::io("look up in the lower layers", rel, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Read a directory of the upper, report its whiteouts (they come first), and return the
+    /// frame of its other entries.
+    fn open_dir<F>(
+        &self,
+        rel: PathBuf,
+        dir_path: PathBuf,
+        lower: Option<DirNode>,
+        hidden: bool,
+        f: &mut F,
+    ) -> Result<Frame, DiffError>
+    where
+        F: FnMut(Event<'_>) -> Result<(), DiffError>,
+    {
+        let mut entries: Vec<(OsString, Metadata)> = Vec::new();
+        let rd =
+            fs::read_dir(&dir_path).map_err(|e| DiffError::io("read directory", &dir_path, e))?;
+        for ent in rd {
+            let ent = ent.map_err(|e| DiffError::io("read directory", &dir_path, e))?;
+            let meta = ent
+                .metadata()
+                .map_err(|e| DiffError::io("stat", &ent.path(), e))?;
+            entries.push((ent.file_name(), meta));
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let (whiteouts, others): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .partition(|(_, m)| is_overlay_whiteout(m));
+        if !hidden {
+            for (name, _) in &whiteouts {
+                if self
+                    .lookup(lower.as_ref(), &rel.join(name), name)?
+                    .is_some()
+                {
+                    f(Event::Whiteout { dir: &rel, name })?;
+                }
+            }
+        }
+        Ok(Frame {
+            rel,
+            dir_path,
+            lower,
+            hidden,
+            entries: others.into_iter(),
+        })
     }
 }
 
@@ -166,8 +218,7 @@ pub(super) fn native(
         xattr: opts.xattr,
         track_all: false,
     };
-    let root = lowers.root();
-    walk.dir(Path::new(""), Some(&root), false, &mut |ev| match ev {
+    walk.run(&mut |ev| match ev {
         Event::Whiteout { dir, name } => w.add_whiteout(dir, name),
         Event::Entry {
             rel,
@@ -200,8 +251,7 @@ pub(super) fn changes(
         xattr,
         track_all: true,
     };
-    let root = lowers.root();
-    walk.dir(Path::new(""), Some(&root), false, &mut |ev| {
+    walk.run(&mut |ev| {
         match ev {
             Event::Whiteout { dir, name } => out.push(Change::Deleted(abs(&dir.join(name)))),
             Event::Entry {

@@ -28,7 +28,7 @@ use tar::{EntryType, Header};
 use super::{DiffCounts, DiffError, DiffOptions, DiffReport};
 use crate::digest::HashingWriter;
 use crate::view::is_overlay_xattr;
-use crate::whiteout::{OPAQUE_MARKER, whiteout_name};
+use crate::whiteout::{OPAQUE_MARKER, WHITEOUT_PREFIX, whiteout_name};
 
 const BLOCK: usize = 512;
 /// The largest value of an 8-byte octal header field (uid, gid, mode).
@@ -88,8 +88,17 @@ impl<W: Write> LayerWriter<W> {
     /// separate entries); a regular file with its contents, streamed; a symlink with its
     /// target; devices and fifos with their numbers. xattrs are read from `source`, except
     /// overlayfs' own (`trusted.overlay.*`, `user.overlay.*`). Sockets cannot be put in a tar:
-    /// they are skipped (and counted).
+    /// they are skipped (and counted). A name starting with `.wh.` is refused
+    /// ([`DiffError::ReservedName`]).
     pub fn add(&mut self, name: &Path, source: &Path, meta: &Metadata) -> Result<(), DiffError> {
+        if name
+            .file_name()
+            .is_some_and(|n| n.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()))
+        {
+            return Err(DiffError::ReservedName {
+                path: source.to_path_buf(),
+            });
+        }
         let ft = meta.file_type();
         let mut path = name.as_os_str().as_bytes().to_vec();
         if ft.is_socket() {
