@@ -124,7 +124,6 @@ fn main() -> Result<(), Box<dyn Error>> {
     fs::create_dir_all(&a_root)?;
     fs::create_dir_all(&b_root)?;
     let motd_before = fs::read(l1.join("etc/motd"))?;
-    let changes;
     {
         let _a_mounted = Mounted::new(&a.mounts, &a_root)?;
         let _b_mounted = Mounted::new(&b.mounts, &b_root)?;
@@ -155,15 +154,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     let r3 = backend.diff(&a, &mut out, &opts)?;
     out.flush()?;
     list_tar("   the new layer holds", &commit_tar)?;
-    changes = diff::changes(
-        &a_dir.join("upper"),
-        &UnionView::new(lowers.clone(), None, xattr),
-        xattr,
-    )
-    .ok();
-    if let Some(changes) = changes {
-        for c in changes {
-            say(&format!("   {c:?}"));
+    if a.backend() == "overlay" {
+        say("   what changed, like `docker diff` (A added, C changed, D deleted):");
+        let view = UnionView::new(lowers.clone(), None, xattr);
+        for change in diff::changes(a.changes_dir(), &view, xattr)? {
+            say(&format!("     {change}"));
         }
     }
     let chain3 = chain_id(&[r1.diff_id, r2.diff_id, r3.diff_id]).ok_or("no layers")?;
