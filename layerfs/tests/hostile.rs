@@ -52,7 +52,11 @@ fn h01_dotdot_name_is_refused() {
 fn h02_deep_dotdot_name_is_refused() {
     let fx = Fixture::new();
     let name = format!("a/b/../../../../../../tmp/{}", fx.token);
-    let tar = RawTar::new().dir("a").dir("a/b").file(&name, "evil").finish();
+    let tar = RawTar::new()
+        .dir("a")
+        .dir("a/b")
+        .file(&name, "evil")
+        .finish();
     assert_refused(fx.apply(&tar), name.as_bytes(), |e| {
         matches!(e, EntryError::ParentDir)
     });
@@ -87,7 +91,10 @@ fn h05_absolute_name_of_the_canary_lands_inside() {
     name.extend_from_slice(b"/canary");
     let tar = RawTar::new().file(&name, "overwritten?").finish();
     fx.apply(&tar).unwrap();
-    let inside = fx.target.join(fx.outside.strip_prefix("/").unwrap()).join("canary");
+    let inside = fx
+        .target
+        .join(fx.outside.strip_prefix("/").unwrap())
+        .join("canary");
     assert_eq!(fs::read(inside).unwrap(), b"overwritten?");
     fx.check();
 }
@@ -220,7 +227,11 @@ fn h16_hardlink_to_a_symlink_links_the_symlink_itself() {
         .finish();
     fx.apply(&tar).unwrap();
     assert_eq!(fs::read(fx.t("h")).unwrap(), b"pwned");
-    assert!(fs::symlink_metadata(fx.t("escape_file")).unwrap().is_symlink());
+    assert!(
+        fs::symlink_metadata(fx.t("escape_file"))
+            .unwrap()
+            .is_symlink()
+    );
     fx.check();
 }
 
@@ -327,7 +338,10 @@ fn h24_opaque_under_a_symlink_to_outside_is_clamped() {
 #[test]
 fn h25_opaque_root_removes_links_without_following_them() {
     let fx = Fixture::new();
-    let tar = RawTar::new().file(".wh..wh..opq", "").file("new", "n").finish();
+    let tar = RawTar::new()
+        .file(".wh..wh..opq", "")
+        .file("new", "n")
+        .finish();
     fx.apply(&tar).unwrap();
     let left: Vec<_> = fs::read_dir(&fx.target)
         .unwrap()
@@ -343,7 +357,9 @@ fn h26_nul_in_pax_path_is_refused() {
     let mut name = b"ok\0/../../".to_vec();
     name.extend_from_slice(fx.token.as_bytes());
     let tar = RawTar::new().file(&name, "evil").finish();
-    assert_refused(fx.apply(&tar), &name, |e| matches!(e, EntryError::NulInName));
+    assert_refused(fx.apply(&tar), &name, |e| {
+        matches!(e, EntryError::NulInName)
+    });
     fx.check();
 }
 
@@ -355,7 +371,9 @@ fn h27_nul_in_gnu_long_name_is_refused() {
     let mut tar = RawTar::new();
     tar.gnu_long_name(&name);
     let tar = tar.raw(&Entry::new(rawtar::FILE, "short")).finish();
-    assert_refused(fx.apply(&tar), &name, |e| matches!(e, EntryError::NulInName));
+    assert_refused(fx.apply(&tar), &name, |e| {
+        matches!(e, EntryError::NulInName)
+    });
     fx.check();
 }
 
@@ -471,7 +489,9 @@ fn h35_root_entry_that_is_not_a_directory_is_refused() {
     }
     // A regular entry named "." (no trailing slash, so not an old-style directory).
     let tar = RawTar::new().file(".", "x").finish();
-    assert_refused(fx.apply(&tar), b".", |e| matches!(e, EntryError::ReplacesRoot));
+    assert_refused(fx.apply(&tar), b".", |e| {
+        matches!(e, EntryError::ReplacesRoot)
+    });
     assert!(fx.target.is_dir());
     fx.check();
 }
@@ -496,11 +516,15 @@ fn h37_unsupported_and_sparse_types_are_refused() {
         matches!(e, EntryError::UnsupportedType { kind: b'V' })
     });
     let tar = RawTar::new().raw(&Entry::new(b'S', "sparse")).finish();
-    assert_refused(fx.apply(&tar), b"sparse", |e| matches!(e, EntryError::Sparse));
+    assert_refused(fx.apply(&tar), b"sparse", |e| {
+        matches!(e, EntryError::Sparse)
+    });
     let mut e = Entry::new(rawtar::FILE, "paxsparse");
     e.pax = vec![(b"GNU.sparse.major".to_vec(), b"1".to_vec())];
     let tar = RawTar::new().entry(&e).finish();
-    assert_refused(fx.apply(&tar), b"paxsparse", |e| matches!(e, EntryError::Sparse));
+    assert_refused(fx.apply(&tar), b"paxsparse", |e| {
+        matches!(e, EntryError::Sparse)
+    });
     fx.check();
 }
 
@@ -509,14 +533,24 @@ fn h38_overlay_xattrs_from_the_layer_are_never_set() {
     let fx = Fixture::new();
     let mut e = Entry::new(rawtar::DIR, "forged");
     e.pax = vec![
-        (b"SCHILY.xattr.trusted.overlay.opaque".to_vec(), b"y".to_vec()),
-        (b"SCHILY.xattr.trusted.overlay.redirect".to_vec(), b"/etc".to_vec()),
+        (
+            b"SCHILY.xattr.trusted.overlay.opaque".to_vec(),
+            b"y".to_vec(),
+        ),
+        (
+            b"SCHILY.xattr.trusted.overlay.redirect".to_vec(),
+            b"/etc".to_vec(),
+        ),
         (b"SCHILY.xattr.user.overlay.opaque".to_vec(), b"y".to_vec()),
     ];
     let tar = RawTar::new().entry(&e).finish();
     let report = fx.apply_overlay(&tar).unwrap();
     assert_eq!(report.skipped_total, 3);
-    for name in ["trusted.overlay.opaque", "trusted.overlay.redirect", "user.overlay.opaque"] {
+    for name in [
+        "trusted.overlay.opaque",
+        "trusted.overlay.redirect",
+        "user.overlay.opaque",
+    ] {
         assert_eq!(xattr::get(fx.t("forged"), name).unwrap(), None, "{name}");
     }
     fx.check();

@@ -662,14 +662,29 @@ impl<'r> Applier<'r> {
                 remove::remove_unwritten(dir.as_fd(), parent_path, hidden, &self.written)
                     .map_err(io_err2("remove a whited-out entry"))
             }
-            Format::Overlay(_) => {
+            Format::Overlay(xattr) => {
                 let mut path = Vec::new();
                 names::join(parent_path, hidden, &mut path);
-                if self.written.contains(&path) {
-                    return Ok(());
-                }
                 let (parent, _) = self.parent(parent_path)?;
                 let parent = parent.as_fd();
+                if self.written.contains(&path) {
+                    // This layer wrote it: it stays. If it is a directory, the lower one is
+                    // hidden all the same, so the layer's directory becomes opaque (what flat
+                    // does by removing the lower children).
+                    let dir = nix::fcntl::openat(
+                        parent,
+                        hidden,
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    );
+                    return match dir {
+                        Ok(fd) => File::from(fd)
+                            .set_xattr(xattr.opaque(), b"y")
+                            .map_err(io_err2("set the opaque xattr")),
+                        Err(Errno::ENOTDIR | Errno::ELOOP | Errno::ENOENT) => Ok(()),
+                        Err(e) => Err(io_err("open a whited-out directory")(e)),
+                    };
+                }
                 self.create(parent, hidden, "create a whiteout device", || {
                     nix::sys::stat::mknodat(parent, hidden, SFlag::S_IFCHR, Mode::empty(), 0)
                 })

@@ -97,7 +97,10 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Fixture {
-        let tmp = tempfile::Builder::new().prefix("molde-hostile").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("molde-hostile")
+            .tempdir()
+            .unwrap();
         let outside = tmp.path().join("outside");
         let target = tmp.path().join("target");
         fs::create_dir_all(outside.join("dir")).unwrap();
