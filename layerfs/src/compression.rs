@@ -38,12 +38,9 @@ impl Compression {
 
 /// Peek at the start of `reader` to find its compression and return a reader of the
 /// decompressed stream. The bytes peeked at are not lost.
-pub fn decompress<'a, R: Read + 'a>(
+pub fn decompress<'a, R: Read + Send + 'a>(
     reader: R,
-) -> io::Result<(Compression, Box<dyn Read + Send + 'a>)>
-where
-    R: Send,
-{
+) -> io::Result<(Compression, Box<dyn Read + Send + 'a>)> {
     let mut buffered = BufReader::with_capacity(256 * 1024, reader);
     let compression = Compression::detect(buffered.fill_buf()?);
     let out: Box<dyn Read + Send + 'a> = match compression {

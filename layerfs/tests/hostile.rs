@@ -103,7 +103,7 @@ fn h05_absolute_name_of_the_canary_lands_inside() {
 fn h06_symlinked_parent_to_absolute_outside_is_clamped() {
     let fx = Fixture::new();
     let tar = RawTar::new()
-        .symlink("s", &fx.outside_bytes())
+        .symlink("s", fx.outside_bytes())
         .file("s/canary", "pwned")
         .file(format!("s/{}", fx.token), "pwned")
         .finish();
@@ -437,7 +437,7 @@ fn h32_duplicate_entries_later_wins() {
     let fx = Fixture::new();
     let tar = RawTar::new()
         .file("dup", "first")
-        .symlink("dup", &fx.outside_bytes())
+        .symlink("dup", fx.outside_bytes())
         .file("dup", "third")
         .finish();
     fx.apply(&tar).unwrap();
@@ -468,7 +468,7 @@ fn h34_directory_replaced_by_a_symlink_then_written_through() {
     let tar = RawTar::new()
         .dir("d")
         .file("d/x", "x")
-        .symlink("d", &fx.outside_bytes())
+        .symlink("d", fx.outside_bytes())
         .file("d/canary", "pwned")
         .finish();
     fx.apply(&tar).unwrap();
@@ -482,7 +482,7 @@ fn h34_directory_replaced_by_a_symlink_then_written_through() {
 fn h35_root_entry_that_is_not_a_directory_is_refused() {
     let fx = Fixture::new();
     for name in ["./", "/", "."] {
-        let tar = RawTar::new().symlink(name, &fx.outside_bytes()).finish();
+        let tar = RawTar::new().symlink(name, fx.outside_bytes()).finish();
         assert_refused(fx.apply(&tar), name.as_bytes(), |e| {
             matches!(e, EntryError::ReplacesRoot)
         });
@@ -675,7 +675,7 @@ fn h45_walk_fallback_is_just_as_safe() {
 fn h46_compressed_hostile_layer_is_just_as_safe() {
     let fx = Fixture::new();
     let tar = RawTar::new()
-        .symlink("s", &fx.outside_bytes())
+        .symlink("s", fx.outside_bytes())
         .file("s/canary", "pwned")
         .file(format!("../{}", fx.token), "evil")
         .finish();
