@@ -888,6 +888,110 @@ fn agrees_with_gnu_tar_extraction() {
     }
 }
 
+/// The layer of the rootless test: what a user namespace can and cannot apply.
+fn rootless_layer() -> Vec<u8> {
+    let mut tar = RawTar::new();
+    let mut mine = Entry::new(rawtar::FILE, "mine");
+    mine.data = b"root-owned".to_vec();
+    mine.mode = 0o4755;
+    let mut theirs = Entry::new(rawtar::FILE, "theirs");
+    theirs.uid = 1234;
+    theirs.gid = 1234;
+    theirs.data = b"unmapped owner".to_vec();
+    let mut x = Entry::new(rawtar::FILE, "xattrs");
+    x.pax = vec![
+        (b"SCHILY.xattr.user.ok".to_vec(), b"1".to_vec()),
+        (b"SCHILY.xattr.trusted.no".to_vec(), b"2".to_vec()),
+    ];
+    tar.entry(&mine)
+        .entry(&theirs)
+        .entry(&x)
+        .char_dev("dev/null", 1, 3)
+        .fifo("fifo")
+        .file(".wh.gone", "")
+        .dir("opaque")
+        .file("opaque/.wh..wh..opq", "");
+    tar.finish()
+}
+
+/// The part of [`applies_rootless_in_a_user_namespace`] that runs inside the namespace.
+fn rootless_inside(target: &Path) {
+    assert!(
+        !molde_layerfs::privilege::is_privileged(),
+        "in a user namespace"
+    );
+    let opts = ApplyOptions::for_current_process(Format::Overlay(OverlayXattr::User));
+    assert_eq!(opts.devices, DeviceNodes::Skip);
+    assert_eq!(opts.ownership, Ownership::BestEffort);
+    let r = apply(&rootless_layer()[..], target, &opts).unwrap();
+    let reasons: Vec<String> = r.skipped.iter().map(|s| s.to_string()).collect();
+    assert_eq!(r.skipped_total, 3, "{reasons:?}");
+    assert!(r.skipped.iter().any(|s| s.path == Path::new("theirs")
+        && matches!(s.reason, SkipReason::Owner { uid: 1234, .. })));
+    assert!(
+        r.skipped.iter().any(|s| s.path == Path::new("dev/null")
+            && matches!(s.reason, SkipReason::DeviceNode { .. }))
+    );
+    assert!(r.skipped.iter().any(
+        |s| matches!(&s.reason, SkipReason::Xattr { name, errno: None } if name == "trusted.no")
+    ));
+    let m = fs::symlink_metadata(target.join("mine")).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o4755);
+    assert_eq!(fs::read(target.join("theirs")).unwrap(), b"unmapped owner");
+    assert!(!target.join("dev/null").exists());
+    assert!(
+        fs::symlink_metadata(target.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    // Overlay whiteouts need no privilege (Linux 5.8+), nor user.* xattrs.
+    let wh = fs::symlink_metadata(target.join("gone")).unwrap();
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
+    assert!(molde_layerfs::whiteout::is_opaque_dir(
+        &target.join("opaque"),
+        OverlayXattr::User
+    ));
+}
+
+#[test]
+fn applies_rootless_in_a_user_namespace() {
+    const INSIDE: &str = "MOLDE_TEST_ROOTLESS_TARGET";
+    if let Some(target) = std::env::var_os(INSIDE) {
+        rootless_inside(Path::new(&target));
+        return;
+    }
+    if !common::require(
+        common::have_tool("unshare"),
+        "needs unshare(1) for a user namespace",
+    ) {
+        return;
+    }
+    // Run this same test again inside a new user namespace where only our uid is mapped.
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("t");
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "applies_rootless_in_a_user_namespace",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(INSIDE, &target)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "inside the user namespace:\n{text}");
+    assert!(text.contains("1 passed"), "the inner test ran:\n{text}");
+    assert!(target.join("theirs").is_file());
+}
+
 #[test]
 fn large_file_streams_through() {
     // Bigger than the channel holds, to exercise back-pressure.

@@ -719,3 +719,21 @@ fn h48_target_itself_a_symlink_name_in_absolute_form() {
     assert_eq!(fs::read(inside.join("canary")).unwrap(), b"pwned");
     fx.check();
 }
+
+#[test]
+fn h49_file_over_a_hardlink_to_the_canary_is_replaced_not_written_through() {
+    let fx = Fixture::new();
+    // A target file that shares its inode with the canary (same filesystem).
+    fs::hard_link(fx.outside.join("canary"), fx.t("hl")).unwrap();
+    fs::hard_link(fx.outside.join("canary"), fx.t("hl2")).unwrap();
+    let mut e = Entry::new(rawtar::FILE, "hl");
+    e.mode = 0o4777;
+    e.uid = 4242;
+    e.data = b"pwned".to_vec();
+    let tar = RawTar::new().entry(&e).file(".wh.hl2", "").finish();
+    fx.apply(&tar).unwrap();
+    assert_eq!(fs::read(fx.t("hl")).unwrap(), b"pwned");
+    assert!(fs::symlink_metadata(fx.t("hl2")).is_err());
+    // The canary kept its content, mode and owner; its link count is back to one.
+    fx.check();
+}
