@@ -403,6 +403,37 @@ fn flat_whiteouts_delete_what_they_hide() {
 }
 
 #[test]
+fn an_opaque_marker_makes_its_directory_a_directory_of_this_layer() {
+    let lower = RawTar::new()
+        .file("x", "lower file")
+        .dir("d")
+        .file("d/f", "f")
+        .symlink("lnk", "d")
+        .finish();
+    // The markers come before the entries of their directories.
+    let upper = RawTar::new()
+        .file("x/.wh..wh..opq", "")
+        .dir("x")
+        .file("x/new", "new")
+        .file("lnk/.wh..wh..opq", "")
+        .finish();
+    for format in [Format::Flat, Format::Overlay(OverlayXattr::User)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        apply(&lower[..], t, &root_opts(Format::Flat)).unwrap();
+        apply(&upper[..], t, &root_opts(format)).unwrap();
+        assert_eq!(names(&t.join("x")), ["new"], "{format:?}");
+        // The lower symlink is replaced by an (empty, opaque) directory; its target is intact.
+        assert!(
+            fs::symlink_metadata(t.join("lnk")).unwrap().is_dir(),
+            "{format:?}"
+        );
+        assert!(names(&t.join("lnk")).is_empty());
+        assert_eq!(names(&t.join("d")), ["f"]);
+    }
+}
+
+#[test]
 fn overlay_whiteouts_are_char_devices_and_opaque_xattrs() {
     for xattr in [OverlayXattr::Trusted, OverlayXattr::User] {
         if xattr == OverlayXattr::Trusted

@@ -695,10 +695,9 @@ impl<'r> Applier<'r> {
     /// `.wh..wh..opq` in `dir`: hide every lower entry of `dir`.
     fn opaque(&mut self, dir_path: &[u8]) -> Result<(), EntryError> {
         self.counts.opaques += 1;
-        let dir = self
-            .root
-            .mkdir_all_bytes(dir_path)
-            .map_err(io_err2("resolve the opaque directory"))?;
+        let Some(dir) = self.opaque_dir(dir_path)? else {
+            return Ok(());
+        };
         match self.opts.format {
             Format::Flat => {
                 self.invalidate();
@@ -720,6 +719,48 @@ impl<'r> Applier<'r> {
         }
         self.written.mark(dir_path);
         Ok(())
+    }
+
+    /// The directory an opaque marker sits in: the marker says it is a directory of this layer,
+    /// so it is made one (created, or replacing a lower non-directory, a symlink included),
+    /// unless this layer itself wrote something else there (`None`: nothing to make opaque).
+    fn opaque_dir(&mut self, dir_path: &[u8]) -> Result<Option<OwnedFd>, EntryError> {
+        if dir_path.is_empty() {
+            return self
+                .root
+                .open_dir_bytes(b"")
+                .map(Some)
+                .map_err(io_err2("open the target directory"));
+        }
+        let (parent_path, name) = names::split(dir_path);
+        let (parent, _) = self.parent(parent_path)?;
+        let parent = parent.as_fd();
+        let open = || {
+            nix::fcntl::openat(
+                parent,
+                name,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+        };
+        match open() {
+            Ok(fd) => return Ok(Some(fd)),
+            Err(Errno::ENOENT) => {}
+            Err(Errno::ENOTDIR | Errno::ELOOP) => {
+                if self.written.contains(dir_path) {
+                    return Ok(None);
+                }
+                self.clear_way(parent, name)?;
+            }
+            Err(e) => return Err(io_err("open the opaque directory")(e)),
+        }
+        match nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(io_err("mkdir")(e)),
+        }
+        open()
+            .map(Some)
+            .map_err(io_err("open the opaque directory"))
     }
 
     /// Set the directories' times, and the modes that had to wait, deepest first.
