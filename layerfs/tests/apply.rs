@@ -111,6 +111,10 @@ fn every_kind_layer() -> Vec<u8> {
         ],
     );
     file(&mut b, "bin/ping", 0o755, 0, 0, b"ping");
+    append_pax(
+        &mut b,
+        &[("SCHILY.xattr.trusted.link", b"on the link itself")],
+    );
     let mut h = header(EntryType::Symlink, 0o777, 1234, 2345, t + 20, 0);
     b.append_link(&mut h, "bin/sh", "tool").unwrap();
     let mut h = header(EntryType::Symlink, 0o777, 0, 0, t + 20, 0);
@@ -221,6 +225,16 @@ fn every_entry_kind_round_trips() {
     assert_eq!(x("user.comment").as_deref(), Some(&b"hello xattr"[..]));
     assert_eq!(x("trusted.molde").as_deref(), Some(&b"trusted value"[..]));
     let cap = x("security.capability").expect("file capability set");
+    assert_eq!(
+        xattr::get(t.join("bin/sh"), "trusted.link")
+            .unwrap()
+            .as_deref(),
+        Some(&b"on the link itself"[..])
+    );
+    assert_eq!(
+        xattr::get(t.join("bin/tool"), "trusted.link").unwrap(),
+        None
+    );
     assert_eq!(&cap[4..8], &(1u32 << 10).to_le_bytes());
     // Empty and long-named files.
     assert_eq!(md("empty").len(), 0);
@@ -1037,4 +1051,29 @@ fn large_file_streams_through() {
         Digest::of(&data)
     );
     assert!(tmp.path().join("after").is_file());
+}
+
+#[test]
+fn an_early_refusal_stops_the_reader_and_names_the_entry() {
+    // The refused entry comes first; megabytes follow that nobody needs to decompress.
+    let big: Vec<u8> = (0..20_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let plain = RawTar::new()
+        .file("../evil", "e")
+        .file("big", &big)
+        .finish();
+    let zs = zstd::encode_all(&plain[..], 1).unwrap();
+    for blob in [&plain, &zs] {
+        let tmp = tempfile::tempdir().unwrap();
+        match apply(&blob[..], tmp.path(), &root_opts(Format::Flat)) {
+            Err(ApplyError::Entry { path, reason }) => {
+                assert_eq!(path, Path::new("../evil"));
+                assert!(matches!(
+                    reason,
+                    molde_layerfs::apply::EntryError::ParentDir
+                ));
+            }
+            other => panic!("expected the refused entry, got {other:?}"),
+        }
+        assert!(!tmp.path().join("big").exists());
+    }
 }

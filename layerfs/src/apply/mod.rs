@@ -434,7 +434,14 @@ pub fn apply_in(
         }
         // A failed read explains whatever the parser then saw.
         Some(Ok(Err(e))) => return Err(ApplyError::Read(e)),
-        Some(Ok(Ok(totals))) => totals,
+        // The reader stopped because the parser did: the parser's error says why.
+        Some(Ok(Ok(None))) => {
+            parsed?;
+            return Err(ApplyError::Thread(io::Error::other(
+                "the layer reader stopped early",
+            )));
+        }
+        Some(Ok(Ok(Some(totals)))) => totals,
     };
     parsed?;
     let (counts, skipped, skipped_total) = applier.into_report();

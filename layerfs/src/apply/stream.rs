@@ -53,12 +53,12 @@ pub(crate) fn channels() -> (Sender<Msg>, Receiver<Vec<u8>>, Feed) {
 
 /// Read `layer` to its end, sending its uncompressed bytes to `tx`, and measure it.
 ///
-/// Stops early (returning what it has) when the receiving [`Feed`] is dropped.
+/// Stops early, returning `None`, when the receiving [`Feed`] is dropped (the parser failed).
 pub(crate) fn produce(
     mut layer: impl Read + Send,
     tx: Sender<Msg>,
     recycle: Receiver<Vec<u8>>,
-) -> io::Result<Totals> {
+) -> io::Result<Option<Totals>> {
     let result = produce_inner(&mut layer, &tx, &recycle);
     if result.is_err() {
         let _ = tx.send(Msg::Failed);
@@ -70,7 +70,7 @@ fn produce_inner(
     layer: &mut (impl Read + Send),
     tx: &Sender<Msg>,
     recycle: &Receiver<Vec<u8>>,
-) -> io::Result<Totals> {
+) -> io::Result<Option<Totals>> {
     // Peek at the magic bytes; a short read must not make a gzip stream look like a tar.
     let mut magic = [0u8; 4];
     let mut have = 0;
@@ -87,41 +87,46 @@ fn produce_inner(
     match compression {
         Compression::None => {
             // The stored bytes are the uncompressed bytes: one hash serves both.
-            let (diff_id, size) = pump(input, tx, recycle)?;
-            Ok(Totals {
+            let Some((diff_id, size)) = pump(input, tx, recycle)? else {
+                return Ok(None);
+            };
+            Ok(Some(Totals {
                 compression,
                 digest: diff_id,
                 compressed_size: size,
                 diff_id,
                 uncompressed_size: size,
-            })
+            }))
         }
         Compression::Gzip | Compression::Zstd => {
             let mut stored = HashingReader::new(input);
-            let (diff_id, uncompressed_size) = {
+            let pumped = {
                 let (_, decoder) = compression::decompress(&mut stored)?;
                 pump(decoder, tx, recycle)?
+            };
+            let Some((diff_id, uncompressed_size)) = pumped else {
+                return Ok(None);
             };
             // Whatever follows the compressed stream is part of the blob and of its digest.
             io::copy(&mut stored, &mut io::sink())?;
             let (_, digest, compressed_size) = stored.finish();
-            Ok(Totals {
+            Ok(Some(Totals {
                 compression,
                 digest,
                 compressed_size,
                 diff_id,
                 uncompressed_size,
-            })
+            }))
         }
     }
 }
 
-/// Send everything `input` yields in chunks, hashing it.
+/// Send everything `input` yields in chunks, hashing it; `None` if the parser went away.
 fn pump(
     mut input: impl Read,
     tx: &Sender<Msg>,
     recycle: &Receiver<Vec<u8>>,
-) -> io::Result<(Digest, u64)> {
+) -> io::Result<Option<(Digest, u64)>> {
     let mut hasher = Sha256::new();
     let mut total = 0u64;
     loop {
@@ -147,14 +152,14 @@ fn pump(
         total += filled as u64;
         if tx.send(Msg::Data(buf)).is_err() {
             // The parser stopped (it failed); nobody needs the rest.
-            break;
+            return Ok(None);
         }
         if filled < CHUNK {
             // The input returned 0: its end.
             break;
         }
     }
-    Ok((Digest::from_bytes(hasher.finalize().into()), total))
+    Ok(Some((Digest::from_bytes(hasher.finalize().into()), total)))
 }
 
 /// The parser's end of the channel: the uncompressed stream as a [`BufRead`].
