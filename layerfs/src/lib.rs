@@ -33,6 +33,7 @@ pub mod snapshot;
 pub mod view;
 pub mod whiteout;
 
+pub use apply::{ApplyError, ApplyOptions, ApplyReport, apply};
 pub use compression::Compression;
 pub use digest::{Digest, chain_id};
 pub use whiteout::{Format, OverlayXattr};
