@@ -44,11 +44,7 @@ fn main() {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--pairs" => pairs = it.next().and_then(|n| n.parse().ok()).expect("--pairs N"),
-            "--only" => {
-                only = it
-                    .next()
-                    .map(|s| s.split(',').map(str::to_owned).collect())
-            }
+            "--only" => only = it.next().map(|s| s.split(',').map(str::to_owned).collect()),
             "--no-write" => write_doc = false,
             "--bench" => {}
             other => panic!("unknown option {other:?}"),
@@ -106,13 +102,7 @@ fn child(args: &[String]) {
         }
         Some("native-diff") => {
             let lowers = UnionView::new(vec![PathBuf::from(&args[2])], None, OverlayXattr::Trusted);
-            native(
-                Path::new(&args[1]),
-                &lowers,
-                io::sink(),
-                &diff_options(),
-            )
-            .expect("native diff");
+            native(Path::new(&args[1]), &lowers, io::sink(), &diff_options()).expect("native diff");
         }
         Some("full-diff") => {
             let base = UnionView::new(vec![PathBuf::from(&args[2])], None, OverlayXattr::Trusted);
@@ -401,8 +391,7 @@ fn commit_1pct(layer: &LayerFixture, pairs: usize) -> Figure {
         rss_kib: rss,
         molde_cmd: "molde_layerfs::diff::native(<upper>, <lower>) after rewriting 1% of files"
             .into(),
-        peer_cmd: "molde_layerfs::diff::naive(<lower>, <merged overlay>) of the same change"
-            .into(),
+        peer_cmd: "molde_layerfs::diff::naive(<lower>, <merged overlay>) of the same change".into(),
         note: "output to a sink; the umoci repack comparison comes with the image store".into(),
     }
 }
@@ -499,14 +488,15 @@ fn layer_fixture(dir: &Path) -> LayerFixture {
             let size = (rng.next() % 54_600) as usize + 1;
             // Half random, half repeated: gzip has something to do.
             rng.fill(&mut data[..size / 2]);
-            for j in size / 2..size {
-                data[j] = b"molde layer content "[j % 20];
+            for (j, byte) in data.iter_mut().enumerate().take(size).skip(size / 2) {
+                *byte = b"molde layer content "[j % 20];
             }
             let mut h = tar::Header::new_gnu();
             h.set_mode(0o644);
             h.set_size(size as u64);
             h.set_mtime(1_700_000_000);
-            b.append_data(&mut h, fixture_path(i), &data[..size]).unwrap();
+            b.append_data(&mut h, fixture_path(i), &data[..size])
+                .unwrap();
         }
         b.into_inner().unwrap().flush().unwrap();
         fs::rename(&tmp, &tar_path).unwrap();
@@ -559,7 +549,11 @@ fn write_layout(layout: &Path, tar: &Path, gz: &Path) {
         ),
     )
     .unwrap();
-    fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -578,11 +572,18 @@ fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem = fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb / 1024 / 1024);
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cpu}, {cores} cores, {mem} GiB RAM, Linux {}", kernel.trim())
+    format!(
+        "{cpu}, {cores} cores, {mem} GiB RAM, Linux {}",
+        kernel.trim()
+    )
 }
 
 fn tool_version(cmd: &str, arg: &str) -> String {

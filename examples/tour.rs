@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use molde::layerfs::apply::{ApplyOptions, apply};
 use molde::layerfs::diff::{self, DiffOptions};
-use molde::layerfs::snapshot::{Backend, default_backend};
+use molde::layerfs::snapshot::default_backend;
 use molde::layerfs::view::UnionView;
 use molde::prelude::*;
 
@@ -63,7 +63,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     copy_tree(&base_dir, &next_dir)?;
     fs::remove_file(next_dir.join("etc/obsolete.conf"))?;
     write_files(&next_dir, &[("app/run.sh", "#!/bin/sh\necho running\n")])?;
-    fs::set_permissions(next_dir.join("app/run.sh"), fs::Permissions::from_mode(0o755))?;
+    fs::set_permissions(
+        next_dir.join("app/run.sh"),
+        fs::Permissions::from_mode(0o755),
+    )?;
     let layer2_tar = layers.join("layer2.tar");
     let r2 = diff::naive(
         &UnionView::new(vec![base_dir.clone()], None, xattr),
@@ -71,8 +74,14 @@ fn main() -> Result<(), Box<dyn Error>> {
         fs::File::create(&layer2_tar)?,
         &opts,
     )?;
-    say(&format!("   layer 1  DiffID {}  ({} bytes)", r1.diff_id, r1.size));
-    say(&format!("   layer 2  DiffID {}  ({} bytes)", r2.diff_id, r2.size));
+    say(&format!(
+        "   layer 1  DiffID {}  ({} bytes)",
+        r1.diff_id, r1.size
+    ));
+    say(&format!(
+        "   layer 2  DiffID {}  ({} bytes)",
+        r2.diff_id, r2.size
+    ));
     list_tar("   layer 2 holds", &layer2_tar)?;
 
     say("\n2. Layers are unpacked once, read-only, and named by their ChainID.");
@@ -201,7 +210,10 @@ struct Mounted<'a> {
 }
 
 impl<'a> Mounted<'a> {
-    fn new(mounts: &[molde::layerfs::mount::Mount], target: &'a Path) -> Result<Self, Box<dyn Error>> {
+    fn new(
+        mounts: &[molde::layerfs::mount::Mount],
+        target: &'a Path,
+    ) -> Result<Self, Box<dyn Error>> {
         for m in mounts {
             m.mount_at(target)?;
         }

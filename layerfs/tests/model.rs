@@ -125,7 +125,10 @@ fn read_tree(root: &Path) -> Model {
                 let t = fs::read_link(root.join(&rel)).unwrap();
                 out.insert(rel, Node::Link(t.to_string_lossy().into_owned()));
             } else {
-                out.insert(rel.clone(), Node::File(fs::read(root.join(&rel)).unwrap(), mode));
+                out.insert(
+                    rel.clone(),
+                    Node::File(fs::read(root.join(&rel)).unwrap(), mode),
+                );
             }
         }
     }

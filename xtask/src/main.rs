@@ -143,7 +143,14 @@ fn test(args: &[String]) -> Result<(), String> {
     run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",
-        cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )?;
     run(
         "tests",
@@ -176,8 +183,38 @@ fn test(args: &[String]) -> Result<(), String> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     run("tour", cargo().args(["run", "--example", "tour"]))?;
+    if nix_is_root() {
+        tour_unprivileged()?;
+    }
     eprintln!("\nall checks passed");
     Ok(())
+}
+
+/// Run the tour again as an unprivileged user (nobody), as a rootless user would: it must enter
+/// a user namespace of its own and tell the same story.
+fn tour_unprivileged() -> Result<(), String> {
+    let exe = workspace_root().join("target/debug/examples/tour");
+    // A copy nobody can reach: the checkout may sit under a directory only root can enter.
+    let dir = env::temp_dir().join(format!("molde-tour-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let copy = dir.join("tour");
+    std::fs::copy(&exe, &copy).map_err(|e| format!("copy {}: {e}", exe.display()))?;
+    let result = (|| {
+        use std::os::unix::fs::PermissionsExt;
+        for (path, mode) in [(&dir, 0o755), (&copy, 0o755)] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+        }
+        run(
+            "tour as an unprivileged user",
+            Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&copy)
+                .env("TMPDIR", env::temp_dir()),
+        )
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
