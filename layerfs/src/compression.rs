@@ -1,6 +1,6 @@
 //! Layer compression: found from the stream's magic bytes, never from a name or media type.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 
 /// How a layer stream is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,13 +36,37 @@ impl Compression {
     }
 }
 
-/// Peek at the start of `reader` to find its compression and return a reader of the
-/// decompressed stream. The bytes peeked at are not lost.
+/// The bytes [`sniff`] gave back in front of the rest of the stream.
+pub type Sniffed<R> = io::Chain<io::Take<io::Cursor<[u8; 4]>>, R>;
+
+/// Read the first bytes of `reader` to find its compression, retrying short reads (a pipe may
+/// deliver one byte at a time: a gzip stream must not be taken for a tar because of it).
+/// Returns the compression and a reader that yields the whole stream, peeked bytes included.
+pub fn sniff<R: Read>(mut reader: R) -> io::Result<(Compression, Sniffed<R>)> {
+    let mut magic = [0u8; 4];
+    let mut have = 0;
+    while have < magic.len() {
+        match reader.read(&mut magic[have..]) {
+            Ok(0) => break,
+            Ok(n) => have += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let compression = Compression::detect(&magic[..have]);
+    Ok((
+        compression,
+        io::Cursor::new(magic).take(have as u64).chain(reader),
+    ))
+}
+
+/// Find the compression of `reader` (see [`sniff`]) and return a reader of the decompressed
+/// stream. The bytes peeked at are not lost.
 pub fn decompress<'a, R: Read + Send + 'a>(
     reader: R,
 ) -> io::Result<(Compression, Box<dyn Read + Send + 'a>)> {
-    let mut buffered = BufReader::with_capacity(256 * 1024, reader);
-    let compression = Compression::detect(buffered.fill_buf()?);
+    let (compression, stream) = sniff(reader)?;
+    let buffered = BufReader::with_capacity(256 * 1024, stream);
     let out: Box<dyn Read + Send + 'a> = match compression {
         Compression::None => Box::new(buffered),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
@@ -74,5 +98,35 @@ mod tests {
             r.read_to_end(&mut out).unwrap();
             assert_eq!(out, data);
         }
+    }
+
+    /// A reader that yields one byte per read, like a slow pipe.
+    struct OneByte<'a>(&'a [u8]);
+    impl Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match (self.0.split_first(), buf.first_mut()) {
+                (Some((b, rest)), Some(out)) => {
+                    *out = *b;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn short_reads_do_not_hide_the_magic() {
+        let zs = zstd::encode_all(&b"layer"[..], 1).unwrap();
+        let (c, mut r) = decompress(OneByte(&zs)).unwrap();
+        assert_eq!(c, Compression::Zstd);
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"layer");
+        let (c, mut rest) = sniff(OneByte(b"ab")).unwrap();
+        assert_eq!(c, Compression::None);
+        let mut out = Vec::new();
+        rest.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"ab");
     }
 }

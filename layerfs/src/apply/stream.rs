@@ -71,19 +71,7 @@ fn produce_inner(
     tx: &Sender<Msg>,
     recycle: &Receiver<Vec<u8>>,
 ) -> io::Result<Option<Totals>> {
-    // Peek at the magic bytes; a short read must not make a gzip stream look like a tar.
-    let mut magic = [0u8; 4];
-    let mut have = 0;
-    while have < magic.len() {
-        match layer.read(&mut magic[have..]) {
-            Ok(0) => break,
-            Ok(n) => have += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let compression = Compression::detect(&magic[..have]);
-    let input = (&magic[..have]).chain(layer);
+    let (compression, input) = compression::sniff(layer)?;
     match compression {
         Compression::None => {
             // The stored bytes are the uncompressed bytes: one hash serves both.
