@@ -1,0 +1,201 @@
+//! The layer stream: read, decompress and hash on one thread, parse and write on another.
+//!
+//! [`produce`] runs on a reader thread. It finds the compression from the magic bytes, hashes
+//! the stored bytes (the layer's digest) and the uncompressed bytes (its DiffID), and sends the
+//! uncompressed bytes in fixed-size chunks through a bounded channel. [`Feed`] is the receiving
+//! end, a [`BufRead`] for the tar parser on the calling thread. Used chunks go back to the
+//! producer through a second channel, so after the first few chunks nothing is allocated, and
+//! memory stays at `CHUNK * (DEPTH + 2)` whatever the layer's size.
+
+use std::io::{self, BufRead, Read};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use sha2::{Digest as _, Sha256};
+
+use crate::compression::{self, Compression};
+use crate::digest::{Digest, HashingReader};
+
+/// Bytes per chunk sent to the parser.
+pub(crate) const CHUNK: usize = 1 << 20;
+/// Chunks in flight between the threads.
+pub(crate) const DEPTH: usize = 4;
+
+/// What the reader thread sends.
+pub(crate) enum Msg {
+    /// The next bytes of the uncompressed stream.
+    Data(Vec<u8>),
+    /// Reading or decompressing failed; the error is the reader thread's result.
+    Failed,
+}
+
+/// What the reader thread measured.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Totals {
+    pub compression: Compression,
+    pub digest: Digest,
+    pub compressed_size: u64,
+    pub diff_id: Digest,
+    pub uncompressed_size: u64,
+}
+
+/// Make the two channels between [`produce`] and a [`Feed`].
+pub(crate) fn channels() -> (Sender<Msg>, Receiver<Vec<u8>>, Feed) {
+    let (tx, rx) = crossbeam_channel::bounded(DEPTH);
+    let (recycle_tx, recycle_rx) = crossbeam_channel::bounded(DEPTH + 2);
+    let feed = Feed {
+        rx,
+        recycle: recycle_tx,
+        cur: Vec::new(),
+        pos: 0,
+    };
+    (tx, recycle_rx, feed)
+}
+
+/// Read `layer` to its end, sending its uncompressed bytes to `tx`, and measure it.
+///
+/// Stops early (returning what it has) when the receiving [`Feed`] is dropped.
+pub(crate) fn produce(
+    mut layer: impl Read + Send,
+    tx: Sender<Msg>,
+    recycle: Receiver<Vec<u8>>,
+) -> io::Result<Totals> {
+    let result = produce_inner(&mut layer, &tx, &recycle);
+    if result.is_err() {
+        let _ = tx.send(Msg::Failed);
+    }
+    result
+}
+
+fn produce_inner(
+    layer: &mut (impl Read + Send),
+    tx: &Sender<Msg>,
+    recycle: &Receiver<Vec<u8>>,
+) -> io::Result<Totals> {
+    // Peek at the magic bytes; a short read must not make a gzip stream look like a tar.
+    let mut magic = [0u8; 4];
+    let mut have = 0;
+    while have < magic.len() {
+        match layer.read(&mut magic[have..]) {
+            Ok(0) => break,
+            Ok(n) => have += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let compression = Compression::detect(&magic[..have]);
+    let input = (&magic[..have]).chain(layer);
+    match compression {
+        Compression::None => {
+            // The stored bytes are the uncompressed bytes: one hash serves both.
+            let (diff_id, size) = pump(input, tx, recycle)?;
+            Ok(Totals {
+                compression,
+                digest: diff_id,
+                compressed_size: size,
+                diff_id,
+                uncompressed_size: size,
+            })
+        }
+        Compression::Gzip | Compression::Zstd => {
+            let mut stored = HashingReader::new(input);
+            let (diff_id, uncompressed_size) = {
+                let (_, decoder) = compression::decompress(&mut stored)?;
+                pump(decoder, tx, recycle)?
+            };
+            // Whatever follows the compressed stream is part of the blob and of its digest.
+            io::copy(&mut stored, &mut io::sink())?;
+            let (_, digest, compressed_size) = stored.finish();
+            Ok(Totals {
+                compression,
+                digest,
+                compressed_size,
+                diff_id,
+                uncompressed_size,
+            })
+        }
+    }
+}
+
+/// Send everything `input` yields in chunks, hashing it.
+fn pump(
+    mut input: impl Read,
+    tx: &Sender<Msg>,
+    recycle: &Receiver<Vec<u8>>,
+) -> io::Result<(Digest, u64)> {
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    loop {
+        let mut buf = match recycle.try_recv() {
+            Ok(buf) => buf,
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => Vec::with_capacity(CHUNK),
+        };
+        buf.resize(CHUNK, 0);
+        let mut filled = 0;
+        while filled < CHUNK {
+            match input.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        hasher.update(&buf);
+        total += filled as u64;
+        if tx.send(Msg::Data(buf)).is_err() {
+            // The parser stopped (it failed); nobody needs the rest.
+            break;
+        }
+        if filled < CHUNK {
+            // The input returned 0: its end.
+            break;
+        }
+    }
+    Ok((Digest::from_bytes(hasher.finalize().into()), total))
+}
+
+/// The parser's end of the channel: the uncompressed stream as a [`BufRead`].
+pub(crate) struct Feed {
+    rx: Receiver<Msg>,
+    recycle: Sender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Feed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Feed {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.pos >= self.cur.len() {
+            match self.rx.recv() {
+                Ok(Msg::Data(next)) => {
+                    let old = std::mem::replace(&mut self.cur, next);
+                    self.pos = 0;
+                    if old.capacity() >= CHUNK {
+                        let _ = self.recycle.try_send(old);
+                    }
+                }
+                Ok(Msg::Failed) => {
+                    return Err(io::Error::other("the layer stream could not be read"));
+                }
+                Err(_) => return Ok(&[]),
+            }
+        }
+        Ok(&self.cur[self.pos..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.cur.len());
+    }
+}
