@@ -103,7 +103,7 @@ impl Root {
     /// [`Root::open_dir`] for a path given as bytes.
     pub(crate) fn open_dir_bytes(&self, rel: &[u8]) -> io::Result<OwnedFd> {
         if rel.is_empty() {
-            return Ok(self.fd.try_clone()?);
+            return self.fd.try_clone();
         }
         match self.openat2(rel, OFlag::O_PATH | OFlag::O_DIRECTORY) {
             Some(result) => result,
