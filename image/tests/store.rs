@@ -545,7 +545,12 @@ fn ambiguous_prefix_is_an_error_naming_the_candidates() {
     match &err {
         StoreError::Ambiguous { candidates, .. } => {
             assert!(candidates.len() >= 2);
-            assert!(candidates.iter().all(|c| c.hex().starts_with(&shared)));
+            // Ids or manifest digests with that prefix; every id with it is among them.
+            for i in &imgs {
+                let hit = i.id().hex().starts_with(&shared)
+                    || i.manifest_digest().hex().starts_with(&shared);
+                assert_eq!(candidates.contains(&i.id()), hit);
+            }
         }
         e => panic!("{e:?}"),
     }
