@@ -40,7 +40,12 @@ fn gz(bytes: &[u8]) -> Vec<u8> {
 fn shared_layers_are_unpacked_once_and_reported_as_existing() {
     let store = Store::temporary().unwrap();
     let base = store
-        .add_layer(&gz(&tar_of(&[("etc/", None), ("etc/os-release", Some(b"molde"))]))[..])
+        .add_layer(
+            &gz(&tar_of(&[
+                ("etc/", None),
+                ("etc/os-release", Some(b"molde")),
+            ]))[..],
+        )
         .unwrap()
         .layer;
     let app = store
@@ -55,14 +60,21 @@ fn shared_layers_are_unpacked_once_and_reported_as_existing() {
         .commit(ImageBuilder::new().layer(base, "base").layer(app, "app"))
         .unwrap();
     let b = store
-        .commit(ImageBuilder::new().layer(base, "base").layer(other, "other"))
+        .commit(
+            ImageBuilder::new()
+                .layer(base, "base")
+                .layer(other, "other"),
+        )
         .unwrap();
 
     let ua = unpack(&store, &a).unwrap();
     assert_eq!(ua.len(), 2);
     assert!(ua.iter().all(|u| !u.existed));
     assert_eq!(ua[0].chain_id, base.diff_id);
-    assert_eq!(fs::read(ua[0].path.join("etc/os-release")).unwrap(), b"molde");
+    assert_eq!(
+        fs::read(ua[0].path.join("etc/os-release")).unwrap(),
+        b"molde"
+    );
     assert_eq!(fs::read(ua[1].path.join("app")).unwrap(), b"v1");
     // Overlay format: the whiteout is kept as a char 0/0 device.
     let wh = fs::symlink_metadata(ua[1].path.join("etc/os-release")).unwrap();
@@ -100,7 +112,9 @@ fn a_layer_whose_content_does_not_match_its_diff_id_is_refused() {
         diff_id: Digest::of(b"not this"),
         ..real
     };
-    let img = store.commit(ImageBuilder::new().layer(lying, "lie")).unwrap();
+    let img = store
+        .commit(ImageBuilder::new().layer(lying, "lie"))
+        .unwrap();
     let err = unpack(&store, &img).unwrap_err();
     match &err {
         StoreError::DiffIdMismatch {
@@ -111,7 +125,11 @@ fn a_layer_whose_content_does_not_match_its_diff_id_is_refused() {
         }
         e => panic!("{e:?}"),
     }
-    assert_eq!(store.counts().unwrap().1, 0, "nothing half-unpacked is left");
+    assert_eq!(
+        store.counts().unwrap().1,
+        0,
+        "nothing half-unpacked is left"
+    );
     let leftovers = fs::read_dir(store.root().join("molde/layers"))
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().is_dir())
