@@ -97,7 +97,7 @@ fn shared_layers_are_unpacked_once_and_reported_as_existing() {
     store.remove(&b.manifest_digest().to_string()).unwrap();
     let gc = store.gc().unwrap();
     assert_eq!(gc.layers.len(), 2);
-    assert!(gc.bytes >= 5 + 1);
+    assert!(gc.bytes > 5);
     assert_eq!(store.counts().unwrap(), (0, 0));
 }
 
