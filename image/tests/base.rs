@@ -113,4 +113,24 @@ fn static_busybox_image_where_installed() {
     let store = Store::temporary().unwrap();
     let image = from_host(&store, &[&bb]).unwrap();
     assert_eq!(image.layers().len(), 1);
+    if !require(privilege::is_privileged(), "needs root to chroot") {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let blob = store.open_blob(&image.layers()[0].digest).unwrap();
+    apply(
+        blob,
+        root.path(),
+        &ApplyOptions::for_current_process(Format::Flat),
+    )
+    .unwrap();
+    let inside = Path::new("/").join(bb.strip_prefix("/").unwrap());
+    let out = Command::new("chroot")
+        .arg(root.path())
+        .arg(&inside)
+        .args(["sh", "-c", "echo busybox says hi"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "busybox says hi\n");
 }

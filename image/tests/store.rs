@@ -617,3 +617,39 @@ fn holds_block_removal_and_remove_prune_gc_free_space() {
     assert_eq!(store.counts().unwrap(), (0, 0));
     assert_eq!(index_json(&store)["manifests"].as_array().unwrap().len(), 0);
 }
+
+/// umoci reads a tagged image of the store in place: the root is a real OCI image layout.
+#[test]
+fn umoci_unpacks_a_tagged_image_in_place() {
+    let have = Command::new("umoci").arg("--version").output().is_ok();
+    if !have {
+        if std::env::var("MOLDE_REQUIRE_ALL").as_deref() == Ok("1") {
+            panic!("required but missing: umoci");
+        }
+        eprintln!("skipping: umoci is not installed");
+        return;
+    }
+    let store = Store::temporary().unwrap();
+    let l1 = store
+        .add_layer(&gzip(&layer_tar(&[("etc/motd", b"welcome")]))[..])
+        .unwrap()
+        .layer;
+    let l2 = add(&store, &[("app/run", b"#!/bin/sh")]);
+    let img = image_with(&store, &[l1, l2], "umoci");
+    store.tag(&img, "demo:v1").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let bundle = out.path().join("bundle");
+    let res = Command::new("umoci")
+        .args(["raw", "unpack", "--rootless", "--image"])
+        .arg(format!("{}:demo:v1", store.root().display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert_eq!(fs::read(bundle.join("etc/motd")).unwrap(), b"welcome");
+    assert_eq!(fs::read(bundle.join("app/run")).unwrap(), b"#!/bin/sh");
+}
