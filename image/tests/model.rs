@@ -189,6 +189,10 @@ fn run(ops: Vec<Op>) {
             }
             Op::Gc => {
                 store.gc().unwrap();
+                // GC frees unpacked layers no image reaches; a later image must unpack again.
+                let reached: BTreeSet<Digest> =
+                    model.images.values().flat_map(|i| i.chain_ids()).collect();
+                model.unpacked.retain(|c| reached.contains(c));
             }
         }
         check(&store, &model);
