@@ -414,7 +414,23 @@ impl Store {
         let mut index = self.read_index()?;
         let md = image.manifest_digest();
         if let Some(tag) = tag {
-            remove_tag(&mut index, &tag.to_string());
+            let name = tag.to_string();
+            let previous = index
+                .manifests()
+                .iter()
+                .find(|d| ref_name(d) == Some(name.as_str()))
+                .cloned();
+            remove_tag(&mut index, &name);
+            // Moving a tag away never drops the image it was on: it stays, untagged.
+            if let Some(mut prev) = previous
+                && !index
+                    .manifests()
+                    .iter()
+                    .any(|d| desc_digest(d) == desc_digest(&prev))
+            {
+                prev.set_annotations(None);
+                push_manifest(&mut index, prev);
+            }
         }
         let present = index
             .manifests()
