@@ -1,7 +1,35 @@
 //! # molde-image
 //!
-//! The content store, immutable `Image` and `Layer` types, tags, holds, remove and prune, and OCI
-//! and docker archives. Depends on `molde-layerfs`. Its contents arrive with the issue
-//! "molde-image: content store, immutable Image and Layer, ...": this crate is empty until then.
+//! The content store, immutable [`Image`] and [`Layer`] types, tags, holds, remove, prune and
+//! GC. Depends on `molde-layerfs` only.
+//!
+//! ## Vocabulary
+//!
+//! - **store** ([`Store`]): a directory that is itself an OCI image layout (`oci-layout`,
+//!   `index.json`, `blobs/sha256/`), with molde's own state beside it in `molde/`. Several
+//!   threads and processes share one store under file locks.
+//! - **blob**: content addressed by its sha256 digest, written once, read-only.
+//! - **layer** ([`Layer`]): a layer blob with its DiffID; unpacked once per ChainID.
+//! - **image** ([`Image`]): manifest + config; immutable, cheap to clone. New images come from
+//!   an [`ImageBuilder`] and [`Store::commit`].
+//! - **tag**: a [`Reference`] (`name:tag`) naming an image in `index.json`.
+//! - **hold** ([`Hold`]): a persistent lease that keeps an image from removal and collection.
 
+pub mod base;
+pub mod blob;
+pub mod builder;
+pub mod image;
+pub mod layer;
+pub mod layout;
+pub mod lock;
+pub mod reference;
+pub mod store;
+pub mod unpack;
+
+pub use builder::ImageBuilder;
+pub use image::{HistoryEntry, Image, ImageError};
+pub use layer::{Layer, LayerMediaType};
 pub use molde_layerfs as layerfs;
+pub use reference::{Reference, ReferenceError};
+pub use store::{AddedLayer, GcReport, Hold, ImageSummary, Removed, Store, StoreError};
+pub use unpack::UnpackedLayer;

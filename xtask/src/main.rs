@@ -18,6 +18,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("zstd", "zstd"),
     ("unshare", "util-linux"),
     ("umoci", "umoci"),
+    ("busybox", "busybox-static"),
 ];
 
 /// Debian packages the benchmarks compare against.

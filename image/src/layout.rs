@@ -1,0 +1,101 @@
+//! Where things live under a store root.
+//!
+//! ```text
+//! <root>/oci-layout                 {"imageLayoutVersion": "1.0.0"}      (OCI image layout)
+//! <root>/index.json                 every image; tags as org.opencontainers.image.ref.name
+//! <root>/blobs/sha256/<hex>         content-addressed, read-only blobs
+//! <root>/molde/lock                 index lock: serialises index.json and holds.json updates
+//! <root>/molde/gc.lock              shared by writers of content, exclusive for GC
+//! <root>/molde/holds.json           persistent holds (leases) on images
+//! <root>/molde/tmp/                 blobs being ingested (each temp file flock'ed by its writer)
+//! <root>/molde/layers/<chainid>/    layers unpacked in overlay format, one per ChainID
+//! <root>/molde/layers/<chainid>.tmp a layer being unpacked (guarded by <chainid>.lock)
+//! ```
+
+use std::env;
+use std::path::{Path, PathBuf};
+
+use molde_layerfs::Digest;
+
+/// The environment variable naming the default store root.
+pub const ROOT_ENV: &str = "MOLDE_ROOT";
+
+/// The paths of one store.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// The layout under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Layout {
+        Layout { root: root.into() }
+    }
+
+    /// The store root (an OCI image layout).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// `oci-layout`.
+    pub fn oci_layout(&self) -> PathBuf {
+        self.root.join("oci-layout")
+    }
+    /// `index.json`.
+    pub fn index(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+    /// `blobs/sha256`.
+    pub fn blobs(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+    /// The path of one blob.
+    pub fn blob(&self, digest: &Digest) -> PathBuf {
+        self.blobs().join(digest.hex())
+    }
+    /// molde's own state: `molde/`.
+    pub fn state(&self) -> PathBuf {
+        self.root.join("molde")
+    }
+    /// The index lock file.
+    pub fn index_lock(&self) -> PathBuf {
+        self.state().join("lock")
+    }
+    /// The GC lock file.
+    pub fn gc_lock(&self) -> PathBuf {
+        self.state().join("gc.lock")
+    }
+    /// The holds file.
+    pub fn holds(&self) -> PathBuf {
+        self.state().join("holds.json")
+    }
+    /// The temp directory for ingests.
+    pub fn tmp(&self) -> PathBuf {
+        self.state().join("tmp")
+    }
+    /// The directory of unpacked layers.
+    pub fn layers(&self) -> PathBuf {
+        self.state().join("layers")
+    }
+    /// The unpacked (overlay-format) directory of the layer stack with this ChainID.
+    pub fn layer(&self, chain_id: &Digest) -> PathBuf {
+        self.layers().join(chain_id.hex())
+    }
+}
+
+/// The default store root: `$MOLDE_ROOT`, else `/var/lib/molde` for root, else
+/// `$XDG_DATA_HOME/molde` (or `~/.local/share/molde`).
+pub fn default_root() -> PathBuf {
+    if let Some(root) = env::var_os(ROOT_ENV).filter(|v| !v.is_empty()) {
+        return PathBuf::from(root);
+    }
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/molde");
+    }
+    if let Some(xdg) = env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("molde");
+    }
+    let home = env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/".into());
+    home.join(".local").join("share").join("molde")
+}

@@ -1,0 +1,212 @@
+//! Unpacked layers: each layer stack prefix is unpacked once, in overlay format, under its
+//! ChainID (`molde/layers/<chainid>/`), and shared by every image with that prefix. These
+//! directories are the lowerdirs of containers. The only caller of
+//! [`molde_layerfs::apply::apply`] in this crate.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use molde_layerfs::apply::{ApplyOptions, apply};
+use molde_layerfs::{Digest, Format, OverlayXattr};
+
+use crate::image::Image;
+use crate::layout::Layout;
+use crate::lock::{FileLock, LockKind};
+use crate::store::{Store, StoreError, io_err};
+
+/// One layer of an image, unpacked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpackedLayer {
+    /// The ChainID of the stack up to and including this layer.
+    pub chain_id: Digest,
+    /// The layer blob's digest.
+    pub digest: Digest,
+    /// The overlay-format directory (a lowerdir).
+    pub path: PathBuf,
+    /// Whether it was already unpacked (shared with another image), like docker's
+    /// "Already exists".
+    pub existed: bool,
+}
+
+/// Unpack every layer of `image` not yet unpacked. Returns them bottom first.
+pub fn unpack(store: &Store, image: &Image) -> Result<Vec<UnpackedLayer>, StoreError> {
+    let _content = store.content_lock(LockKind::Shared)?;
+    let layout = store.layout();
+    let mut out = Vec::new();
+    for (layer, chain_id) in image.layers().iter().zip(image.chain_ids()) {
+        let path = layout.layer(&chain_id);
+        let mut existed = path.is_dir();
+        if !existed {
+            let lock_path = lock_path(layout, &chain_id);
+            let _lock = FileLock::acquire(&lock_path, LockKind::Exclusive)
+                .map_err(io_err("locking", &lock_path))?;
+            existed = path.is_dir();
+            if !existed {
+                unpack_one(store, layer.digest, layer.diff_id, &path)?;
+            }
+        }
+        out.push(UnpackedLayer {
+            chain_id,
+            digest: layer.digest,
+            path,
+            existed,
+        });
+    }
+    Ok(out)
+}
+
+fn lock_path(layout: &Layout, chain_id: &Digest) -> PathBuf {
+    layout.layers().join(format!("{}.lock", chain_id.hex()))
+}
+
+fn tmp_path(final_path: &Path) -> PathBuf {
+    let mut s = final_path.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+fn unpack_one(
+    store: &Store,
+    digest: Digest,
+    diff_id: Digest,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let tmp = tmp_path(path);
+    if tmp.exists() {
+        remove_tree(&tmp).map_err(io_err("removing", &tmp))?;
+    }
+    let blob = store.open_blob(&digest)?;
+    let opts =
+        ApplyOptions::for_current_process(Format::Overlay(OverlayXattr::for_current_process()));
+    let result = apply(io::BufReader::with_capacity(1 << 20, blob), &tmp, &opts);
+    let report = match result {
+        Ok(r) => r,
+        Err(source) => {
+            let _ = remove_tree(&tmp);
+            return Err(StoreError::Unpack {
+                layer: digest,
+                source,
+            });
+        }
+    };
+    if report.diff_id != diff_id {
+        let _ = remove_tree(&tmp);
+        return Err(StoreError::DiffIdMismatch {
+            layer: digest,
+            expected: diff_id,
+            actual: report.diff_id,
+        });
+    }
+    fs::rename(&tmp, path).map_err(io_err("renaming into place", path))?;
+    crate::blob::sync_dir(&store.layout().layers()).map_err(io_err("syncing", path))
+}
+
+/// Remove half-unpacked layers whose writer is gone.
+pub(crate) fn clear_leftovers(layout: &Layout) -> Result<(), StoreError> {
+    let dir = layout.layers();
+    for entry in fs::read_dir(&dir).map_err(io_err("reading", &dir))? {
+        let entry = entry.map_err(io_err("reading", &dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(hex) = name.strip_suffix(".tmp") else {
+            continue;
+        };
+        let lock = dir.join(format!("{hex}.lock"));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock)
+            .map_err(io_err("opening", &lock))?;
+        if FileLock::try_exclusive(file)
+            .map_err(io_err("locking", &lock))?
+            .is_some()
+        {
+            remove_tree(&entry.path()).map_err(io_err("removing", &entry.path()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The ChainIDs of all unpacked layers.
+pub(crate) fn unpacked(layout: &Layout) -> Result<Vec<Digest>, StoreError> {
+    let dir = layout.layers();
+    let mut out = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(io_err("reading", &dir))? {
+        let entry = entry.map_err(io_err("reading", &dir))?;
+        if let Some(d) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| format!("sha256:{n}").parse::<Digest>().ok())
+        {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// Remove unpacked layers not in `keep`; returns their ChainIDs and the bytes freed.
+/// The caller holds the GC lock exclusively.
+pub(crate) fn collect(
+    layout: &Layout,
+    keep: &BTreeSet<Digest>,
+) -> Result<(Vec<Digest>, u64), StoreError> {
+    let mut freed = Vec::new();
+    let mut bytes = 0;
+    for chain in unpacked(layout)? {
+        if keep.contains(&chain) {
+            continue;
+        }
+        let path = layout.layer(&chain);
+        bytes += tree_size(&path);
+        remove_tree(&path).map_err(io_err("removing", &path))?;
+        let _ = fs::remove_file(lock_path(layout, &chain));
+        freed.push(chain);
+    }
+    Ok((freed, bytes))
+}
+
+fn tree_size(path: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_owned()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(rd) = fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else if meta.is_file() && meta.nlink() >= 1 {
+            total += meta.len();
+        }
+    }
+    total
+}
+
+/// Remove a tree, making directories writable first where needed (a layer may hold
+/// read-only directories).
+fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(first) => {
+            use std::os::unix::fs::PermissionsExt;
+            let mut stack = vec![path.to_owned()];
+            while let Some(p) = stack.pop() {
+                if let Ok(meta) = fs::symlink_metadata(&p)
+                    && meta.is_dir()
+                {
+                    let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o700));
+                    if let Ok(rd) = fs::read_dir(&p) {
+                        stack.extend(rd.flatten().map(|e| e.path()));
+                    }
+                }
+            }
+            fs::remove_dir_all(path).map_err(|_| first)
+        }
+    }
+}
