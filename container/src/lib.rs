@@ -1,7 +1,30 @@
 //! # molde-container
 //!
 //! Containers: the process launcher and the container lifecycle. Depends on `molde-image` and
-//! `molde-layerfs`. Its contents arrive with the issue "molde-container: the process launcher and
-//! the container lifecycle": this crate is empty until then.
+//! `molde-layerfs`.
+//!
+//! - [`Container::builder`] ([`ContainerBuilder`]) makes a container from an image, configured
+//!   like `std::process::Command` plus the container's own settings (mounts, volumes, network,
+//!   limits, timeout).
+//! - A [`Container`] goes created -> running -> exited -> (restarted) -> removed; its record
+//!   persists in the store, so another process can [`Container::list`] and
+//!   [`Container::open`] it.
+//! - [`Container::diff`], [`Container::commit`], [`Container::copy_in`],
+//!   [`Container::copy_out`] and [`Container::view`] work on its writable layer.
 
+pub mod builder;
+pub mod cgroup;
+pub mod config;
+pub mod container;
+pub mod error;
+pub mod launch;
+pub mod record;
+pub mod volume;
+
+pub use builder::{ContainerBuilder, Stdio};
+pub use container::list::recover;
+pub use container::{Child, Container, ContainerSummary, Output, Status};
+pub use error::ContainerError;
+pub use launch::{ExitStatus, Network};
 pub use molde_image as image;
+pub use volume::{Volume, VolumeError};

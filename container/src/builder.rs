@@ -1,0 +1,351 @@
+//! [`ContainerBuilder`]: a container made from an image, configured the way
+//! `std::process::Command` configures a process, plus the container's own settings.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use molde_image::{Image, Store};
+
+use crate::config::EnvOp;
+use crate::container::{Child, Container, Output};
+use crate::error::ContainerError;
+use crate::launch::Network;
+use crate::record::{LayerStorage, MountRecord};
+
+/// Where a standard stream of the container's process goes, like [`std::process::Stdio`].
+#[derive(Debug)]
+pub struct Stdio(pub(crate) StdioKind);
+
+#[derive(Debug)]
+pub(crate) enum StdioKind {
+    Inherit,
+    Null,
+    Piped,
+    Fd(OwnedFd),
+}
+
+impl Stdio {
+    /// A pipe to this process (see [`Child`]'s `stdin`, `stdout`, `stderr`).
+    pub fn piped() -> Stdio {
+        Stdio(StdioKind::Piped)
+    }
+    /// This process's own stream.
+    pub fn inherit() -> Stdio {
+        Stdio(StdioKind::Inherit)
+    }
+    /// `/dev/null`.
+    pub fn null() -> Stdio {
+        Stdio(StdioKind::Null)
+    }
+
+    /// The launcher's form of this stream, for one start (a file is duplicated, so the stream
+    /// serves again at a restart).
+    pub(crate) fn to_launch(&self) -> io::Result<crate::launch::Stdio> {
+        Ok(match &self.0 {
+            StdioKind::Inherit => crate::launch::Stdio::Inherit,
+            StdioKind::Null => crate::launch::Stdio::Null,
+            StdioKind::Piped => crate::launch::Stdio::Piped,
+            StdioKind::Fd(fd) => crate::launch::Stdio::Fd(fd.try_clone()?),
+        })
+    }
+}
+
+impl From<File> for Stdio {
+    fn from(f: File) -> Stdio {
+        Stdio(StdioKind::Fd(f.into()))
+    }
+}
+
+impl From<OwnedFd> for Stdio {
+    fn from(fd: OwnedFd) -> Stdio {
+        Stdio(StdioKind::Fd(fd))
+    }
+}
+
+/// Builds a [`Container`] from an [`Image`]. The image's config (env, cmd, entrypoint,
+/// workdir, user, stop signal) applies unless overridden here.
+///
+/// ```no_run
+/// use molde_container::{Container, Stdio};
+/// # fn f(store: &molde_image::Store, image: &molde_image::Image) -> Result<(), molde_container::ContainerError> {
+/// let out = Container::builder(store, image)
+///     .command("/bin/sh")
+///     .args(["-c", "echo hello"])
+///     .env("GREETING", "hi")
+///     .memory(64 << 20)
+///     .output()?;
+/// assert_eq!(out.stdout, b"hello\n");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ContainerBuilder {
+    pub(crate) store: Store,
+    pub(crate) image: Image,
+    pub(crate) command: Option<OsString>,
+    pub(crate) entrypoint: Option<Vec<OsString>>,
+    pub(crate) args: Option<Vec<OsString>>,
+    pub(crate) env: Vec<EnvOp>,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) user: Option<String>,
+    pub(crate) group: Option<String>,
+    pub(crate) stdin: Option<Stdio>,
+    pub(crate) stdout: Option<Stdio>,
+    pub(crate) stderr: Option<Stdio>,
+    pub(crate) hostname: Option<String>,
+    pub(crate) mounts: Vec<MountRecord>,
+    pub(crate) read_only_rootfs: bool,
+    pub(crate) network: Network,
+    pub(crate) memory: Option<u64>,
+    pub(crate) pids: Option<u64>,
+    pub(crate) cpu: Option<(u64, u64)>,
+    pub(crate) rlimits: Vec<(u32, u64, u64)>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) init: bool,
+    pub(crate) storage: LayerStorage,
+    pub(crate) stop_signal: Option<i32>,
+}
+
+impl ContainerBuilder {
+    /// A builder for a container of `image` (which must be in `store`).
+    pub fn new(store: &Store, image: &Image) -> ContainerBuilder {
+        ContainerBuilder {
+            store: store.clone(),
+            image: image.clone(),
+            command: None,
+            entrypoint: None,
+            args: None,
+            env: Vec::new(),
+            cwd: None,
+            user: None,
+            group: None,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            hostname: None,
+            mounts: Vec::new(),
+            read_only_rootfs: false,
+            network: Network::Isolated,
+            memory: None,
+            pids: None,
+            cpu: None,
+            rlimits: Vec::new(),
+            timeout: None,
+            init: false,
+            storage: LayerStorage::Disk,
+            stop_signal: None,
+        }
+    }
+
+    /// Run `program` (a path in the container, or a name searched in its `PATH`) instead of the
+    /// image's entrypoint and cmd; [`ContainerBuilder::arg`]s follow it.
+    pub fn command(mut self, program: impl AsRef<OsStr>) -> Self {
+        self.command = Some(program.as_ref().to_owned());
+        self
+    }
+    /// Replace the image's entrypoint (and, as Docker does, its cmd).
+    pub fn entrypoint<S: AsRef<OsStr>>(mut self, ep: impl IntoIterator<Item = S>) -> Self {
+        self.entrypoint = Some(ep.into_iter().map(|s| s.as_ref().to_owned()).collect());
+        self
+    }
+    /// Add an argument. Arguments replace the image's cmd.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args
+            .get_or_insert_with(Vec::new)
+            .push(arg.as_ref().to_owned());
+        self
+    }
+    /// Add arguments. Arguments replace the image's cmd.
+    pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        let v = self.args.get_or_insert_with(Vec::new);
+        v.extend(args.into_iter().map(|s| s.as_ref().to_owned()));
+        self
+    }
+    /// Set an environment variable (over the image's).
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env.push(EnvOp::Set(
+            key.as_ref().to_owned(),
+            value.as_ref().to_owned(),
+        ));
+        self
+    }
+    /// Set several environment variables.
+    pub fn envs<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        for (k, v) in vars {
+            self = self.env(k, v);
+        }
+        self
+    }
+    /// Remove an environment variable (the image's too).
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
+        self.env.push(EnvOp::Remove(key.as_ref().to_owned()));
+        self
+    }
+    /// Start from an empty environment (dropping the image's). `PATH` and `HOME` still get
+    /// their defaults when not set afterwards.
+    pub fn env_clear(mut self) -> Self {
+        self.env.push(EnvOp::Clear);
+        self
+    }
+    /// The working directory in the container (absolute).
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cwd = Some(dir.as_ref().to_owned());
+        self
+    }
+    /// The user: a name (looked up in the image's `/etc/passwd`), a uid, or `user:group`.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+    /// The primary group: a name (looked up in the image's `/etc/group`) or a gid.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+    /// Standard input (default: inherit; null for [`ContainerBuilder::output`]).
+    pub fn stdin(mut self, s: impl Into<Stdio>) -> Self {
+        self.stdin = Some(s.into());
+        self
+    }
+    /// Standard output (default: inherit; piped for [`ContainerBuilder::output`]).
+    pub fn stdout(mut self, s: impl Into<Stdio>) -> Self {
+        self.stdout = Some(s.into());
+        self
+    }
+    /// Standard error (default: inherit; piped for [`ContainerBuilder::output`]).
+    pub fn stderr(mut self, s: impl Into<Stdio>) -> Self {
+        self.stderr = Some(s.into());
+        self
+    }
+    /// The container's hostname.
+    pub fn hostname(mut self, name: impl Into<String>) -> Self {
+        self.hostname = Some(name.into());
+        self
+    }
+    /// Bind-mount a host path read-write at `target` in the container.
+    pub fn mount_bind(mut self, source: impl AsRef<Path>, target: impl AsRef<Path>) -> Self {
+        self.mounts.push(MountRecord::Bind {
+            source: source.as_ref().to_owned(),
+            target: target.as_ref().to_owned(),
+            read_only: false,
+        });
+        self
+    }
+    /// Bind-mount a host path read-only at `target` in the container.
+    pub fn mount_bind_ro(mut self, source: impl AsRef<Path>, target: impl AsRef<Path>) -> Self {
+        self.mounts.push(MountRecord::Bind {
+            source: source.as_ref().to_owned(),
+            target: target.as_ref().to_owned(),
+            read_only: true,
+        });
+        self
+    }
+    /// Mount a fresh tmpfs (mode 1777) at `target`, of at most `size_bytes` if given.
+    pub fn mount_tmpfs(mut self, target: impl AsRef<Path>, size_bytes: Option<u64>) -> Self {
+        self.mounts.push(MountRecord::Tmpfs {
+            target: target.as_ref().to_owned(),
+            size_bytes,
+            mode: 0o1777,
+        });
+        self
+    }
+    /// Mount the store's named volume `name` (created if missing) at `target`.
+    pub fn volume(mut self, name: impl Into<String>, target: impl AsRef<Path>) -> Self {
+        self.mounts.push(MountRecord::Volume {
+            name: name.into(),
+            target: target.as_ref().to_owned(),
+            read_only: false,
+        });
+        self
+    }
+    /// Make the root filesystem read-only.
+    pub fn read_only_rootfs(mut self, yes: bool) -> Self {
+        self.read_only_rootfs = yes;
+        self
+    }
+    /// The network (default: [`Network::Isolated`], its own namespace with loopback only).
+    pub fn network(mut self, network: Network) -> Self {
+        self.network = network;
+        self
+    }
+    /// Limit memory (cgroup) to `bytes`.
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.memory = Some(bytes);
+        self
+    }
+    /// Limit the number of processes (cgroup).
+    pub fn pids(mut self, max: u64) -> Self {
+        self.pids = Some(max);
+        self
+    }
+    /// Limit CPU time (cgroup) to `quota_us` per `period_us`.
+    pub fn cpu(mut self, quota_us: u64, period_us: u64) -> Self {
+        self.cpu = Some((quota_us, period_us));
+        self
+    }
+    /// Set a resource limit (`libc::RLIMIT_*`).
+    pub fn rlimit(mut self, resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> Self {
+        self.rlimits.push((resource as u32, soft, hard));
+        self
+    }
+    /// Kill the container's process when a run lasts longer than this (wall clock); waiting
+    /// then fails with [`ContainerError::TimedOut`].
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+    /// Run a minimal init as PID 1 that reaps zombies and forwards signals.
+    pub fn init(mut self, yes: bool) -> Self {
+        self.init = yes;
+        self
+    }
+    /// Keep the writable layer on a tmpfs instead of on disk: fast, lost at removal (needs
+    /// the privilege to mount).
+    pub fn ephemeral(mut self, yes: bool) -> Self {
+        self.storage = if yes {
+            LayerStorage::Tmpfs
+        } else {
+            LayerStorage::Disk
+        };
+        self
+    }
+    /// The signal [`Container::stop`] sends first (default: the image's, else SIGTERM).
+    pub fn stop_signal(mut self, sig: nix::sys::signal::Signal) -> Self {
+        self.stop_signal = Some(sig as i32);
+        self
+    }
+
+    /// Create the container (state created: writable layer allocated, image held, record
+    /// written). Every setting is checked, the user resolved, before anything is made.
+    pub fn create(self) -> Result<Container, ContainerError> {
+        crate::container::create::create(self)
+    }
+
+    /// Create and start the container.
+    pub fn start(self) -> Result<Container, ContainerError> {
+        let mut c = self.create()?;
+        c.start()?;
+        Ok(c)
+    }
+
+    /// Create and start the container, giving a [`Child`] (dropping it kills the process and
+    /// removes the container).
+    pub fn spawn(self) -> Result<Child, ContainerError> {
+        Child::new(self.start()?)
+    }
+
+    /// Run the container to the end and collect its output (stdout and stderr piped, stdin
+    /// null unless set), then remove it.
+    pub fn output(mut self) -> Result<Output, ContainerError> {
+        self.stdin.get_or_insert_with(Stdio::null);
+        self.stdout.get_or_insert_with(Stdio::piped);
+        self.stderr.get_or_insert_with(Stdio::piped);
+        self.spawn()?.wait_with_output()
+    }
+}

@@ -1,0 +1,180 @@
+//! create: check and resolve everything, then allocate the writable layer, hold the image and
+//! write the record. Nothing runs yet.
+
+use std::fs;
+use std::path::PathBuf;
+
+use molde_layerfs::OverlayXattr;
+use molde_layerfs::snapshot::default_backend;
+use molde_layerfs::view::UnionView;
+
+use super::{Container, list};
+use crate::builder::ContainerBuilder;
+use crate::config;
+use crate::error::{ContainerError, io_err};
+use crate::launch::Network;
+use crate::record::{self, ContainerPaths, LayerStorage, MountRecord, Record, RunConfig, State};
+use crate::volume::Volume;
+
+/// The signal number an image's `StopSignal` names (`SIGTERM`, `TERM`, `15`); SIGTERM when
+/// unset or unknown.
+pub(crate) fn parse_signal(name: Option<&str>) -> i32 {
+    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
+        return libc::SIGTERM;
+    };
+    if let Ok(n) = name.parse::<i32>() {
+        return n;
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .map_or(libc::SIGTERM, |s| s as i32)
+}
+
+pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
+    let store = b.store.clone();
+    let image = b.image.clone();
+    let xattr = OverlayXattr::for_current_process();
+    // Everything that can be checked is checked before anything is made.
+    let unpacked = molde_image::unpack::unpack(&store, &image)?;
+    let lowers: Vec<PathBuf> = unpacked.into_iter().rev().map(|u| u.path).collect();
+    let view = UnionView::new(lowers.clone(), None, xattr);
+    let identity = config::resolve_identity(
+        &view,
+        b.user.as_deref().or(image.user()),
+        b.group.as_deref(),
+    )?;
+    let argv = config::argv(
+        image.entrypoint(),
+        image.cmd(),
+        b.command.as_deref(),
+        b.entrypoint.as_deref(),
+        b.args.as_deref(),
+    )?;
+    let cwd = config::workdir(image.working_dir(), b.cwd.as_deref())?;
+    let env = config::merge_env(image.env(), &b.env, identity.home.as_deref());
+    for m in &b.mounts {
+        match m {
+            MountRecord::Volume { name, .. } => {
+                Volume::create(&store, name)?;
+            }
+            MountRecord::Bind { source, .. } => {
+                fs::symlink_metadata(source).map_err(io_err("bind mount source", source))?;
+            }
+            MountRecord::Tmpfs { .. } => {}
+        }
+    }
+    let run = RunConfig {
+        argv,
+        env,
+        cwd,
+        uid: identity.uid,
+        gid: identity.gid,
+        groups: identity.groups,
+        hostname: b.hostname.clone(),
+        mounts: b.mounts.clone(),
+        read_only_rootfs: b.read_only_rootfs,
+        host_network: b.network == Network::Host,
+        memory_bytes: b.memory,
+        pids: b.pids,
+        cpu_quota: b.cpu,
+        rlimits: b.rlimits.clone(),
+        init: b.init,
+        stop_signal: b
+            .stop_signal
+            .unwrap_or_else(|| parse_signal(image.stop_signal())),
+        timeout_ms: b.timeout.map(|d| d.as_millis() as u64),
+    };
+
+    let id = record::new_id().map_err(|source| ContainerError::Io {
+        op: "making a container id",
+        path: PathBuf::from("/dev/urandom"),
+        source,
+    })?;
+    let paths = ContainerPaths::new(&store, &id);
+    fs::create_dir_all(paths.dir()).map_err(io_err("creating", paths.dir()))?;
+    // Held through the creation: a concurrent list leaves a half-made container alone.
+    let guard = record::lock(&paths)?;
+    let made = (|| -> Result<_, ContainerError> {
+        store.hold(&image, &id)?;
+        let snap_dir = paths.snapshot();
+        if b.storage == LayerStorage::Tmpfs {
+            fs::create_dir(&snap_dir).map_err(io_err("creating", &snap_dir))?;
+            nix::mount::mount(
+                Some("tmpfs"),
+                &snap_dir,
+                Some("tmpfs"),
+                nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                Some("mode=0700"),
+            )
+            .map_err(|e| io_err("mounting a tmpfs for the writable layer on", &snap_dir)(e.into()))?;
+        }
+        let backend = default_backend();
+        let snapshot = backend.prepare(&lowers, &snap_dir)?;
+        fs::create_dir(paths.rootfs()).map_err(io_err("creating", &paths.rootfs()))?;
+        let record = Record {
+            id: id.clone(),
+            image: image.manifest_digest().to_string(),
+            image_id: image.id().to_string(),
+            created: molde_image::builder::now_rfc3339(),
+            state: State::Created,
+            pid: None,
+            pid_start: None,
+            started: None,
+            finished: None,
+            exit_code: None,
+            exit_signal: None,
+            backend: backend.name().to_owned(),
+            lowers: lowers.clone(),
+            storage: b.storage,
+            run,
+        };
+        record.write(&paths)?;
+        Ok((backend, snapshot, record))
+    })();
+    drop(guard);
+    let (backend, snapshot, record) = match made {
+        Ok(m) => m,
+        Err(e) => {
+            list::discard(&store, &paths, &id);
+            return Err(e);
+        }
+    };
+    Ok(Container {
+        store,
+        id,
+        image,
+        paths,
+        backend,
+        snapshot,
+        record,
+        xattr,
+        stdin: b.stdin,
+        stdout: b.stdout,
+        stderr: b.stderr,
+        process: None,
+        cgroup: None,
+        owner: None,
+        deadline: None,
+        remove_on_drop: true,
+        removed: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_signal;
+
+    #[test]
+    fn stop_signal_names() {
+        assert_eq!(parse_signal(None), libc::SIGTERM);
+        assert_eq!(parse_signal(Some("SIGQUIT")), libc::SIGQUIT);
+        assert_eq!(parse_signal(Some("int")), libc::SIGINT);
+        assert_eq!(parse_signal(Some("9")), 9);
+        assert_eq!(parse_signal(Some("bogus")), libc::SIGTERM);
+    }
+}

@@ -1,0 +1,300 @@
+//! [`Container`]: one container of a store, through its lifecycle: created (writable layer
+//! allocated, image held) -> running -> exited (code or signal) -> restarted (same writable
+//! layer) -> removed (writable layer deleted, hold released). One file per verb.
+
+pub(crate) mod child;
+pub(crate) mod commit;
+pub(crate) mod copy;
+pub(crate) mod create;
+pub(crate) mod list;
+pub(crate) mod remove;
+pub(crate) mod start;
+pub(crate) mod stop;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use molde_image::lock::FileLock;
+use molde_image::{Image, Store};
+use molde_layerfs::OverlayXattr;
+use molde_layerfs::snapshot::{Backend, CopyBackend, OverlayBackend, Snapshot};
+use molde_layerfs::view::UnionView;
+
+pub use child::{Child, Output};
+pub use list::ContainerSummary;
+
+use crate::builder::{ContainerBuilder, Stdio};
+use crate::error::ContainerError;
+use crate::launch::Process;
+use crate::record::{ContainerPaths, Record, State};
+
+/// Where a container is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Created (writable layer allocated, image held), never started.
+    Created,
+    /// Its process runs.
+    Running,
+    /// Its process ended: with `code`, or killed by `signal` (both `None` when the process
+    /// ended unobserved, e.g. its owner was killed).
+    Exited {
+        /// The exit code.
+        code: Option<i32>,
+        /// The number of the signal that killed it.
+        signal: Option<i32>,
+    },
+    /// Removed: writable layer deleted, hold released, record gone.
+    Removed,
+}
+
+impl Status {
+    pub(crate) fn from_record(r: &Record) -> Status {
+        match r.state {
+            State::Created => Status::Created,
+            State::Running => Status::Running,
+            State::Exited => Status::Exited {
+                code: r.exit_code,
+                signal: r.exit_signal,
+            },
+            State::Removing => Status::Removed,
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Status::Created => f.write_str("created"),
+            Status::Running => f.write_str("running"),
+            Status::Exited {
+                code: Some(c),
+                signal: _,
+            } => write!(f, "exited ({c})"),
+            Status::Exited {
+                code: None,
+                signal: Some(s),
+            } => write!(f, "exited (signal {s})"),
+            Status::Exited { .. } => f.write_str("exited (unknown)"),
+            Status::Removed => f.write_str("removed"),
+        }
+    }
+}
+
+/// A container of a store. Made by [`Container::builder`] (then dropping it kills its
+/// processes and removes it, also during a panic; [`Container::close`] does the same and
+/// reports errors; [`Container::keep`] leaves it) or opened by id with [`Container::open`]
+/// (then dropping the handle leaves the container as it is, except for a process this handle
+/// started, which it kills).
+#[derive(Debug)]
+pub struct Container {
+    pub(crate) store: Store,
+    pub(crate) id: String,
+    pub(crate) image: Image,
+    pub(crate) paths: ContainerPaths,
+    pub(crate) backend: Box<dyn Backend>,
+    pub(crate) snapshot: Snapshot,
+    pub(crate) record: Record,
+    pub(crate) xattr: OverlayXattr,
+    pub(crate) stdin: Option<Stdio>,
+    pub(crate) stdout: Option<Stdio>,
+    pub(crate) stderr: Option<Stdio>,
+    pub(crate) process: Option<Process>,
+    pub(crate) cgroup: Option<crate::cgroup::Cgroup>,
+    pub(crate) owner: Option<FileLock>,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) remove_on_drop: bool,
+    pub(crate) removed: bool,
+}
+
+/// The backend a record names.
+pub(crate) fn backend_named(name: &str) -> Box<dyn Backend> {
+    match name {
+        "copy" => Box::new(CopyBackend::new()),
+        _ => Box::new(OverlayBackend::new()),
+    }
+}
+
+impl Container {
+    /// A builder for a container of `image`, like `std::process::Command::new`.
+    pub fn builder(store: &Store, image: &Image) -> ContainerBuilder {
+        ContainerBuilder::new(store, image)
+    }
+
+    /// Open the container `id` (or a unique prefix of it, at least 4 digits) of `store`, made
+    /// by this or another process. A stale record (its owner died) is marked exited first.
+    pub fn open(store: &Store, id: &str) -> Result<Container, ContainerError> {
+        let id = list::find(store, id)?;
+        let paths = ContainerPaths::new(store, &id);
+        list::refresh(store, &paths)?;
+        let record = Record::read(&paths)?;
+        if record.state == State::Removing {
+            return Err(ContainerError::NotFound(id));
+        }
+        let image = store.resolve(&record.image)?;
+        let backend = backend_named(&record.backend);
+        let snapshot = backend.open(&record.lowers, &paths.snapshot(), true)?;
+        Ok(Container {
+            store: store.clone(),
+            id,
+            image,
+            paths,
+            backend,
+            snapshot,
+            record,
+            xattr: OverlayXattr::for_current_process(),
+            stdin: Some(Stdio::null()),
+            stdout: Some(Stdio::null()),
+            stderr: Some(Stdio::null()),
+            process: None,
+            cgroup: None,
+            owner: None,
+            deadline: None,
+            remove_on_drop: false,
+            removed: false,
+        })
+    }
+
+    /// Every container of `store`, like `ps -a`, oldest first. Stale records (owner died) are
+    /// marked exited, and leftovers of interrupted creations and removals cleared.
+    pub fn list(store: &Store) -> Result<Vec<ContainerSummary>, ContainerError> {
+        list::list(store)
+    }
+
+    /// The container id (64 hex digits).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The image it was made from.
+    pub fn image(&self) -> &Image {
+        &self.image
+    }
+
+    /// When it was created (RFC 3339).
+    pub fn created(&self) -> &str {
+        &self.record.created
+    }
+
+    /// The host pid of its PID 1, while running.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.process {
+            Some(p) => Some(p.pid()),
+            None => self.record.pid.filter(|_| self.record.state == State::Running),
+        }
+    }
+
+    /// The host directory of its writable layer (overlay: the upper directory).
+    pub fn writable_layer(&self) -> &Path {
+        self.snapshot.changes_dir()
+    }
+
+    /// Its current status (a process of this handle that ended is collected; a record
+    /// changed by another process is read again).
+    pub fn status(&mut self) -> Result<Status, ContainerError> {
+        if self.removed {
+            return Ok(Status::Removed);
+        }
+        if let Some(p) = self.process.as_mut() {
+            let st = p.try_wait().map_err(|source| ContainerError::Process {
+                id: self.id.clone(),
+                op: "checking the process",
+                source,
+            })?;
+            if let Some(st) = st {
+                self.finish(st)?;
+            }
+            return Ok(Status::from_record(&self.record));
+        }
+        match list::refresh(&self.store, &self.paths) {
+            Ok(()) => {}
+            Err(ContainerError::Record(crate::record::RecordError::Io { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                self.removed = true;
+                return Ok(Status::Removed);
+            }
+            Err(e) => return Err(e),
+        }
+        self.record = Record::read(&self.paths)?;
+        let status = Status::from_record(&self.record);
+        if status == Status::Running
+            && !crate::record::alive(self.record.pid, self.record.pid_start)
+        {
+            // Ended; its owner (another live process) has not collected it yet.
+            return Ok(Status::Exited {
+                code: None,
+                signal: None,
+            });
+        }
+        Ok(status)
+    }
+
+    /// A read-only view of the container's files (image layers plus writable layer), without
+    /// mounting: for reading a stopped container's files.
+    pub fn view(&self) -> UnionView {
+        if self.snapshot.backend() == "copy" {
+            UnionView::new(vec![self.snapshot.changes_dir().to_owned()], None, self.xattr)
+        } else {
+            UnionView::new(
+                self.snapshot.lowers.clone(),
+                Some(self.snapshot.changes_dir().to_owned()),
+                self.xattr,
+            )
+        }
+    }
+
+    /// The contents of the file at `path` in the container (read through [`Container::view`]).
+    pub fn read_file(&self, path: impl AsRef<Path>) -> Result<Vec<u8>, ContainerError> {
+        let path = path.as_ref();
+        self.view().read(path).map_err(|source| ContainerError::Io {
+            op: "reading in the container",
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Leave the container as it is (record, writable layer, a running process) for
+    /// debugging or for another process to open; returns its id.
+    pub fn keep(mut self) -> String {
+        self.remove_on_drop = false;
+        if let Some(p) = self.process.take() {
+            // Leave it running: nobody reaps it now but the kernel at this process's exit
+            // (PR_SET_PDEATHSIG kills it then).
+            std::mem::forget(p);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            std::mem::forget(cg);
+        }
+        if let Some(lock) = self.owner.take() {
+            std::mem::forget(lock);
+        }
+        std::mem::take(&mut self.id)
+    }
+
+    /// Kill its processes and remove it, reporting what failed (what `Drop` does silently).
+    pub fn close(mut self) -> Result<(), ContainerError> {
+        self.remove_on_drop = false;
+        self.remove_inner()
+    }
+
+    /// Where the rootfs is mounted (inside the container's mount namespace).
+    pub(crate) fn rootfs(&self) -> PathBuf {
+        self.paths.rootfs()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if self.removed || self.id.is_empty() {
+            return;
+        }
+        if self.remove_on_drop {
+            if let Err(e) = self.remove_inner() {
+                tracing::warn!("removing container {} on drop: {e}", self.id);
+            }
+        } else if self.process.is_some() {
+            let _ = self.kill();
+            let _ = self.wait_inner(false);
+        }
+    }
+}

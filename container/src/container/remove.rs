@@ -1,0 +1,81 @@
+//! remove: kill what runs, delete the writable layer, release the image's hold, delete the
+//! record. An interrupted removal (state `removing`) is finished by the next list or open.
+
+use std::fs;
+use std::time::Duration;
+
+use super::{Container, list};
+use crate::error::ContainerError;
+use crate::record::{self, Record, State};
+
+impl Container {
+    /// Remove the container, killing its processes first if it runs.
+    pub fn remove(mut self) -> Result<(), ContainerError> {
+        self.remove_on_drop = false;
+        self.remove_inner()
+    }
+
+    pub(crate) fn remove_inner(&mut self) -> Result<(), ContainerError> {
+        if self.removed {
+            return Ok(());
+        }
+        let mut errors = Vec::new();
+        if self.process.is_some() {
+            if let Err(e) = self.kill() {
+                errors.push(e);
+            }
+            if let Err(e) = self.wait_inner(false) {
+                errors.push(e);
+            }
+        } else if matches!(self.status(), Ok(super::Status::Running)) {
+            // Started by another process: kill it and wait for its end.
+            if let Err(e) = self.kill() {
+                errors.push(e);
+            }
+            let _ = self.wait_timeout(Duration::from_secs(10));
+        }
+        if self.removed {
+            return Ok(());
+        }
+        match Record::update(&self.paths, |r| r.state = State::Removing) {
+            Ok(r) => self.record = r,
+            Err(e) => errors.push(e.into()),
+        }
+        let _owner = record::try_own(&self.paths);
+        if self.record.storage == record::LayerStorage::Tmpfs {
+            // The snapshot lives on a tmpfs mounted on its directory: unmounting frees it.
+            if let Err(e) = nix::mount::umount2(
+                &self.paths.snapshot(),
+                nix::mount::MntFlags::MNT_DETACH,
+            ) {
+                errors.push(ContainerError::Io {
+                    op: "unmounting the writable layer's tmpfs",
+                    path: self.paths.snapshot(),
+                    source: e.into(),
+                });
+            }
+        } else if let Err(e) = self.backend.remove(self.snapshot.clone()) {
+            errors.push(e.into());
+        }
+        if let Err(e) = fs::remove_dir_all(self.paths.dir()) {
+            errors.push(ContainerError::Io {
+                op: "removing",
+                path: self.paths.dir().to_owned(),
+                source: e,
+            });
+            list::discard(&self.store, &self.paths, &self.id);
+        }
+        if let Err(e) = self.store.release(&self.id) {
+            errors.push(e.into());
+        }
+        self.removed = true;
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(ContainerError::Cleanup {
+                id: self.id.clone(),
+                errors,
+            }),
+        }
+    }
+}

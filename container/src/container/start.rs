@@ -1,0 +1,316 @@
+//! start and wait: launch the container's process over its writable layer, collect its end.
+
+use std::time::{Duration, Instant};
+
+use super::Container;
+use super::stop::{foreign_pidfd, poll_exit};
+use crate::config;
+use crate::error::ContainerError;
+use crate::launch::{self, ContainerMount, ExitStatus, IdMaps, MountKind, Network, Rlimit, Spec};
+use crate::record::{self, MountRecord, Record, State};
+use crate::volume::Volume;
+
+impl Container {
+    /// Start the container's process (from created, or again from exited: a restart keeps
+    /// the writable layer and its changes).
+    pub fn start(&mut self) -> Result<(), ContainerError> {
+        self.check_not_removed("start")?;
+        let guard = record::lock(&self.paths)?;
+        let current = Record::read(&self.paths)?;
+        if !matches!(current.state, State::Created | State::Exited) {
+            return Err(self.state_error(&current, "start"));
+        }
+        let Some(owner) = record::try_own(&self.paths)? else {
+            return Err(ContainerError::State {
+                id: self.id.clone(),
+                state: "owned by another handle".into(),
+                op: "start",
+            });
+        };
+        let spec = self.spec()?;
+        let mut spec = spec;
+        let cgroup = self.make_cgroup()?;
+        if let Some(cg) = &cgroup {
+            spec.cgroup_procs = cg.procs_files().map_err(|source| ContainerError::Cgroup {
+                id: self.id.clone(),
+                source,
+            })?;
+        }
+        let process = launch::spawn(&spec)?;
+        let pid = process.pid();
+        let start = record::pid_info(pid).map(|(s, _)| s);
+        let mut r = current;
+        r.state = State::Running;
+        r.pid = Some(pid);
+        r.pid_start = start;
+        r.started = Some(molde_image::builder::now_rfc3339());
+        r.exit_code = None;
+        r.exit_signal = None;
+        r.write(&self.paths)?;
+        drop(guard);
+        self.record = r;
+        self.deadline = self
+            .record
+            .run
+            .timeout_ms
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        self.process = Some(process);
+        self.cgroup = cgroup;
+        self.owner = Some(owner);
+        Ok(())
+    }
+
+    /// Wait for the container's process to end (killing it at its timeout, then failing with
+    /// [`ContainerError::TimedOut`]). For a container started by another process, waits for
+    /// its end without learning its code.
+    pub fn wait(&mut self) -> Result<super::Status, ContainerError> {
+        self.wait_inner(true)?;
+        self.status()
+    }
+
+    /// Wait at most `timeout`; `None` if still running then.
+    pub fn wait_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<super::Status>, ContainerError> {
+        let limit = Instant::now() + timeout;
+        let until = match self.deadline {
+            Some(d) if d < limit => d,
+            _ => limit,
+        };
+        let id = self.id.clone();
+        let Some(p) = self.process.as_mut() else {
+            return self.wait_foreign(Some(timeout));
+        };
+        let got = p
+            .wait_timeout(until.saturating_duration_since(Instant::now()))
+            .map_err(|source| ContainerError::Process {
+                id: id.clone(),
+                op: "waiting",
+                source,
+            })?;
+        match got {
+            Some(st) => {
+                self.finish(st)?;
+                Ok(Some(self.status()?))
+            }
+            None if self.deadline.is_some_and(|d| d <= Instant::now()) => {
+                self.wait_inner(true)?;
+                Ok(Some(self.status()?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Wait for a process this handle does not own (started by another process).
+    fn wait_foreign(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<super::Status>, ContainerError> {
+        let r = Record::read(&self.paths)?;
+        if r.state == State::Running
+            && let (Some(pid), Some(start)) = (r.pid, r.pid_start)
+            && let Some(fd) = foreign_pidfd(pid, start)
+            && !poll_exit(&fd, timeout)
+        {
+            return Ok(None);
+        }
+        Ok(Some(self.status()?))
+    }
+
+    /// Wait for this handle's process; `timeout_is_error`: a timeout kills and errs.
+    pub(crate) fn wait_inner(&mut self, timeout_is_error: bool) -> Result<(), ContainerError> {
+        let id = self.id.clone();
+        let Some(p) = self.process.as_mut() else {
+            self.wait_foreign(None)?;
+            return Ok(());
+        };
+        let perr = |op: &'static str| {
+            let id = id.clone();
+            move |source| ContainerError::Process { id, op, source }
+        };
+        let status = match self.deadline {
+            Some(d) => match p
+                .wait_timeout(d.saturating_duration_since(Instant::now()))
+                .map_err(perr("waiting"))?
+            {
+                Some(st) => st,
+                None => {
+                    p.kill().map_err(perr("killing at the timeout"))?;
+                    let st = p.wait().map_err(perr("waiting"))?;
+                    self.finish(st)?;
+                    if timeout_is_error {
+                        return Err(ContainerError::TimedOut {
+                            id,
+                            timeout: Duration::from_millis(
+                                self.record.run.timeout_ms.unwrap_or_default(),
+                            ),
+                        });
+                    }
+                    return Ok(());
+                }
+            },
+            None => p.wait().map_err(perr("waiting"))?,
+        };
+        self.finish(status)
+    }
+
+    /// Record the end of this handle's process and release what its run held.
+    pub(crate) fn finish(&mut self, status: ExitStatus) -> Result<(), ContainerError> {
+        self.process = None;
+        self.deadline = None;
+        let mut errors = Vec::new();
+        if let Some(cg) = self.cgroup.take() {
+            let _ = cg.kill_all();
+            if let Err(source) = cg.remove() {
+                errors.push(ContainerError::Cgroup {
+                    id: self.id.clone(),
+                    source,
+                });
+            }
+        }
+        let updated = Record::update(&self.paths, |r| {
+            r.state = State::Exited;
+            r.pid = None;
+            r.pid_start = None;
+            r.exit_code = status.code();
+            r.exit_signal = status.signal().map(|s| s as i32);
+            r.finished = Some(molde_image::builder::now_rfc3339());
+        });
+        self.owner = None;
+        match updated {
+            Ok(r) => self.record = r,
+            Err(e) => errors.push(e.into()),
+        }
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(ContainerError::Cleanup {
+                id: self.id.clone(),
+                errors,
+            }),
+        }
+    }
+
+    pub(crate) fn check_not_removed(&self, op: &'static str) -> Result<(), ContainerError> {
+        if self.removed {
+            return Err(ContainerError::State {
+                id: self.id.clone(),
+                state: "removed".into(),
+                op,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn state_error(&self, r: &Record, op: &'static str) -> ContainerError {
+        ContainerError::State {
+            id: self.id.clone(),
+            state: super::Status::from_record(r).to_string(),
+            op,
+        }
+    }
+
+    fn make_cgroup(&self) -> Result<Option<crate::cgroup::Cgroup>, ContainerError> {
+        let run = &self.record.run;
+        if run.memory_bytes.is_none() && run.pids.is_none() && run.cpu_quota.is_none() {
+            return Ok(None);
+        }
+        let limits = crate::cgroup::Limits {
+            memory_bytes: run.memory_bytes,
+            pids: run.pids,
+            cpu_quota: run.cpu_quota,
+        };
+        crate::cgroup::Cgroup::create(&self.id, &limits)
+            .map(Some)
+            .map_err(|source| ContainerError::Cgroup {
+                id: self.id.clone(),
+                source,
+            })
+    }
+
+    /// The launcher's spec for one start.
+    fn spec(&self) -> Result<Spec, ContainerError> {
+        let run = &self.record.run;
+        let mut spec = Spec::new(self.rootfs(), run.argv[0].clone());
+        spec.rootfs_mounts = self.snapshot.mounts.clone();
+        spec.readonly_rootfs = run.read_only_rootfs;
+        for m in &run.mounts {
+            spec.mounts.push(match m {
+                MountRecord::Bind {
+                    source,
+                    target,
+                    read_only,
+                } => ContainerMount {
+                    target: target.clone(),
+                    kind: MountKind::Bind {
+                        source: source.clone(),
+                        read_only: *read_only,
+                    },
+                },
+                MountRecord::Tmpfs {
+                    target,
+                    size_bytes,
+                    mode,
+                } => ContainerMount {
+                    target: target.clone(),
+                    kind: MountKind::Tmpfs {
+                        size_bytes: *size_bytes,
+                        mode: *mode,
+                    },
+                },
+                MountRecord::Volume {
+                    name,
+                    target,
+                    read_only,
+                } => ContainerMount {
+                    target: target.clone(),
+                    kind: MountKind::Bind {
+                        source: Volume::create(&self.store, name)?.path().to_owned(),
+                        read_only: *read_only,
+                    },
+                },
+            });
+        }
+        spec.hostname = run.hostname.clone();
+        spec.args = run.argv[1..].to_vec();
+        spec.env = run.env.clone();
+        spec.path_dirs = config::path_dirs(&run.env);
+        spec.cwd = run.cwd.clone();
+        spec.uid = run.uid;
+        spec.gid = run.gid;
+        spec.groups = run.groups.clone();
+        spec.network = if run.host_network {
+            Network::Host
+        } else {
+            Network::Isolated
+        };
+        if !molde_layerfs::privilege::is_privileged() {
+            spec.user_namespace = Some(IdMaps::rootless());
+        }
+        let stdio = |s: &Option<crate::builder::Stdio>| -> Result<launch::Stdio, ContainerError> {
+            match s {
+                Some(s) => s.to_launch().map_err(|source| ContainerError::Process {
+                    id: self.id.clone(),
+                    op: "duplicating a standard stream",
+                    source,
+                }),
+                None => Ok(launch::Stdio::Inherit),
+            }
+        };
+        spec.stdin = stdio(&self.stdin)?;
+        spec.stdout = stdio(&self.stdout)?;
+        spec.stderr = stdio(&self.stderr)?;
+        spec.rlimits = run
+            .rlimits
+            .iter()
+            .map(|&(resource, soft, hard)| Rlimit {
+                resource: resource as _,
+                soft,
+                hard,
+            })
+            .collect();
+        spec.init = run.init;
+        Ok(spec)
+    }
+}
