@@ -1,7 +1,8 @@
 //! # molde-container
 //!
-//! Containers: the process launcher and the container lifecycle. Depends on `molde-image` and
-//! `molde-layerfs`. Its contents arrive with the issue "molde-container: the process launcher and
-//! the container lifecycle": this crate is empty until then.
+//! Containers: the process launcher ([`launch`]) and the container lifecycle. Depends on
+//! `molde-image` and `molde-layerfs`.
+
+pub mod launch;
 
 pub use molde_image as image;
