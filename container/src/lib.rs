@@ -1,7 +1,7 @@
 //! # molde-container
 //!
-//! Containers: the process launcher and the container lifecycle. Depends on `molde-image` and
-//! `molde-layerfs`.
+//! Containers: the process launcher ([`launch`]) and the container lifecycle. Depends on
+//! `molde-image` and `molde-layerfs`.
 //!
 //! - [`Container::builder`] ([`ContainerBuilder`]) makes a container from an image, configured
 //!   like `std::process::Command` plus the container's own settings (mounts, volumes, network,
