@@ -5,3 +5,5 @@
 //! the container lifecycle": this crate is empty until then.
 
 pub use molde_image as image;
+
+pub mod cgroup;
