@@ -224,7 +224,7 @@ pub enum EnvOp {
 /// `PATH` (Docker's default) and `HOME` (from `/etc/passwd`, else `/`) when still unset.
 pub fn merge_env(image_env: &[String], ops: &[EnvOp], home: Option<&Path>) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = Vec::new();
-    let mut set = |env: &mut Vec<(OsString, OsString)>, k: OsString, v: OsString| {
+    let set = |env: &mut Vec<(OsString, OsString)>, k: OsString, v: OsString| {
         match env.iter_mut().find(|(key, _)| *key == k) {
             Some(slot) => slot.1 = v,
             None => env.push((k, v)),

@@ -90,6 +90,19 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         timeout_ms: b.timeout.map(|d| d.as_millis() as u64),
     };
 
+    let limits = crate::cgroup::Limits {
+        memory_bytes: run.memory_bytes,
+        pids: run.pids,
+        cpu_quota: run.cpu_quota,
+    };
+    if !limits.is_empty() {
+        limits
+            .validate()
+            .map_err(|source| ContainerError::Cgroup {
+                id: String::new(),
+                source,
+            })?;
+    }
     let id = record::new_id().map_err(|source| ContainerError::Io {
         op: "making a container id",
         path: PathBuf::from("/dev/urandom"),

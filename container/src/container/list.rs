@@ -94,6 +94,7 @@ pub(crate) fn refresh(store: &Store, paths: &ContainerPaths) -> Result<(), Conta
                 r.exit_signal = None;
                 r.finished = Some(molde_image::builder::now_rfc3339());
                 r.write(paths)?;
+                clear_cgroup(&r.id);
             }
         }
         State::Removing => {
@@ -200,6 +201,7 @@ fn clear_half_made(store: &Store, paths: &ContainerPaths, id: &str) -> Result<()
 /// Best-effort removal of everything a container left: its tmpfs, its directory (writable
 /// layer included), its hold.
 pub(crate) fn discard(store: &Store, paths: &ContainerPaths, id: &str) {
+    clear_cgroup(id);
     let snap = paths.snapshot();
     // A tmpfs writable layer: detach it (EINVAL when it is not a mount point).
     let _ = nix::mount::umount2(&snap, nix::mount::MntFlags::MNT_DETACH);
@@ -221,4 +223,15 @@ pub(crate) fn discard(store: &Store, paths: &ContainerPaths, id: &str) {
 /// `Container::open` do this too; call it after opening a store that a killed process used.
 pub fn recover(store: &Store) -> Result<(), ContainerError> {
     list(store).map(|_| ())
+}
+
+/// Kill and remove the cgroup a container's dead owner left, if any.
+pub(crate) fn clear_cgroup(id: &str) {
+    use crate::cgroup::{Cgroup, Parent};
+    if let Ok(Some(cg)) = Cgroup::open_in(&Parent::default(), id) {
+        let _ = cg.kill_all();
+        if let Err(e) = cg.remove() {
+            tracing::warn!("removing the cgroup of container {id}: {e}");
+        }
+    }
 }
