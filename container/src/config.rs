@@ -158,12 +158,16 @@ pub fn resolve_identity(
     let passwd = passwd_text.as_deref().map(parse_passwd).unwrap_or_default();
     let user_part = if user_part.is_empty() { "0" } else { user_part };
     let entry = match user_part.parse::<u32>() {
-        Ok(uid) => passwd.iter().find(|e| e.uid == uid).cloned().or(Some(PasswdEntry {
-            name: String::new(),
-            uid,
-            gid: 0,
-            home: String::new(),
-        })),
+        Ok(uid) => passwd
+            .iter()
+            .find(|e| e.uid == uid)
+            .cloned()
+            .or(Some(PasswdEntry {
+                name: String::new(),
+                uid,
+                gid: 0,
+                home: String::new(),
+            })),
         Err(_) => passwd.iter().find(|e| e.name == user_part).cloned(),
     };
     let Some(entry) = entry else {
@@ -222,13 +226,18 @@ pub enum EnvOp {
 
 /// The process environment: the image's `KEY=value` entries, then the builder's changes; then
 /// `PATH` (Docker's default) and `HOME` (from `/etc/passwd`, else `/`) when still unset.
-pub fn merge_env(image_env: &[String], ops: &[EnvOp], home: Option<&Path>) -> Vec<(OsString, OsString)> {
+pub fn merge_env(
+    image_env: &[String],
+    ops: &[EnvOp],
+    home: Option<&Path>,
+) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = Vec::new();
-    let set = |env: &mut Vec<(OsString, OsString)>, k: OsString, v: OsString| {
-        match env.iter_mut().find(|(key, _)| *key == k) {
-            Some(slot) => slot.1 = v,
-            None => env.push((k, v)),
-        }
+    let set = |env: &mut Vec<(OsString, OsString)>, k: OsString, v: OsString| match env
+        .iter_mut()
+        .find(|(key, _)| *key == k)
+    {
+        Some(slot) => slot.1 = v,
+        None => env.push((k, v)),
     };
     for kv in image_env {
         let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
@@ -330,7 +339,8 @@ mod tests {
                           appuser:x:1000:1000::/home/appuser:/bin/sh\n\
                           # a comment\n\
                           svc:x:999:998::/:/bin/false\n";
-    const GROUP: &str = "root:x:0:\napp:x:1000:\nwheel:x:10:appuser,svc\naudio:x:29:appuser\nsvcgrp:x:998:\n";
+    const GROUP: &str =
+        "root:x:0:\napp:x:1000:\nwheel:x:10:appuser,svc\naudio:x:29:appuser\nsvcgrp:x:998:\n";
 
     #[test]
     fn user_by_name_resolves_uid_gid_home_and_groups() {
@@ -366,9 +376,15 @@ mod tests {
     fn unknown_names_are_errors() {
         let (_d, v) = view_with(Some(PASSWD), Some(GROUP));
         let e = resolve_identity(&v, Some("nobody"), None).unwrap_err();
-        assert!(matches!(&e, ConfigError::UnknownUser { name, passwd_found: true } if name == "nobody"), "{e}");
+        assert!(
+            matches!(&e, ConfigError::UnknownUser { name, passwd_found: true } if name == "nobody"),
+            "{e}"
+        );
         let e = resolve_identity(&v, Some("appuser:nogroup"), None).unwrap_err();
-        assert!(matches!(&e, ConfigError::UnknownGroup { name, .. } if name == "nogroup"), "{e}");
+        assert!(
+            matches!(&e, ConfigError::UnknownGroup { name, .. } if name == "nogroup"),
+            "{e}"
+        );
         let e = resolve_identity(&v, Some("a:b:c"), None).unwrap_err();
         assert!(matches!(e, ConfigError::BadUserSpec(_)));
         let (_d, v) = view_with(None, None);
@@ -383,7 +399,11 @@ mod tests {
         let image = vec!["A=1".to_string(), "B=2".into(), "PATH=/bin".into()];
         let env = merge_env(
             &image,
-            &[EnvOp::Set("B".into(), "3".into()), EnvOp::Remove("A".into()), EnvOp::Set("C".into(), "x=y".into())],
+            &[
+                EnvOp::Set("B".into(), "3".into()),
+                EnvOp::Remove("A".into()),
+                EnvOp::Set("C".into(), "x=y".into()),
+            ],
             Some(Path::new("/home/u")),
         );
         let s: Vec<(String, String)> = env
@@ -411,12 +431,21 @@ mod tests {
         let ep = vec!["/ep".to_string()];
         let cmd = vec!["c1".to_string(), "c2".into()];
         let a: Vec<OsString> = vec!["x".into()];
-        assert_eq!(argv(&ep, &cmd, None, None, None).unwrap(), ["/ep", "c1", "c2"]);
+        assert_eq!(
+            argv(&ep, &cmd, None, None, None).unwrap(),
+            ["/ep", "c1", "c2"]
+        );
         assert_eq!(argv(&ep, &cmd, None, None, Some(&a)).unwrap(), ["/ep", "x"]);
         let ep2: Vec<OsString> = vec!["/other".into()];
         assert_eq!(argv(&ep, &cmd, None, Some(&ep2), None).unwrap(), ["/other"]);
-        assert_eq!(argv(&ep, &cmd, Some(OsStr::new("/bin/sh")), None, Some(&a)).unwrap(), ["/bin/sh", "x"]);
-        assert!(matches!(argv(&[], &[], None, None, None), Err(ConfigError::NoCommand)));
+        assert_eq!(
+            argv(&ep, &cmd, Some(OsStr::new("/bin/sh")), None, Some(&a)).unwrap(),
+            ["/bin/sh", "x"]
+        );
+        assert!(matches!(
+            argv(&[], &[], None, None, None),
+            Err(ConfigError::NoCommand)
+        ));
         assert_eq!(workdir(Some("/srv"), None).unwrap(), PathBuf::from("/srv"));
         assert_eq!(workdir(Some(""), None).unwrap(), PathBuf::from("/"));
         assert!(workdir(None, Some(Path::new("rel"))).is_err());

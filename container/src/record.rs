@@ -254,7 +254,8 @@ impl Record {
         tmp.write_all(&bytes)
             .and_then(|_| tmp.as_file().sync_all())
             .map_err(io_err("writing", tmp.path()))?;
-        tmp.persist(&p).map_err(|e| io_err("writing", &p)(e.error))?;
+        tmp.persist(&p)
+            .map_err(|e| io_err("writing", &p)(e.error))?;
         Ok(())
     }
 
@@ -320,13 +321,8 @@ pub fn new_id() -> io::Result<String> {
     let mut filled = 0;
     while filled < buf.len() {
         // SAFETY: getrandom writes at most `len` bytes into the valid buffer slice given.
-        let n = unsafe {
-            libc::getrandom(
-                buf[filled..].as_mut_ptr().cast(),
-                buf.len() - filled,
-                0,
-            )
-        };
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -405,7 +401,11 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert!(names.iter().all(|n| !n.to_string_lossy().starts_with(".record-")));
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.to_string_lossy().starts_with(".record-"))
+        );
     }
 
     #[test]
@@ -414,7 +414,10 @@ mod tests {
         let paths = ContainerPaths::new(&store, "bad");
         fs::create_dir_all(paths.dir()).unwrap();
         fs::write(paths.record(), b"{not json").unwrap();
-        assert!(matches!(Record::read(&paths), Err(RecordError::Json { .. })));
+        assert!(matches!(
+            Record::read(&paths),
+            Err(RecordError::Json { .. })
+        ));
     }
 
     #[test]

@@ -21,13 +21,7 @@ pub struct Output {
 impl Output {
     /// Whether it exited with code 0.
     pub fn success(&self) -> bool {
-        matches!(
-            self.status,
-            Status::Exited {
-                code: Some(0),
-                ..
-            }
-        )
+        matches!(self.status, Status::Exited { code: Some(0), .. })
     }
 }
 

@@ -92,4 +92,3 @@ impl Container {
         Ok(self.store.commit(builder)?)
     }
 }
-

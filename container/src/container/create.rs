@@ -96,12 +96,10 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         cpu_quota: run.cpu_quota,
     };
     if !limits.is_empty() {
-        limits
-            .validate()
-            .map_err(|source| ContainerError::Cgroup {
-                id: String::new(),
-                source,
-            })?;
+        limits.validate().map_err(|source| ContainerError::Cgroup {
+            id: String::new(),
+            source,
+        })?;
     }
     let id = record::new_id().map_err(|source| ContainerError::Io {
         op: "making a container id",
@@ -124,7 +122,9 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
                 nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
                 Some("mode=0700"),
             )
-            .map_err(|e| io_err("mounting a tmpfs for the writable layer on", &snap_dir)(e.into()))?;
+            .map_err(|e| {
+                io_err("mounting a tmpfs for the writable layer on", &snap_dir)(e.into())
+            })?;
         }
         let backend = default_backend();
         let snapshot = backend.prepare(&lowers, &snap_dir)?;

@@ -179,7 +179,10 @@ impl Container {
     pub fn pid(&self) -> Option<u32> {
         match &self.process {
             Some(p) => Some(p.pid()),
-            None => self.record.pid.filter(|_| self.record.state == State::Running),
+            None => self
+                .record
+                .pid
+                .filter(|_| self.record.state == State::Running),
         }
     }
 
@@ -233,7 +236,11 @@ impl Container {
     /// mounting: for reading a stopped container's files.
     pub fn view(&self) -> UnionView {
         if self.snapshot.backend() == "copy" {
-            UnionView::new(vec![self.snapshot.changes_dir().to_owned()], None, self.xattr)
+            UnionView::new(
+                vec![self.snapshot.changes_dir().to_owned()],
+                None,
+                self.xattr,
+            )
         } else {
             UnionView::new(
                 self.snapshot.lowers.clone(),

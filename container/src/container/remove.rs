@@ -44,10 +44,9 @@ impl Container {
         let _owner = record::try_own(&self.paths);
         if self.record.storage == record::LayerStorage::Tmpfs {
             // The snapshot lives on a tmpfs mounted on its directory: unmounting frees it.
-            if let Err(e) = nix::mount::umount2(
-                &self.paths.snapshot(),
-                nix::mount::MntFlags::MNT_DETACH,
-            ) {
+            if let Err(e) =
+                nix::mount::umount2(&self.paths.snapshot(), nix::mount::MntFlags::MNT_DETACH)
+            {
                 errors.push(ContainerError::Io {
                     op: "unmounting the writable layer's tmpfs",
                     path: self.paths.snapshot(),

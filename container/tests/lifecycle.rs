@@ -1,0 +1,637 @@
+//! The container lifecycle end to end: real images from host binaries, real overlay writable
+//! layers, records read back through a second store handle.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use molde_container::config::ConfigError;
+use molde_container::{Container, ContainerError, Status};
+use molde_image::layerfs::Digest;
+use molde_image::layerfs::diff::Change;
+use molde_image::{Image, ImageBuilder, Store, StoreError};
+
+const BINARIES: &[&str] = &[
+    "/bin/sh",
+    "/bin/cat",
+    "/bin/ls",
+    "/bin/echo",
+    "/bin/sleep",
+    "/bin/true",
+    "/bin/touch",
+    "/bin/rm",
+    "/bin/mkdir",
+];
+
+fn can_run() -> bool {
+    common::require(
+        common::privileged(),
+        "needs root to mount overlay writable layers",
+    )
+}
+
+/// A store in a temp dir and an image of host binaries with an /etc/passwd and /etc/group
+/// (user `appuser`, uid 1000, groups 1000 and 10), as its own layer on top.
+fn setup() -> (tempfile::TempDir, Store, Image) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    let bins: Vec<&Path> = BINARIES
+        .iter()
+        .map(Path::new)
+        .filter(|p| p.exists())
+        .collect();
+    let base = molde_image::base::from_host(&store, &bins).unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, body) in [
+        (
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nappuser:x:1000:1000::/home/appuser:/bin/sh\n",
+        ),
+        (
+            "etc/group",
+            "root:x:0:\nappuser:x:1000:\nwheel:x:10:appuser\n",
+        ),
+        ("etc/motd", "hello from the image\n"),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, body.as_bytes()).unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o777);
+    h.set_size(0);
+    h.set_cksum();
+    tar.append_data(&mut h, "scratch", &[][..]).unwrap();
+    let bytes = tar.into_inner().unwrap();
+    let layer = store.add_layer(&bytes[..]).unwrap().layer;
+    let image = store
+        .commit(ImageBuilder::from_image(&base).layer(layer, "passwd"))
+        .unwrap();
+    (dir, store, image)
+}
+
+/// sha256 of every layer blob, and a fingerprint of every unpacked layer directory.
+fn image_fingerprint(store: &Store, image: &Image) -> Vec<(Digest, String)> {
+    molde_image::unpack::unpack(store, image).unwrap();
+    let mut out = Vec::new();
+    for (layer, chain) in image.layers().iter().zip(image.chain_ids()) {
+        let blob = store.open_blob(&layer.digest).unwrap();
+        let (digest, _) = Digest::of_reader(blob).unwrap();
+        assert_eq!(digest, layer.digest, "layer blob changed");
+        let dir = store.layout().layer(&chain);
+        out.push((digest, tree_fingerprint(&dir)));
+    }
+    out
+}
+
+fn tree_fingerprint(dir: &Path) -> String {
+    let mut entries = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let mut line = format!(
+            "{:o} {} {} {}",
+            meta.mode(),
+            meta.uid(),
+            meta.size(),
+            meta.mtime()
+        );
+        if meta.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        } else if meta.is_file() {
+            let (d, _) = Digest::of_reader(fs::File::open(&p).unwrap()).unwrap();
+            line.push_str(&d.to_string());
+        }
+        entries.insert(p.strip_prefix(dir).unwrap().to_path_buf(), line);
+    }
+    format!("{entries:?}")
+}
+
+fn ids(store: &Store) -> Vec<String> {
+    Container::list(store)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect()
+}
+
+#[test]
+fn create_holds_image_and_second_handle_lists_opens_removes() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let a = Container::builder(&store, &image).create().unwrap();
+    let b = Container::builder(&store, &image)
+        .command("/bin/true")
+        .create()
+        .unwrap();
+    // Held images cannot be removed.
+    let err = store.remove(&image.id().to_string()).unwrap_err();
+    assert!(matches!(err, StoreError::Held { .. }), "{err}");
+    // Another handle on the store sees both containers, created.
+    let other = Store::open(store.root()).unwrap();
+    let list = Container::list(&other).unwrap();
+    assert_eq!(list.len(), 2);
+    for s in &list {
+        assert_eq!(s.status, Status::Created);
+        assert_eq!(s.image, image.manifest_digest().to_string());
+        assert!([a.id(), b.id()].contains(&s.id.as_str()));
+    }
+    // Open by a prefix, from the other handle, and remove.
+    let opened = Container::open(&other, &b.id()[..12]).unwrap();
+    assert_eq!(opened.id(), b.id());
+    assert_eq!(opened.image().manifest_digest(), image.manifest_digest());
+    let b_id = b.keep();
+    opened.remove().unwrap();
+    assert_eq!(ids(&store), vec![a.id().to_owned()]);
+    assert!(matches!(
+        Container::open(&store, &b_id),
+        Err(ContainerError::NotFound(_))
+    ));
+    // Dropping the last handle removes the container and releases the hold.
+    drop(a);
+    assert!(ids(&store).is_empty());
+    assert!(store.holds().unwrap().is_empty());
+    store.remove(&image.id().to_string()).unwrap();
+    let containers = store.layout().state().join("containers");
+    assert_eq!(fs::read_dir(&containers).unwrap().count(), 0);
+}
+
+#[test]
+fn unknown_user_is_an_error_before_anything_is_made() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let err = Container::builder(&store, &image)
+        .user("nosuchuser")
+        .create()
+        .unwrap_err();
+    assert!(
+        matches!(&err, ContainerError::Config(ConfigError::UnknownUser { name, .. }) if name == "nosuchuser"),
+        "{err}"
+    );
+    let err = Container::builder(&store, &image)
+        .user("appuser:nosuchgroup")
+        .create()
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ContainerError::Config(ConfigError::UnknownGroup { .. })
+        ),
+        "{err}"
+    );
+    assert!(ids(&store).is_empty());
+    assert!(store.holds().unwrap().is_empty());
+}
+
+#[test]
+fn copy_in_diff_commit_copy_out_while_stopped() {
+    if !can_run() {
+        return;
+    }
+    let (dir, store, image) = setup();
+    let before = image_fingerprint(&store, &image);
+    let mut c = Container::builder(&store, &image).create().unwrap();
+    let host = dir.path().join("host");
+    fs::create_dir_all(host.join("tree/sub")).unwrap();
+    fs::write(host.join("tree/sub/f"), b"deep").unwrap();
+    fs::write(host.join("new.txt"), b"new file").unwrap();
+    fs::set_permissions(host.join("new.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::write(host.join("motd"), b"changed motd\n").unwrap();
+    c.copy_in(host.join("new.txt"), "/data/new.txt").unwrap();
+    c.copy_in(host.join("motd"), "/etc/motd").unwrap();
+    c.copy_in(host.join("tree"), "/etc/tree").unwrap();
+    assert!(matches!(
+        c.copy_in(host.join("motd"), "/../x"),
+        Err(ContainerError::BadPath { .. })
+    ));
+    // Read back through the union view, without mounting.
+    assert_eq!(c.read_file("/etc/motd").unwrap(), b"changed motd\n");
+    assert_eq!(c.read_file("/etc/tree/sub/f").unwrap(), b"deep");
+    assert!(c.read_file("/etc/passwd").unwrap().starts_with(b"root:"));
+    let diff = c.diff().unwrap();
+    let want = [
+        Change::Added("/data".into()),
+        Change::Added("/data/new.txt".into()),
+        Change::Modified("/etc".into()),
+        Change::Modified("/etc/motd".into()),
+        Change::Added("/etc/tree".into()),
+        Change::Added("/etc/tree/sub".into()),
+        Change::Added("/etc/tree/sub/f".into()),
+    ];
+    assert_eq!(diff, want);
+    // Copy out a directory and a file.
+    let out = dir.path().join("out");
+    fs::create_dir(&out).unwrap();
+    c.copy_out("/etc/tree", out.join("tree")).unwrap();
+    assert_eq!(fs::read(out.join("tree/sub/f")).unwrap(), b"deep");
+    c.copy_out("/data/new.txt", out.join("n")).unwrap();
+    assert_eq!(fs::metadata(out.join("n")).unwrap().mode() & 0o777, 0o640);
+
+    // Commit: one new layer on top; the base layers are shared.
+    let committed = c.commit("added files").unwrap();
+    assert_eq!(committed.layers().len(), image.layers().len() + 1);
+    assert_eq!(&committed.layers()[..image.layers().len()], image.layers());
+    assert_eq!(committed.cmd(), image.cmd());
+    let unpacked = molde_image::unpack::unpack(&store, &committed).unwrap();
+    let (top, base) = unpacked.split_last().unwrap();
+    assert!(
+        base.iter().all(|u| u.existed),
+        "base layers already unpacked"
+    );
+    assert!(!top.existed);
+    assert!(
+        committed
+            .history()
+            .last()
+            .unwrap()
+            .created_by
+            .as_deref()
+            .unwrap()
+            .contains("added files")
+    );
+    // A container of the new image sees the committed files.
+    let c2 = Container::builder(&store, &committed).create().unwrap();
+    assert_eq!(c2.read_file("/etc/motd").unwrap(), b"changed motd\n");
+    assert_eq!(c2.read_file("/data/new.txt").unwrap(), b"new file");
+    assert!(c2.diff().unwrap().is_empty());
+    c2.close().unwrap();
+    c.close().unwrap();
+    assert_eq!(image_fingerprint(&store, &image), before);
+    assert!(store.holds().unwrap().is_empty());
+}
+
+#[test]
+fn named_volume_outlives_its_container() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let c = Container::builder(&store, &image)
+        .volume("shared", "/shared")
+        .create()
+        .unwrap();
+    let vol = molde_container::Volume::open(&store, "shared").unwrap();
+    assert!(matches!(
+        vol.clone().remove(&store),
+        Err(molde_container::VolumeError::InUse { .. })
+    ));
+    fs::write(vol.path().join("kept"), b"1").unwrap();
+    c.close().unwrap();
+    let vol = molde_container::Volume::open(&store, "shared").unwrap();
+    assert_eq!(fs::read(vol.path().join("kept")).unwrap(), b"1");
+    vol.remove(&store).unwrap();
+}
+
+// ---- running containers ----
+
+fn sh(store: &Store, image: &Image, script: &str) -> molde_container::ContainerBuilder {
+    Container::builder(store, image)
+        .command("/bin/sh")
+        .args(["-c", script])
+}
+
+#[test]
+fn output_collects_stdout_stderr_and_exit_code() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let out = sh(&store, &image, "echo out; echo err >&2; exit 3")
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"out\n");
+    assert_eq!(out.stderr, b"err\n");
+    assert_eq!(
+        out.status,
+        Status::Exited {
+            code: Some(3),
+            signal: None
+        }
+    );
+    assert!(ids(&store).is_empty(), "output() removes its container");
+    // Env from the image plus overrides; the hostname.
+    let out = sh(
+        &store,
+        &image,
+        "echo $PATH $GREETING; cat /proc/sys/kernel/hostname",
+    )
+    .env("GREETING", "hi")
+    .hostname("boxy")
+    .output()
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin hi\nboxy\n"
+    );
+}
+
+#[test]
+fn user_by_name_runs_with_its_uid_and_home() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let out = sh(&store, &image, "echo $HOME; cat /proc/self/status")
+        .user("appuser")
+        .output()
+        .unwrap();
+    assert!(out.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("/home/appuser\n"), "{text}");
+    let uid = text.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(uid.split_whitespace().nth(1), Some("1000"), "{uid}");
+    let groups = text.lines().find(|l| l.starts_with("Groups:")).unwrap();
+    assert!(groups.split_whitespace().any(|g| g == "10"), "{groups}");
+}
+
+#[test]
+fn three_containers_at_once_each_write_only_their_own_layer() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let before = image_fingerprint(&store, &image);
+    let mut children: Vec<_> = (0..3)
+        .map(|i| {
+            sh(
+                &store,
+                &image,
+                &format!("echo {i} > /scratch/mine; sleep 1; ls /scratch"),
+            )
+            .stdout(molde_container::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let mut outs = Vec::new();
+    for c in &mut children {
+        let mut s = String::new();
+        c.stdout.take().unwrap().read_to_string(&mut s).unwrap();
+        assert_eq!(
+            c.wait().unwrap(),
+            Status::Exited {
+                code: Some(0),
+                signal: None
+            }
+        );
+        outs.push(s);
+    }
+    // Each saw only its own file.
+    assert!(outs.iter().all(|s| s == "mine\n"), "{outs:?}");
+    for (i, c) in children.iter().enumerate() {
+        let cont = c.container();
+        assert_eq!(
+            cont.read_file("/scratch/mine").unwrap(),
+            format!("{i}\n").as_bytes()
+        );
+    }
+    // One writes a file the others do not see.
+    let (first, rest) = children.split_first().unwrap();
+    assert!(
+        first
+            .container()
+            .writable_layer()
+            .join("scratch/mine")
+            .exists()
+    );
+    for c in rest {
+        assert_ne!(
+            c.container().writable_layer(),
+            first.container().writable_layer()
+        );
+    }
+    drop(children);
+    assert_eq!(
+        image_fingerprint(&store, &image),
+        before,
+        "image layers unchanged"
+    );
+    assert!(ids(&store).is_empty());
+}
+
+#[test]
+fn stop_restart_keep_changes_and_diff_lists_adds_changes_deletes() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let mut c = sh(
+        &store,
+        &image,
+        "echo run >> /scratch/runs; echo x > /etc/motd; rm -f /bin/true; sleep 30",
+    )
+    .stdout(molde_container::Stdio::null())
+    .start()
+    .unwrap();
+    assert_eq!(c.status().unwrap(), Status::Running);
+    // Give the script time to write before stopping it.
+    let runs = c.writable_layer().join("scratch/runs");
+    for _ in 0..100 {
+        if runs.exists() && c.writable_layer().join("bin/true").exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = c.stop(Duration::from_secs(5)).unwrap();
+    // sh ignores nothing: SIGTERM ends it (PID 1 of its namespace has no handler: the stop
+    // falls back to SIGKILL after the grace period).
+    assert!(matches!(st, Status::Exited { .. }), "{st:?}");
+    assert_eq!(c.read_file("/scratch/runs").unwrap(), b"run\n");
+    c.start().unwrap();
+    for _ in 0..100 {
+        if fs::read(&runs).unwrap_or_default() == b"run\nrun\n" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.kill().unwrap();
+    let st = c.wait().unwrap();
+    assert_eq!(
+        st,
+        Status::Exited {
+            code: None,
+            signal: Some(libc::SIGKILL)
+        }
+    );
+    assert_eq!(
+        c.read_file("/scratch/runs").unwrap(),
+        b"run\nrun\n",
+        "restart kept the layer"
+    );
+    let diff = c.diff().unwrap();
+    assert!(
+        diff.contains(&Change::Added("/scratch/runs".into())),
+        "{diff:?}"
+    );
+    assert!(
+        diff.contains(&Change::Modified("/etc/motd".into())),
+        "{diff:?}"
+    );
+    assert!(
+        diff.contains(&Change::Deleted(PathBuf::from("/bin/true")).clone())
+            || diff.contains(&Change::Deleted("/usr/bin/true".into())),
+        "{diff:?}"
+    );
+    c.close().unwrap();
+}
+
+#[test]
+fn remove_while_running_kills_and_cleans() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let c = sh(&store, &image, "sleep 60").start().unwrap();
+    let pid = c.pid().unwrap();
+    let dir = store.layout().state().join("containers").join(c.id());
+    assert!(dir.exists());
+    c.remove().unwrap();
+    assert!(!dir.exists());
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process gone");
+    assert!(store.holds().unwrap().is_empty());
+}
+
+#[test]
+fn list_from_second_handle_sees_running_and_exited_with_codes() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let mut done = sh(&store, &image, "exit 7").start().unwrap();
+    done.wait().unwrap();
+    let running = sh(&store, &image, "sleep 60").start().unwrap();
+    let other = Store::open(store.root()).unwrap();
+    let list = Container::list(&other).unwrap();
+    let by_id: BTreeMap<_, _> = list.iter().map(|s| (s.id.as_str(), s)).collect();
+    assert_eq!(
+        by_id[done.id()].status,
+        Status::Exited {
+            code: Some(7),
+            signal: None
+        }
+    );
+    assert_eq!(by_id[done.id()].exit_code, Some(7));
+    assert_eq!(by_id[running.id()].status, Status::Running);
+    assert_eq!(by_id[running.id()].pid, running.pid());
+    // Another handle stops it.
+    let mut opened = Container::open(&other, running.id()).unwrap();
+    let st = opened.stop(Duration::from_millis(200)).unwrap();
+    assert!(matches!(st, Status::Exited { .. }), "{st:?}");
+    drop(opened);
+    running.close().unwrap();
+    done.close().unwrap();
+}
+
+#[test]
+fn timeout_kills_the_run() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let err = sh(&store, &image, "sleep 30")
+        .timeout(Duration::from_millis(300))
+        .output()
+        .unwrap_err();
+    assert!(matches!(err, ContainerError::TimedOut { .. }), "{err}");
+    assert!(ids(&store).is_empty());
+}
+
+fn mount_table() -> Vec<String> {
+    let mut v: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').skip(3).take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    v.sort();
+    v
+}
+
+fn my_children() -> Vec<u32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        if rest.split(' ').nth(1) == Some(&me.to_string()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn store_tree(store: &Store) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for sub in ["containers", "volumes"] {
+        let d = store.layout().state().join(sub);
+        if let Ok(rd) = fs::read_dir(&d) {
+            out.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn molde_cgroups() -> Vec<String> {
+    molde_container::cgroup::Parent::default()
+        .list()
+        .unwrap_or_default()
+}
+
+#[test]
+fn two_hundred_cycles_leave_no_trace() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    // Warm up (unpacks the layers, creates the containers directory).
+    sh(&store, &image, "true").output().unwrap();
+    let mounts = mount_table();
+    let children = my_children();
+    let tree = store_tree(&store);
+    let cgroups = molde_cgroups();
+    for i in 0..200 {
+        let mut b =
+            sh(&store, &image, "echo $0 > /scratch/x").stdout(molde_container::Stdio::null());
+        if i % 2 == 0 {
+            b = b.pids(64);
+        }
+        let mut c = b.create().unwrap();
+        c.start().unwrap();
+        let st = c.wait().unwrap();
+        assert_eq!(
+            st,
+            Status::Exited {
+                code: Some(0),
+                signal: None
+            },
+            "cycle {i}"
+        );
+        c.remove().unwrap();
+    }
+    assert_eq!(mount_table(), mounts, "mount table");
+    assert_eq!(my_children(), children, "processes");
+    assert_eq!(store_tree(&store), tree, "store directories");
+    assert_eq!(molde_cgroups(), cgroups, "cgroups");
+    assert!(store.holds().unwrap().is_empty());
+}
