@@ -291,7 +291,7 @@ impl ContainerBuilder {
     }
     /// Set a resource limit (`libc::RLIMIT_*`).
     pub fn rlimit(mut self, resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> Self {
-        self.rlimits.push((resource as u32, soft, hard));
+        self.rlimits.push((resource, soft, hard));
         self
     }
     /// Kill the container's process when a run lasts longer than this (wall clock); waiting

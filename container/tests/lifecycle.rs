@@ -635,3 +635,90 @@ fn two_hundred_cycles_leave_no_trace() {
     assert_eq!(molde_cgroups(), cgroups, "cgroups");
     assert!(store.holds().unwrap().is_empty());
 }
+
+// ---- stale state (item 7, container side) ----
+
+#[test]
+fn stale_records_are_marked_exited_and_interrupted_work_cleared() {
+    if !can_run() {
+        return;
+    }
+    use molde_container::record::{ContainerPaths, Record, State};
+    let (_dir, store, image) = setup();
+    // A container whose owner "died" while it ran: its pid is gone, nobody holds its owner lock.
+    let dead = std::process::Command::new("/bin/true").spawn().unwrap();
+    let dead_pid = dead.id();
+    let mut dead = dead;
+    dead.wait().unwrap();
+    let stale = Container::builder(&store, &image).create().unwrap().keep();
+    let paths = ContainerPaths::new(&store, &stale);
+    Record::update(&paths, |r| {
+        r.state = State::Running;
+        r.pid = Some(dead_pid);
+        r.pid_start = Some(1);
+    })
+    .unwrap();
+    // A removal interrupted half-way.
+    let removing = Container::builder(&store, &image).create().unwrap().keep();
+    Record::update(&ContainerPaths::new(&store, &removing), |r| {
+        r.state = State::Removing
+    })
+    .unwrap();
+    // A creation interrupted before its record was written.
+    let half = "ab".repeat(32);
+    let half_paths = ContainerPaths::new(&store, &half);
+    fs::create_dir_all(half_paths.snapshot().join("upper")).unwrap();
+    fs::write(half_paths.lock(), b"").unwrap();
+    store.hold(&image, &half).unwrap();
+
+    let other = Store::open(store.root()).unwrap();
+    molde_container::recover(&other).unwrap();
+    let list = Container::list(&other).unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].id, stale);
+    assert_eq!(
+        list[0].status,
+        Status::Exited {
+            code: None,
+            signal: None
+        }
+    );
+    assert_eq!(Record::read(&paths).unwrap().state, State::Exited);
+    assert!(!ContainerPaths::new(&store, &removing).dir().exists());
+    assert!(!half_paths.dir().exists());
+    let holds: Vec<String> = store.holds().unwrap().into_iter().map(|h| h.name).collect();
+    assert_eq!(holds, vec![stale.clone()]);
+    Container::open(&other, &stale).unwrap().remove().unwrap();
+    assert!(store.holds().unwrap().is_empty());
+}
+
+#[test]
+fn ephemeral_writable_layer_lives_on_a_tmpfs() {
+    if !can_run() {
+        return;
+    }
+    let (dir, store, image) = setup();
+    let mounts = mount_table();
+    let mut c = Container::builder(&store, &image)
+        .ephemeral(true)
+        .create()
+        .unwrap();
+    let snap = store
+        .layout()
+        .state()
+        .join("containers")
+        .join(c.id())
+        .join("snapshot");
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        info.lines()
+            .any(|l| l.split(' ').nth(4) == Some(snap.to_str().unwrap()) && l.contains(" tmpfs ")),
+        "the writable layer is a tmpfs"
+    );
+    fs::write(dir.path().join("f"), b"on tmpfs").unwrap();
+    c.copy_in(dir.path().join("f"), "/f").unwrap();
+    assert_eq!(c.read_file("/f").unwrap(), b"on tmpfs");
+    c.close().unwrap();
+    assert!(!snap.exists());
+    assert_eq!(mount_table(), mounts);
+}

@@ -97,11 +97,9 @@ pub(crate) fn refresh(store: &Store, paths: &ContainerPaths) -> Result<(), Conta
                 clear_cgroup(&r.id);
             }
         }
-        State::Removing => {
-            if record::try_own(paths)?.is_some() {
-                drop(guard);
-                discard(store, paths, &r.id);
-            }
+        State::Removing if record::try_own(paths)?.is_some() => {
+            drop(guard);
+            discard(store, paths, &r.id);
         }
         _ => {}
     }
