@@ -23,7 +23,7 @@ pub mod volume;
 
 pub use builder::{ContainerBuilder, Stdio};
 pub use container::list::recover;
-pub use container::{Child, Container, ContainerSummary, Output, Status};
+pub use container::{Child, Container, ContainerSummary, ExecBuilder, ExecChild, Output, Status};
 pub use error::ContainerError;
 pub use launch::{ExitStatus, Network};
 pub use molde_image as image;

@@ -722,3 +722,86 @@ fn ephemeral_writable_layer_lives_on_a_tmpfs() {
     assert!(!snap.exists());
     assert_eq!(mount_table(), mounts);
 }
+
+#[test]
+fn exec_runs_in_the_running_container_as_its_user_or_another() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let mut c = sh(&store, &image, "echo inside > /scratch/w; sleep 30")
+        .stdout(molde_container::Stdio::null())
+        .start()
+        .unwrap();
+    for _ in 0..100 {
+        if c.writable_layer().join("scratch/w").exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = c.exec("cat").arg("/scratch/w").output().unwrap();
+    assert_eq!(out.stdout, b"inside\n");
+    assert!(out.success());
+    let out = c
+        .exec("/bin/sh")
+        .args(["-c", "echo $HOME; grep Uid /proc/self/status; exit 4"])
+        .user("appuser")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("/home/appuser\nUid:\t1000"), "{text}");
+    assert_eq!(
+        out.status,
+        Status::Exited {
+            code: Some(4),
+            signal: None
+        }
+    );
+    // The exec'd process shares the container's pid namespace: it sees PID 1 (sleep's shell).
+    let out = c.exec("cat").arg("/proc/1/cmdline").output().unwrap();
+    assert!(
+        out.stdout.starts_with(b"/bin/sh"),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(matches!(
+        c.exec("id").user("nobody-here").spawn(),
+        Err(ContainerError::Config(ConfigError::UnknownUser { .. }))
+    ));
+    c.close().unwrap();
+}
+
+#[test]
+fn init_runs_the_program_as_its_child() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let plain = sh(&store, &image, "echo $$").output().unwrap();
+    assert_eq!(plain.stdout, b"1\n");
+    let with_init = sh(&store, &image, "echo $$").init(true).output().unwrap();
+    assert!(with_init.success(), "{with_init:?}");
+    assert_ne!(with_init.stdout, b"1\n");
+}
+
+#[test]
+fn dropping_during_a_panic_kills_and_removes() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s2 = store.clone();
+    let i2 = image.clone();
+    let r = std::thread::spawn(move || {
+        let child = sh(&s2, &i2, "sleep 60").spawn().unwrap();
+        tx.send(child.pid().unwrap()).unwrap();
+        panic!("boom while a container runs");
+    })
+    .join();
+    assert!(r.is_err());
+    let pid = rx.recv().unwrap();
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "killed");
+    assert!(ids(&store).is_empty(), "removed");
+    assert!(store.holds().unwrap().is_empty());
+}

@@ -107,14 +107,7 @@ impl Child {
         let stdout = self.stdout.take();
         let stderr = self.stderr.take();
         let id = self.container.id.clone();
-        let (out, err) = std::thread::scope(|s| {
-            let e = s.spawn(move || read_all(stderr));
-            let o = read_all(stdout);
-            let e = e
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("stderr reader panicked")));
-            (o, e)
-        });
+        let (out, err) = collect(stdout, stderr);
         let status = self.container.wait();
         let removed = self.into_container().close();
         let status = status?;
@@ -138,4 +131,19 @@ fn read_all(r: Option<impl Read>) -> std::io::Result<Vec<u8>> {
         r.read_to_end(&mut buf)?;
     }
     Ok(buf)
+}
+
+/// Read piped stdout and stderr to their ends, both at once.
+pub(crate) fn collect(
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+) -> (std::io::Result<Vec<u8>>, std::io::Result<Vec<u8>>) {
+    std::thread::scope(|s| {
+        let e = s.spawn(move || read_all(stderr));
+        let o = read_all(stdout);
+        let e = e
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("stderr reader panicked")));
+        (o, e)
+    })
 }

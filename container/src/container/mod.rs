@@ -6,6 +6,7 @@ pub(crate) mod child;
 pub(crate) mod commit;
 pub(crate) mod copy;
 pub(crate) mod create;
+pub(crate) mod exec;
 pub(crate) mod list;
 pub(crate) mod remove;
 pub(crate) mod start;
@@ -21,6 +22,7 @@ use molde_layerfs::snapshot::{Backend, CopyBackend, OverlayBackend, Snapshot};
 use molde_layerfs::view::UnionView;
 
 pub use child::{Child, Output};
+pub use exec::{ExecBuilder, ExecChild};
 pub use list::ContainerSummary;
 
 use crate::builder::{ContainerBuilder, Stdio};

@@ -1,0 +1,224 @@
+//! exec: a further process in a running container (joining its namespaces and cgroup), with
+//! the container's environment, working directory and user unless overridden.
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::child::Output;
+use super::{Container, Status};
+use crate::builder::Stdio;
+use crate::config::{self, EnvOp};
+use crate::error::ContainerError;
+use crate::launch::{self, ChildStderr, ChildStdin, ChildStdout, ExecSpec, ExitStatus, Process};
+
+/// Builds a process to run in a running container, like `std::process::Command`. Made by
+/// [`Container::exec`].
+#[derive(Debug)]
+pub struct ExecBuilder<'a> {
+    container: &'a Container,
+    program: OsString,
+    args: Vec<OsString>,
+    env: Vec<EnvOp>,
+    cwd: Option<PathBuf>,
+    user: Option<String>,
+    stdin: Option<Stdio>,
+    stdout: Option<Stdio>,
+    stderr: Option<Stdio>,
+}
+
+/// A process exec'd into a running container. Dropping it kills the process.
+#[derive(Debug)]
+pub struct ExecChild {
+    /// Its stdin, when piped.
+    pub stdin: Option<ChildStdin>,
+    /// Its stdout, when piped.
+    pub stdout: Option<ChildStdout>,
+    /// Its stderr, when piped.
+    pub stderr: Option<ChildStderr>,
+    id: String,
+    process: Process,
+}
+
+pub(crate) fn status_of(st: ExitStatus) -> Status {
+    Status::Exited {
+        code: st.code(),
+        signal: st.signal().map(|s| s as i32),
+    }
+}
+
+impl Container {
+    /// A further process to run in this running container.
+    pub fn exec(&self, program: impl AsRef<OsStr>) -> ExecBuilder<'_> {
+        ExecBuilder {
+            container: self,
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            user: None,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        }
+    }
+}
+
+impl ExecBuilder<'_> {
+    /// Add an argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+    /// Add arguments.
+    pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+    /// Set an environment variable (over the container's).
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env.push(EnvOp::Set(
+            key.as_ref().to_owned(),
+            value.as_ref().to_owned(),
+        ));
+        self
+    }
+    /// The working directory (default: the container's).
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cwd = Some(dir.as_ref().to_owned());
+        self
+    }
+    /// The user (default: the container's), resolved in the container's `/etc/passwd`.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+    /// Standard input (default: inherit; null for `output`).
+    pub fn stdin(mut self, s: impl Into<Stdio>) -> Self {
+        self.stdin = Some(s.into());
+        self
+    }
+    /// Standard output (default: inherit; piped for `output`).
+    pub fn stdout(mut self, s: impl Into<Stdio>) -> Self {
+        self.stdout = Some(s.into());
+        self
+    }
+    /// Standard error (default: inherit; piped for `output`).
+    pub fn stderr(mut self, s: impl Into<Stdio>) -> Self {
+        self.stderr = Some(s.into());
+        self
+    }
+
+    /// Start the process.
+    pub fn spawn(self) -> Result<ExecChild, ContainerError> {
+        let c = self.container;
+        let id = c.id.clone();
+        let Some(pid) = c.pid() else {
+            return Err(ContainerError::State {
+                id,
+                state: "not running".into(),
+                op: "exec",
+            });
+        };
+        let run = &c.record.run;
+        let (uid, gid, groups, home) = match &self.user {
+            Some(u) => {
+                let ident = config::resolve_identity(&c.view(), Some(u), None)?;
+                (ident.uid, ident.gid, ident.groups, ident.home)
+            }
+            None => (run.uid, run.gid, run.groups.clone(), None),
+        };
+        let base: Vec<String> = run
+            .env
+            .iter()
+            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+            .collect();
+        let mut ops = self.env.clone();
+        if let Some(h) = &home {
+            ops.insert(0, EnvOp::Set("HOME".into(), h.clone().into_os_string()));
+        }
+        let env = config::merge_env(&base, &ops, home.as_deref());
+        let mut spec = ExecSpec::new(self.program.clone());
+        spec.args = self.args.clone();
+        spec.path_dirs = config::path_dirs(&env);
+        spec.env = env;
+        spec.cwd = self.cwd.clone().unwrap_or_else(|| run.cwd.clone());
+        spec.uid = uid;
+        spec.gid = gid;
+        spec.groups = groups;
+        let dup = |s: &Option<Stdio>| -> Result<launch::Stdio, ContainerError> {
+            match s {
+                Some(s) => s.to_launch().map_err(|source| ContainerError::Process {
+                    id: id.clone(),
+                    op: "duplicating a standard stream",
+                    source,
+                }),
+                None => Ok(launch::Stdio::Inherit),
+            }
+        };
+        spec.stdin = dup(&self.stdin)?;
+        spec.stdout = dup(&self.stdout)?;
+        spec.stderr = dup(&self.stderr)?;
+        let mut process = launch::exec(pid, &spec)?;
+        Ok(ExecChild {
+            stdin: process.take_stdin(),
+            stdout: process.take_stdout(),
+            stderr: process.take_stderr(),
+            id,
+            process,
+        })
+    }
+
+    /// Run the process to its end and collect its output.
+    pub fn output(mut self) -> Result<Output, ContainerError> {
+        self.stdin.get_or_insert_with(Stdio::null);
+        self.stdout.get_or_insert_with(Stdio::piped);
+        self.stderr.get_or_insert_with(Stdio::piped);
+        let mut child = self.spawn()?;
+        let (out, err) = super::child::collect(child.stdout.take(), child.stderr.take());
+        let status = child.wait()?;
+        let perr = child.perr("reading output");
+        Ok(Output {
+            status,
+            stdout: out.map_err(perr)?,
+            stderr: err.map_err(child.perr("reading output"))?,
+        })
+    }
+}
+
+impl ExecChild {
+    fn perr(&self, op: &'static str) -> impl FnOnce(std::io::Error) -> ContainerError + use<> {
+        let id = self.id.clone();
+        move |source| ContainerError::Process { id, op, source }
+    }
+
+    /// Its host pid.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+    /// Wait for its end.
+    pub fn wait(&mut self) -> Result<Status, ContainerError> {
+        drop(self.stdin.take());
+        let e = self.perr("waiting");
+        self.process.wait().map(status_of).map_err(e)
+    }
+    /// Its status if it has ended.
+    pub fn try_wait(&mut self) -> Result<Option<Status>, ContainerError> {
+        let e = self.perr("waiting");
+        self.process.try_wait().map(|s| s.map(status_of)).map_err(e)
+    }
+    /// Wait at most `timeout`.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<Status>, ContainerError> {
+        let e = self.perr("waiting");
+        self.process
+            .wait_timeout(timeout)
+            .map(|s| s.map(status_of))
+            .map_err(e)
+    }
+    /// Kill it.
+    pub fn kill(&mut self) -> Result<(), ContainerError> {
+        let e = self.perr("killing");
+        self.process.kill().map_err(e)
+    }
+}
