@@ -223,3 +223,14 @@ async fn fifty_concurrent_containers() {
         t.await.unwrap();
     }
 }
+
+#[test]
+fn hundred_sequential_runs() {
+    let Some(root) = ready() else { return };
+    let start = std::time::Instant::now();
+    for _ in 0..100 {
+        let mut p = launch::spawn(&Spec::new(root.path(), "true")).unwrap();
+        assert!(p.wait().unwrap().success());
+    }
+    eprintln!("100 sequential /bin/true containers: {:?}", start.elapsed());
+}
