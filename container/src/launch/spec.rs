@@ -260,6 +260,9 @@ pub struct ExecSpec {
     pub capabilities: Vec<Capability>,
     /// Set `PR_SET_NO_NEW_PRIVS`.
     pub no_new_privs: bool,
+    /// Open `cgroup.procs` / `tasks` files of the container's cgroups: the process joins them
+    /// before entering the container.
+    pub cgroup_procs: Vec<OwnedFd>,
 }
 
 impl ExecSpec {
@@ -280,6 +283,7 @@ impl ExecSpec {
             stderr: Stdio::Inherit,
             capabilities: default_capabilities(),
             no_new_privs: true,
+            cgroup_procs: Vec::new(),
         }
     }
 }
