@@ -729,7 +729,7 @@ fn exec_runs_in_the_running_container_as_its_user_or_another() {
         return;
     }
     let (_dir, store, image) = setup();
-    let mut c = sh(&store, &image, "echo inside > /scratch/w; sleep 30")
+    let c = sh(&store, &image, "echo inside > /scratch/w; sleep 30")
         .stdout(molde_container::Stdio::null())
         .start()
         .unwrap();
