@@ -7,3 +7,4 @@
 pub use molde_image as image;
 
 pub mod cgroup;
+pub mod rlimit;
