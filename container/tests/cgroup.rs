@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use molde_container::cgroup::{
-    self, Cgroup, CgroupError, Controller, Layout, Limits, Parent, Placement,
+    self, Cgroup, CgroupError, Controller, KillStrategy, Layout, Limits, Parent, Placement,
 };
 
 /// A parent of this test's own (so concurrent tests and other molde users do not see each
@@ -493,5 +493,45 @@ fn unprivileged_caller_gets_a_permission_error() {
     assert!(stdout.contains("ERROR: "), "{stdout}");
     assert!(stdout.contains("Delegate=yes"), "{stdout}");
     assert!(stdout.contains("run without limits"), "{stdout}");
+    parent.assert_empty();
+}
+
+#[test]
+fn every_kill_strategy_empties_a_forking_cgroup() {
+    if !can_run() {
+        return;
+    }
+    let parent = TestParent::new("strategies");
+    let limits = Limits {
+        pids: Some(20),
+        ..Limits::default()
+    };
+    if !common::require(
+        common::have_tool("perl"),
+        "needs perl for a persistent fork bomb",
+    ) {
+        return;
+    }
+    let probe = Cgroup::create_in(&parent.0, "probe", &limits).unwrap();
+    let strategies = probe.kill_strategies();
+    probe.remove().unwrap();
+    assert_eq!(strategies.last(), Some(&KillStrategy::Signal));
+    eprintln!("kill strategies on this host: {strategies:?}");
+    for strategy in strategies {
+        let cg = Cgroup::create_in(&parent.0, &format!("{strategy:?}"), &limits).unwrap();
+        // Every process forks for ever, failed forks included: at the limit, 20 live
+        // processes race the killer.
+        let mut child = gated("exec perl -e 'while (1) { fork }'");
+        cg.add_pid(child.id()).unwrap();
+        release(&mut child);
+        eventually("the bomb to reach its limit", || {
+            cg.pids().unwrap().len() == 20
+        });
+        cg.kill_all_using(strategy)
+            .unwrap_or_else(|e| panic!("{strategy:?}: {e}"));
+        assert_eq!(cg.pids().unwrap(), Vec::<u32>::new(), "{strategy:?}");
+        let _ = child.wait().unwrap();
+        cg.remove().unwrap();
+    }
     parent.assert_empty();
 }
