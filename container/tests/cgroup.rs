@@ -172,7 +172,9 @@ fn memory_hog_is_oom_killed_and_the_host_carries_on() {
     release(&mut hog);
     let status = hog.wait().unwrap();
     assert_eq!(status.signal(), Some(9), "the hog ended with {status:?}");
-    assert!(cg.memory_events_oom().unwrap() >= 1);
+    let kills = cg.memory_events_oom().unwrap();
+    eprintln!("memory hog under 50 MiB: {status:?}, oom kills {kills}");
+    assert!(kills >= 1);
     assert_host_carries_on();
     cg.remove().unwrap();
     parent.assert_empty();
@@ -216,6 +218,7 @@ fn fork_bomb_stops_at_the_pids_limit() {
         .trim()
         .parse()
         .unwrap();
+    eprintln!("fork bomb under pids.max=20: peak pids.current {peak}, forks refused {refused}");
     assert!(refused >= 1, "no fork was refused (peak {peak}): {events}");
     assert!(peak >= 10, "the bomb never grew (peak {peak})");
     assert_host_carries_on();

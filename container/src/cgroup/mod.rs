@@ -702,7 +702,8 @@ impl Cgroup {
 
     fn teardown(&self) -> Result<(), CgroupError> {
         let mut first = None;
-        if !self.pids()?.is_empty()
+        // Kill unless the cgroup is known to be empty (a failed read still tries).
+        if !self.pids().is_ok_and(|pids| pids.is_empty())
             && let Err(e) = self.kill_all()
         {
             first = Some(e);
