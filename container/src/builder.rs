@@ -289,9 +289,12 @@ impl ContainerBuilder {
         self.cpu = Some((quota_us, period_us));
         self
     }
-    /// Set a resource limit (`libc::RLIMIT_*`).
-    pub fn rlimit(mut self, resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> Self {
-        self.rlimits.push((resource, soft, hard));
+    /// Set a resource limit (`setrlimit`; `u64::MAX` is unlimited). A hard limit above the
+    /// current one is lowered to it when this process may not raise it (no
+    /// `CAP_SYS_RESOURCE` in its bounding set), with a warning.
+    pub fn rlimit(mut self, resource: crate::rlimit::Resource, soft: u64, hard: u64) -> Self {
+        self.rlimits
+            .push((resource as libc::__rlimit_resource_t, soft, hard));
         self
     }
     /// Kill the container's process when a run lasts longer than this (wall clock); waiting

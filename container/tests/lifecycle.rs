@@ -917,7 +917,7 @@ fn mounts_read_only_rootfs_rlimits_and_file_stdio() {
     .mount_bind_ro(&ro, "/ro")
     .mount_tmpfs("/tmpfs", Some(1 << 20))
     .read_only_rootfs(true)
-    .rlimit(libc::RLIMIT_NOFILE, 64, 64)
+    .rlimit(molde_container::rlimit::Resource::RLIMIT_NOFILE, 64, 64)
     .stderr(fs::File::create(&log).unwrap())
     .output()
     .unwrap();

@@ -301,16 +301,51 @@ impl Container {
         spec.stdin = stdio(&self.stdin)?;
         spec.stdout = stdio(&self.stdout)?;
         spec.stderr = stdio(&self.stderr)?;
-        spec.rlimits = run
+        let requested: Vec<crate::rlimit::Rlimit> = run
             .rlimits
             .iter()
-            .map(|&(resource, soft, hard)| Rlimit {
-                resource: resource as _,
-                soft,
-                hard,
+            .filter_map(|&(resource, soft, hard)| {
+                Some(crate::rlimit::Rlimit {
+                    resource: resource_from(resource)?,
+                    soft,
+                    hard,
+                })
+            })
+            .collect();
+        spec.rlimits = crate::rlimit::effective(&requested)
+            .into_iter()
+            .map(|r| Rlimit {
+                resource: r.resource as libc::__rlimit_resource_t,
+                soft: r.soft,
+                hard: r.hard,
             })
             .collect();
         spec.init = run.init;
         Ok(spec)
     }
+}
+
+/// The resource a persisted number names.
+fn resource_from(n: u32) -> Option<crate::rlimit::Resource> {
+    use crate::rlimit::Resource::*;
+    [
+        RLIMIT_AS,
+        RLIMIT_CORE,
+        RLIMIT_CPU,
+        RLIMIT_DATA,
+        RLIMIT_FSIZE,
+        RLIMIT_LOCKS,
+        RLIMIT_MEMLOCK,
+        RLIMIT_MSGQUEUE,
+        RLIMIT_NICE,
+        RLIMIT_NOFILE,
+        RLIMIT_NPROC,
+        RLIMIT_RSS,
+        RLIMIT_RTPRIO,
+        RLIMIT_RTTIME,
+        RLIMIT_SIGPENDING,
+        RLIMIT_STACK,
+    ]
+    .into_iter()
+    .find(|r| *r as libc::__rlimit_resource_t == n)
 }
