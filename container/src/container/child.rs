@@ -107,8 +107,18 @@ impl Child {
         let stdout = self.stdout.take();
         let stderr = self.stderr.take();
         let id = self.container.id.clone();
-        let (out, err) = collect(stdout, stderr);
-        let status = self.container.wait();
+        // Read while waiting: the wait enforces the timeout (killing the container closes
+        // the pipes), so a run that never closes its streams cannot hang the reader.
+        let (status, out, err) = std::thread::scope(|s| {
+            let o = s.spawn(move || read_all(stdout));
+            let e = s.spawn(move || read_all(stderr));
+            let status = self.container.wait();
+            let join = |h: std::thread::ScopedJoinHandle<'_, std::io::Result<Vec<u8>>>| {
+                h.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("output reader panicked")))
+            };
+            (status, join(o), join(e))
+        });
         let removed = self.into_container().close();
         let status = status?;
         removed?;
