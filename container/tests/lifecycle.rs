@@ -936,3 +936,86 @@ fn mounts_read_only_rootfs_rlimits_and_file_stdio() {
     assert_eq!(fs::read(&log).unwrap(), b"to-file\n");
     assert!(out.stderr.is_empty());
 }
+
+/// When set, `host_killed_...` is the host process to be killed: it starts a container in the
+/// store at this path, prints `<id> <pid>` and waits to be killed.
+const HOST_ENV: &str = "MOLDE_TEST_HOST_STORE";
+
+#[test]
+fn host_sigkilled_leaves_no_container_process_and_recover_clears_it() {
+    if let Some(root) = std::env::var_os(HOST_ENV) {
+        let store = Store::open(PathBuf::from(root)).unwrap();
+        let image = store
+            .resolve(&std::env::var("MOLDE_TEST_HOST_IMAGE").unwrap())
+            .unwrap();
+        let c = sh(&store, &image, "sleep 600")
+            .pids(64)
+            .stdout(molde_container::Stdio::null())
+            .start()
+            .unwrap();
+        println!("CONTAINER {} {}", c.id(), c.pid().unwrap());
+        std::thread::sleep(Duration::from_secs(600));
+        return;
+    }
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let mut host = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "host_sigkilled_leaves_no_container_process_and_recover_clears_it",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HOST_ENV, store.root())
+        .env("MOLDE_TEST_HOST_IMAGE", image.id().to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(host.stdout.take().unwrap());
+    let mut line = String::new();
+    let (id, pid) = loop {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0,
+            "host ended"
+        );
+        // libtest prints the test's name on the same line first.
+        if let Some(at) = line.find("CONTAINER ") {
+            let rest = line[at + "CONTAINER ".len()..].trim();
+            let (id, pid) = rest.split_once(' ').unwrap();
+            break (id.to_owned(), pid.parse::<u32>().unwrap());
+        }
+    };
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(Container::list(&store).unwrap()[0].status, Status::Running);
+    assert!(molde_cgroups().contains(&id));
+    host.kill().unwrap();
+    host.wait().unwrap();
+    // PR_SET_PDEATHSIG: the container's PID 1 dies with its host.
+    let mut gone = false;
+    for _ in 0..100 {
+        if molde_container::record::pid_info(pid).is_none_or(|(_, zombie)| zombie) {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(gone, "container process {pid} outlived its host");
+    // The next store handle finds the record stale and marks it exited.
+    let again = Store::open(store.root()).unwrap();
+    molde_container::recover(&again).unwrap();
+    let list = Container::list(&again).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].id, id);
+    assert_eq!(
+        list[0].status,
+        Status::Exited {
+            code: None,
+            signal: None
+        }
+    );
+    Container::open(&again, &id).unwrap().remove().unwrap();
+    assert!(again.holds().unwrap().is_empty());
+}
