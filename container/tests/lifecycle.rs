@@ -1042,3 +1042,101 @@ fn host_sigkilled_leaves_no_container_process_and_recover_clears_it() {
     Container::open(&again, &id).unwrap().remove().unwrap();
     assert!(again.holds().unwrap().is_empty());
 }
+
+#[test]
+fn child_pipes_stdin_through_the_container() {
+    if !can_run() {
+        return;
+    }
+    use std::io::Write;
+    let (_dir, store, image) = setup();
+    let mut child = Container::builder(&store, &image)
+        .command("cat")
+        .stdin(molde_container::Stdio::piped())
+        .stdout(molde_container::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(child.pid().is_some());
+    assert_eq!(child.try_wait().unwrap(), None);
+    assert_eq!(child.wait_timeout(Duration::from_millis(50)).unwrap(), None);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"through the container\n").unwrap();
+    drop(stdin);
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "through the container\n");
+    assert_eq!(
+        child.wait().unwrap(),
+        Status::Exited {
+            code: Some(0),
+            signal: None
+        }
+    );
+}
+
+#[test]
+fn network_is_isolated_unless_host_is_asked_for() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let interfaces = |out: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(out)
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split(':').next().map(|n| n.trim().to_owned()))
+            .collect()
+    };
+    let isolated = sh(&store, &image, "cat /proc/net/dev").output().unwrap();
+    assert_eq!(interfaces(&isolated.stdout), ["lo"]);
+    let host = sh(&store, &image, "cat /proc/net/dev")
+        .network(molde_container::Network::Host)
+        .output()
+        .unwrap();
+    let host_ifs = interfaces(&host.stdout);
+    let ours = interfaces(&fs::read("/proc/net/dev").unwrap());
+    assert_eq!(host_ifs, ours);
+}
+
+#[test]
+fn another_handle_restarts_and_commits_a_kept_container() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let id = sh(&store, &image, "echo run >> /scratch/runs")
+        .stdout(molde_container::Stdio::null())
+        .start()
+        .map(|mut c| {
+            c.wait().unwrap();
+            c.keep()
+        })
+        .unwrap();
+    let other = Store::open(store.root()).unwrap();
+    let mut c = Container::open(&other, &id).unwrap();
+    assert_eq!(
+        c.status().unwrap(),
+        Status::Exited {
+            code: Some(0),
+            signal: None
+        }
+    );
+    c.start().unwrap();
+    c.wait().unwrap();
+    assert_eq!(c.read_file("/scratch/runs").unwrap(), b"run\nrun\n");
+    let committed = c.commit("two runs").unwrap();
+    drop(c);
+    // Dropping an opened handle leaves the container.
+    assert_eq!(ids(&store), vec![id.clone()]);
+    let fresh = sh(&store, &committed, "cat /scratch/runs")
+        .output()
+        .unwrap();
+    assert_eq!(fresh.stdout, b"run\nrun\n");
+    Container::open(&store, &id).unwrap().remove().unwrap();
+    assert!(ids(&store).is_empty());
+}
