@@ -5,3 +5,6 @@
 //! the container lifecycle": this crate is empty until then.
 
 pub use molde_image as image;
+
+pub mod cgroup;
+pub mod rlimit;

@@ -1,0 +1,28 @@
+//! Helpers shared by the integration tests (include with `mod common;`).
+#![allow(dead_code)]
+
+/// Whether a test that needs `ok` (a privilege, a kernel feature, a tool) can run.
+///
+/// When `ok` is false the test is skipped with a line saying why, unless `MOLDE_REQUIRE_ALL=1`
+/// (set by `cargo xtask test`), in which case the missing requirement fails the test.
+pub fn require(ok: bool, why: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var_os("MOLDE_REQUIRE_ALL").is_some_and(|v| v == "1") {
+        panic!("MOLDE_REQUIRE_ALL=1 and this test cannot run: {why}");
+    }
+    eprintln!("skipping: {why}");
+    false
+}
+
+/// Whether this process is root in the initial user namespace (can mount, mknod, chown).
+pub fn privileged() -> bool {
+    molde_layerfs::privilege::is_privileged()
+}
+
+/// Whether `tool` is on PATH.
+pub fn have_tool(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+}
