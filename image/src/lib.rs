@@ -15,6 +15,8 @@
 //! - **tag**: a [`Reference`] (`name:tag`) naming an image in `index.json`.
 //! - **hold** ([`Hold`]): a persistent lease that keeps an image from removal and collection.
 
+#![deny(missing_docs)]
+
 pub mod base;
 pub mod blob;
 pub mod builder;
