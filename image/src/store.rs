@@ -211,6 +211,25 @@ struct StoreInner {
 
 impl Store {
     /// Open (creating if needed) the store at `root`, clearing leftovers of interrupted work.
+    /// The root is an OCI image layout: skopeo and umoci read its tagged images in place.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use molde_image::{ImageBuilder, Store};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// assert!(dir.path().join("oci-layout").is_file());
+    /// let image = store.commit(ImageBuilder::new().cmd(["sh"]))?;
+    /// store.tag(&image, "shell:1")?;
+    /// drop(store);
+    ///
+    /// // Another open (or another process) sees the same images.
+    /// let again = Store::open(dir.path())?;
+    /// assert_eq!(again.resolve("shell:1")?.id(), image.id());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
         Self::open_with(Layout::new(root), None)
     }
@@ -221,6 +240,21 @@ impl Store {
     }
 
     /// A new store in a temporary directory, deleted when the last clone is dropped.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use molde_image::Store;
+    ///
+    /// let store = Store::temporary()?;
+    /// let root = store.root().to_owned();
+    /// let added = store.add_layer(&[0u8; 1024][..])?; // an empty tar: two zero blocks
+    /// assert!(!added.existed);
+    /// assert!(store.add_layer(&[0u8; 1024][..])?.existed);
+    /// drop(store);
+    /// assert!(!root.exists());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn temporary() -> Result<Store, StoreError> {
         let dir = tempfile::Builder::new()
             .prefix("molde-store-")
