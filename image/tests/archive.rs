@@ -871,3 +871,39 @@ fn umoci_unpacks_an_exported_layout() {
         b"ID=molde\n"
     );
 }
+
+/// docker 25+ writes both: an OCI layout and a `manifest.json` naming `blobs/sha256/...`
+/// files (compressed layers included). Either reading of it gives the same image.
+#[test]
+fn a_docker_25_archive_reads_as_either_format() {
+    let f = fixture();
+    let mut tar = Vec::new();
+    oci::export_archive(&f.store, &["demo:v1"], &mut tar).unwrap();
+    let manifest = serde_json::json!([{
+        "Config": format!("blobs/sha256/{}", f.v1.id().hex()),
+        "RepoTags": ["docker.io/library/demo:v1"],
+        "Layers": f.v1.layers().iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect::<Vec<_>>(),
+    }]);
+    let mut entries = tar_entries(&tar);
+    entries.insert(
+        "manifest.json".into(),
+        serde_json::to_vec(&manifest).unwrap(),
+    );
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, d) in &entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(d.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, p, &d[..]).unwrap();
+    }
+    let both = b.into_inner().unwrap();
+
+    let store = Store::temporary().unwrap();
+    let r = docker::import(&store, &both[..]).unwrap();
+    // The layers are kept as stored (gzip stays gzip), so even the manifest is the same.
+    same_image(&r.images[0].image, &f.v1);
+    assert_eq!(r.images[0].tags[0].to_string(), "demo:v1");
+    let store = Store::temporary().unwrap();
+    let r = archive::import(&store, &both[..], &ImportOptions::default()).unwrap();
+    same_image(&r.images[0].image, &f.v1);
+}
