@@ -1,10 +1,10 @@
 //! # molde-container
 //!
-//! Containers: the process launcher and the container lifecycle. Depends on `molde-image` and
-//! `molde-layerfs`. Its contents arrive with the issue "molde-container: the process launcher and
-//! the container lifecycle": this crate is empty until then.
-
-pub use molde_image as image;
+//! Containers: the process launcher ([`launch`]) and the container lifecycle. Depends on
+//! `molde-image` and `molde-layerfs`.
 
 pub mod cgroup;
+pub mod launch;
 pub mod rlimit;
+
+pub use molde_image as image;

@@ -69,7 +69,10 @@ pub struct OverlayMount {
 
 mod bind;
 mod overlay;
+mod prepared;
 mod syscalls;
+
+pub use prepared::{PreparedMount, PreparedStep};
 
 use std::ffi::CString;
 use std::fmt;

@@ -28,13 +28,13 @@ use nix::sys::stat::Mode;
 use super::syscalls;
 use super::{MAX_OVERLAY_LAYERS, MountApi, MountError, MountStage, OverlayMount, c_path};
 
-const KIND: &str = "overlay";
+pub(super) const KIND: &str = "overlay";
 
 /// The longest string value `fsconfig(2)` accepts (it copies at most 256 bytes with the NUL).
 const FSCONFIG_MAX_STRING: usize = 255;
 
 /// Options that keep the upper directory readable by a diff, with and without `userxattr`.
-const DIFFABLE_OPTIONS: [(&CStr, &CStr); 3] = [
+pub(super) const DIFFABLE_OPTIONS: [(&CStr, &CStr); 3] = [
     (c"redirect_dir", c"nofollow"),
     (c"metacopy", c"off"),
     (c"index", c"off"),
@@ -97,7 +97,7 @@ fn mount_validated(overlay: &OverlayMount, target: &Path, api: MountApi) -> Resu
 }
 
 /// Whether the directory `target` has no entries.
-fn target_is_empty(target: &Path) -> Result<bool, MountError> {
+pub(super) fn target_is_empty(target: &Path) -> Result<bool, MountError> {
     std::fs::read_dir(target)
         .map(|mut entries| entries.next().is_none())
         .map_err(|source| MountError::Path {
@@ -109,7 +109,7 @@ fn target_is_empty(target: &Path) -> Result<bool, MountError> {
 }
 
 /// Refuse what the kernel would refuse with a less helpful error.
-fn validate(overlay: &OverlayMount, target: &Path) -> Result<(), MountError> {
+pub(super) fn validate(overlay: &OverlayMount, target: &Path) -> Result<(), MountError> {
     let invalid = |reason: String| MountError::InvalidOverlay {
         target: target.to_path_buf(),
         reason,
@@ -171,7 +171,7 @@ enum Attempt {
 }
 
 /// Whether the running kernel is at least `major.minor` (true when the release is unreadable).
-fn kernel_at_least(major: u32, minor: u32) -> bool {
+pub(super) fn kernel_at_least(major: u32, minor: u32) -> bool {
     let Ok(uts) = nix::sys::utsname::uname() else {
         return true;
     };
@@ -203,7 +203,7 @@ fn open_path(dir: &Path, target: &Path) -> Result<OwnedFd, MountError> {
 /// Escape the characters overlayfs treats specially in option values: `\` (always unescaped
 /// for upperdir, workdir and `lowerdir`), `:` (the `lowerdir` separator) and `,` (the option
 /// separator of `mount(2)`).
-fn escape(path: &[u8]) -> Vec<u8> {
+pub(super) fn escape(path: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(path.len());
     for &b in path {
         if matches!(b, b'\\' | b':' | b',') {
@@ -216,7 +216,7 @@ fn escape(path: &[u8]) -> Vec<u8> {
 
 /// The `fsconfig` value naming `dir`: the path itself (escaped when the kernel unescapes this
 /// key), or `/proc/self/fd/N` of a descriptor kept in `held` when it is too long.
-fn fsconfig_value(
+pub(super) fn fsconfig_value(
     dir: &Path,
     unescaped_by_kernel: bool,
     target: &Path,
@@ -347,7 +347,7 @@ fn new_api(overlay: &OverlayMount, target: &Path) -> Result<(), Attempt> {
 }
 
 /// The `mount(2)` option string with each directory named by `name`.
-fn options(overlay: &OverlayMount, mut name: impl FnMut(&Path) -> Vec<u8>) -> Vec<u8> {
+pub(super) fn options(overlay: &OverlayMount, mut name: impl FnMut(&Path) -> Vec<u8>) -> Vec<u8> {
     let mut opts = b"lowerdir=".to_vec();
     for (i, lower) in overlay.lowerdirs.iter().enumerate() {
         if i > 0 {
@@ -376,7 +376,7 @@ fn options(overlay: &OverlayMount, mut name: impl FnMut(&Path) -> Vec<u8>) -> Ve
     opts
 }
 
-fn page_size() -> usize {
+pub(super) fn page_size() -> usize {
     nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()

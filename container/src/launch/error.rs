@@ -1,0 +1,230 @@
+//! [`LaunchError`]: a setup step that failed, with its errno, reported by the child through a
+//! close-on-exec pipe as plain numbers and turned into this type by the parent.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+
+/// The setup step of a launch that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum Stage {
+    /// Preparing the launch before `clone` (strings with NUL bytes, pipes, `/dev/null`).
+    Prepare = 1,
+    /// `clone3`/`clone` into the new namespaces.
+    Clone,
+    /// Writing the user namespace's `uid_map`.
+    UidMap,
+    /// Writing `setgroups` (`deny`) or `gid_map`.
+    GidMap,
+    /// Writing the child's pid into a cgroup's `cgroup.procs` / `tasks`.
+    Cgroup,
+    /// Waiting for the parent's go-ahead.
+    Sync,
+    /// `PR_SET_PDEATHSIG`, or the parent died before the child started.
+    DeathSignal,
+    /// Making `/` a recursive slave (`MS_SLAVE|MS_REC`).
+    Propagation,
+    /// Mounting the root filesystem (overlay or bind) at the root directory.
+    RootfsMount,
+    /// Bind-mounting the root directory onto itself (to make it a mount point).
+    RootBind,
+    /// A further mount ([`super::ContainerMount`]).
+    Mount,
+    /// Mounting `/proc`.
+    Proc,
+    /// Setting up `/dev` (tmpfs, device nodes, devpts, ptmx, shm).
+    Dev,
+    /// Mounting `/sys` read-only.
+    Sys,
+    /// `pivot_root` into the new root, or detaching the old root.
+    PivotRoot,
+    /// Masking paths (`/proc/kcore` etc.).
+    MaskPaths,
+    /// Making paths read-only (`/proc/sys` etc.).
+    ReadonlyPaths,
+    /// Remounting the root filesystem read-only.
+    ReadonlyRoot,
+    /// `sethostname`.
+    Hostname,
+    /// Bringing up the loopback interface.
+    Loopback,
+    /// Setting resource limits.
+    Rlimit,
+    /// `chdir` into the working directory.
+    Chdir,
+    /// `setgroups`.
+    Setgroups,
+    /// `setgid`.
+    Setgid,
+    /// `setuid`.
+    Setuid,
+    /// Dropping capabilities (bounding set, capset, ambient).
+    Capabilities,
+    /// `PR_SET_NO_NEW_PRIVS`.
+    NoNewPrivs,
+    /// Closing stray file descriptors.
+    CloseFds,
+    /// Connecting stdin, stdout and stderr.
+    Stdio,
+    /// The init's `fork` of the program.
+    InitFork,
+    /// Entering a running container's namespaces (`setns`), for exec.
+    Setns,
+    /// `execve` of the program.
+    Exec,
+}
+
+impl Stage {
+    /// Every stage, for decoding the number the child reports.
+    const ALL: [Stage; 32] = [
+        Stage::Prepare,
+        Stage::Clone,
+        Stage::UidMap,
+        Stage::GidMap,
+        Stage::Cgroup,
+        Stage::Sync,
+        Stage::DeathSignal,
+        Stage::Propagation,
+        Stage::RootfsMount,
+        Stage::RootBind,
+        Stage::Mount,
+        Stage::Proc,
+        Stage::Dev,
+        Stage::Sys,
+        Stage::PivotRoot,
+        Stage::MaskPaths,
+        Stage::ReadonlyPaths,
+        Stage::ReadonlyRoot,
+        Stage::Hostname,
+        Stage::Loopback,
+        Stage::Rlimit,
+        Stage::Chdir,
+        Stage::Setgroups,
+        Stage::Setgid,
+        Stage::Setuid,
+        Stage::Capabilities,
+        Stage::NoNewPrivs,
+        Stage::CloseFds,
+        Stage::Stdio,
+        Stage::InitFork,
+        Stage::Setns,
+        Stage::Exec,
+    ];
+
+    /// The stage with this number, as the child reported it.
+    pub(crate) fn from_code(code: u32) -> Option<Stage> {
+        Stage::ALL.iter().copied().find(|s| *s as u32 == code)
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Stage::Prepare => "preparing the launch",
+            Stage::Clone => "clone into new namespaces",
+            Stage::UidMap => "writing uid_map",
+            Stage::GidMap => "writing setgroups/gid_map",
+            Stage::Cgroup => "joining the cgroup",
+            Stage::Sync => "waiting for the parent",
+            Stage::DeathSignal => "setting the parent-death signal",
+            Stage::Propagation => "making / a recursive slave mount",
+            Stage::RootfsMount => "mounting the root filesystem",
+            Stage::RootBind => "bind-mounting the root onto itself",
+            Stage::Mount => "mounting",
+            Stage::Proc => "mounting /proc",
+            Stage::Dev => "setting up /dev",
+            Stage::Sys => "mounting /sys",
+            Stage::PivotRoot => "pivot_root",
+            Stage::MaskPaths => "masking paths",
+            Stage::ReadonlyPaths => "making paths read-only",
+            Stage::ReadonlyRoot => "remounting the root read-only",
+            Stage::Hostname => "sethostname",
+            Stage::Loopback => "bringing up loopback",
+            Stage::Rlimit => "setrlimit",
+            Stage::Chdir => "chdir to the working directory",
+            Stage::Setgroups => "setgroups",
+            Stage::Setgid => "setgid",
+            Stage::Setuid => "setuid",
+            Stage::Capabilities => "dropping capabilities",
+            Stage::NoNewPrivs => "PR_SET_NO_NEW_PRIVS",
+            Stage::CloseFds => "closing stray file descriptors",
+            Stage::Stdio => "connecting stdio",
+            Stage::InitFork => "init forking the program",
+            Stage::Setns => "entering the container's namespaces",
+            Stage::Exec => "exec of the program",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// A container's setup failed: at which [`Stage`], with which errno, and on which path where
+/// one is known. Never an invented exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("container setup failed at {stage}{}: {errno}{}",
+    path.as_ref().map(|p| format!(" ({})", p.display())).unwrap_or_default(),
+    hint(*stage, *errno))]
+pub struct LaunchError {
+    /// The step that failed.
+    pub stage: Stage,
+    /// Its error number.
+    #[source]
+    pub errno: Errno,
+    /// The path concerned (a mount target, the working directory, the program), where known.
+    pub path: Option<PathBuf>,
+}
+
+impl LaunchError {
+    pub(crate) fn new(stage: Stage, errno: Errno) -> LaunchError {
+        LaunchError {
+            stage,
+            errno,
+            path: None,
+        }
+    }
+
+    pub(crate) fn at(stage: Stage, errno: Errno, path: impl Into<PathBuf>) -> LaunchError {
+        LaunchError {
+            stage,
+            errno,
+            path: Some(path.into()),
+        }
+    }
+}
+
+/// What the caller can do about the failures that have a known remedy.
+fn hint(stage: Stage, errno: Errno) -> &'static str {
+    match (stage, errno) {
+        (Stage::Clone, Errno::EPERM | Errno::ENOSPC | Errno::EUSERS) => {
+            " (creating namespaces needs root, or unprivileged user namespaces: check the \
+             sysctls kernel.unprivileged_userns_clone=1, user.max_user_namespaces>0 and, on \
+             Ubuntu, kernel.apparmor_restrict_unprivileged_userns=0)"
+        }
+        (Stage::Clone, Errno::EINVAL) => {
+            " (the kernel lacks one of the namespaces asked for: check CONFIG_*_NS)"
+        }
+        (Stage::UidMap | Stage::GidMap, Errno::EPERM) => {
+            " (an unprivileged caller may only map its own uid and gid, once: use \
+             IdMaps::rootless(), or newuidmap/newgidmap ranges as root)"
+        }
+        (Stage::Cgroup, _) => " (is the cgroup still there and writable by the caller?)",
+        (Stage::Exec, Errno::ENOENT) => {
+            " (the program is not in the container: check the path, PATH and the image)"
+        }
+        (Stage::Exec, Errno::EACCES) => " (the program is not executable by the user)",
+        (Stage::Chdir, Errno::ENOENT) => " (the working directory does not exist in the container)",
+        (Stage::RootfsMount | Stage::Mount | Stage::Proc | Stage::Sys, Errno::EPERM) => {
+            " (mounting needs CAP_SYS_ADMIN in the container's user namespace)"
+        }
+        (Stage::Rlimit, Errno::EPERM) => {
+            " (raising a hard limit needs CAP_SYS_RESOURCE, which the caller lacks)"
+        }
+        (Stage::Setns, Errno::ESRCH) => " (the container's process has exited)",
+        _ => "",
+    }
+}

@@ -1,0 +1,159 @@
+//! Exec a further process into a running container: join its namespaces through a pidfd
+//! (`setns(pidfd, flags)`, one atomic step, the user namespace first where there is one), its
+//! root, then fork so that the process lands in its pid namespace.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+use nix::errno::Errno;
+
+use super::child::{Enter, Prepared};
+use super::error::{LaunchError, Stage};
+use super::prepare::{self, ParentSide, io_errno};
+use super::process::Process;
+use super::spawn::{clone_child, read_report, report_error};
+use super::spec::ExecSpec;
+
+/// Namespaces to join, by the name of their `/proc/<pid>/ns` file.
+const NAMESPACES: [(&str, libc::c_int); 7] = [
+    ("user", libc::CLONE_NEWUSER),
+    ("mnt", libc::CLONE_NEWNS),
+    ("pid", libc::CLONE_NEWPID),
+    ("uts", libc::CLONE_NEWUTS),
+    ("ipc", libc::CLONE_NEWIPC),
+    ("net", libc::CLONE_NEWNET),
+    ("cgroup", libc::CLONE_NEWCGROUP),
+];
+
+fn pidfd_open(pid: u32) -> Result<OwnedFd, Errno> {
+    // SAFETY: plain integer arguments.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: a new pidfd nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
+}
+
+/// Run `spec` inside the running container whose PID 1 has the host pid `target_pid`.
+pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{target_pid}"));
+    let target_pidfd =
+        pidfd_open(target_pid).map_err(|e| LaunchError::at(Stage::Setns, e, &proc_dir))?;
+    let mut ns_flags = 0;
+    let mut joins_user = false;
+    for (name, flag) in NAMESPACES {
+        let theirs = std::fs::metadata(proc_dir.join("ns").join(name)).map_err(|e| {
+            LaunchError::at(Stage::Setns, io_errno(&e), proc_dir.join("ns").join(name))
+        })?;
+        let ours = std::fs::metadata(format!("/proc/self/ns/{name}")).map_err(|e| {
+            LaunchError::at(Stage::Setns, io_errno(&e), format!("/proc/self/ns/{name}"))
+        })?;
+        if (theirs.dev(), theirs.ino()) != (ours.dev(), ours.ino()) {
+            ns_flags |= flag;
+            joins_user |= flag == libc::CLONE_NEWUSER;
+        }
+    }
+    let root_fd = nix::fcntl::open(
+        &proc_dir.join("root"),
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| LaunchError::at(Stage::Setns, e, proc_dir.join("root")))?;
+    let setgroups_denied = joins_user
+        && std::fs::read_to_string(proc_dir.join("setgroups")).is_ok_and(|s| s.trim() == "deny");
+    if setgroups_denied && !spec.groups.is_empty() {
+        return Err(LaunchError::new(Stage::Setgroups, Errno::EPERM));
+    }
+
+    let (err_r, err_w) = prepare::pipe()?;
+    let (sync_r, sync_w) = prepare::pipe()?;
+    let mut side = ParentSide {
+        err_r,
+        sync_w,
+        child_ends: Vec::new(),
+        stdin: None,
+        stdout: None,
+        stderr: None,
+        candidates: Vec::new(),
+        rootfs_targets: Vec::new(),
+        extra_targets: Vec::new(),
+    };
+    let stdio = prepare::stdio([&spec.stdin, &spec.stdout, &spec.stderr], &mut side)?;
+    let program = prepare::program(
+        &spec.program,
+        spec.arg0.as_deref(),
+        &spec.args,
+        &spec.env,
+        &spec.path_dirs,
+    )?;
+    side.candidates = program.candidate_paths;
+    let (caps, last_cap) = prepare::capability_mask(&spec.capabilities, joins_user);
+    let mut prepared = Prepared {
+        err_w: err_w.as_raw_fd(),
+        sync_r: sync_r.as_raw_fd(),
+        sync_w: side.sync_w.as_raw_fd(),
+        root: None,
+        enter: Some(Enter {
+            pidfd: target_pidfd.as_raw_fd(),
+            ns_flags,
+            root_fd: root_fd.as_raw_fd(),
+            cgroup_procs: spec.cgroup_procs.iter().map(AsRawFd::as_raw_fd).collect(),
+        }),
+        stdio,
+        cwd: prepare::cstring(spec.cwd.as_os_str().as_encoded_bytes(), &spec.cwd)?,
+        uid: spec.uid,
+        gid: spec.gid,
+        groups: spec.groups.clone(),
+        setgroups_denied,
+        caps,
+        last_cap,
+        no_new_privs: spec.no_new_privs,
+        init: false,
+        candidates: program.candidates,
+        argv: program.argv,
+        envp: program.envp,
+        _strings: program.strings,
+    };
+    side.child_ends.push(err_w);
+    side.child_ends.push(sync_r);
+
+    let (_, intermediate_fd) = clone_child(&mut prepared, 0)?;
+    drop(prepared);
+    side.child_ends.clear();
+    // The intermediate: reaped whatever happens.
+    let mut intermediate = Process::new(0, intermediate_fd, None, None, None);
+    if let Err(e) = nix::unistd::write(&side.sync_w, b"g") {
+        let _ = intermediate.kill();
+        let _ = intermediate.wait();
+        return Err(LaunchError::new(Stage::Sync, e));
+    }
+    let first = read_report(&side.err_r);
+    let _ = intermediate.wait();
+    let pid = match first? {
+        Some((0, pid, _)) => pid as u32,
+        Some((stage, errno, index)) => return Err(report_error(&side, stage, errno, index)),
+        None => return Err(LaunchError::new(Stage::InitFork, Errno::ECHILD)),
+    };
+    // The process is our child (CLONE_PARENT), so its pid stays its own until we reap it.
+    let pidfd = pidfd_open(pid).map_err(|e| LaunchError::new(Stage::Setns, e))?;
+    let mut process = Process::new(
+        pid,
+        pidfd,
+        side.stdin.take(),
+        side.stdout.take(),
+        side.stderr.take(),
+    );
+    match read_report(&side.err_r) {
+        Ok(None) => Ok(process),
+        Ok(Some((stage, errno, index))) => {
+            let _ = process.wait();
+            Err(report_error(&side, stage, errno, index))
+        }
+        Err(e) => {
+            let _ = process.kill();
+            let _ = process.wait();
+            Err(e)
+        }
+    }
+}

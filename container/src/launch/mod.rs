@@ -1,0 +1,34 @@
+//! The process launcher: a container's first process in its own namespaces, on its own root,
+//! and further processes exec'd into a running container.
+//!
+//! Everything the child needs is prepared before `clone`; after it the child uses raw syscalls
+//! only (no allocation, no locks: safe in a multi-threaded host) and reports a failed setup step
+//! as plain numbers (stage, errno) through a close-on-exec pipe, which the parent turns into a
+//! typed [`LaunchError`].
+//!
+//! The launch sequence, in the child: parent-death signal; wait for the parent (id maps and
+//! cgroups written); `/` made a recursive slave; the rootfs mounted at the root directory;
+//! host trees for bind mounts and device nodes taken (`open_tree`); `pivot_root(".", ".")` and
+//! the old root detached; `/proc`, `/dev` (tmpfs, host device nodes bound, devpts, shm), `/sys`
+//! read-only; further mounts; masked and read-only paths; read-only root; hostname; loopback;
+//! rlimits; capabilities bounded; groups, gid, uid; capabilities set; cwd; no_new_privs; stdio;
+//! every other fd close-on-exec; (init: fork, supervise); exec.
+
+mod child;
+mod error;
+mod exec;
+mod init;
+mod prepare;
+mod process;
+mod spawn;
+mod spec;
+mod sys;
+
+pub use error::{LaunchError, Stage};
+pub use exec::exec;
+pub use process::{ChildStderr, ChildStdin, ChildStdout, ExitStatus, Process};
+pub use spawn::spawn;
+pub use spec::{
+    Capability, ContainerMount, DEFAULT_PATH, ExecSpec, IdMap, IdMaps, MountKind, Network, Rlimit,
+    Spec, Stdio, default_capabilities,
+};

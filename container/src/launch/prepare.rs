@@ -1,0 +1,341 @@
+//! Turning a [`Spec`] or an [`ExecSpec`] into the [`Prepared`] data of the child (all
+//! allocation happens here, before `clone`) and the parent's ends of the pipes.
+
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use caps::{CapSet, Capability};
+use nix::errno::Errno;
+
+use super::child::{DEVICES, ExtraKind, ExtraMount, Prepared, RootSetup};
+use super::error::{LaunchError, Stage};
+use super::spec::{MountKind, Rlimit, Spec, Stdio};
+
+/// What the parent keeps: the descriptors it must hold (and close) around `clone`.
+#[derive(Debug)]
+pub(crate) struct ParentSide {
+    pub err_r: OwnedFd,
+    pub sync_w: OwnedFd,
+    /// The child's ends (error pipe write end, sync read end, stdio): closed after `clone`.
+    pub child_ends: Vec<OwnedFd>,
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    /// The exec candidates, to name the program in an error.
+    pub candidates: Vec<PathBuf>,
+    /// Mount targets, to name them in an error.
+    pub rootfs_targets: Vec<PathBuf>,
+    pub extra_targets: Vec<PathBuf>,
+}
+
+fn prep_err(errno: Errno, path: impl Into<PathBuf>) -> LaunchError {
+    LaunchError::at(Stage::Prepare, errno, path)
+}
+
+pub(crate) fn cstring(bytes: &[u8], what: &Path) -> Result<CString, LaunchError> {
+    CString::new(bytes).map_err(|_| prep_err(Errno::EINVAL, what))
+}
+
+pub(crate) fn io_errno(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| LaunchError::new(Stage::Prepare, e))
+}
+
+/// A descriptor numbered 3 or above (so dup'ing it onto 0..2 never clobbers another source).
+fn high_fd(fd: OwnedFd) -> Result<OwnedFd, LaunchError> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    let new = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+        .map_err(|e| LaunchError::new(Stage::Stdio, e))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// The three stdio slots: the child's source fds and the parent's pipe ends.
+pub(crate) fn stdio(
+    streams: [&Stdio; 3],
+    side: &mut ParentSide,
+) -> Result<[RawFd; 3], LaunchError> {
+    let mut sources = [-1; 3];
+    for (i, stream) in streams.into_iter().enumerate() {
+        let child_end = match stream {
+            Stdio::Inherit => continue,
+            Stdio::Null => {
+                let fd = nix::fcntl::open(
+                    "/dev/null",
+                    nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| LaunchError::at(Stage::Stdio, e, "/dev/null"))?;
+                high_fd(fd)?
+            }
+            Stdio::Piped => {
+                let (r, w) = pipe()?;
+                let (child, parent) = if i == 0 { (r, w) } else { (w, r) };
+                *[&mut side.stdin, &mut side.stdout, &mut side.stderr][i] = Some(parent);
+                high_fd(child)?
+            }
+            Stdio::Fd(fd) => high_fd(
+                fd.try_clone()
+                    .map_err(|e| LaunchError::new(Stage::Stdio, io_errno(&e)))?,
+            )?,
+        };
+        sources[i] = child_end.as_raw_fd();
+        side.child_ends.push(child_end);
+    }
+    Ok(sources)
+}
+
+/// The capability bits to keep: those asked for that the child can actually hold (the
+/// caller's bounding set, and its permitted set unless a new user namespace grants all).
+pub(crate) fn capability_mask(wanted: &[Capability], new_userns: bool) -> (u64, u32) {
+    let bounding = caps::read(None, CapSet::Bounding).unwrap_or_default();
+    let permitted = caps::read(None, CapSet::Permitted).unwrap_or_default();
+    let mut mask = 0u64;
+    for cap in wanted {
+        if bounding.contains(cap) && (new_userns || permitted.contains(cap)) {
+            mask |= 1u64 << cap.index();
+        }
+    }
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    (mask, last)
+}
+
+/// argv, envp and the exec candidates.
+pub(crate) struct Program {
+    pub candidates: Vec<CString>,
+    pub candidate_paths: Vec<PathBuf>,
+    pub argv: Vec<*const libc::c_char>,
+    pub envp: Vec<*const libc::c_char>,
+    pub strings: Vec<CString>,
+}
+
+pub(crate) fn program(
+    program: &OsStr,
+    arg0: Option<&OsStr>,
+    args: &[std::ffi::OsString],
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+    path_dirs: &[PathBuf],
+) -> Result<Program, LaunchError> {
+    let exec_err = |p: &Path| LaunchError::at(Stage::Exec, Errno::EINVAL, p);
+    let name = Path::new(program);
+    if program.is_empty() {
+        return Err(LaunchError::at(Stage::Exec, Errno::ENOENT, name));
+    }
+    let candidate_paths: Vec<PathBuf> = if program.as_bytes().contains(&b'/') {
+        vec![name.to_path_buf()]
+    } else {
+        path_dirs.iter().map(|d| d.join(name)).collect()
+    };
+    let candidates = candidate_paths
+        .iter()
+        .map(|p| CString::new(p.as_os_str().as_bytes()).map_err(|_| exec_err(p)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut strings = Vec::with_capacity(1 + args.len() + env.len());
+    strings.push(cstring(arg0.unwrap_or(program).as_bytes(), name)?);
+    for arg in args {
+        strings.push(CString::new(arg.as_bytes()).map_err(|_| exec_err(Path::new(arg)))?);
+    }
+    for (k, v) in env {
+        if k.as_bytes().contains(&b'=') || k.is_empty() {
+            return Err(exec_err(Path::new(k)));
+        }
+        let mut kv = k.as_bytes().to_vec();
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        strings.push(CString::new(kv).map_err(|_| exec_err(Path::new(k)))?);
+    }
+    let argc = 1 + args.len();
+    let mut argv: Vec<_> = strings[..argc].iter().map(|s| s.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<_> = strings[argc..].iter().map(|s| s.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    Ok(Program {
+        candidates,
+        candidate_paths,
+        argv,
+        envp,
+        strings,
+    })
+}
+
+/// The limits to set, clamped to the current hard limit where raising it would fail.
+fn rlimits(limits: &[Rlimit], new_userns: bool) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
+    let can_raise = !new_userns
+        && caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_RESOURCE).unwrap_or(false);
+    limits
+        .iter()
+        .map(|l| {
+            let (mut soft, mut hard) = (l.soft, l.hard);
+            if !can_raise {
+                let mut cur = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                // SAFETY: `cur` is valid for writes.
+                unsafe { libc::getrlimit(l.resource, &mut cur) };
+                hard = hard.min(cur.rlim_max);
+                soft = soft.min(hard);
+            }
+            (
+                l.resource,
+                libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                },
+            )
+        })
+        .collect()
+}
+
+/// A path inside the container as a C string, absolute and without `..`.
+fn container_path(path: &Path) -> Result<CString, LaunchError> {
+    if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+        return Err(LaunchError::at(Stage::Mount, Errno::EINVAL, path));
+    }
+    cstring(path.as_os_str().as_bytes(), path)
+}
+
+/// Everything for a container's first process.
+pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> {
+    let (err_r, err_w) = pipe()?;
+    let (sync_r, sync_w) = pipe()?;
+    let new_userns = spec.user_namespace.is_some();
+    let mut side = ParentSide {
+        err_r,
+        sync_w,
+        child_ends: Vec::new(),
+        stdin: None,
+        stdout: None,
+        stderr: None,
+        candidates: Vec::new(),
+        rootfs_targets: Vec::new(),
+        extra_targets: Vec::new(),
+    };
+    let stdio_fds = stdio([&spec.stdin, &spec.stdout, &spec.stderr], &mut side)?;
+
+    let root = cstring(spec.root.as_os_str().as_bytes(), &spec.root)?;
+    let mut rootfs = Vec::with_capacity(spec.rootfs_mounts.len());
+    for m in &spec.rootfs_mounts {
+        rootfs.push(m.prepare(&spec.root).map_err(|e| {
+            LaunchError::at(
+                Stage::RootfsMount,
+                e.errno().unwrap_or(Errno::EINVAL),
+                &spec.root,
+            )
+        })?);
+        side.rootfs_targets.push(spec.root.clone());
+    }
+    let mut extra = Vec::with_capacity(spec.mounts.len());
+    for m in &spec.mounts {
+        let target = container_path(&m.target)?;
+        let mut dirs = Vec::new();
+        let mut prefix = PathBuf::from("/");
+        let parts: Vec<_> = m.target.components().skip(1).collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            prefix.push(part);
+            dirs.push(cstring(prefix.as_os_str().as_bytes(), &m.target)?);
+        }
+        let (kind, is_file) = match &m.kind {
+            MountKind::Bind { source, read_only } => {
+                let meta = std::fs::metadata(source)
+                    .map_err(|e| LaunchError::at(Stage::Mount, io_errno(&e), source))?;
+                (
+                    ExtraKind::Bind {
+                        source: cstring(source.as_os_str().as_bytes(), source)?,
+                        read_only: *read_only,
+                    },
+                    !meta.is_dir(),
+                )
+            }
+            MountKind::Tmpfs { size_bytes, mode } => {
+                let mut data = format!("mode={:o}", mode & 0o7777);
+                if let Some(size) = size_bytes {
+                    data.push_str(&format!(",size={size}"));
+                }
+                (
+                    ExtraKind::Tmpfs {
+                        data: cstring(data.as_bytes(), &m.target)?,
+                    },
+                    false,
+                )
+            }
+        };
+        extra.push(ExtraMount {
+            dirs,
+            target,
+            is_file,
+            kind,
+        });
+        side.extra_targets.push(m.target.clone());
+    }
+    let hostname = match &spec.hostname {
+        Some(h) => Some(
+            CString::new(h.as_bytes())
+                .ok()
+                .filter(|c| !c.is_empty() && c.as_bytes().len() <= 64)
+                .ok_or_else(|| LaunchError::at(Stage::Hostname, Errno::EINVAL, h))?,
+        ),
+        None => None,
+    };
+
+    let program = program(
+        &spec.program,
+        spec.arg0.as_deref(),
+        &spec.args,
+        &spec.env,
+        &spec.path_dirs,
+    )?;
+    side.candidates = program.candidate_paths;
+    let (caps, last_cap) = capability_mask(&spec.capabilities, new_userns);
+    let setgroups_denied = new_userns && !molde_layerfs::privilege::is_privileged();
+    if setgroups_denied && !spec.groups.is_empty() {
+        return Err(LaunchError::new(Stage::Setgroups, Errno::EPERM));
+    }
+    let prepared = Prepared {
+        err_w: err_w.as_raw_fd(),
+        sync_r: sync_r.as_raw_fd(),
+        sync_w: side.sync_w.as_raw_fd(),
+        root: Some(RootSetup {
+            root,
+            rootfs,
+            readonly_rootfs: spec.readonly_rootfs,
+            extra_trees: vec![-1; extra.len()],
+            extra,
+            device_trees: [-1; DEVICES.len()],
+            sys_fallback: new_userns,
+            sys_tree: -1,
+            hostname,
+            loopback: spec.network == super::spec::Network::Isolated,
+            rlimits: rlimits(&spec.rlimits, new_userns),
+        }),
+        enter: None,
+        stdio: stdio_fds,
+        cwd: cstring(spec.cwd.as_os_str().as_bytes(), &spec.cwd)?,
+        uid: spec.uid,
+        gid: spec.gid,
+        groups: spec.groups.clone(),
+        setgroups_denied,
+        caps,
+        last_cap,
+        no_new_privs: spec.no_new_privs,
+        init: spec.init,
+        candidates: program.candidates,
+        argv: program.argv,
+        envp: program.envp,
+        _strings: program.strings,
+    };
+    side.child_ends.push(err_w);
+    side.child_ends.push(sync_r);
+    Ok((prepared, side))
+}

@@ -1,0 +1,250 @@
+//! The parent's side of a launch: `clone` (on the launcher thread), id maps, cgroups, the
+//! go-ahead, and reading the child's report from the error pipe.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+
+use nix::errno::Errno;
+
+use super::child::{self, Prepared, REPORT_LEN};
+use super::error::{LaunchError, Stage};
+use super::prepare::{self, ParentSide, io_errno};
+use super::process::Process;
+use super::spec::{IdMap, Network, Spec};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The thread every `clone` happens on. `PR_SET_PDEATHSIG` fires when the *thread* that made
+/// the child ends, so children must not be made on short-lived threads (a tokio blocking pool
+/// retires idle threads): this one lives as long as the process.
+fn launcher() -> &'static Mutex<mpsc::Sender<Job>> {
+    static LAUNCHER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    LAUNCHER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("molde-launcher".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .expect("spawning the molde launcher thread");
+        Mutex::new(tx)
+    })
+}
+
+/// The raw pointer to the prepared data, moved to the launcher thread while the caller waits.
+struct SendPtr(*mut Prepared);
+// SAFETY: the caller blocks until the job has run, so the pointee outlives its use there, and
+// nothing else touches it meanwhile.
+unsafe impl Send for SendPtr {}
+
+/// `clone3` (or `clone`) with `flags | CLONE_PIDFD` on the launcher thread; the child runs
+/// [`child::main`]. Returns the pid and the pidfd.
+pub(crate) fn clone_child(
+    prepared: &mut Prepared,
+    flags: u64,
+) -> Result<(u32, OwnedFd), LaunchError> {
+    let ptr = SendPtr(prepared);
+    let (tx, rx) = mpsc::channel();
+    let job: Job = Box::new(move || {
+        let ptr = ptr;
+        // SAFETY: see SendPtr.
+        let prepared = unsafe { &mut *ptr.0 };
+        let _ = tx.send(raw_clone(prepared, flags));
+    });
+    launcher()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .send(job)
+        .map_err(|_| LaunchError::new(Stage::Clone, Errno::EAGAIN))?;
+    let (pid, pidfd) = rx
+        .recv()
+        .map_err(|_| LaunchError::new(Stage::Clone, Errno::EAGAIN))??;
+    // SAFETY: CLONE_PIDFD gave us a new pidfd that nothing else owns.
+    Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
+}
+
+/// `struct clone_args` of `clone3(2)`.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+fn raw_clone(prepared: &mut Prepared, flags: u64) -> Result<(u32, i32), LaunchError> {
+    let mut pidfd: libc::c_int = -1;
+    let args = CloneArgs {
+        flags: flags | libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: fork-like clone3 (no stack given): the child continues on a copy of this stack
+    // and never returns from child::main.
+    let mut ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if ret < 0 && Errno::last() == Errno::ENOSYS {
+        // SAFETY: fork-like clone; with CLONE_PIDFD the pidfd is stored at the parent_tid
+        // argument.
+        ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags | libc::CLONE_PIDFD as u64 | libc::SIGCHLD as u64) as libc::c_ulong,
+                0usize,
+                &mut pidfd as *mut libc::c_int,
+                0usize,
+                0usize,
+            )
+        };
+    }
+    match ret {
+        0 => child::main(prepared),
+        r if r < 0 => Err(LaunchError::new(Stage::Clone, Errno::last())),
+        pid => Ok((pid as u32, pidfd)),
+    }
+}
+
+/// One report from the error pipe: `None` at EOF (the exec happened).
+pub(crate) fn read_report(err_r: &OwnedFd) -> Result<Option<(u32, i32, u32)>, LaunchError> {
+    let mut buf = [0u8; REPORT_LEN];
+    let mut file = std::fs::File::from(
+        err_r
+            .try_clone()
+            .map_err(|e| LaunchError::new(Stage::Sync, io_errno(&e)))?,
+    );
+    let mut got = 0;
+    while got < REPORT_LEN {
+        match file.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(LaunchError::new(Stage::Sync, io_errno(&e))),
+        }
+    }
+    if got == 0 {
+        return Ok(None);
+    }
+    if got < REPORT_LEN {
+        return Err(LaunchError::new(Stage::Sync, Errno::EPIPE));
+    }
+    let word = |i: usize| [buf[i], buf[i + 1], buf[i + 2], buf[i + 3]];
+    Ok(Some((
+        u32::from_ne_bytes(word(0)),
+        i32::from_ne_bytes(word(4)),
+        u32::from_ne_bytes(word(8)),
+    )))
+}
+
+/// The typed error for a child's report, naming the path where the index tells one.
+pub(crate) fn report_error(side: &ParentSide, stage: u32, errno: i32, index: u32) -> LaunchError {
+    let stage = Stage::from_code(stage).unwrap_or(Stage::Sync);
+    let errno = Errno::from_raw(errno);
+    let index = index as usize;
+    let path = match stage {
+        Stage::Exec => side.candidates.get(index).cloned(),
+        Stage::RootfsMount => side.rootfs_targets.get(index).cloned(),
+        Stage::Mount => side.extra_targets.get(index).cloned(),
+        Stage::MaskPaths => child::MASKED
+            .get(index)
+            .map(|c| c.to_string_lossy().into_owned().into()),
+        Stage::ReadonlyPaths => child::READ_ONLY
+            .get(index)
+            .map(|c| c.to_string_lossy().into_owned().into()),
+        _ => None,
+    };
+    LaunchError { stage, errno, path }
+}
+
+fn map_lines(map: &[IdMap]) -> String {
+    map.iter()
+        .map(|m| format!("{} {} {}\n", m.inside, m.outside, m.count))
+        .collect()
+}
+
+/// Start a container's first process as `spec` says. Returns once the program has been
+/// exec'd (or the init has started it), or with the setup step that failed.
+pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
+    let (mut prepared, mut side) = prepare::spawn(spec)?;
+    let mut flags = (libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWCGROUP) as u64;
+    if spec.network == Network::Isolated {
+        flags |= libc::CLONE_NEWNET as u64;
+    }
+    if spec.user_namespace.is_some() {
+        flags |= libc::CLONE_NEWUSER as u64;
+    }
+    let (pid, pidfd) = clone_child(&mut prepared, flags)?;
+    drop(prepared);
+    side.child_ends.clear();
+    // From here on a failure must not leave the child behind: Process's Drop kills and reaps.
+    let mut process = Process::new(
+        pid,
+        pidfd,
+        side.stdin.take(),
+        side.stdout.take(),
+        side.stderr.take(),
+    );
+    let released = release(spec, pid, &side);
+    if let Err(e) = released {
+        let _ = process.kill();
+        let _ = process.wait();
+        return Err(e);
+    }
+    match read_report(&side.err_r) {
+        Ok(None) => Ok(process),
+        Ok(Some((stage, errno, index))) => {
+            let _ = process.wait();
+            Err(report_error(&side, stage, errno, index))
+        }
+        Err(e) => {
+            let _ = process.kill();
+            let _ = process.wait();
+            Err(e)
+        }
+    }
+}
+
+/// Write the id maps and cgroup membership, then let the child go.
+fn release(spec: &Spec, pid: u32, side: &ParentSide) -> Result<(), LaunchError> {
+    if let Some(maps) = &spec.user_namespace {
+        let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+        let write = |name: &str, content: &str, stage: Stage| {
+            std::fs::write(proc_dir.join(name), content)
+                .map_err(|e| LaunchError::at(stage, io_errno(&e), proc_dir.join(name)))
+        };
+        write("uid_map", &map_lines(&maps.uid_map), Stage::UidMap)?;
+        if !molde_layerfs::privilege::is_privileged() {
+            write("setgroups", "deny", Stage::GidMap)?;
+        }
+        write("gid_map", &map_lines(&maps.gid_map), Stage::GidMap)?;
+    }
+    let pid_text = pid.to_string();
+    for fd in &spec.cgroup_procs {
+        nix::unistd::write(fd, pid_text.as_bytes())
+            .map_err(|e| LaunchError::new(Stage::Cgroup, e))?;
+    }
+    nix::unistd::write(&side.sync_w, b"g").map_err(|e| LaunchError::new(Stage::Sync, e))?;
+    let _ = side.sync_w.as_raw_fd();
+    Ok(())
+}

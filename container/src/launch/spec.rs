@@ -1,0 +1,289 @@
+//! What to launch: the [`Spec`] of a container's first process and the [`ExecSpec`] of a
+//! further process in a running container.
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+pub use caps::Capability;
+
+/// Everything the launcher needs to start a container's first process.
+///
+/// Built by the container lifecycle (or a test); [`super::spawn`] prepares all of it (C strings,
+/// pointer arrays, candidate program paths) before `clone`, so the child allocates nothing.
+#[derive(Debug)]
+pub struct Spec {
+    /// The container's root: `rootfs_mounts` are performed, in the container's own mount
+    /// namespace, at this existing (empty) host directory, e.g. `<snapshot dir>/rootfs`. With
+    /// no rootfs mounts the directory itself (an unpacked rootfs) becomes the root.
+    pub root: PathBuf,
+    /// The mounts making the root filesystem (from a layerfs snapshot), performed in order.
+    pub rootfs_mounts: Vec<molde_layerfs::mount::Mount>,
+    /// Remount the root read-only after setting it up.
+    pub readonly_rootfs: bool,
+    /// Further mounts inside the container, in order.
+    pub mounts: Vec<ContainerMount>,
+    /// The container's hostname (its own UTS namespace); `None` keeps the inherited one.
+    pub hostname: Option<String>,
+    /// The program: a path inside the container, or a name (no `/`) searched in `path_dirs`.
+    pub program: OsString,
+    /// The arguments after `argv[0]`.
+    pub args: Vec<OsString>,
+    /// `argv[0]`; `None` uses `program`.
+    pub arg0: Option<OsString>,
+    /// The complete environment of the process.
+    pub env: Vec<(OsString, OsString)>,
+    /// The directories searched for a `program` without `/`, in order (the container's PATH).
+    pub path_dirs: Vec<PathBuf>,
+    /// The working directory, inside the container.
+    pub cwd: PathBuf,
+    /// The user id inside the container.
+    pub uid: u32,
+    /// The group id inside the container.
+    pub gid: u32,
+    /// The supplementary groups inside the container.
+    pub groups: Vec<u32>,
+    /// The network: the container's own namespace with loopback only, or the host's.
+    pub network: Network,
+    /// A user namespace with these id maps; `Some` when the caller is not privileged.
+    pub user_namespace: Option<IdMaps>,
+    /// Standard input.
+    pub stdin: Stdio,
+    /// Standard output.
+    pub stdout: Stdio,
+    /// Standard error.
+    pub stderr: Stdio,
+    /// The capabilities the process keeps (bounding, permitted, effective, inheritable and, for
+    /// a non-root uid, ambient). Default: [`default_capabilities`], Docker's set.
+    pub capabilities: Vec<Capability>,
+    /// Set `PR_SET_NO_NEW_PRIVS` (no privilege gain through setuid binaries or file caps).
+    pub no_new_privs: bool,
+    /// Resource limits. A limit above the current hard limit is clamped to it when the caller
+    /// lacks `CAP_SYS_RESOURCE` in its bounding set.
+    pub rlimits: Vec<Rlimit>,
+    /// Open `cgroup.procs` / `tasks` files (opened `O_WRONLY` before spawning); the parent writes
+    /// the child's pid into each before the child runs anything.
+    pub cgroup_procs: Vec<OwnedFd>,
+    /// Run a minimal init as PID 1 that reaps zombies and forwards signals to the program,
+    /// which runs as its child.
+    pub init: bool,
+}
+
+impl Spec {
+    /// A spec running `program` in the root directory `root` with the secure defaults: no
+    /// rootfs mounts (`root` is a ready rootfs), own network namespace, uid and gid 0, cwd `/`,
+    /// Docker's capabilities, `no_new_privs`, stdio inherited, `PATH` search of the usual dirs.
+    pub fn new(root: impl Into<PathBuf>, program: impl Into<OsString>) -> Spec {
+        Spec {
+            root: root.into(),
+            rootfs_mounts: Vec::new(),
+            readonly_rootfs: false,
+            mounts: Vec::new(),
+            hostname: None,
+            program: program.into(),
+            args: Vec::new(),
+            arg0: None,
+            env: vec![(OsString::from("PATH"), OsString::from(DEFAULT_PATH))],
+            path_dirs: std::env::split_paths(DEFAULT_PATH).collect(),
+            cwd: PathBuf::from("/"),
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            network: Network::Isolated,
+            user_namespace: None,
+            stdin: Stdio::Inherit,
+            stdout: Stdio::Inherit,
+            stderr: Stdio::Inherit,
+            capabilities: default_capabilities(),
+            no_new_privs: true,
+            rlimits: Vec::new(),
+            cgroup_procs: Vec::new(),
+            init: false,
+        }
+    }
+}
+
+/// The `PATH` Docker gives a container whose image sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Docker's default capability set.
+pub fn default_capabilities() -> Vec<Capability> {
+    use Capability::*;
+    vec![
+        CAP_CHOWN,
+        CAP_DAC_OVERRIDE,
+        CAP_FSETID,
+        CAP_FOWNER,
+        CAP_MKNOD,
+        CAP_NET_RAW,
+        CAP_SETGID,
+        CAP_SETUID,
+        CAP_SETFCAP,
+        CAP_SETPCAP,
+        CAP_NET_BIND_SERVICE,
+        CAP_SYS_CHROOT,
+        CAP_KILL,
+        CAP_AUDIT_WRITE,
+    ]
+}
+
+/// A mount inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerMount {
+    /// The mount point, an absolute path inside the container (created if missing).
+    pub target: PathBuf,
+    /// What to mount there.
+    pub kind: MountKind,
+}
+
+/// The kinds of [`ContainerMount`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountKind {
+    /// A bind mount of a host path (a directory or a file).
+    Bind {
+        /// The host path.
+        source: PathBuf,
+        /// Make the bind mount read-only.
+        read_only: bool,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        /// Its size limit in bytes; `None` is the kernel default (half the RAM).
+        size_bytes: Option<u64>,
+        /// The mode of its root directory, e.g. `0o1777`.
+        mode: u32,
+    },
+}
+
+/// The container's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// Its own network namespace with only the loopback interface, up.
+    #[default]
+    Isolated,
+    /// The host's network namespace.
+    Host,
+}
+
+/// One line of a `uid_map` or `gid_map`: `count` ids from `inside` map to `outside`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMap {
+    /// The first id inside the namespace.
+    pub inside: u32,
+    /// The first id outside (in the parent namespace).
+    pub outside: u32,
+    /// How many consecutive ids.
+    pub count: u32,
+}
+
+/// The id maps of a user namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdMaps {
+    /// The `uid_map` lines.
+    pub uid_map: Vec<IdMap>,
+    /// The `gid_map` lines.
+    pub gid_map: Vec<IdMap>,
+}
+
+impl IdMaps {
+    /// Maps container root (0) to the caller's effective uid and gid: the one mapping an
+    /// unprivileged process may write for itself.
+    pub fn rootless() -> IdMaps {
+        IdMaps {
+            uid_map: vec![IdMap {
+                inside: 0,
+                outside: nix::unistd::geteuid().as_raw(),
+                count: 1,
+            }],
+            gid_map: vec![IdMap {
+                inside: 0,
+                outside: nix::unistd::getegid().as_raw(),
+                count: 1,
+            }],
+        }
+    }
+}
+
+/// Where a standard stream of the process goes.
+#[derive(Debug, Default)]
+pub enum Stdio {
+    /// The caller's own stream.
+    #[default]
+    Inherit,
+    /// `/dev/null`.
+    Null,
+    /// A pipe to the caller, taken with `Process::take_stdin` etc.
+    Piped,
+    /// This open file (a file, a pipe, a socket, a terminal).
+    Fd(OwnedFd),
+}
+
+/// A resource limit (`setrlimit(2)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    /// The resource, e.g. `libc::RLIMIT_NOFILE`.
+    pub resource: libc::__rlimit_resource_t,
+    /// The soft limit (`libc::RLIM_INFINITY` for none).
+    pub soft: u64,
+    /// The hard limit (`libc::RLIM_INFINITY` for none).
+    pub hard: u64,
+}
+
+/// A further process to run in a running container ([`super::exec`]).
+#[derive(Debug)]
+pub struct ExecSpec {
+    /// The program: a path inside the container, or a name searched in `path_dirs`.
+    pub program: OsString,
+    /// The arguments after `argv[0]`.
+    pub args: Vec<OsString>,
+    /// `argv[0]`; `None` uses `program`.
+    pub arg0: Option<OsString>,
+    /// The complete environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// The directories searched for a `program` without `/`.
+    pub path_dirs: Vec<PathBuf>,
+    /// The working directory inside the container.
+    pub cwd: PathBuf,
+    /// The user id inside the container.
+    pub uid: u32,
+    /// The group id inside the container.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    /// Standard input.
+    pub stdin: Stdio,
+    /// Standard output.
+    pub stdout: Stdio,
+    /// Standard error.
+    pub stderr: Stdio,
+    /// The capabilities the process keeps.
+    pub capabilities: Vec<Capability>,
+    /// Set `PR_SET_NO_NEW_PRIVS`.
+    pub no_new_privs: bool,
+    /// Open `cgroup.procs` / `tasks` files of the container's cgroups: the process joins them
+    /// before entering the container.
+    pub cgroup_procs: Vec<OwnedFd>,
+}
+
+impl ExecSpec {
+    /// An exec spec for `program` with the same defaults as [`Spec::new`].
+    pub fn new(program: impl Into<OsString>) -> ExecSpec {
+        ExecSpec {
+            program: program.into(),
+            args: Vec::new(),
+            arg0: None,
+            env: vec![(OsString::from("PATH"), OsString::from(DEFAULT_PATH))],
+            path_dirs: std::env::split_paths(DEFAULT_PATH).collect(),
+            cwd: PathBuf::from("/"),
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            stdin: Stdio::Inherit,
+            stdout: Stdio::Inherit,
+            stderr: Stdio::Inherit,
+            capabilities: default_capabilities(),
+            no_new_privs: true,
+            cgroup_procs: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Raw syscalls for the child after `clone`: no allocation, no locks, errno as plain data.
+
+use std::ffi::CStr;
+
+/// Result of a raw syscall: the return value, or the errno.
+pub(crate) type Sys = Result<libc::c_long, i32>;
+
+pub(crate) fn errno() -> i32 {
+    // SAFETY: reading the calling thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+pub(crate) fn check(ret: libc::c_long) -> Sys {
+    if ret < 0 { Err(errno()) } else { Ok(ret) }
+}
+
+fn ptr(s: Option<&CStr>) -> *const libc::c_char {
+    s.map_or(std::ptr::null(), CStr::as_ptr)
+}
+
+/// `mount(2)`.
+pub(crate) fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> Sys {
+    // SAFETY: every pointer is NULL or a NUL-terminated string living across the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount,
+            ptr(source),
+            target.as_ptr(),
+            ptr(fstype),
+            flags,
+            ptr(data),
+        )
+    })
+}
+
+/// `open_tree(path, OPEN_TREE_CLONE | AT_RECURSIVE | O_CLOEXEC)`: a detached copy of a tree.
+pub(crate) fn open_tree_clone(path: &CStr) -> Sys {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    // SAFETY: a valid NUL-terminated path.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::AT_RECURSIVE as libc::c_uint | libc::O_CLOEXEC as libc::c_uint,
+        )
+    })
+}
+
+/// `struct mount_attr`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `MOUNT_ATTR_RDONLY`.
+const MOUNT_ATTR_RDONLY: u64 = 1;
+
+/// `mount_setattr(2)` making the mount at `dirfd`/`path` read-only (recursively if asked).
+pub(crate) fn make_read_only(dirfd: i32, path: &CStr, recursive: bool) -> Sys {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let mut flags = if recursive { libc::AT_RECURSIVE } else { 0 };
+    if path.is_empty() {
+        flags |= libc::AT_EMPTY_PATH;
+    }
+    // SAFETY: `attr` and `path` live across the call; the size is passed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path.as_ptr(),
+            flags as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+}
+
+/// `move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`.
+pub(crate) fn move_mount(fd: i32, target: &CStr) -> Sys {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    // SAFETY: NUL-terminated strings living across the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+}
+
+/// `mkdir(2)`, an existing entry being fine.
+pub(crate) fn mkdir_exist_ok(path: &CStr, mode: libc::mode_t) -> Sys {
+    // SAFETY: a valid NUL-terminated path.
+    match check(unsafe { libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, path.as_ptr(), mode) }) {
+        Err(libc::EEXIST) => Ok(0),
+        other => other,
+    }
+}
+
+/// Create an empty file at `path` if nothing is there (a mount point for a file).
+pub(crate) fn touch(path: &CStr, mode: libc::mode_t) -> Sys {
+    // SAFETY: a valid NUL-terminated path; the fd is closed at once.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            mode,
+        )
+    })?;
+    close(fd as i32);
+    Ok(0)
+}
+
+/// `close(2)`.
+pub(crate) fn close(fd: i32) {
+    // SAFETY: plain integer argument; errors are irrelevant here.
+    unsafe { libc::syscall(libc::SYS_close, fd) };
+}
+
+/// `chdir(2)`.
+pub(crate) fn chdir(path: &CStr) -> Sys {
+    // SAFETY: a valid NUL-terminated path.
+    check(unsafe { libc::syscall(libc::SYS_chdir, path.as_ptr()) })
+}
+
+/// `write(2)` of the whole buffer (short writes to pipes of < PIPE_BUF bytes do not happen).
+pub(crate) fn write(fd: i32, buf: &[u8]) -> Sys {
+    // SAFETY: `buf` is valid for reads of its length.
+    check(unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) })
+}
+
+/// `read(2)`.
+pub(crate) fn read(fd: i32, buf: &mut [u8]) -> Sys {
+    // SAFETY: `buf` is valid for writes of its length.
+    check(unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) })
+}
+
+/// `prctl(2)` with up to two arguments.
+pub(crate) fn prctl(option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> Sys {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_prctl, option, arg2, arg3, 0, 0) })
+}
+
+/// `_exit(2)`: end the process at once (no atexit handlers, no stdio flushing).
+pub(crate) fn exit(code: i32) -> ! {
+    // SAFETY: exit_group never returns.
+    unsafe {
+        libc::syscall(libc::SYS_exit_group, code);
+    }
+    #[allow(clippy::empty_loop)]
+    loop {}
+}
+
+/// The full signal set, for `rt_sigprocmask` and `rt_sigtimedwait` (the kernel's 64 bits).
+pub(crate) const ALL_SIGNALS: u64 = !0;
+
+/// `rt_sigprocmask(how, set)`, returning the previous mask.
+pub(crate) fn sigprocmask(how: libc::c_int, set: u64) -> Sys {
+    let mut old: u64 = 0;
+    // SAFETY: `set` and `old` are 8-byte kernel sigsets living across the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            how,
+            &set as *const u64,
+            &mut old as *mut u64,
+            8,
+        )
+    })
+    .map(|_| old as libc::c_long)
+}

@@ -1,0 +1,236 @@
+//! The launcher against real namespaces and mounts, on a rootfs of static busybox.
+
+mod common;
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use molde_container::launch::{self, ExecSpec, ExitStatus, Spec, Stage, Stdio};
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+
+/// A rootfs directory with static busybox as /bin/sh and friends.
+fn rootfs() -> Option<tempfile::TempDir> {
+    let busybox = molde_container::image::base::static_busybox()?;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::copy(busybox, bin.join("busybox")).unwrap();
+    for name in [
+        "sh", "true", "false", "cat", "echo", "hostname", "ls", "mount", "ip", "sleep", "ps",
+    ] {
+        std::os::unix::fs::symlink("busybox", bin.join(name)).unwrap();
+    }
+    for d in ["proc", "dev", "sys", "tmp", "etc"] {
+        std::fs::create_dir(dir.path().join(d)).unwrap();
+    }
+    Some(dir)
+}
+
+fn ready() -> Option<tempfile::TempDir> {
+    if !common::require(
+        common::privileged(),
+        "needs root to create namespaces and mount",
+    ) {
+        return None;
+    }
+    let root = rootfs();
+    if !common::require(
+        root.is_some(),
+        "needs busybox-static (apt-get install busybox-static)",
+    ) {
+        return None;
+    }
+    root
+}
+
+fn sh(root: &Path, script: &str) -> Spec {
+    let mut spec = Spec::new(root, "sh");
+    spec.args = vec![OsString::from("-c"), OsString::from(script)];
+    spec.stdout = Stdio::Piped;
+    spec.stderr = Stdio::Piped;
+    spec
+}
+
+fn run(spec: &Spec) -> (ExitStatus, String, String) {
+    let process = launch::spawn(spec).unwrap_or_else(|e| panic!("spawn: {e}"));
+    let (status, out, err) = process.wait_with_output().unwrap();
+    (
+        status,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+fn mountinfo() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap()
+}
+
+#[test]
+fn true_exits_zero_and_leaves_no_mount() {
+    let Some(root) = ready() else { return };
+    let before = mountinfo();
+    let mut p = launch::spawn(&Spec::new(root.path(), "true")).unwrap();
+    assert_eq!(p.wait().unwrap(), ExitStatus::Exited(0));
+    assert_eq!(mountinfo(), before);
+}
+
+#[test]
+fn exit_codes_and_signals() {
+    let Some(root) = ready() else { return };
+    assert_eq!(run(&sh(root.path(), "exit 7")).0, ExitStatus::Exited(7));
+    assert_eq!(
+        run(&sh(root.path(), "kill -TERM $$; sleep 5")).0,
+        // PID 1 ignores signals it has no handler for, even its own: the sleep ends it.
+        ExitStatus::Exited(0)
+    );
+    let mut p = launch::spawn(&sh(root.path(), "sleep 30")).unwrap();
+    assert_eq!(p.try_wait().unwrap(), None);
+    assert_eq!(p.wait_timeout(Duration::from_millis(50)).unwrap(), None);
+    p.kill().unwrap();
+    assert_eq!(p.wait().unwrap(), ExitStatus::Signaled(Signal::SIGKILL));
+}
+
+#[test]
+fn stdout_and_stderr_piped_stdin_written() {
+    let Some(root) = ready() else { return };
+    let (status, out, err) = run(&sh(root.path(), "echo out; echo err >&2"));
+    assert!(status.success());
+    assert_eq!(out, "out\n");
+    assert_eq!(err, "err\n");
+
+    let mut spec = Spec::new(root.path(), "cat");
+    spec.stdin = Stdio::Piped;
+    spec.stdout = Stdio::Piped;
+    let mut p = launch::spawn(&spec).unwrap();
+    use std::io::Write;
+    let mut stdin = p.take_stdin().unwrap();
+    stdin.write_all(b"through the container\n").unwrap();
+    drop(stdin);
+    let mut out = String::new();
+    p.take_stdout().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(out, "through the container\n");
+    assert!(p.wait().unwrap().success());
+}
+
+#[test]
+fn isolation_hostname_pid_files_mounts_network() {
+    let Some(root) = ready() else { return };
+    let host_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let mut spec = sh(
+        root.path(),
+        "hostname; echo $$; cat /proc/1/cmdline | tr '\\0' ' '; echo; \
+         ls /; ls /sys/class/net; mount -t tmpfs none /tmp 2>&1 && echo MOUNTED; \
+         cat /proc/kcore | wc -c; ls /proc/acpi 2>&1 | wc -l; \
+         touch /proc/sysrq-trigger 2>&1 && echo WROTE; ls /dev",
+    );
+    spec.hostname = Some("box".into());
+    let (status, out, err) = run(&spec);
+    assert!(status.success(), "{status} {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "box");
+    assert_eq!(lines[1], "1", "the shell is PID 1 of its own pid namespace");
+    assert!(lines[2].starts_with("sh -c"), "{out}");
+    assert!(
+        !out.contains("home") && !out.contains("usr"),
+        "host files visible: {out}"
+    );
+    assert!(out.contains("\nlo\n"), "{out}");
+    assert!(
+        !out.contains("eth") && !out.contains("ens"),
+        "host interfaces visible: {out}"
+    );
+    assert!(
+        !out.lines().any(|l| l == "MOUNTED"),
+        "mount worked inside: {out}"
+    );
+    assert!(out.contains("\n0\n"), "/proc/kcore not masked: {out}");
+    assert!(!out.lines().any(|l| l == "WROTE"), "{out}");
+    for dev in [
+        "null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm",
+    ] {
+        assert!(out.lines().any(|l| l == dev), "/dev/{dev} missing: {out}");
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host_hostname
+    );
+}
+
+#[test]
+fn setup_failures_are_typed() {
+    let Some(root) = ready() else { return };
+    let e = launch::spawn(&Spec::new(root.path(), "no-such-program")).unwrap_err();
+    assert_eq!((e.stage, e.errno), (Stage::Exec, Errno::ENOENT), "{e}");
+    let mut spec = Spec::new(root.path(), "true");
+    spec.cwd = PathBuf::from("/no/such/dir");
+    let e = launch::spawn(&spec).unwrap_err();
+    assert_eq!((e.stage, e.errno), (Stage::Chdir, Errno::ENOENT), "{e}");
+    assert!(e.to_string().contains("working directory"), "{e}");
+}
+
+#[test]
+fn init_reaps_zombies_and_reports_status() {
+    let Some(root) = ready() else { return };
+    // The shell's orphaned background child becomes a zombie under PID 1 unless reaped.
+    let mut spec = sh(
+        root.path(),
+        "sh -c 'sleep 0.1 & exit 0'; sleep 0.3; ps -o stat,comm | grep -c '^Z' ; exit 3",
+    );
+    spec.init = true;
+    let (status, out, _) = run(&spec);
+    assert_eq!(status, ExitStatus::Exited(3));
+    assert_eq!(out.trim(), "0", "zombies left: {out}");
+}
+
+#[test]
+fn exec_into_running_container() {
+    let Some(root) = ready() else { return };
+    let mut spec = sh(root.path(), "echo ready > /tmp/mark; sleep 30");
+    spec.hostname = Some("target".into());
+    let mut first = launch::spawn(&spec).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut e = ExecSpec::new("sh");
+    e.args = vec!["-c".into(), "hostname; cat /tmp/mark; echo $$".into()];
+    e.stdout = Stdio::Piped;
+    let p = launch::exec(first.pid(), &e).unwrap();
+    let (status, out, _) = p.wait_with_output().unwrap();
+    assert!(status.success());
+    let out = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["target", "ready"], "{out}");
+    assert_ne!(lines[2], "1");
+    first.kill().unwrap();
+    first.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_containers() {
+    let Some(root) = ready() else { return };
+    let root = std::sync::Arc::new(root);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let root = root.clone();
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let (status, out, _) = run(&sh(root.path(), &format!("echo {i}")));
+            assert!(status.success());
+            assert_eq!(out.trim(), i.to_string());
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[test]
+fn hundred_sequential_runs() {
+    let Some(root) = ready() else { return };
+    let start = std::time::Instant::now();
+    for _ in 0..100 {
+        let mut p = launch::spawn(&Spec::new(root.path(), "true")).unwrap();
+        assert!(p.wait().unwrap().success());
+    }
+    eprintln!("100 sequential /bin/true containers: {:?}", start.elapsed());
+}

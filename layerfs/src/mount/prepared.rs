@@ -1,0 +1,294 @@
+//! [`PreparedMount`]: a [`Mount`] with every string and descriptor it needs made ready, so that
+//! performing it allocates nothing and takes no lock.
+//!
+//! A container launcher performs the rootfs mounts in a child made by `clone` in a possibly
+//! multi-threaded process, where only async-signal-safe code may run. It prepares the mounts
+//! before `clone` and calls [`PreparedMount::perform`] in the child.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+
+use super::overlay;
+use super::syscalls::{
+    FSCONFIG_CMD_CREATE, FSCONFIG_SET_FLAG, FSCONFIG_SET_STRING, FSMOUNT_CLOEXEC, FSOPEN_CLOEXEC,
+    MOUNT_ATTR_RDONLY, MOVE_MOUNT_F_EMPTY_PATH,
+};
+use super::{Mount, MountError, OverlayMount, c_path};
+
+/// The step of [`PreparedMount::perform`] that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreparedStep {
+    /// `fsopen(2)`.
+    Fsopen,
+    /// `fsconfig(2)` setting a parameter.
+    Fsconfig,
+    /// `fsconfig(2)` creating the superblock.
+    Create,
+    /// `fsmount(2)`.
+    Fsmount,
+    /// `move_mount(2)`.
+    MoveMount,
+    /// `mount(2)`.
+    Mount,
+    /// `mount(2)` remounting a bind read-only.
+    Remount,
+}
+
+/// A [`Mount`] ready to be performed at its target without allocating (see the module docs).
+///
+/// It holds the descriptors standing for over-long paths; they are close-on-exec.
+#[derive(Debug)]
+pub struct PreparedMount {
+    target: CString,
+    how: How,
+}
+
+#[derive(Debug)]
+enum How {
+    Overlay {
+        /// `fsconfig` parameters in order: key and string value (`None`: a flag).
+        params: Vec<(&'static CStr, Option<CString>)>,
+        /// Whether to try the new mount API first.
+        new_api: bool,
+        /// The `mount(2)` option string, when it fits in a page.
+        legacy_options: Option<CString>,
+        read_only: bool,
+        _held: Vec<OwnedFd>,
+    },
+    Bind {
+        source: CString,
+        read_only: bool,
+    },
+}
+
+impl Mount {
+    /// Prepare this mount to be performed at `target` later, without allocation
+    /// ([`PreparedMount::perform`]). Checks what [`Mount::mount_at`] checks.
+    pub fn prepare(&self, target: &Path) -> Result<PreparedMount, MountError> {
+        let target_c = c_path(overlay::KIND, target, target)?;
+        let how = match self {
+            Mount::Overlay(o) => prepare_overlay(o, target)?,
+            Mount::Bind { source, read_only } => How::Bind {
+                source: c_path("bind", target, source)?,
+                read_only: *read_only,
+            },
+        };
+        Ok(PreparedMount {
+            target: target_c,
+            how,
+        })
+    }
+}
+
+fn prepare_overlay(o: &OverlayMount, target: &Path) -> Result<How, MountError> {
+    overlay::validate(o, target)?;
+    let mut o = o.clone();
+    if o.upperdir.is_none() && o.lowerdirs.len() == 1 {
+        // As in overlay::mount: the empty target serves as the second layer.
+        if !overlay::target_is_empty(target)? {
+            return Err(MountError::InvalidOverlay {
+                target: target.to_path_buf(),
+                reason: "a read-only overlay of a single layer is mounted over an empty target \
+                         directory; this one has entries"
+                    .into(),
+            });
+        }
+        o.lowerdirs.push(target.to_path_buf());
+    }
+    let mut held = Vec::new();
+    let mut params = Vec::new();
+    for lower in &o.lowerdirs {
+        params.push((
+            c"lowerdir+",
+            Some(overlay::fsconfig_value(lower, false, target, &mut held)?),
+        ));
+    }
+    if let (Some(upper), Some(work)) = (&o.upperdir, &o.workdir) {
+        params.push((
+            c"upperdir",
+            Some(overlay::fsconfig_value(upper, true, target, &mut held)?),
+        ));
+        params.push((
+            c"workdir",
+            Some(overlay::fsconfig_value(work, true, target, &mut held)?),
+        ));
+    }
+    for (key, value) in overlay::DIFFABLE_OPTIONS {
+        params.push((key, Some(value.to_owned())));
+    }
+    if o.userxattr {
+        params.push((c"userxattr", None));
+    }
+    if o.volatile {
+        params.push((c"volatile", None));
+    }
+    let options = overlay::options(&o, |p| overlay::escape(p.as_os_str().as_bytes()));
+    let legacy_options = (options.len() < overlay::page_size())
+        .then(|| CString::new(options).ok())
+        .flatten();
+    Ok(How::Overlay {
+        params,
+        new_api: overlay::kernel_at_least(6, 8),
+        legacy_options,
+        read_only: o.upperdir.is_none(),
+        _held: held,
+    })
+}
+
+fn check(ret: libc::c_long) -> Result<libc::c_long, Errno> {
+    if ret < 0 { Err(Errno::last()) } else { Ok(ret) }
+}
+
+/// Close `fd`, ignoring errors (nothing to do about them here).
+fn close(fd: libc::c_long) {
+    // SAFETY: `fd` is a descriptor this module opened and nothing else uses.
+    unsafe { libc::close(fd as libc::c_int) };
+}
+
+impl PreparedMount {
+    /// Perform the mount at its target. Allocates nothing and takes no lock: safe in a child
+    /// made by `clone` in a multi-threaded process. On failure nothing stays mounted.
+    pub fn perform(&self) -> Result<(), (PreparedStep, Errno)> {
+        match &self.how {
+            How::Bind { source, read_only } => self.bind(source, *read_only),
+            How::Overlay {
+                params,
+                new_api,
+                legacy_options,
+                read_only,
+                ..
+            } => {
+                if *new_api {
+                    match self.overlay_new_api(params, *read_only) {
+                        Err((PreparedStep::Fsopen, Errno::ENOSYS | Errno::EPERM))
+                            if legacy_options.is_some() => {}
+                        other => return other,
+                    }
+                }
+                match legacy_options {
+                    Some(options) => self.overlay_legacy(options, *read_only),
+                    None => Err((PreparedStep::Mount, Errno::E2BIG)),
+                }
+            }
+        }
+    }
+
+    fn overlay_new_api(
+        &self,
+        params: &[(&'static CStr, Option<CString>)],
+        read_only: bool,
+    ) -> Result<(), (PreparedStep, Errno)> {
+        // SAFETY: a valid NUL-terminated string; plain flags.
+        let fs =
+            check(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })
+                .map_err(|e| (PreparedStep::Fsopen, e))?;
+        let result = (|| {
+            for (key, value) in params {
+                let (cmd, value_ptr) = match value {
+                    Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+                    None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+                };
+                // SAFETY: `key` and `value` are NUL-terminated strings living across the call.
+                check(unsafe {
+                    libc::syscall(libc::SYS_fsconfig, fs, cmd, key.as_ptr(), value_ptr, 0)
+                })
+                .map_err(|e| (PreparedStep::Fsconfig, e))?;
+            }
+            // SAFETY: a command takes NULL key and value.
+            check(unsafe {
+                libc::syscall(
+                    libc::SYS_fsconfig,
+                    fs,
+                    FSCONFIG_CMD_CREATE,
+                    std::ptr::null::<libc::c_char>(),
+                    std::ptr::null::<libc::c_char>(),
+                    0,
+                )
+            })
+            .map_err(|e| (PreparedStep::Create, e))?;
+            let attrs = if read_only { MOUNT_ATTR_RDONLY } else { 0 };
+            // SAFETY: plain integer arguments.
+            let mnt = check(unsafe {
+                libc::syscall(
+                    libc::SYS_fsmount,
+                    fs,
+                    FSMOUNT_CLOEXEC,
+                    attrs as libc::c_uint,
+                )
+            })
+            .map_err(|e| (PreparedStep::Fsmount, e))?;
+            // SAFETY: the empty string and the target are NUL-terminated strings.
+            let moved = check(unsafe {
+                libc::syscall(
+                    libc::SYS_move_mount,
+                    mnt,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    self.target.as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                )
+            });
+            close(mnt);
+            moved.map(|_| ()).map_err(|e| (PreparedStep::MoveMount, e))
+        })();
+        close(fs);
+        result
+    }
+
+    fn overlay_legacy(&self, options: &CStr, read_only: bool) -> Result<(), (PreparedStep, Errno)> {
+        let flags = if read_only { libc::MS_RDONLY } else { 0 };
+        // SAFETY: all strings are NUL-terminated and live across the call.
+        check(unsafe {
+            libc::mount(
+                c"overlay".as_ptr(),
+                self.target.as_ptr(),
+                c"overlay".as_ptr(),
+                flags,
+                options.as_ptr().cast(),
+            )
+        } as libc::c_long)
+        .map(|_| ())
+        .map_err(|e| (PreparedStep::Mount, e))
+    }
+
+    fn bind(&self, source: &CStr, read_only: bool) -> Result<(), (PreparedStep, Errno)> {
+        // SAFETY: NUL-terminated strings living across the call; no data.
+        check(unsafe {
+            libc::mount(
+                source.as_ptr(),
+                self.target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            )
+        } as libc::c_long)
+        .map_err(|e| (PreparedStep::Mount, e))?;
+        if read_only {
+            // SAFETY: as above.
+            let remount = check(unsafe {
+                libc::mount(
+                    std::ptr::null(),
+                    self.target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                    std::ptr::null(),
+                )
+            } as libc::c_long);
+            if let Err(e) = remount {
+                // SAFETY: the target string is valid; detach what was just bound.
+                unsafe { libc::umount2(self.target.as_ptr(), libc::MNT_DETACH) };
+                return Err((PreparedStep::Remount, e));
+            }
+        }
+        Ok(())
+    }
+
+    /// The target directory, as given to [`Mount::prepare`].
+    pub fn target(&self) -> &Path {
+        Path::new(std::ffi::OsStr::from_bytes(self.target.to_bytes()))
+    }
+}
