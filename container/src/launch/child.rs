@@ -273,8 +273,42 @@ fn setup_root(err_w: i32, r: &mut RootSetup) {
         r.sys_tree = fd;
     }
 
-    // pivot_root(".", "."): the old root ends up stacked under the new one, detached at once.
     step!(p, Stage::PivotRoot, 0, sys::chdir(&r.root));
+    // /proc and /sys before pivot_root, relative to the new root: in a user namespace the
+    // kernel mounts a new proc or sysfs only where one is already fully visible in the mount
+    // namespace (`mount_too_revealing`), which the host's stops being once detached.
+    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    step!(p, Stage::Proc, 0, sys::mkdir_exist_ok(c"proc", 0o555));
+    step!(
+        p,
+        Stage::Proc,
+        0,
+        sys::mount(
+            Some(c"proc"),
+            c"proc",
+            Some(c"proc"),
+            nosuid_nodev_noexec,
+            None
+        )
+    );
+    step!(p, Stage::Sys, 0, sys::mkdir_exist_ok(c"sys", 0o555));
+    let sysfs = sys::mount(
+        Some(c"sysfs"),
+        c"sys",
+        Some(c"sysfs"),
+        nosuid_nodev_noexec | libc::MS_RDONLY,
+        None,
+    );
+    if let Err(errno) = sysfs {
+        // In a user namespace without its own network namespace sysfs is refused: the
+        // host's, read-only, taken before.
+        if r.sys_tree < 0 {
+            fail(err_w, Stage::Sys, errno, 0);
+        }
+        step!(p, Stage::Sys, 0, sys::move_mount(r.sys_tree, c"sys"));
+    }
+
+    // pivot_root(".", "."): the old root ends up stacked under the new one, detached at once.
     // SAFETY: valid NUL-terminated paths.
     step!(
         p,
@@ -291,37 +325,7 @@ fn setup_root(err_w: i32, r: &mut RootSetup) {
     );
     step!(p, Stage::PivotRoot, 0, sys::chdir(c"/"));
 
-    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    step!(p, Stage::Proc, 0, sys::mkdir_exist_ok(c"/proc", 0o555));
-    step!(
-        p,
-        Stage::Proc,
-        0,
-        sys::mount(
-            Some(c"proc"),
-            c"/proc",
-            Some(c"proc"),
-            nosuid_nodev_noexec,
-            None
-        )
-    );
-
     setup_dev(p, r);
-
-    step!(p, Stage::Sys, 0, sys::mkdir_exist_ok(c"/sys", 0o555));
-    let sysfs = sys::mount(
-        Some(c"sysfs"),
-        c"/sys",
-        Some(c"sysfs"),
-        nosuid_nodev_noexec | libc::MS_RDONLY,
-        None,
-    );
-    if let Err(errno) = sysfs {
-        if r.sys_tree < 0 {
-            fail(err_w, Stage::Sys, errno, 0);
-        }
-        step!(p, Stage::Sys, 0, sys::move_mount(r.sys_tree, c"/sys"));
-    }
 
     for (i, m) in r.extra.iter().enumerate() {
         for dir in &m.dirs {
