@@ -1140,3 +1140,31 @@ fn another_handle_restarts_and_commits_a_kept_container() {
     Container::open(&store, &id).unwrap().remove().unwrap();
     assert!(ids(&store).is_empty());
 }
+
+#[test]
+fn timeout_holds_without_a_waiter() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let mut c = sh(&store, &image, "sleep 30")
+        .timeout(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    let pid = c.pid().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // Nobody waited, yet the watchdog killed it at its timeout.
+    assert!(
+        molde_container::record::pid_info(pid).is_none_or(|(_, zombie)| zombie),
+        "still running past its timeout"
+    );
+    assert!(matches!(c.wait(), Err(ContainerError::TimedOut { .. })));
+    assert_eq!(
+        c.status().unwrap(),
+        Status::Exited {
+            code: None,
+            signal: Some(libc::SIGKILL)
+        }
+    );
+    c.close().unwrap();
+}

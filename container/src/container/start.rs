@@ -54,6 +54,17 @@ impl Container {
             .run
             .timeout_ms
             .map(|ms| Instant::now() + Duration::from_millis(ms));
+        if let Some(ms) = self.record.run.timeout_ms {
+            // The timeout holds even if nobody waits: a watchdog kills the process (through
+            // its own pidfd: never another process) when the time is up.
+            if let Ok(fd) = process.pidfd().try_clone_to_owned() {
+                std::thread::spawn(move || {
+                    if !poll_exit(&fd, Some(Duration::from_millis(ms))) {
+                        let _ = super::stop::send(&fd, libc::SIGKILL);
+                    }
+                });
+            }
+        }
         self.process = Some(process);
         self.cgroup = cgroup;
         self.owner = Some(owner);
@@ -152,7 +163,16 @@ impl Container {
             },
             None => p.wait().map_err(perr("waiting"))?,
         };
-        self.finish(status)
+        let timed_out = status.signal() == Some(nix::sys::signal::Signal::SIGKILL)
+            && self.deadline.is_some_and(|d| Instant::now() >= d);
+        self.finish(status)?;
+        if timed_out && timeout_is_error {
+            return Err(ContainerError::TimedOut {
+                id,
+                timeout: Duration::from_millis(self.record.run.timeout_ms.unwrap_or_default()),
+            });
+        }
+        Ok(())
     }
 
     /// Record the end of this handle's process and release what its run held.
@@ -180,6 +200,12 @@ impl Container {
         self.owner = None;
         match updated {
             Ok(r) => self.record = r,
+            // Removed meanwhile by another handle.
+            Err(crate::record::RecordError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                self.removed = true;
+            }
             Err(e) => errors.push(e.into()),
         }
         match errors.len() {

@@ -54,7 +54,7 @@ pub(crate) fn poll_exit(pidfd: &OwnedFd, timeout: Option<Duration>) -> bool {
     }
 }
 
-fn send(pidfd: &OwnedFd, sig: i32) -> std::io::Result<()> {
+pub(crate) fn send(pidfd: &OwnedFd, sig: i32) -> std::io::Result<()> {
     // SAFETY: plain integer arguments; a NULL siginfo means "as kill(2) would send it".
     let ret = unsafe {
         libc::syscall(
