@@ -1168,3 +1168,47 @@ fn timeout_holds_without_a_waiter() {
     );
     c.close().unwrap();
 }
+
+#[test]
+fn copy_in_over_deleted_paths_keeps_overlay_semantics() {
+    if !can_run() {
+        return;
+    }
+    let (dir, store, image) = setup();
+    let mut c = sh(&store, &image, "rm -r /etc; rm /scratch -r")
+        .start()
+        .unwrap();
+    c.wait().unwrap();
+    assert!(c.read_file("/etc/passwd").is_err());
+    let host = dir.path().join("newetc");
+    fs::create_dir(&host).unwrap();
+    fs::write(host.join("only"), b"1").unwrap();
+    c.copy_in(&host, "/etc").unwrap();
+    c.copy_in(host.join("only"), "/scratch/again/f").unwrap();
+    // The new /etc replaces the deleted one: nothing of the image's /etc shows through.
+    let names: Vec<_> = c
+        .view()
+        .read_dir(Path::new("/etc"))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["only"]);
+    assert_eq!(c.read_file("/scratch/again/f").unwrap(), b"1");
+    // A container of the committed image sees the same; exec needs a running container.
+    assert!(c.exec("ls").output().is_err());
+    let again = c;
+    let seen = sh(
+        &store,
+        &again.commit("etc").unwrap(),
+        "ls /etc /scratch/again",
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&seen.stdout),
+        "/etc:\nonly\n\n/scratch/again:\nf\n",
+        "{seen:?}"
+    );
+    again.close().unwrap();
+}
