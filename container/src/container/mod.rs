@@ -87,6 +87,28 @@ impl std::fmt::Display for Status {
 /// reports errors; [`Container::keep`] leaves it) or opened by id with [`Container::open`]
 /// (then dropping the handle leaves the container as it is, except for a process this handle
 /// started, which it kills).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use molde_container::{Container, Status};
+/// # fn f(store: &molde_image::Store, image: &molde_image::Image) -> Result<(), molde_container::ContainerError> {
+/// let mut c = Container::builder(store, image)
+///     .command("/bin/sh")
+///     .args(["-c", "echo hi > /greeting; sleep 60"])
+///     .memory(64 << 20)
+///     .start()?;
+/// c.stop(Duration::from_secs(2))?;             // stop signal, then SIGKILL
+/// assert_eq!(c.read_file("/greeting")?, b"hi\n"); // through the union view
+/// for change in c.diff()? {
+///     println!("{change}");                      // A /greeting
+/// }
+/// let image2 = c.commit("greeting")?;            // one new layer on the image
+/// c.start()?;                                    // restart: same writable layer
+/// let id = c.keep();                             // leave it for another process:
+/// let again = Container::open(store, &id)?;      // (there: list, open, stop, remove)
+/// again.remove()?;
+/// # let _ = image2; Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Container {
     pub(crate) store: Store,
