@@ -12,6 +12,8 @@
 //! - [`Container::diff`], [`Container::commit`], [`Container::copy_in`],
 //!   [`Container::copy_out`] and [`Container::view`] work on its writable layer.
 
+#![deny(missing_docs)]
+
 pub mod builder;
 pub mod cgroup;
 pub mod config;
