@@ -207,6 +207,7 @@ fn copy_in_diff_commit_copy_out_while_stopped() {
     let (dir, store, image) = setup();
     let before = image_fingerprint(&store, &image);
     let mut c = Container::builder(&store, &image).create().unwrap();
+    assert_eq!(c.backend(), "overlay");
     let host = dir.path().join("host");
     fs::create_dir_all(host.join("tree/sub")).unwrap();
     fs::write(host.join("tree/sub/f"), b"deep").unwrap();
@@ -1211,4 +1212,124 @@ fn copy_in_over_deleted_paths_keeps_overlay_semantics() {
         "{seen:?}"
     );
     again.close().unwrap();
+}
+
+// ---- rootless ----
+
+/// Tells the rootless helper where its files are (and that the outer test started it).
+const ROOTLESS_ENV: &str = "MOLDE_TEST_LIFECYCLE_ROOTLESS_DIR";
+
+/// The whole lifecycle as an unprivileged user: this test binary, copied where `nobody` can
+/// run it, re-runs its helper as uid/gid 65534 through setpriv(1). Without the privilege to
+/// mount on the host the writable layer comes from the copy backend, and the launcher puts the
+/// container in a user namespace.
+#[test]
+fn rootless_lifecycle_as_nobody() {
+    if !common::require(common::have_tool("setpriv"), "needs setpriv(1)")
+        || !common::require(common::privileged(), "needs root to become nobody")
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    fs::set_permissions(base, fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = base.join("lifecycle");
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let work = base.join("work");
+    fs::create_dir(&work).unwrap();
+    std::os::unix::fs::chown(&work, Some(65534), Some(65534)).unwrap();
+    let output = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&exe)
+        .args([
+            "rootless_lifecycle_helper",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROOTLESS_ENV, &work)
+        .env("TMPDIR", &work)
+        .env_remove("MOLDE_REQUIRE_ALL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "helper failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("rootless lifecycle: checked"),
+        "{stdout}\n{stderr}"
+    );
+}
+
+/// Runs as `nobody` for [`rootless_lifecycle_as_nobody`].
+#[test]
+#[ignore = "helper: run as nobody by rootless_lifecycle_as_nobody"]
+fn rootless_lifecycle_helper() {
+    let Some(work) = std::env::var_os(ROOTLESS_ENV).map(PathBuf::from) else {
+        eprintln!("skipping: only meaningful when started by rootless_lifecycle_as_nobody");
+        return;
+    };
+    assert!(!common::privileged(), "must run unprivileged");
+    let store = Store::open(work.join("store")).unwrap();
+    let bins: Vec<&Path> = BINARIES
+        .iter()
+        .map(Path::new)
+        .filter(|p| p.exists())
+        .collect();
+    let image = molde_image::base::from_host(&store, &bins).unwrap();
+    let out = sh(&store, &image, "echo hi; cat /proc/self/status")
+        .output()
+        .unwrap();
+    assert!(out.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("hi\n"), "{text}");
+    let uid = text.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid.split_whitespace().nth(1),
+        Some("0"),
+        "root inside: {uid}"
+    );
+
+    let mut c = sh(&store, &image, "echo changed > /etc/new; rm /usr/bin/ls")
+        .create()
+        .unwrap();
+    assert_eq!(
+        c.backend(),
+        "copy",
+        "no overlay mount on the host without privilege"
+    );
+    c.start().unwrap();
+    assert_eq!(
+        c.wait().unwrap(),
+        Status::Exited {
+            code: Some(0),
+            signal: None
+        }
+    );
+    let diff = c.diff().unwrap();
+    assert!(diff.contains(&Change::Added("/etc/new".into())), "{diff:?}");
+    assert!(
+        diff.contains(&Change::Deleted("/usr/bin/ls".into())),
+        "{diff:?}"
+    );
+    let committed = c.commit("rootless").unwrap();
+    let c2 = Container::builder(&store, &committed).create().unwrap();
+    assert_eq!(c2.read_file("/etc/new").unwrap(), b"changed\n");
+    assert!(c2.read_file("/usr/bin/ls").is_err());
+    c2.close().unwrap();
+    c.close().unwrap();
+    assert!(Container::list(&store).unwrap().is_empty());
+    assert!(store.holds().unwrap().is_empty());
+    eprintln!("rootless lifecycle: checked");
 }

@@ -210,7 +210,15 @@ impl Container {
         }
     }
 
-    /// The host directory of its writable layer (overlay: the upper directory).
+    /// The snapshot backend of its writable layer: `overlay` (kernel overlayfs, mounted in the
+    /// container's mount namespace) or `copy` (a copy of the image, where this process cannot
+    /// mount overlay).
+    pub fn backend(&self) -> &'static str {
+        self.snapshot.backend()
+    }
+
+    /// The host directory of its writable layer (overlay: the upper directory; copy: the
+    /// whole copied tree).
     pub fn writable_layer(&self) -> &Path {
         self.snapshot.changes_dir()
     }
