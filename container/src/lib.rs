@@ -12,6 +12,7 @@
 //! - [`Container::diff`], [`Container::commit`], [`Container::copy_in`],
 //!   [`Container::copy_out`] and [`Container::view`] work on its writable layer.
 
+pub mod build;
 pub mod builder;
 pub mod cgroup;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod launch;
 pub mod record;
 pub mod volume;
 
+pub use build::{Build, BuildError, BuildReport};
 pub use builder::{ContainerBuilder, Stdio};
 pub use container::list::recover;
 pub use container::{Child, Container, ContainerSummary, ExecBuilder, ExecChild, Output, Status};
