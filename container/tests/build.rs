@@ -8,17 +8,24 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Instant;
 
-use molde_container::build::{Build, BuildError, Copy, Port};
 use molde_container::Container;
+use molde_container::build::{Build, BuildError, Copy, Port};
 use molde_image::{ImageBuilder, Store};
 
 fn base(store: &Store) -> molde_image::Image {
     // A base with the same digest in every store: from_host's layer, fixed config.
-    let host: Vec<&Path> = ["/bin/sh", "/bin/cat", "/bin/ls", "/bin/mkdir", "/bin/touch", "/bin/echo"]
-        .iter()
-        .map(Path::new)
-        .filter(|p| p.exists())
-        .collect();
+    let host: Vec<&Path> = [
+        "/bin/sh",
+        "/bin/cat",
+        "/bin/ls",
+        "/bin/mkdir",
+        "/bin/touch",
+        "/bin/echo",
+    ]
+    .iter()
+    .map(Path::new)
+    .filter(|p| p.exists())
+    .collect();
     let img = molde_image::base::from_host(store, &host).unwrap();
     let b = ImageBuilder::new()
         .created("2020-01-01T00:00:00Z")
@@ -42,11 +49,19 @@ fn steps_layers_history_and_config() {
     fs::write(ctx.path().join("hello.txt"), "hello\n").unwrap();
     fs::create_dir(ctx.path().join("site")).unwrap();
     fs::write(ctx.path().join("site/index.html"), "<h1>hi</h1>").unwrap();
-    fs::set_permissions(ctx.path().join("hello.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(
+        ctx.path().join("hello.txt"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     let report = Build::from_image(&base)
         .env("GREETING", "hi there")
         .workdir("/app")
-        .copy(Copy::new(ctx.path().join("hello.txt"), "hello.txt").chown("1000:1001").chmod(0o640))
+        .copy(
+            Copy::new(ctx.path().join("hello.txt"), "hello.txt")
+                .chown("1000:1001")
+                .chmod(0o640),
+        )
         .copy(Copy::new(ctx.path().join("site"), "/srv/www/"))
         .run("echo \"$GREETING from $(pwd)\" > out.txt; cat hello.txt >> out.txt")
         .run_exec(["/bin/mkdir", "-p", "/data/x"])
@@ -65,14 +80,25 @@ fn steps_layers_history_and_config() {
     // base 1 layer + WORKDIR + COPY + COPY + RUN + RUN
     assert_eq!(img.layers().len(), 6, "{:#?}", img.history());
     let hist = img.history();
-    let by: Vec<String> = hist.iter().map(|h| h.created_by.clone().unwrap_or_default()).collect();
+    let by: Vec<String> = hist
+        .iter()
+        .map(|h| h.created_by.clone().unwrap_or_default())
+        .collect();
     assert_eq!(hist.len(), 1 + 14, "{by:#?}");
     assert_eq!(by[1], "ENV GREETING=hi there");
     assert!(hist[1].layer.is_none());
     assert_eq!(by[2], "WORKDIR /app");
     assert!(hist[2].layer.is_some());
-    assert!(by[3].starts_with("COPY file:") && by[3].ends_with(" in hello.txt"), "{}", by[3]);
-    assert!(by[4].starts_with("COPY dir:") && by[4].ends_with(" in /srv/www/"), "{}", by[4]);
+    assert!(
+        by[3].starts_with("COPY file:") && by[3].ends_with(" in hello.txt"),
+        "{}",
+        by[3]
+    );
+    assert!(
+        by[4].starts_with("COPY dir:") && by[4].ends_with(" in /srv/www/"),
+        "{}",
+        by[4]
+    );
     assert!(by[5].starts_with("RUN /bin/sh -c echo"), "{}", by[5]);
     assert_eq!(by[6], r#"RUN ["/bin/mkdir","-p","/data/x"]"#);
     assert!(hist[7..].iter().all(|h| h.layer.is_none()));
@@ -96,19 +122,33 @@ fn steps_layers_history_and_config() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.starts_with("hi there from /app\nhello\n"), "{text}");
-    let hello = text.lines().find(|l| l.ends_with("/app/hello.txt")).unwrap();
+    let hello = text
+        .lines()
+        .find(|l| l.ends_with("/app/hello.txt"))
+        .unwrap();
     assert!(hello.starts_with("-rw-r-----"), "{hello}");
     let f: Vec<&str> = hello.split_whitespace().collect();
     assert_eq!((f[2], f[3]), ("1000", "1001"), "{hello}");
     let index = text.lines().find(|l| l.ends_with("index.html")).unwrap();
     let f: Vec<&str> = index.split_whitespace().collect();
     assert_eq!((f[2], f[3]), ("0", "0"), "{index}");
-    assert!(text.lines().any(|l| l.starts_with('d') && l.ends_with("/data/x")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with('d') && l.ends_with("/data/x")),
+        "{text}"
+    );
     // The image's own CMD runs as user 1000.
     let out = Container::builder(&store, img).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi there from /app\nhello\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hi there from /app\nhello\n"
+    );
 }
 
 #[test]
@@ -141,7 +181,10 @@ fn add_tar_unpacks_under_destination() {
     assert_eq!(report.image.layers().len(), 2);
     let out = Container::builder(&store, &report.image)
         .command("/bin/sh")
-        .args(["-c", "cat /opt/bundle/conf/app.conf; ls -ln /opt/bundle/conf/app.conf"])
+        .args([
+            "-c",
+            "cat /opt/bundle/conf/app.conf; ls -ln /opt/bundle/conf/app.conf",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -150,7 +193,10 @@ fn add_tar_unpacks_under_destination() {
     assert_eq!((f[2], f[3]), ("33", "44"), "{text}");
     // Not a tar: refused before any work.
     let err = Build::from_image(&base)
-        .add_tar(ctx.path().join("bundle.tar.gz").with_extension("nope"), "/x")
+        .add_tar(
+            ctx.path().join("bundle.tar.gz").with_extension("nope"),
+            "/x",
+        )
         .build(&store, "bad:1")
         .unwrap_err();
     assert!(matches!(err, BuildError::Invalid { step: 1, .. }), "{err}");
@@ -172,9 +218,16 @@ fn invalid_recipes_fail_before_any_work() {
         .build(&store, "s:1")
         .unwrap_err();
     match &err {
-        BuildError::Invalid { step, instruction, reason } => {
+        BuildError::Invalid {
+            step,
+            instruction,
+            reason,
+        } => {
             assert_eq!(*step, 2);
-            assert!(instruction.starts_with("RUN /bin/sh -c touch"), "{instruction}");
+            assert!(
+                instruction.starts_with("RUN /bin/sh -c touch"),
+                "{instruction}"
+            );
             assert!(reason.contains("scratch"), "{reason}");
         }
         e => panic!("{e}"),
@@ -196,7 +249,10 @@ fn invalid_recipes_fail_before_any_work() {
         }
         e => panic!("{e}"),
     }
-    let err = Build::from_image(&cat_only).run("true").build(&store, "nosh:2").unwrap_err();
+    let err = Build::from_image(&cat_only)
+        .run("true")
+        .build(&store, "nosh:2")
+        .unwrap_err();
     assert!(matches!(err, BuildError::Invalid { step: 1, .. }), "{err}");
     // Missing source, bad user spec, unknown user name, bad tag.
     let err = Build::from_image(&cat_only)
@@ -204,11 +260,19 @@ fn invalid_recipes_fail_before_any_work() {
         .build(&store, "x:1")
         .unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
-    let err = Build::from_image(&cat_only).user("a:").build(&store, "x:1").unwrap_err();
+    let err = Build::from_image(&cat_only)
+        .user("a:")
+        .build(&store, "x:1")
+        .unwrap_err();
     assert!(matches!(err, BuildError::Invalid { step: 1, .. }), "{err}");
-    let err = Build::from_image(&cat_only).user("nobody").build(&store, "x:1").unwrap_err();
+    let err = Build::from_image(&cat_only)
+        .user("nobody")
+        .build(&store, "x:1")
+        .unwrap_err();
     assert!(err.to_string().contains("nobody"), "{err}");
-    let err = Build::from_image(&cat_only).build(&store, "Bad Tag").unwrap_err();
+    let err = Build::from_image(&cat_only)
+        .build(&store, "Bad Tag")
+        .unwrap_err();
     assert!(matches!(err, BuildError::Invalid { step: 0, .. }), "{err}");
     // A failing RUN names its step and its stderr.
     let b = base(&store);
@@ -254,7 +318,9 @@ fn user_by_name_checked_at_its_step() {
         .build(&store, "u:2")
         .unwrap_err();
     match err {
-        BuildError::Step { step, instruction, .. } => {
+        BuildError::Step {
+            step, instruction, ..
+        } => {
             assert_eq!(step, 2);
             assert_eq!(instruction, "USER ghost");
         }
@@ -290,7 +356,13 @@ fn cache_hits_misses_and_invalidation() {
     let second_time = t.elapsed();
     eprintln!("first build {first_time:?}, cached rebuild {second_time:?}");
     assert_eq!(second.runs_executed(), 0);
-    assert!(second.steps.iter().filter(|s| s.layer.is_some()).all(|s| s.cached));
+    assert!(
+        second
+            .steps
+            .iter()
+            .filter(|s| s.layer.is_some())
+            .all(|s| s.cached)
+    );
     // Same layers: the random RUN did not run again.
     assert_eq!(first.image.layers(), second.image.layers());
     // Touching a source keeps the cache.
@@ -306,7 +378,11 @@ fn cache_hits_misses_and_invalidation() {
     let moded = recipe(&b, ctx.path()).build(&store, "c:4").unwrap();
     assert_eq!(moded.runs_executed(), 2);
     assert!(!moded.steps[0].cached);
-    assert_ne!(moded.image.layers()[2], first.image.layers()[2], "random RUN re-ran");
+    assert_ne!(
+        moded.image.layers()[2],
+        first.image.layers()[2],
+        "random RUN re-ran"
+    );
     // Content change: the same.
     fs::set_permissions(&a, fs::Permissions::from_mode(0o644)).unwrap();
     fs::write(&a, "two").unwrap();
@@ -323,10 +399,17 @@ fn cache_hits_misses_and_invalidation() {
     fs::write(&a, "two").unwrap();
     fs::remove_file(ctx.path().join("src/b.txt")).unwrap();
     let same = recipe(&b, ctx.path()).build(&store, "c:6").unwrap();
-    assert_eq!(same.runs_executed(), 0, "same content, mode and names: cached");
+    assert_eq!(
+        same.runs_executed(),
+        0,
+        "same content, mode and names: cached"
+    );
     fs::rename(&a, ctx.path().join("src/b.txt")).unwrap();
     let err = recipe(&b, ctx.path()).build(&store, "c:7").unwrap_err();
-    assert!(err.to_string().contains("a.txt"), "the RUN reads a.txt: {err}");
+    assert!(
+        err.to_string().contains("a.txt"),
+        "the RUN reads a.txt: {err}"
+    );
     let renamed = Build::from_image(&b)
         .copy(Copy::new(ctx.path().join("src"), "/src/"))
         .run("cat /proc/sys/kernel/random/uuid > /random")
@@ -364,7 +447,11 @@ fn reproducible_in_two_stores() {
     let ctx = tempfile::tempdir().unwrap();
     fs::create_dir(ctx.path().join("app")).unwrap();
     fs::write(ctx.path().join("app/main.sh"), "echo main\n").unwrap();
-    fs::set_permissions(ctx.path().join("app/main.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        ctx.path().join("app/main.sh"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     fs::write(ctx.path().join("README"), "readme").unwrap();
     let build = |store: &Store| {
         let b = base(store);
@@ -390,5 +477,11 @@ fn reproducible_in_two_stores() {
     assert_eq!(r1.image.id(), r2.image.id());
     assert_eq!(r1.image.manifest_digest(), r2.image.manifest_digest());
     assert_eq!(r1.image.created(), Some("2020-09-13T12:26:40Z"));
-    assert!(r1.image.history().iter().skip(1).all(|h| h.created.as_deref() == Some("2020-09-13T12:26:40Z")));
+    assert!(
+        r1.image
+            .history()
+            .iter()
+            .skip(1)
+            .all(|h| h.created.as_deref() == Some("2020-09-13T12:26:40Z"))
+    );
 }

@@ -254,7 +254,8 @@ pub(crate) fn write_layer(
 ) -> Result<Layer, CopyError> {
     add_ancestors(&mut plan);
     let tmp_dir = store.layout().tmp();
-    let mut tmp = tempfile::tempfile_in(&tmp_dir).map_err(io_err("creating a file in", &tmp_dir))?;
+    let mut tmp =
+        tempfile::tempfile_in(&tmp_dir).map_err(io_err("creating a file in", &tmp_dir))?;
     let opts = DiffOptions {
         mtime_clamp,
         ..DiffOptions::default()

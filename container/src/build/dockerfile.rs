@@ -100,7 +100,12 @@ fn logical_lines(text: &str) -> Vec<(usize, String)> {
 }
 
 /// Substitute `$VAR`, `${VAR}`, `${VAR:-d}`, `${VAR:+a}` from `vars`; `\$` is a literal `$`.
-fn substitute(s: &str, vars: &HashMap<String, String>, line: usize) -> Result<String, DockerfileError> {
+fn substitute_with(
+    s: &str,
+    vars: &HashMap<String, String>,
+    line: usize,
+    keep_unknown: bool,
+) -> Result<String, DockerfileError> {
     let mut out = String::new();
     let chars: Vec<char> = s.chars().collect();
     let mut i = 0;
@@ -122,7 +127,10 @@ fn substitute(s: &str, vars: &HashMap<String, String>, line: usize) -> Result<St
             };
             let inner: String = chars[i + 2..i + 2 + end].iter().collect();
             let value = if let Some((name, d)) = inner.split_once(":-") {
-                vars.get(name).filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| d.to_owned())
+                vars.get(name)
+                    .filter(|v| !v.is_empty())
+                    .cloned()
+                    .unwrap_or_else(|| d.to_owned())
             } else if let Some((name, a)) = inner.split_once(":+") {
                 if vars.get(name).is_some_and(|v| !v.is_empty()) {
                     a.to_owned()
@@ -130,10 +138,15 @@ fn substitute(s: &str, vars: &HashMap<String, String>, line: usize) -> Result<St
                     String::new()
                 }
             } else {
-                if inner.is_empty() || !inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                if inner.is_empty() || !inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
                     return Err(err(line, format!("bad substitution ${{{inner}}}")));
                 }
-                vars.get(&inner).cloned().unwrap_or_default()
+                match vars.get(&inner) {
+                    Some(v) => v.clone(),
+                    None if keep_unknown => format!("${{{inner}}}"),
+                    None => String::new(),
+                }
             };
             out.push_str(&value);
             i += 3 + end;
@@ -147,11 +160,27 @@ fn substitute(s: &str, vars: &HashMap<String, String>, line: usize) -> Result<St
             out.push('$');
             i += 1;
         } else {
-            out.push_str(vars.get(&name).map_or("", String::as_str));
+            match vars.get(&name) {
+                Some(v) => out.push_str(v),
+                None if keep_unknown => {
+                    out.push('$');
+                    out.push_str(&name);
+                }
+                None => {}
+            }
             i += 1 + name.chars().count();
         }
     }
     Ok(out)
+}
+
+/// Substitute from `vars`, unknown variables becoming empty.
+fn substitute(
+    s: &str,
+    vars: &HashMap<String, String>,
+    line: usize,
+) -> Result<String, DockerfileError> {
+    substitute_with(s, vars, line, false)
 }
 
 /// Split into words, shell-like: whitespace separates, quotes group, backslash escapes.
@@ -227,7 +256,10 @@ fn pairs(s: &str, line: usize, what: &str) -> Result<Vec<(String, String)>, Dock
 /// A path of the build context, refusing what leaves it.
 fn context_path(context: &Path, src: &str, line: usize) -> Result<PathBuf, DockerfileError> {
     if src.contains(['*', '?', '[']) {
-        return Err(err(line, format!("wildcards in sources are not supported: {src:?}")));
+        return Err(err(
+            line,
+            format!("wildcards in sources are not supported: {src:?}"),
+        ));
     }
     let mut depth: i32 = 0;
     for c in Path::new(src).components() {
@@ -237,7 +269,10 @@ fn context_path(context: &Path, src: &str, line: usize) -> Result<PathBuf, Docke
             _ => {}
         }
         if depth < 0 {
-            return Err(err(line, format!("source {src:?} is outside the build context")));
+            return Err(err(
+                line,
+                format!("source {src:?} is outside the build context"),
+            ));
         }
     }
     Ok(context.join(src.trim_start_matches('/')))
@@ -264,8 +299,12 @@ impl Dockerfile {
                 Some((k, r)) => (k.to_ascii_uppercase(), r.trim().to_owned()),
                 None => (text.to_ascii_uppercase(), String::new()),
             };
-            if rest.contains("<<") && matches!(kw.as_str(), "RUN" | "COPY" | "ADD")
-                && words(&rest, line).is_ok_and(|w| w.iter().any(|w| w.starts_with("<<") && w.len() > 2 && !w[2..].starts_with('<')))
+            if rest.contains("<<")
+                && matches!(kw.as_str(), "RUN" | "COPY" | "ADD")
+                && words(&rest, line).is_ok_and(|w| {
+                    w.iter()
+                        .any(|w| w.starts_with("<<") && w.len() > 2 && !w[2..].starts_with('<'))
+                })
             {
                 return Err(err(line, format!("{kw}: heredocs are not supported")));
             }
@@ -290,7 +329,10 @@ impl Dockerfile {
             }
             if kw == "FROM" {
                 if from.is_some() {
-                    return Err(err(line, "multi-stage builds (a second FROM) are not supported"));
+                    return Err(err(
+                        line,
+                        "multi-stage builds (a second FROM) are not supported",
+                    ));
                 }
                 let ws = words(&sub(&rest)?, line)?;
                 if ws.iter().any(|w| w.starts_with("--")) {
@@ -318,19 +360,23 @@ impl Dockerfile {
             let step = match kw.as_str() {
                 "RUN" => {
                     if rest.starts_with("--") {
-                        return Err(err(line, "RUN flags (--mount, --network) are not supported"));
+                        return Err(err(
+                            line,
+                            "RUN flags (--mount, --network) are not supported",
+                        ));
                     }
                     match json_array(&rest) {
                         Some(v) if v.is_empty() => return Err(err(line, "RUN: empty command")),
                         Some(v) => Step::Run(RunCommand::Exec(v)),
                         None if rest.is_empty() => return Err(err(line, "RUN: empty command")),
-                        None => Step::Run(RunCommand::Shell(substitute(&rest, &args, line)?)),
+                        None => Step::Run(RunCommand::Shell(substitute_with(
+                            &rest, &args, line, true,
+                        )?)),
                     }
                 }
                 "CMD" | "ENTRYPOINT" => {
-                    let v = json_array(&rest).unwrap_or_else(|| {
-                        vec!["/bin/sh".into(), "-c".into(), rest.clone()]
-                    });
+                    let v = json_array(&rest)
+                        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into(), rest.clone()]);
                     if kw == "CMD" {
                         Step::Cmd(v)
                     } else {
@@ -361,9 +407,14 @@ impl Dockerfile {
                     }
                     let dest = ws.pop().unwrap_or_default();
                     if kw == "ADD"
-                        && let Some(u) = ws.iter().find(|w| w.contains("://") || w.starts_with("git@"))
+                        && let Some(u) = ws
+                            .iter()
+                            .find(|w| w.contains("://") || w.starts_with("git@"))
                     {
-                        return Err(err(line, format!("ADD of a remote source {u:?} is not supported")));
+                        return Err(err(
+                            line,
+                            format!("ADD of a remote source {u:?} is not supported"),
+                        ));
                     }
                     let sources = ws
                         .iter()
@@ -371,7 +422,10 @@ impl Dockerfile {
                         .collect::<Result<Vec<_>, _>>()?;
                     if kw == "ADD" && sources.len() == 1 && copy::is_tar(&sources[0]) {
                         if chown.is_some() || chmod.is_some() {
-                            return Err(err(line, "ADD of a tar with --chown/--chmod is not supported"));
+                            return Err(err(
+                                line,
+                                "ADD of a tar with --chown/--chmod is not supported",
+                            ));
                         }
                         Step::AddTar {
                             tar: sources[0].clone(),
@@ -395,7 +449,10 @@ impl Dockerfile {
                         // ENV key value (the rest of the line, as it is).
                         let value = s[first.len()..].trim();
                         if first.is_empty() || value.is_empty() {
-                            return Err(err(line, "ENV: expected ENV key value or ENV key=value ..."));
+                            return Err(err(
+                                line,
+                                "ENV: expected ENV key value or ENV key=value ...",
+                            ));
                         }
                         vec![(first.to_owned(), value.to_owned())]
                     } else {
@@ -469,11 +526,17 @@ impl Dockerfile {
                     let sig = match v.parse::<i32>() {
                         Ok(n) => Signal::try_from(n).ok(),
                         Err(_) => {
-                            let name = if v.starts_with("SIG") { v.clone() } else { format!("SIG{v}") };
+                            let name = if v.starts_with("SIG") {
+                                v.clone()
+                            } else {
+                                format!("SIG{v}")
+                            };
                             name.parse::<Signal>().ok()
                         }
                     };
-                    Step::StopSignal(sig.ok_or_else(|| err(line, format!("STOPSIGNAL: unknown signal {v:?}")))?)
+                    Step::StopSignal(
+                        sig.ok_or_else(|| err(line, format!("STOPSIGNAL: unknown signal {v:?}")))?,
+                    )
                 }
                 "HEALTHCHECK" | "ONBUILD" | "SHELL" | "MAINTAINER" => {
                     return Err(err(line, format!("{kw} is not supported")));
@@ -518,7 +581,12 @@ mod tests {
         Dockerfile::parse(text, Path::new("/ctx"), &[])
     }
     fn steps(text: &str) -> Vec<Step> {
-        parse(text).unwrap().steps.into_iter().map(|(_, s)| s).collect()
+        parse(text)
+            .unwrap()
+            .steps
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect()
     }
     fn line_of(text: &str) -> usize {
         parse(text).unwrap_err().line
@@ -527,7 +595,10 @@ mod tests {
     #[test]
     fn from_scratch_and_image() {
         assert_eq!(parse("FROM scratch").unwrap().from, From::Scratch);
-        assert_eq!(parse("from alpine:3").unwrap().from, From::Image("alpine:3".into()));
+        assert_eq!(
+            parse("from alpine:3").unwrap().from,
+            From::Image("alpine:3".into())
+        );
         assert_eq!(line_of("\n\nRUN x\nFROM a"), 3);
         assert_eq!(line_of("# c\n"), 1);
         assert_eq!(line_of("FROM a AS b"), 1);
@@ -543,7 +614,10 @@ mod tests {
         );
         assert_eq!(
             steps("FROM a\nRUN [\"/bin/echo\", \"a b\"]"),
-            vec![Step::Run(RunCommand::Exec(vec!["/bin/echo".into(), "a b".into()]))]
+            vec![Step::Run(RunCommand::Exec(vec![
+                "/bin/echo".into(),
+                "a b".into()
+            ]))]
         );
         assert_eq!(line_of("FROM a\nRUN"), 2);
         assert_eq!(line_of("FROM a\nRUN []"), 2);
@@ -553,7 +627,9 @@ mod tests {
 
     #[test]
     fn comments_and_continuations() {
-        let s = steps("# top\nFROM a\n# x\nRUN apt-get update \\\n    # inner comment\n    && echo done\nENV A=1");
+        let s = steps(
+            "# top\nFROM a\n# x\nRUN apt-get update \\\n    # inner comment\n    && echo done\nENV A=1",
+        );
         assert_eq!(
             s,
             vec![
@@ -594,7 +670,7 @@ mod tests {
 
     #[test]
     fn args_and_build_args() {
-        let text = "ARG BASE=alpine\nFROM $BASE\nARG VERSION=1.0\nARG EMPTY\nLABEL v=$VERSION e=\"[$EMPTY]\" d=${NOPE:-dflt} p=${VERSION:+set}\nRUN echo $VERSION \\$HOME";
+        let text = "ARG BASE=alpine\nFROM $BASE\nARG VERSION=1.0\nARG EMPTY\nLABEL v=$VERSION e=\"[$EMPTY]\" d=${NOPE:-dflt} p=${VERSION:+set}\nRUN echo $VERSION \\$HOME $PATH ${X}";
         let df = Dockerfile::parse(text, Path::new("/c"), &[("VERSION", "2.5")]).unwrap();
         assert_eq!(df.from, From::Image("alpine".into()));
         let s: Vec<Step> = df.steps.into_iter().map(|(_, s)| s).collect();
@@ -605,7 +681,7 @@ mod tests {
                 Step::Label("e".into(), "[]".into()),
                 Step::Label("d".into(), "dflt".into()),
                 Step::Label("p".into(), "set".into()),
-                Step::Run(RunCommand::Shell("echo 2.5 $HOME".into()))
+                Step::Run(RunCommand::Shell("echo 2.5 $HOME $PATH ${X}".into()))
             ]
         );
         let df = Dockerfile::parse("ARG B=x\nFROM $B", Path::new("/c"), &[("B", "y:1")]).unwrap();
@@ -619,7 +695,9 @@ mod tests {
         assert_eq!(
             steps("FROM a\nCOPY --chown=app:app --chmod=750 src/ lib /opt/"),
             vec![Step::Copy(
-                Copy::many(["/ctx/src/", "/ctx/lib"], "/opt/").chown("app:app").chmod(0o750)
+                Copy::many(["/ctx/src/", "/ctx/lib"], "/opt/")
+                    .chown("app:app")
+                    .chmod(0o750)
             )]
         );
         assert_eq!(
@@ -669,9 +747,15 @@ mod tests {
 
     #[test]
     fn unsupported_instructions_name_their_line() {
-        for (i, kw) in ["HEALTHCHECK CMD true", "ONBUILD RUN x", "SHELL [\"/bin/bash\"]", "MAINTAINER me", "FOO bar"]
-            .iter()
-            .enumerate()
+        for (i, kw) in [
+            "HEALTHCHECK CMD true",
+            "ONBUILD RUN x",
+            "SHELL [\"/bin/bash\"]",
+            "MAINTAINER me",
+            "FOO bar",
+        ]
+        .iter()
+        .enumerate()
         {
             let text = format!("FROM a\n{}{kw}", "\n".repeat(i));
             assert_eq!(line_of(&text), 2 + i, "{kw}");

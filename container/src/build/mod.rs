@@ -329,9 +329,7 @@ impl Build {
         let image = store
             .commit(exec.builder().created(created))
             .map_err(commit_err)?;
-        store
-            .tag(&image, &tag.to_string())
-            .map_err(commit_err)?;
+        store.tag(&image, &tag.to_string()).map_err(commit_err)?;
         for md in exec.intermediates {
             if md != image.manifest_digest()
                 && let Err(e) = store.remove(&md.to_string())
@@ -418,11 +416,7 @@ impl Build {
                     }
                     for src in &c.sources {
                         if let Err(e) = std::fs::metadata(src) {
-                            return Err(invalid(
-                                i,
-                                s,
-                                format!("source {}: {e}", src.display()),
-                            ));
+                            return Err(invalid(i, s, format!("source {}: {e}", src.display())));
                         }
                     }
                     if let Some(o) = &c.chown {
@@ -456,9 +450,7 @@ impl Build {
                 }
                 Step::User(u) => {
                     check_user_spec(u).map_err(|r| invalid(i, s, r))?;
-                    if !files_changed
-                        && let Some(v) = &base_view
-                    {
+                    if !files_changed && let Some(v) = &base_view {
                         crate::config::resolve_identity(v, Some(u), None)
                             .map_err(|e| invalid(i, s, e.to_string()))?;
                     }
@@ -601,7 +593,13 @@ impl<'a> Executor<'a> {
         let ids: Vec<Digest> = self.layers.iter().map(|l| l.diff_id).collect();
         let chain = chain_id(&ids).map_or_else(|| "empty".to_owned(), |c| c.to_string());
         let config = serde_json::to_string(&self.config).unwrap_or_default();
-        Digest::of(format!("chain {chain}\nconfig {config}\nepoch {:?}\n", self.build.epoch).as_bytes())
+        Digest::of(
+            format!(
+                "chain {chain}\nconfig {config}\nepoch {:?}\n",
+                self.build.epoch
+            )
+            .as_bytes(),
+        )
     }
 
     /// An image builder of the current state.
@@ -788,8 +786,8 @@ impl<'a> Executor<'a> {
             Step::Copy(c) => {
                 let (_, view) = self.current()?;
                 let plan = self.copy_plan(c, Some(&view))?;
-                let single_dir =
-                    c.sources.len() == 1 && std::fs::metadata(&c.sources[0]).is_ok_and(|m| m.is_dir());
+                let single_dir = c.sources.len() == 1
+                    && std::fs::metadata(&c.sources[0]).is_ok_and(|m| m.is_dir());
                 let kind = if c.sources.len() > 1 {
                     "multi"
                 } else if single_dir {
@@ -805,13 +803,16 @@ impl<'a> Executor<'a> {
                     self.now_secs(),
                 )?;
                 let m = manifest.map(|m| m.hex()).unwrap_or_default();
-                (Some(layer), format!("COPY {kind}:{m} in {}", c.dest), Vec::new())
+                (
+                    Some(layer),
+                    format!("COPY {kind}:{m} in {}", c.dest),
+                    Vec::new(),
+                )
             }
             Step::AddTar { tar, dest } => {
                 let (_, view) = self.current()?;
                 let dir = copy::unpack_tar(self.store, tar)?;
-                let dest_abs =
-                    copy::resolve_in_view(Some(&view), &self.config.absolute(dest));
+                let dest_abs = copy::resolve_in_view(Some(&view), &self.config.absolute(dest));
                 let mut plan = copy::Plan::new();
                 let meta = std::fs::metadata(dir.path()).map_err(|source| StepError::Io {
                     op: "reading",
@@ -847,7 +848,9 @@ impl<'a> Executor<'a> {
             }
             Step::Workdir(_) => {
                 let (_, view) = self.current()?;
-                let dir = self.config.absolute(self.config.workdir.as_deref().unwrap_or("/"));
+                let dir = self
+                    .config
+                    .absolute(self.config.workdir.as_deref().unwrap_or("/"));
                 let resolved = copy::resolve_in_view(Some(&view), &dir);
                 let abs = Path::new("/").join(&resolved);
                 let layer = if view.metadata(&abs).is_ok_and(|m| m.is_dir())
@@ -931,7 +934,11 @@ impl<'a> Executor<'a> {
             } else {
                 dest.join(src.file_name().unwrap_or_default())
             };
-            let source = if is_dir { src.clone() } else { std::fs::canonicalize(src).unwrap_or_else(|_| src.clone()) };
+            let source = if is_dir {
+                src.clone()
+            } else {
+                std::fs::canonicalize(src).unwrap_or_else(|_| src.clone())
+            };
             copy::plan_tree(&mut plan, &source, meta, &target, attrs, true)?;
         }
         if into_dir && !copy::key_of(&dest).is_empty() {
@@ -965,8 +972,7 @@ impl<'a> Executor<'a> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        let (out, err) =
-            crate::container::child::collect(child.stdout.take(), child.stderr.take());
+        let (out, err) = crate::container::child::collect(child.stdout.take(), child.stderr.take());
         let mut container: Container = child.into_container();
         let status = container.wait()?;
         let out = out.unwrap_or_default();
@@ -1039,4 +1045,3 @@ fn resolve_owner(view: &UnionView, spec: &str) -> Result<(u32, u32), StepError> 
 fn unreachable_step() -> ! {
     unreachable!("step kinds are dispatched by Step::touches_files")
 }
-

@@ -99,7 +99,10 @@ impl Copy {
         }
     }
     /// Copy several sources into the directory `dest`.
-    pub fn many<P: Into<PathBuf>>(sources: impl IntoIterator<Item = P>, dest: impl Into<String>) -> Copy {
+    pub fn many<P: Into<PathBuf>>(
+        sources: impl IntoIterator<Item = P>,
+        dest: impl Into<String>,
+    ) -> Copy {
         Copy {
             sources: sources.into_iter().map(Into::into).collect(),
             dest: dest.into(),
