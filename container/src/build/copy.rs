@@ -63,7 +63,7 @@ pub(crate) enum Planned {
     /// A host file, with owner and mode overrides.
     Source {
         source: PathBuf,
-        meta: Metadata,
+        meta: Box<Metadata>,
         attrs: EntryAttrs,
     },
     /// A directory that must exist: kept as the image has it, else made with these attributes.
@@ -166,7 +166,7 @@ pub(crate) fn plan_tree(
             key,
             Planned::Source {
                 source: source.to_owned(),
-                meta,
+                meta: Box::new(meta),
                 attrs,
             },
         );
@@ -198,7 +198,7 @@ pub(crate) fn plan_tree(
                 k,
                 Planned::Source {
                     source: path,
-                    meta: m,
+                    meta: Box::new(m),
                     attrs,
                 },
             );

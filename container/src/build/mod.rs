@@ -179,7 +179,7 @@ pub enum BuildError {
         instruction: String,
         /// The cause.
         #[source]
-        source: StepError,
+        source: Box<StepError>,
     },
     /// Committing or tagging the result failed.
     #[error("committing the image {reference}: {source}")]
@@ -188,7 +188,7 @@ pub enum BuildError {
         reference: String,
         /// The cause.
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
 }
 
@@ -315,7 +315,7 @@ impl Build {
             let mut r = exec.step(step).map_err(|source| BuildError::Step {
                 step: i + 1,
                 instruction: step.instruction(),
-                source,
+                source: Box::new(source),
             })?;
             r.index = i + 1;
             r.duration = t.elapsed();
@@ -323,7 +323,7 @@ impl Build {
         }
         let commit_err = |source| BuildError::Commit {
             reference: reference.to_owned(),
-            source,
+            source: Box::new(source),
         };
         let created = exec.timestamp();
         let image = store
