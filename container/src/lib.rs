@@ -14,6 +14,7 @@
 
 #![deny(missing_docs)]
 
+pub mod build;
 pub mod builder;
 pub mod cgroup;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod record;
 pub mod rlimit;
 pub mod volume;
 
+pub use build::{Build, BuildError, BuildReport};
 pub use builder::{ContainerBuilder, Stdio};
 pub use container::list::recover;
 pub use container::{Child, Container, ContainerSummary, ExecBuilder, ExecChild, Output, Status};

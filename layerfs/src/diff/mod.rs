@@ -54,7 +54,7 @@ use crate::digest::Digest;
 use crate::view::UnionView;
 use crate::whiteout::OverlayXattr;
 
-pub use writer::LayerWriter;
+pub use writer::{EntryAttrs, LayerWriter};
 
 /// How a diff writes its layer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

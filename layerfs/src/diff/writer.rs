@@ -49,6 +49,18 @@ pub struct LayerWriter<W: Write> {
     buf: Vec<u8>,
 }
 
+/// Overrides for one entry's owner and permission bits, for entries that do not keep their
+/// source's (a build's `COPY --chown`/`--chmod`). `None` keeps the source's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EntryAttrs {
+    /// The owner's uid.
+    pub uid: Option<u32>,
+    /// The owner's gid.
+    pub gid: Option<u32>,
+    /// The permission bits (with setuid, setgid, sticky: `0o7777` at most).
+    pub mode: Option<u32>,
+}
+
 /// xattrs as (name, value) pairs, sorted by name.
 pub(crate) type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -91,6 +103,21 @@ impl<W: Write> LayerWriter<W> {
     /// they are skipped (and counted). A name starting with `.wh.` is refused
     /// ([`DiffError::ReservedName`]).
     pub fn add(&mut self, name: &Path, source: &Path, meta: &Metadata) -> Result<(), DiffError> {
+        self.add_as(name, source, meta, &EntryAttrs::default())
+    }
+
+    /// [`LayerWriter::add`], with the owner and permission bits of `attrs` instead of the
+    /// source's where given.
+    pub fn add_as(
+        &mut self,
+        name: &Path,
+        source: &Path,
+        meta: &Metadata,
+        attrs: &EntryAttrs,
+    ) -> Result<(), DiffError> {
+        let mode = attrs.mode.map_or(meta.mode(), |m| m & 0o7777) & 0o7777;
+        let uid: u64 = attrs.uid.unwrap_or(meta.uid()).into();
+        let gid: u64 = attrs.gid.unwrap_or(meta.gid()).into();
         if name
             .file_name()
             .is_some_and(|n| n.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()))
@@ -113,9 +140,9 @@ impl<W: Write> LayerWriter<W> {
                 self.write_header(&Fields {
                     path: &path,
                     kind: EntryType::Link,
-                    mode: meta.mode() & 0o7777,
-                    uid: meta.uid().into(),
-                    gid: meta.gid().into(),
+                    mode,
+                    uid,
+                    gid,
                     mtime: self.mtime(meta),
                     size: 0,
                     link: Some(&first),
@@ -131,9 +158,9 @@ impl<W: Write> LayerWriter<W> {
         let mut fields = Fields {
             path: &[],
             kind: EntryType::Regular,
-            mode: meta.mode() & 0o7777,
-            uid: meta.uid().into(),
-            gid: meta.gid().into(),
+            mode,
+            uid,
+            gid,
             mtime: self.mtime(meta),
             size: 0,
             link: None,
@@ -186,6 +213,37 @@ impl<W: Write> LayerWriter<W> {
             fields.path = &path;
             self.write_header(&fields)?;
         }
+        Ok(())
+    }
+
+    /// Add a directory entry `name` made up from its attributes alone (no source on disk,
+    /// no xattrs): a parent directory a build step creates. `mtime` is clamped as any other.
+    pub fn add_dir(
+        &mut self,
+        name: &Path,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        mtime: u64,
+    ) -> Result<(), DiffError> {
+        let mut path = name.as_os_str().as_bytes().to_vec();
+        if path.last() != Some(&b'/') {
+            path.push(b'/');
+        }
+        let mtime = self.mtime_clamp.map_or(mtime, |e| mtime.min(e));
+        self.write_header(&Fields {
+            path: &path,
+            kind: EntryType::Directory,
+            mode: mode & 0o7777,
+            uid: uid.into(),
+            gid: gid.into(),
+            mtime,
+            size: 0,
+            link: None,
+            device: None,
+            xattrs: Vec::new(),
+        })?;
+        self.counts.dirs += 1;
         Ok(())
     }
 

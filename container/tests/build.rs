@@ -1,0 +1,487 @@
+//! Image builds with the typed builder: RUN/COPY/ADD/config steps, history, cache and
+//! reproducible digests. Real containers, real stores.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Instant;
+
+use molde_container::Container;
+use molde_container::build::{Build, BuildError, Copy, Port};
+use molde_image::{ImageBuilder, Store};
+
+fn base(store: &Store) -> molde_image::Image {
+    // A base with the same digest in every store: from_host's layer, fixed config.
+    let host: Vec<&Path> = [
+        "/bin/sh",
+        "/bin/cat",
+        "/bin/ls",
+        "/bin/mkdir",
+        "/bin/touch",
+        "/bin/echo",
+    ]
+    .iter()
+    .map(Path::new)
+    .filter(|p| p.exists())
+    .collect();
+    let img = molde_image::base::from_host(store, &host).unwrap();
+    let b = ImageBuilder::new()
+        .created("2020-01-01T00:00:00Z")
+        .layer(img.layers()[0], "host binaries")
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    store.commit(b).unwrap()
+}
+
+fn can_run() -> bool {
+    common::require(common::privileged(), "needs root to run build containers")
+}
+
+#[test]
+fn steps_layers_history_and_config() {
+    if !can_run() {
+        return;
+    }
+    let store = Store::temporary().unwrap();
+    let base = base(&store);
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("hello.txt"), "hello\n").unwrap();
+    fs::create_dir(ctx.path().join("site")).unwrap();
+    fs::write(ctx.path().join("site/index.html"), "<h1>hi</h1>").unwrap();
+    fs::set_permissions(
+        ctx.path().join("hello.txt"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let report = Build::from_image(&base)
+        .env("GREETING", "hi there")
+        .workdir("/app")
+        .copy(
+            Copy::new(ctx.path().join("hello.txt"), "hello.txt")
+                .chown("1000:1001")
+                .chmod(0o640),
+        )
+        .copy(Copy::new(ctx.path().join("site"), "/srv/www/"))
+        .run("echo \"$GREETING from $(pwd)\" > out.txt; cat hello.txt >> out.txt")
+        .run_exec(["/bin/mkdir", "-p", "/data/x"])
+        .user("1000")
+        .expose(8080)
+        .expose(Port::udp(53))
+        .volume("/data")
+        .label("org.example.team", "builders")
+        .entrypoint(["/bin/sh", "-c"])
+        .cmd(["cat /app/out.txt"])
+        .stop_signal(nix::sys::signal::Signal::SIGINT)
+        .build(&store, "demo:1")
+        .unwrap();
+    let img = &report.image;
+    assert_eq!(store.resolve("demo:1").unwrap().id(), img.id());
+    // base 1 layer + WORKDIR + COPY + COPY + RUN + RUN
+    assert_eq!(img.layers().len(), 6, "{:#?}", img.history());
+    let hist = img.history();
+    let by: Vec<String> = hist
+        .iter()
+        .map(|h| h.created_by.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(hist.len(), 1 + 14, "{by:#?}");
+    assert_eq!(by[1], "ENV GREETING=hi there");
+    assert!(hist[1].layer.is_none());
+    assert_eq!(by[2], "WORKDIR /app");
+    assert!(hist[2].layer.is_some());
+    assert!(
+        by[3].starts_with("COPY file:") && by[3].ends_with(" in hello.txt"),
+        "{}",
+        by[3]
+    );
+    assert!(
+        by[4].starts_with("COPY dir:") && by[4].ends_with(" in /srv/www/"),
+        "{}",
+        by[4]
+    );
+    assert!(by[5].starts_with("RUN /bin/sh -c echo"), "{}", by[5]);
+    assert_eq!(by[6], r#"RUN ["/bin/mkdir","-p","/data/x"]"#);
+    assert!(hist[7..].iter().all(|h| h.layer.is_none()));
+    assert_eq!(img.env_var("GREETING"), Some("hi there"));
+    assert_eq!(img.working_dir(), Some("/app"));
+    assert_eq!(img.user(), Some("1000"));
+    assert_eq!(img.exposed_ports(), vec!["53/udp", "8080/tcp"]);
+    assert_eq!(img.volumes(), vec!["/data"]);
+    assert_eq!(img.labels()["org.example.team"], "builders");
+    assert_eq!(img.entrypoint(), ["/bin/sh", "-c"]);
+    assert_eq!(img.cmd(), ["cat /app/out.txt"]);
+    assert_eq!(img.stop_signal(), Some("SIGINT"));
+    assert!(report.steps.iter().all(|s| !s.cached));
+    assert_eq!(report.runs_executed(), 2);
+
+    // Run the result as root to look at owners and modes.
+    let out = Container::builder(&store, img)
+        .user("0")
+        .entrypoint(["/bin/sh", "-c"])
+        .arg("cat /app/out.txt; ls -ln /app/hello.txt /srv/www/index.html; ls -ld /data/x")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("hi there from /app\nhello\n"), "{text}");
+    let hello = text
+        .lines()
+        .find(|l| l.ends_with("/app/hello.txt"))
+        .unwrap();
+    assert!(hello.starts_with("-rw-r-----"), "{hello}");
+    let f: Vec<&str> = hello.split_whitespace().collect();
+    assert_eq!((f[2], f[3]), ("1000", "1001"), "{hello}");
+    let index = text.lines().find(|l| l.ends_with("index.html")).unwrap();
+    let f: Vec<&str> = index.split_whitespace().collect();
+    assert_eq!((f[2], f[3]), ("0", "0"), "{index}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with('d') && l.ends_with("/data/x")),
+        "{text}"
+    );
+    // The image's own CMD runs as user 1000.
+    let out = Container::builder(&store, img).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hi there from /app\nhello\n"
+    );
+}
+
+#[test]
+fn add_tar_unpacks_under_destination() {
+    if !can_run() {
+        return;
+    }
+    let store = Store::temporary().unwrap();
+    let base = base(&store);
+    let ctx = tempfile::tempdir().unwrap();
+    let tar_path = ctx.path().join("bundle.tar.gz");
+    {
+        let f = fs::File::create(&tar_path).unwrap();
+        let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        let mut h = tar::Header::new_ustar();
+        h.set_path("conf/app.conf").unwrap();
+        h.set_size(6);
+        h.set_mode(0o600);
+        h.set_uid(33);
+        h.set_gid(44);
+        h.set_cksum();
+        b.append(&h, &b"key=1\n"[..]).unwrap();
+        b.into_inner().unwrap().finish().unwrap();
+    }
+    let report = Build::from_image(&base)
+        .add_tar(&tar_path, "/opt/bundle")
+        .build(&store, "added:1")
+        .unwrap();
+    assert_eq!(report.image.layers().len(), 2);
+    let out = Container::builder(&store, &report.image)
+        .command("/bin/sh")
+        .args([
+            "-c",
+            "cat /opt/bundle/conf/app.conf; ls -ln /opt/bundle/conf/app.conf",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("key=1\n-rw-------"), "{text}");
+    let f: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!((f[2], f[3]), ("33", "44"), "{text}");
+    // Not a tar: refused before any work.
+    let err = Build::from_image(&base)
+        .add_tar(
+            ctx.path().join("bundle.tar.gz").with_extension("nope"),
+            "/x",
+        )
+        .build(&store, "bad:1")
+        .unwrap_err();
+    assert!(matches!(err, BuildError::Invalid { step: 1, .. }), "{err}");
+}
+
+#[test]
+fn invalid_recipes_fail_before_any_work() {
+    if !can_run() {
+        return;
+    }
+    let store = Store::temporary().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("f"), "x").unwrap();
+    let marker = ctx.path().join("never");
+    // RUN on scratch, after a config step: step 2 named, nothing built.
+    let err = Build::scratch()
+        .env("A", "b")
+        .run(format!("touch {}", marker.display()))
+        .build(&store, "s:1")
+        .unwrap_err();
+    match &err {
+        BuildError::Invalid {
+            step,
+            instruction,
+            reason,
+        } => {
+            assert_eq!(*step, 2);
+            assert!(
+                instruction.starts_with("RUN /bin/sh -c touch"),
+                "{instruction}"
+            );
+            assert!(reason.contains("scratch"), "{reason}");
+        }
+        e => panic!("{e}"),
+    }
+    assert!(store.resolve("s:1").is_err());
+    // A base without /bin/sh: the shell-form RUN is refused, an exec form of a present binary
+    // is not checked against the shell.
+    let cat_only = molde_image::base::from_host(&store, &[Path::new("/bin/cat")]).unwrap();
+    let err = Build::from_image(&cat_only)
+        .copy(Copy::new(ctx.path().join("f"), "/f"))
+        .label("a", "b")
+        .run("true")
+        .build(&store, "nosh:1");
+    // The COPY might have brought a shell: found at the RUN itself.
+    match err.unwrap_err() {
+        BuildError::Step { step, source, .. } => {
+            assert_eq!(step, 3);
+            assert!(source.to_string().contains("/bin/sh"), "{source}");
+        }
+        e => panic!("{e}"),
+    }
+    let err = Build::from_image(&cat_only)
+        .run("true")
+        .build(&store, "nosh:2")
+        .unwrap_err();
+    assert!(matches!(err, BuildError::Invalid { step: 1, .. }), "{err}");
+    // Missing source, bad user spec, unknown user name, bad tag.
+    let err = Build::from_image(&cat_only)
+        .copy(Copy::new(ctx.path().join("missing"), "/x"))
+        .build(&store, "x:1")
+        .unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+    let err = Build::from_image(&cat_only)
+        .user("a:")
+        .build(&store, "x:1")
+        .unwrap_err();
+    assert!(matches!(err, BuildError::Invalid { step: 1, .. }), "{err}");
+    let err = Build::from_image(&cat_only)
+        .user("nobody")
+        .build(&store, "x:1")
+        .unwrap_err();
+    assert!(err.to_string().contains("nobody"), "{err}");
+    let err = Build::from_image(&cat_only)
+        .build(&store, "Bad Tag")
+        .unwrap_err();
+    assert!(matches!(err, BuildError::Invalid { step: 0, .. }), "{err}");
+    // A failing RUN names its step and its stderr.
+    let b = base(&store);
+    let err = Build::from_image(&b)
+        .run("echo oops >&2; exit 3")
+        .build(&store, "x:1")
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("step 1") && msg.contains("oops"), "{msg}");
+}
+
+#[test]
+fn user_by_name_checked_at_its_step() {
+    if !can_run() {
+        return;
+    }
+    let store = Store::temporary().unwrap();
+    let b = base(&store);
+    let ctx = tempfile::tempdir().unwrap();
+    let hostname = ctx.path().join("hostname");
+    fs::write(&hostname, "box\n").unwrap();
+    let r = Build::from_image(&b)
+        .run("echo 'app:x:1234:1235::/home/app:/bin/sh' > /etc/passwd; echo 'app:x:1235:' > /etc/group")
+        .user("app")
+        .run("echo $(id -u 2>/dev/null || echo none) > /tmp/who; ls -lnd /tmp/who")
+        .copy(Copy::many([hostname.as_path()], "/home/app/").chown("app:app"))
+        .build(&store, "u:1");
+    let r = r.unwrap();
+    let out = String::from_utf8_lossy(&r.steps[2].output).into_owned();
+    let f: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!((f[2], f[3]), ("1234", "1235"), "{out}");
+    let out = Container::builder(&store, &r.image)
+        .command("/bin/ls")
+        .args(["-ln", "/home/app/hostname"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!((f[2], f[3]), ("1234", "1235"), "{text}");
+    let err = Build::from_image(&b)
+        .run("true")
+        .user("ghost")
+        .build(&store, "u:2")
+        .unwrap_err();
+    match err {
+        BuildError::Step {
+            step, instruction, ..
+        } => {
+            assert_eq!(step, 2);
+            assert_eq!(instruction, "USER ghost");
+        }
+        e => panic!("{e}"),
+    }
+}
+
+fn recipe(base: &molde_image::Image, ctx: &Path) -> Build {
+    Build::from_image(base)
+        .copy(Copy::new(ctx.join("src"), "/src/"))
+        .run("cat /proc/sys/kernel/random/uuid > /random")
+        .env("K", "v")
+        .run("cat /src/a.txt > /copied")
+}
+
+#[test]
+fn cache_hits_misses_and_invalidation() {
+    if !can_run() {
+        return;
+    }
+    let store = Store::temporary().unwrap();
+    let b = base(&store);
+    let ctx = tempfile::tempdir().unwrap();
+    fs::create_dir(ctx.path().join("src")).unwrap();
+    let a = ctx.path().join("src/a.txt");
+    fs::write(&a, "one").unwrap();
+    let t = Instant::now();
+    let first = recipe(&b, ctx.path()).build(&store, "c:1").unwrap();
+    let first_time = t.elapsed();
+    assert_eq!(first.runs_executed(), 2);
+    let t = Instant::now();
+    let second = recipe(&b, ctx.path()).build(&store, "c:2").unwrap();
+    let second_time = t.elapsed();
+    eprintln!("first build {first_time:?}, cached rebuild {second_time:?}");
+    assert_eq!(second.runs_executed(), 0);
+    assert!(
+        second
+            .steps
+            .iter()
+            .filter(|s| s.layer.is_some())
+            .all(|s| s.cached)
+    );
+    // Same layers: the random RUN did not run again.
+    assert_eq!(first.image.layers(), second.image.layers());
+    // Touching a source keeps the cache.
+    let f = fs::File::options().write(true).open(&a).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(100))
+        .unwrap();
+    drop(f);
+    let touched = recipe(&b, ctx.path()).build(&store, "c:3").unwrap();
+    assert_eq!(touched.runs_executed(), 0);
+    assert_eq!(touched.image.layers(), first.image.layers());
+    // Mode change: invalidates COPY and everything after.
+    fs::set_permissions(&a, fs::Permissions::from_mode(0o600)).unwrap();
+    let moded = recipe(&b, ctx.path()).build(&store, "c:4").unwrap();
+    assert_eq!(moded.runs_executed(), 2);
+    assert!(!moded.steps[0].cached);
+    assert_ne!(
+        moded.image.layers()[2],
+        first.image.layers()[2],
+        "random RUN re-ran"
+    );
+    // Content change: the same.
+    fs::set_permissions(&a, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&a, "two").unwrap();
+    let changed = recipe(&b, ctx.path()).build(&store, "c:5").unwrap();
+    assert_eq!(changed.runs_executed(), 2);
+    let out = Container::builder(&store, &changed.image)
+        .command("/bin/cat")
+        .arg("/copied")
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"two");
+    // Path change (rename): invalidates.
+    fs::rename(&a, ctx.path().join("src/b.txt")).unwrap();
+    fs::write(&a, "two").unwrap();
+    fs::remove_file(ctx.path().join("src/b.txt")).unwrap();
+    let same = recipe(&b, ctx.path()).build(&store, "c:6").unwrap();
+    assert_eq!(
+        same.runs_executed(),
+        0,
+        "same content, mode and names: cached"
+    );
+    fs::rename(&a, ctx.path().join("src/b.txt")).unwrap();
+    let err = recipe(&b, ctx.path()).build(&store, "c:7").unwrap_err();
+    assert!(
+        err.to_string().contains("a.txt"),
+        "the RUN reads a.txt: {err}"
+    );
+    let renamed = Build::from_image(&b)
+        .copy(Copy::new(ctx.path().join("src"), "/src/"))
+        .run("cat /proc/sys/kernel/random/uuid > /random")
+        .build(&store, "c:8")
+        .unwrap();
+    // (c:7 ran the renamed COPY and the random RUN before failing: cached now, but new.)
+    assert_ne!(renamed.image.layers()[1], first.image.layers()[1]);
+    assert_ne!(renamed.image.layers()[2], first.image.layers()[2]);
+    // A later step change keeps the earlier ones cached.
+    let later = Build::from_image(&b)
+        .copy(Copy::new(ctx.path().join("src"), "/src/"))
+        .run("cat /proc/sys/kernel/random/uuid > /random")
+        .env("NEW", "1")
+        .run("true")
+        .build(&store, "c:9")
+        .unwrap();
+    assert!(later.steps[0].cached && later.steps[1].cached);
+    assert!(!later.steps[3].cached);
+    // The ENV is part of the key: changing it re-runs the RUN after it.
+    let env2 = Build::from_image(&b)
+        .copy(Copy::new(ctx.path().join("src"), "/src/"))
+        .run("cat /proc/sys/kernel/random/uuid > /random")
+        .env("NEW", "2")
+        .run("true")
+        .build(&store, "c:10")
+        .unwrap();
+    assert!(!env2.steps[3].cached);
+}
+
+#[test]
+fn reproducible_in_two_stores() {
+    if !can_run() {
+        return;
+    }
+    let ctx = tempfile::tempdir().unwrap();
+    fs::create_dir(ctx.path().join("app")).unwrap();
+    fs::write(ctx.path().join("app/main.sh"), "echo main\n").unwrap();
+    fs::set_permissions(
+        ctx.path().join("app/main.sh"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    fs::write(ctx.path().join("README"), "readme").unwrap();
+    let build = |store: &Store| {
+        let b = base(store);
+        Build::from_image(&b)
+            .workdir("/srv")
+            .copy(Copy::new(ctx.path().join("app"), "app/").chown("10:20"))
+            .copy(Copy::new(ctx.path().join("README"), "/srv/README").chmod(0o444))
+            .run("mkdir -p /srv/gen && echo deterministic > /srv/gen/out && touch /tmp/t")
+            .env("MODE", "prod")
+            .label("v", "1")
+            .cmd(["/srv/app/main.sh"])
+            .source_date_epoch(1_600_000_000)
+            .build(store, "repro:1")
+            .unwrap()
+    };
+    let s1 = Store::temporary().unwrap();
+    let s2 = Store::temporary().unwrap();
+    let r1 = build(&s1);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    fs::write(ctx.path().join("README"), "readme").unwrap();
+    let r2 = build(&s2);
+    assert_eq!(r1.image.layers(), r2.image.layers());
+    assert_eq!(r1.image.id(), r2.image.id());
+    assert_eq!(r1.image.manifest_digest(), r2.image.manifest_digest());
+    assert_eq!(r1.image.created(), Some("2020-09-13T12:26:40Z"));
+    assert!(
+        r1.image
+            .history()
+            .iter()
+            .skip(1)
+            .all(|h| h.created.as_deref() == Some("2020-09-13T12:26:40Z"))
+    );
+}
