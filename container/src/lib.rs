@@ -19,6 +19,7 @@ pub mod container;
 pub mod error;
 pub mod launch;
 pub mod record;
+pub mod rlimit;
 pub mod volume;
 
 pub use builder::{ContainerBuilder, Stdio};

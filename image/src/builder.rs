@@ -92,6 +92,15 @@ impl ImageBuilder {
         self
     }
 
+    /// Set the comment of the last history entry (the step just added), as `docker import`
+    /// records `Imported from ...`. Does nothing before the first step.
+    pub fn comment(mut self, comment: impl Into<String>) -> Self {
+        if let Some(h) = self.history.last_mut() {
+            h.set_comment(Some(comment.into()));
+        }
+        self
+    }
+
     fn history_entry(&self, created_by: String, empty: bool) -> History {
         let mut b = HistoryBuilder::default()
             .created(self.created.clone().unwrap_or_else(now_rfc3339))

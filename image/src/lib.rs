@@ -14,7 +14,12 @@
 //!   an [`ImageBuilder`] and [`Store::commit`].
 //! - **tag**: a [`Reference`] (`name:tag`) naming an image in `index.json`.
 //! - **hold** ([`Hold`]): a persistent lease that keeps an image from removal and collection.
+//! - **archive** ([`archive`]): import and export of OCI layouts, oci-archives,
+//!   docker-archives and rootfs tarballs.
 
+#![deny(missing_docs)]
+
+pub mod archive;
 pub mod base;
 pub mod blob;
 pub mod builder;
@@ -26,6 +31,7 @@ pub mod reference;
 pub mod store;
 pub mod unpack;
 
+pub use archive::{ArchiveError, ImportOptions, ImportReport, ImportedImage, ImportedLayer};
 pub use builder::ImageBuilder;
 pub use image::{HistoryEntry, Image, ImageError};
 pub use layer::{Layer, LayerMediaType};

@@ -26,7 +26,7 @@ use crate::reference::{Reference, ReferenceError};
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// The largest manifest or config molde reads (they are small JSON documents).
-const MAX_DOCUMENT: u64 = 8 << 20;
+pub(crate) const MAX_DOCUMENT: u64 = 8 << 20;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +211,25 @@ struct StoreInner {
 
 impl Store {
     /// Open (creating if needed) the store at `root`, clearing leftovers of interrupted work.
+    /// The root is an OCI image layout: skopeo and umoci read its tagged images in place.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use molde_image::{ImageBuilder, Store};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// assert!(dir.path().join("oci-layout").is_file());
+    /// let image = store.commit(ImageBuilder::new().cmd(["sh"]))?;
+    /// store.tag(&image, "shell:1")?;
+    /// drop(store);
+    ///
+    /// // Another open (or another process) sees the same images.
+    /// let again = Store::open(dir.path())?;
+    /// assert_eq!(again.resolve("shell:1")?.id(), image.id());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
         Self::open_with(Layout::new(root), None)
     }
@@ -221,6 +240,21 @@ impl Store {
     }
 
     /// A new store in a temporary directory, deleted when the last clone is dropped.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use molde_image::Store;
+    ///
+    /// let store = Store::temporary()?;
+    /// let root = store.root().to_owned();
+    /// let added = store.add_layer(&[0u8; 1024][..])?; // an empty tar: two zero blocks
+    /// assert!(!added.existed);
+    /// assert!(store.add_layer(&[0u8; 1024][..])?.existed);
+    /// drop(store);
+    /// assert!(!root.exists());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn temporary() -> Result<Store, StoreError> {
         let dir = tempfile::Builder::new()
             .prefix("molde-store-")
@@ -351,6 +385,15 @@ impl Store {
     /// Write the image a builder describes (its layer blobs must be in the store) and add it
     /// to the index, untagged. Returns the new image.
     pub fn commit(&self, builder: ImageBuilder) -> Result<Image, StoreError> {
+        let _g = self.content_lock(LockKind::Shared)?;
+        let image = self.write_image(builder)?;
+        self.add_to_index(&image, None)?;
+        Ok(image)
+    }
+
+    /// Write the config and manifest blobs of the image a builder describes, without adding
+    /// it to the index. The caller holds the content lock (shared).
+    pub(crate) fn write_image(&self, builder: ImageBuilder) -> Result<Image, StoreError> {
         let (config, layers) = builder.into_config();
         for l in &layers {
             if !self.has_blob(&l.digest) {
@@ -361,36 +404,43 @@ impl Store {
             }
         }
         let config_bytes = canonical_json("image config", &config)?;
-        let _g = self.content_lock(LockKind::Shared)?;
         let cfg = blob::ingest(self.layout(), &config_bytes[..], None)?;
-        let layer_descs = layers
-            .iter()
-            .map(|l| Descriptor::new(l.media_type.to_oci(), l.size, oci_digest(&l.digest)))
-            .collect::<Vec<_>>();
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
-            .config(Descriptor::new(
-                MediaType::ImageConfig,
-                cfg.size,
-                oci_digest(&cfg.digest),
-            ))
-            .layers(layer_descs)
-            .build()
-            .map_err(|e| StoreError::Json {
-                what: format!("building manifest: {e}"),
-                source: serde_json::Error::io(io::Error::other(e.to_string())),
-            })?;
-        let manifest_bytes = canonical_json("image manifest", &manifest)?;
+        let (manifest, manifest_bytes) = manifest_for(cfg.digest, cfg.size, &layers)?;
         let m = blob::ingest(self.layout(), &manifest_bytes[..], None)?;
-        let image = Image::from_documents(m.digest, m.size, manifest, cfg.digest, config).map_err(
-            |source| StoreError::Image {
+        Image::from_documents(m.digest, m.size, manifest, cfg.digest, config).map_err(|source| {
+            StoreError::Image {
                 manifest: m.digest,
                 source,
-            },
-        )?;
-        self.add_to_index(&image, None)?;
-        Ok(image)
+            }
+        })
+    }
+
+    /// Add several images (each with an optional tag) to the index in one atomic update: all
+    /// of them appear, or none does. Their blobs must already be in the store.
+    pub(crate) fn add_images(
+        &self,
+        images: &[(Image, Option<Reference>)],
+    ) -> Result<(), StoreError> {
+        for (image, _) in images {
+            let md = image.manifest_digest();
+            for d in [md, image.id()]
+                .into_iter()
+                .chain(image.layers().iter().map(|l| l.digest))
+            {
+                if !self.has_blob(&d) {
+                    return Err(StoreError::MissingBlob {
+                        what: format!("manifest {md}"),
+                        digest: d,
+                    });
+                }
+            }
+        }
+        let _g = self.index_lock()?;
+        let mut index = self.read_index()?;
+        for (image, tag) in images {
+            index_add(&mut index, image, tag.as_ref());
+        }
+        self.write_index(&index)
     }
 
     /// Add a stored manifest to the index (optionally with a tag) and return its image. The
@@ -412,39 +462,7 @@ impl Store {
     fn add_to_index(&self, image: &Image, tag: Option<&Reference>) -> Result<(), StoreError> {
         let _g = self.index_lock()?;
         let mut index = self.read_index()?;
-        let md = image.manifest_digest();
-        if let Some(tag) = tag {
-            let name = tag.to_string();
-            let previous = index
-                .manifests()
-                .iter()
-                .find(|d| ref_name(d) == Some(name.as_str()))
-                .cloned();
-            remove_tag(&mut index, &name);
-            // Moving a tag away never drops the image it was on: it stays, untagged.
-            if let Some(mut prev) = previous
-                && !index
-                    .manifests()
-                    .iter()
-                    .any(|d| desc_digest(d) == desc_digest(&prev))
-            {
-                prev.set_annotations(None);
-                push_manifest(&mut index, prev);
-            }
-        }
-        let present = index
-            .manifests()
-            .iter()
-            .any(|d| desc_digest(d) == Some(md) && (tag.is_none() || ref_name(d).is_none()));
-        // Replace an untagged entry by the tagged one; never duplicate an untagged entry.
-        if let Some(tag) = tag {
-            retain_manifests(&mut index, |d| {
-                !(desc_digest(d) == Some(md) && ref_name(d).is_none())
-            });
-            push_manifest(&mut index, index_entry(image, Some(&tag.to_string())));
-        } else if !present {
-            push_manifest(&mut index, index_entry(image, None));
-        }
+        index_add(&mut index, image, tag);
         self.write_index(&index)
     }
 
@@ -887,6 +905,72 @@ impl Store {
     }
 }
 
+/// Add `image` (with an optional tag) to `index`. Moving a tag away never drops the image it
+/// was on: it stays, untagged.
+fn index_add(index: &mut ImageIndex, image: &Image, tag: Option<&Reference>) {
+    let md = image.manifest_digest();
+    if let Some(tag) = tag {
+        let name = tag.to_string();
+        let previous = index
+            .manifests()
+            .iter()
+            .find(|d| ref_name(d) == Some(name.as_str()))
+            .cloned();
+        remove_tag(index, &name);
+        // Moving a tag away never drops the image it was on: it stays, untagged.
+        if let Some(mut prev) = previous
+            && !index
+                .manifests()
+                .iter()
+                .any(|d| desc_digest(d) == desc_digest(&prev))
+        {
+            prev.set_annotations(None);
+            push_manifest(index, prev);
+        }
+    }
+    let present = index
+        .manifests()
+        .iter()
+        .any(|d| desc_digest(d) == Some(md) && (tag.is_none() || ref_name(d).is_none()));
+    // Replace an untagged entry by the tagged one; never duplicate an untagged entry.
+    if let Some(tag) = tag {
+        retain_manifests(index, |d| {
+            !(desc_digest(d) == Some(md) && ref_name(d).is_none())
+        });
+        push_manifest(index, index_entry(image, Some(&tag.to_string())));
+    } else if !present {
+        push_manifest(index, index_entry(image, None));
+    }
+}
+
+/// The manifest (and its canonical bytes) of an image with this config and these layers.
+pub(crate) fn manifest_for(
+    config_digest: Digest,
+    config_size: u64,
+    layers: &[Layer],
+) -> Result<(ImageManifest, Vec<u8>), StoreError> {
+    let layer_descs = layers
+        .iter()
+        .map(|l| Descriptor::new(l.media_type.to_oci(), l.size, oci_digest(&l.digest)))
+        .collect::<Vec<_>>();
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(Descriptor::new(
+            MediaType::ImageConfig,
+            config_size,
+            oci_digest(&config_digest),
+        ))
+        .layers(layer_descs)
+        .build()
+        .map_err(|e| StoreError::Json {
+            what: format!("building manifest: {e}"),
+            source: serde_json::Error::io(io::Error::other(e.to_string())),
+        })?;
+    let bytes = canonical_json("image manifest", &manifest)?;
+    Ok((manifest, bytes))
+}
+
 /// Serialise a document with sorted keys (deterministic bytes, hence digests).
 pub(crate) fn canonical_json<T: Serialize>(what: &str, doc: &T) -> Result<Vec<u8>, StoreError> {
     let err = |source| StoreError::Json {
@@ -904,11 +988,11 @@ pub(crate) fn oci_digest(d: &Digest) -> oci_spec::image::Digest {
         .expect("a sha256 Digest always formats as a valid OCI digest")
 }
 
-fn desc_digest(d: &Descriptor) -> Option<Digest> {
+pub(crate) fn desc_digest(d: &Descriptor) -> Option<Digest> {
     d.digest().as_ref().parse().ok()
 }
 
-fn ref_name(d: &Descriptor) -> Option<&str> {
+pub(crate) fn ref_name(d: &Descriptor) -> Option<&str> {
     d.annotations()
         .as_ref()
         .and_then(|a| a.get(REF_NAME))

@@ -224,12 +224,11 @@ fn open_clears_leftovers_but_not_live_temp_files() {
     drop(held);
 }
 
-/// Run by `two_processes_ingest_the_same_blob` in child processes; does nothing otherwise.
+/// Run by `two_processes_ingest_the_same_blob` in child processes.
 #[test]
+#[ignore = "helper: run in child processes by two_processes_ingest_the_same_blob"]
 fn child_ingest() {
-    let Ok(root) = std::env::var("MOLDE_TEST_CHILD_STORE") else {
-        return;
-    };
+    let root = std::env::var("MOLDE_TEST_CHILD_STORE").expect("started by its parent test");
     let store = Store::open(&root).unwrap();
     let data = big_blob();
     let info = store.ingest_blob(&data[..], None).unwrap();
@@ -255,7 +254,13 @@ fn two_processes_ingest_the_same_blob() {
     let children: Vec<_> = (0..2)
         .map(|_| {
             Command::new(&exe)
-                .args(["--exact", "child_ingest", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "child_ingest",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env("MOLDE_TEST_CHILD_STORE", dir.path())
                 .spawn()
                 .unwrap()
@@ -278,6 +283,76 @@ fn two_processes_ingest_the_same_blob() {
     let list = store.list().unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].tags, vec!["shared:latest".to_owned()]);
+}
+
+/// Run by `a_killed_ingest_leaves_nothing_visible`: ingests stdin until killed.
+#[test]
+#[ignore = "helper: run in a child process by a_killed_ingest_leaves_nothing_visible"]
+fn child_ingest_stdin() {
+    let root = std::env::var("MOLDE_TEST_CHILD_STORE").expect("started by its parent test");
+    let store = Store::open(&root).unwrap();
+    store.ingest_blob(std::io::stdin().lock(), None).unwrap();
+}
+
+/// A process SIGKILLed in the middle of an ingest leaves no blob, no image, and a temp file
+/// that the next open clears.
+#[test]
+fn a_killed_ingest_leaves_nothing_visible() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let blobs_before = store.counts().unwrap().0;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_ingest_stdin",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MOLDE_TEST_CHILD_STORE", dir.path())
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&big_blob()[..4_000_000]).unwrap();
+    stdin.flush().unwrap();
+    // Wait until the child has written part of the blob into its temp file.
+    let tmp = dir.path().join("molde/tmp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let written: u64 = fs::read_dir(&tmp)
+            .unwrap()
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        if written >= 1_000_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never started writing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+    assert_eq!(
+        store.counts().unwrap().0,
+        blobs_before,
+        "no blob became visible"
+    );
+    assert!(store.list().unwrap().is_empty());
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "open clears the half blob"
+    );
+    assert_eq!(store.counts().unwrap().0, blobs_before);
 }
 
 #[test]

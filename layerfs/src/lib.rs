@@ -22,6 +22,8 @@
 //! - **DiffID** / **digest** / **ChainID** ([`digest`]): the sha256 of the uncompressed stream, of
 //!   the stored blob, and of a stack of DiffIDs.
 
+#![deny(missing_docs)]
+
 pub mod apply;
 pub mod compression;
 pub mod diff;

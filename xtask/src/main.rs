@@ -19,6 +19,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("unshare", "util-linux"),
     ("umoci", "umoci"),
     ("busybox", "busybox-static"),
+    ("skopeo", "skopeo"),
 ];
 
 /// Debian packages the benchmarks compare against.

@@ -297,6 +297,20 @@ impl Parent {
     }
 }
 
+/// How [`Cgroup::kill_all`] kills a cgroup's processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillStrategy {
+    /// v2 `cgroup.kill` (kernel 5.14+): the kernel kills every process, forks included.
+    CgroupKill,
+    /// v1 freezer: freeze (no process runs, none forks), SIGKILL each, thaw.
+    FreezerV1,
+    /// v2 `cgroup.freeze` (kernel 5.2+): the same with v2's built-in freezer.
+    FreezeV2,
+    /// SIGKILL each listed process, again until none is left (a forking process can race it;
+    /// the pids limit bounds the race).
+    Signal,
+}
+
 /// One of a cgroup's directories.
 #[derive(Debug)]
 struct Dir {
@@ -573,34 +587,69 @@ impl Cgroup {
         }
     }
 
-    /// Kills every process in the cgroup with SIGKILL and waits until it is empty. Uses v2's
-    /// `cgroup.kill` where the kernel has it (5.14+; also in a hybrid's v2 hierarchy), which
-    /// also catches processes forking meanwhile; else freezes the cgroup (v1 `freezer` or v2
-    /// `cgroup.freeze`), kills each process and thaws; else kills until nothing is left.
+    /// Kills every process in the cgroup with SIGKILL and waits until it is empty, with the
+    /// first of [`Cgroup::kill_strategies`]: v2's `cgroup.kill` where the kernel has it (5.14+;
+    /// also in a hybrid's v2 hierarchy), which also catches processes forking meanwhile; else
+    /// freezing the cgroup (v1 `freezer`, or v2 `cgroup.freeze`), killing each process and
+    /// thawing; else killing until nothing is left.
     pub fn kill_all(&self) -> Result<(), CgroupError> {
+        let strategy = self.kill_strategies()[0];
+        self.kill_all_using(strategy)
+    }
+
+    /// The ways this cgroup's processes can be killed here, best first (never empty: the last
+    /// is always [`KillStrategy::Signal`]).
+    pub fn kill_strategies(&self) -> Vec<KillStrategy> {
+        let mut out = Vec::new();
         if let Some(dir) = self.unified() {
-            let kill_file = dir.path.join("cgroup.kill");
-            if kill_file.exists() {
-                files::write(&kill_file, "1")?;
-                return self.wait_empty(false);
+            if dir.path.join("cgroup.kill").exists() {
+                out.push(KillStrategy::CgroupKill);
             }
         }
-        let freezer: Option<(&Path, bool)> = match self.dir_of(Controller::Freezer) {
-            Some(d) => Some((&d.path, false)),
-            None => self
-                .unified()
-                .filter(|d| d.path.join("cgroup.freeze").exists())
-                .map(|d| (d.path.as_path(), true)),
+        if self.dir_of(Controller::Freezer).is_some() {
+            out.push(KillStrategy::FreezerV1);
+        }
+        if let Some(dir) = self.unified() {
+            if dir.path.join("cgroup.freeze").exists() {
+                out.push(KillStrategy::FreezeV2);
+            }
+        }
+        out.push(KillStrategy::Signal);
+        out
+    }
+
+    /// [`Cgroup::kill_all`] with a given strategy (one of [`Cgroup::kill_strategies`]; another
+    /// fails with the I/O error of its missing file).
+    pub fn kill_all_using(&self, strategy: KillStrategy) -> Result<(), CgroupError> {
+        let missing = || CgroupError::Io {
+            op: "kill through",
+            path: self.dirs[0].path.clone(),
+            source: io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{strategy:?} is not available for this cgroup"),
+            ),
         };
-        match freezer {
-            Some((dir, v2)) => {
-                freeze(dir, v2, true)?;
+        match strategy {
+            KillStrategy::CgroupKill => {
+                let dir = self.unified().ok_or_else(missing)?;
+                files::write(&dir.path.join("cgroup.kill"), "1")?;
+                return self.wait_empty(false);
+            }
+            KillStrategy::FreezerV1 | KillStrategy::FreezeV2 => {
+                let v2 = strategy == KillStrategy::FreezeV2;
+                let dir = if v2 {
+                    self.unified()
+                } else {
+                    self.dir_of(Controller::Freezer)
+                }
+                .ok_or_else(missing)?;
+                freeze(&dir.path, v2, true)?;
                 let killed = self.signal_each();
-                let thawed = freeze(dir, v2, false);
+                let thawed = freeze(&dir.path, v2, false);
                 killed?;
                 thawed?;
             }
-            None => self.signal_each()?,
+            KillStrategy::Signal => self.signal_each()?,
         }
         self.wait_empty(true)
     }
@@ -653,7 +702,8 @@ impl Cgroup {
 
     fn teardown(&self) -> Result<(), CgroupError> {
         let mut first = None;
-        if !self.pids()?.is_empty()
+        // Kill unless the cgroup is known to be empty (a failed read still tries).
+        if !self.pids().is_ok_and(|pids| pids.is_empty())
             && let Err(e) = self.kill_all()
         {
             first = Some(e);

@@ -1,0 +1,151 @@
+//! Resource limits (`setrlimit`) for a container's processes, made safe to apply.
+//!
+//! Raising a hard limit above the current one needs `CAP_SYS_RESOURCE`, which a process may lack
+//! even as root (a bounding set without it, as on hosts that run us in a sandbox). [`effective`]
+//! lowers such requests to what the process may set, with a warning, so that the launcher's
+//! `setrlimit` in the child cannot fail with EPERM halfway through the setup.
+
+pub use nix::sys::resource::Resource;
+
+/// `CAP_SYS_RESOURCE`'s bit in the capability masks of `/proc/<pid>/status`.
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// One resource limit: `soft` is what the kernel enforces, `hard` the ceiling up to which the
+/// process may raise `soft`. `u64::MAX` is unlimited (`RLIM_INFINITY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    /// The resource (`RLIMIT_NOFILE`, `RLIMIT_NPROC`, ...).
+    pub resource: Resource,
+    /// The soft limit.
+    pub soft: u64,
+    /// The hard limit.
+    pub hard: u64,
+}
+
+/// The limits to apply for `requested`: a hard limit above the current hard limit is lowered to
+/// it when this thread lacks `CAP_SYS_RESOURCE` (in its effective or its bounding set), and a
+/// soft limit above its hard limit is lowered to the hard limit; each change is logged as a
+/// warning. Limits the process may set pass unchanged.
+pub fn effective(requested: &[Rlimit]) -> Vec<Rlimit> {
+    let may_raise = may_raise_hard_limits();
+    requested
+        .iter()
+        .map(|r| {
+            let current = nix::sys::resource::getrlimit(r.resource)
+                .ok()
+                .map(|(_, hard)| hard);
+            clamp(*r, may_raise, current)
+        })
+        .collect()
+}
+
+/// Whether this thread may raise hard limits: `CAP_SYS_RESOURCE` in both its effective and its
+/// bounding set (the launcher's child inherits the first and can never regain it past the
+/// second).
+pub fn may_raise_hard_limits() -> bool {
+    let status = std::fs::read_to_string("/proc/thread-self/status")
+        .or_else(|_| std::fs::read_to_string("/proc/self/status"));
+    match status {
+        Ok(status) => {
+            has_cap(&status, "CapEff:", CAP_SYS_RESOURCE)
+                && has_cap(&status, "CapBnd:", CAP_SYS_RESOURCE)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read /proc/self/status; assuming no CAP_SYS_RESOURCE");
+            false
+        }
+    }
+}
+
+/// Whether the hex mask on the `field` line of a `/proc/<pid>/status` text has bit `cap`.
+fn has_cap(status: &str, field: &str, cap: u32) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << cap) != 0)
+}
+
+/// [`effective`] for one limit, given whether hard limits may rise and the current hard limit
+/// (`None` if unknown: left as requested, the kernel decides).
+fn clamp(mut r: Rlimit, may_raise: bool, current_hard: Option<u64>) -> Rlimit {
+    if !may_raise
+        && let Some(current) = current_hard
+        && r.hard > current
+    {
+        tracing::warn!(
+            resource = ?r.resource,
+            requested = r.hard,
+            current,
+            "hard limit lowered to the current one: raising it needs CAP_SYS_RESOURCE, which \
+             this process lacks"
+        );
+        r.hard = current;
+    }
+    if r.soft > r.hard {
+        tracing::warn!(
+            resource = ?r.resource,
+            soft = r.soft,
+            hard = r.hard,
+            "soft limit lowered to the hard limit"
+        );
+        r.soft = r.hard;
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nofile(soft: u64, hard: u64) -> Rlimit {
+        Rlimit {
+            resource: Resource::RLIMIT_NOFILE,
+            soft,
+            hard,
+        }
+    }
+
+    #[test]
+    fn without_the_capability_hard_limits_do_not_rise() {
+        assert_eq!(
+            clamp(nofile(100, 5000), false, Some(1024)),
+            nofile(100, 1024)
+        );
+        assert_eq!(
+            clamp(nofile(4000, 5000), false, Some(1024)),
+            nofile(1024, 1024)
+        );
+        // Lowering is always allowed.
+        assert_eq!(clamp(nofile(100, 512), false, Some(1024)), nofile(100, 512));
+    }
+
+    #[test]
+    fn with_the_capability_requests_pass() {
+        assert_eq!(
+            clamp(nofile(100, 5000), true, Some(1024)),
+            nofile(100, 5000)
+        );
+        assert_eq!(
+            clamp(nofile(9000, 5000), true, Some(1024)),
+            nofile(5000, 5000)
+        );
+    }
+
+    #[test]
+    fn unknown_current_limit_leaves_the_request() {
+        assert_eq!(clamp(nofile(1, 2), false, None), nofile(1, 2));
+    }
+
+    #[test]
+    fn capability_masks_are_read_per_bit() {
+        let status = "Name:\tx\nCapEff:\t000001fffeffffff\nCapBnd:\t000001ffffffffff\n";
+        assert!(!has_cap(status, "CapEff:", CAP_SYS_RESOURCE));
+        assert!(has_cap(status, "CapBnd:", CAP_SYS_RESOURCE));
+        assert!(has_cap(status, "CapEff:", 23));
+        assert!(
+            !has_cap(status, "CapPrm:", 0),
+            "a missing line means no capability"
+        );
+    }
+}

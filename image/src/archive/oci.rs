@@ -1,0 +1,605 @@
+//! The OCI image layout: a directory (`oci-layout`, `index.json`, `blobs/sha256/`) and the
+//! oci-archive, a tar of one. Tags are `org.opencontainers.image.ref.name` annotations, written
+//! in docker's familiar form (`demo:v1`), as in the store's own `index.json`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use molde_layerfs::Digest;
+use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
+
+use super::scan::{self, Item, Scanned};
+use super::{
+    ArchiveError, DOCKER_MANIFEST, ImportOptions, ImportReport, ImportedImage, ImportedLayer, Seen,
+    descriptor_tag, image_of, io_err, is_index, parse_digest, parse_json, parse_manifest,
+    read_document, this_platform,
+};
+use crate::blob::{self, BlobError, Expected};
+use crate::image::Image;
+use crate::lock::LockKind;
+use crate::reference::Reference;
+use crate::store::{REF_NAME, Store, StoreError, canonical_json, oci_digest};
+
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Where the blobs of an import come from.
+trait Source {
+    /// A small document (manifest, config, nested index), verified against its digest.
+    fn document(&self, what: &str, digest: &Digest, size: u64) -> Result<Vec<u8>, ArchiveError>;
+    /// Whether the blob can be had (from the input or the store).
+    fn has(&self, digest: &Digest) -> bool;
+    /// Put the blob in the store, verified; whether the store had it before this import.
+    fn ingest(&self, what: &str, digest: &Digest, size: u64) -> Result<bool, ArchiveError>;
+}
+
+fn check_size(what: &str, digest: &Digest, expected: u64, actual: u64) -> Result<(), ArchiveError> {
+    if expected != actual {
+        return Err(ArchiveError::Blob {
+            what: what.to_owned(),
+            source: BlobError::SizeMismatch {
+                digest: *digest,
+                expected,
+                actual,
+            },
+        });
+    }
+    Ok(())
+}
+
+fn store_document(
+    store: &Store,
+    what: &str,
+    digest: &Digest,
+    size: u64,
+) -> Result<Vec<u8>, ArchiveError> {
+    let f = store.open_blob(digest).map_err(|e| match e {
+        StoreError::MissingBlob { digest, .. } => ArchiveError::MissingBlob {
+            what: what.to_owned(),
+            digest,
+        },
+        e => ArchiveError::Store(e),
+    })?;
+    let bytes = read_document(what, f)?;
+    check_size(what, digest, size, bytes.len() as u64)?;
+    Ok(bytes)
+}
+
+/// An OCI layout directory.
+struct Dir<'a> {
+    store: &'a Store,
+    root: PathBuf,
+}
+
+impl Dir<'_> {
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+}
+
+impl Source for Dir<'_> {
+    fn document(&self, what: &str, digest: &Digest, size: u64) -> Result<Vec<u8>, ArchiveError> {
+        let path = self.blob_path(digest);
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return store_document(self.store, what, digest, size);
+            }
+            Err(e) => return Err(io_err("opening", &path)(e)),
+        };
+        let bytes = read_document(what, f)?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(ArchiveError::Blob {
+                what: path.display().to_string(),
+                source: BlobError::DigestMismatch {
+                    expected: *digest,
+                    actual,
+                },
+            });
+        }
+        check_size(
+            &path.display().to_string(),
+            digest,
+            size,
+            bytes.len() as u64,
+        )?;
+        Ok(bytes)
+    }
+
+    fn has(&self, digest: &Digest) -> bool {
+        self.store.has_blob(digest) || self.blob_path(digest).is_file()
+    }
+
+    fn ingest(&self, what: &str, digest: &Digest, size: u64) -> Result<bool, ArchiveError> {
+        if self.store.has_blob(digest) {
+            return Ok(true);
+        }
+        let path = self.blob_path(digest);
+        let f = File::open(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                ArchiveError::MissingBlob {
+                    what: what.to_owned(),
+                    digest: *digest,
+                }
+            } else {
+                io_err("opening", &path)(e)
+            }
+        })?;
+        let info = blob::ingest(
+            self.store.layout(),
+            io::BufReader::with_capacity(1 << 20, f),
+            Some(Expected {
+                digest: *digest,
+                size: Some(size),
+            }),
+        )
+        .map_err(|source| ArchiveError::Blob {
+            what: path.display().to_string(),
+            source,
+        })?;
+        Ok(info.existed)
+    }
+}
+
+/// An archive already streamed into the store by [`scan::scan`].
+struct Archived<'a> {
+    store: &'a Store,
+    scanned: &'a Scanned,
+}
+
+impl Source for Archived<'_> {
+    fn document(&self, what: &str, digest: &Digest, size: u64) -> Result<Vec<u8>, ArchiveError> {
+        // Blobs of the archive were verified against their names on the way in.
+        store_document(self.store, what, digest, size)
+    }
+
+    fn has(&self, digest: &Digest) -> bool {
+        self.scanned.blob_by_digest(digest).is_some() || self.store.has_blob(digest)
+    }
+
+    fn ingest(&self, what: &str, digest: &Digest, size: u64) -> Result<bool, ArchiveError> {
+        if let Some(info) = self.scanned.blob_by_digest(digest) {
+            check_size(what, digest, size, info.size)?;
+            return Ok(info.existed);
+        }
+        if let Ok(meta) = fs::metadata(self.store.layout().blob(digest)) {
+            check_size(what, digest, size, meta.len())?;
+            return Ok(true);
+        }
+        Err(ArchiveError::MissingBlob {
+            what: what.to_owned(),
+            digest: *digest,
+        })
+    }
+}
+
+fn check_layout(what: &str, bytes: Option<&[u8]>) -> Result<(), ArchiveError> {
+    let not = |reason: String| ArchiveError::Format {
+        format: "an OCI image layout",
+        reason,
+    };
+    let bytes = bytes.ok_or_else(|| not(format!("{what} has no oci-layout file")))?;
+    let v: serde_json::Value = parse_json(&format!("{what}: oci-layout"), bytes)?;
+    match v.get("imageLayoutVersion").and_then(|v| v.as_str()) {
+        Some(ver) if ver.starts_with("1.") => Ok(()),
+        other => Err(not(format!("unsupported imageLayoutVersion {other:?}"))),
+    }
+}
+
+/// One image to import: checked, not yet stored.
+struct Planned {
+    image: Image,
+    tag: Option<Reference>,
+}
+
+/// Pick the manifest of a nested index for this platform.
+fn pick_platform(what: &str, index: &ImageIndex) -> Result<Descriptor, ArchiveError> {
+    let (os, arch) = this_platform();
+    let candidates: Vec<&Descriptor> = index
+        .manifests()
+        .iter()
+        .filter(|d| !is_index(d.media_type()))
+        .collect();
+    let matching = candidates.iter().find(|d| {
+        d.platform()
+            .as_ref()
+            .is_some_and(|p| p.os().to_string() == os && p.architecture().to_string() == arch)
+    });
+    match (matching, candidates.as_slice()) {
+        (Some(d), _) => Ok((*d).clone()),
+        (None, [only]) if only.platform().is_none() => Ok((*only).clone()),
+        _ => Err(ArchiveError::NoPlatform {
+            what: what.to_owned(),
+            os,
+            arch,
+        }),
+    }
+}
+
+/// Check every image `index` names (tags, media types, manifests, configs, the invariant, that
+/// every layer is at hand), then store their blobs, then add them all to the store's index.
+fn import_index(
+    store: &Store,
+    source: &dyn Source,
+    index: &ImageIndex,
+    options: &ImportOptions,
+) -> Result<ImportReport, ArchiveError> {
+    let mut plan = Vec::new();
+    for (i, d) in index.manifests().iter().enumerate() {
+        let tag = descriptor_tag(d, options)?;
+        let what = format!("index.json entry {i}");
+        let d = if is_index(d.media_type()) {
+            let digest = parse_digest(&what, d.digest().as_ref())?;
+            let bytes = source.document(&what, &digest, d.size())?;
+            let nested: ImageIndex = parse_json(&format!("index {digest}"), &bytes)?;
+            pick_platform(&format!("index {digest}"), &nested)?
+        } else {
+            d.clone()
+        };
+        let mt = d.media_type();
+        if !matches!(mt, MediaType::ImageManifest) && mt.to_string() != DOCKER_MANIFEST {
+            return Err(ArchiveError::UnsupportedMediaType {
+                what,
+                media_type: mt.to_string(),
+            });
+        }
+        let md = parse_digest(&what, d.digest().as_ref())?;
+        let mwhat = format!("manifest {md}");
+        let bytes = source.document(&what, &md, d.size())?;
+        let manifest = parse_manifest(&mwhat, &bytes)?;
+        let cd = manifest.config();
+        let config_digest = parse_digest(&mwhat, cd.digest().as_ref())?;
+        let config = source.document(&mwhat, &config_digest, cd.size())?;
+        let image = image_of(&mwhat, md, d.size(), manifest, config_digest, &config)?;
+        for l in image.layers() {
+            if !source.has(&l.digest) {
+                return Err(ArchiveError::MissingBlob {
+                    what: mwhat,
+                    digest: l.digest,
+                });
+            }
+        }
+        plan.push(Planned { image, tag });
+    }
+
+    let mut seen = Seen::default();
+    let mut report = ImportReport::default();
+    let mut by_manifest: HashMap<Digest, usize> = HashMap::new();
+    for p in &plan {
+        let md = p.image.manifest_digest();
+        if let Some(&at) = by_manifest.get(&md) {
+            report.images[at].tags.extend(p.tag.clone());
+            continue;
+        }
+        let what = format!("manifest {md}");
+        let mut layers = Vec::new();
+        for l in p.image.layers() {
+            let existed = source.ingest(&what, &l.digest, l.size)?;
+            layers.push(ImportedLayer {
+                layer: *l,
+                existed: seen.note(l.digest, existed),
+            });
+        }
+        let config_size = p.image.manifest().config().size();
+        source.ingest(&what, &p.image.id(), config_size)?;
+        source.ingest("index.json", &md, p.image.manifest_size())?;
+        by_manifest.insert(md, report.images.len());
+        report.images.push(ImportedImage {
+            image: p.image.clone(),
+            tags: p.tag.iter().cloned().collect(),
+            layers,
+        });
+    }
+    let entries: Vec<(Image, Option<Reference>)> =
+        plan.into_iter().map(|p| (p.image, p.tag)).collect();
+    store.add_images(&entries)?;
+    Ok(report)
+}
+
+/// Import every image of the OCI image layout at `dir` (with its tags). Each blob is checked
+/// against its digest and size as it streams into the store; the images are added to the index
+/// only once all their blobs are in. Manifests, configs and tags are checked before any layer
+/// is read, so most bad input stores nothing at all.
+pub fn import_dir(
+    store: &Store,
+    dir: &Path,
+    options: &ImportOptions,
+) -> Result<ImportReport, ArchiveError> {
+    let what = dir.display().to_string();
+    let layout = fs::read(dir.join("oci-layout")).ok();
+    check_layout(&what, layout.as_deref())?;
+    let index_path = dir.join("index.json");
+    let f = File::open(&index_path).map_err(io_err("opening", &index_path))?;
+    let index: ImageIndex =
+        parse_json(&index_path.display().to_string(), &read_document(&what, f)?)?;
+    let _content = store.content_lock(LockKind::Shared)?;
+    let source = Dir {
+        store,
+        root: dir.to_owned(),
+    };
+    import_index(store, &source, &index, options)
+}
+
+/// Import every image of an oci-archive (a tar of an OCI image layout), streamed from
+/// `reader`: no layer is held in memory.
+pub fn import_archive(
+    store: &Store,
+    reader: impl Read,
+    options: &ImportOptions,
+) -> Result<ImportReport, ArchiveError> {
+    let _content = store.content_lock(LockKind::Shared)?;
+    let scanned = scan::scan(store, reader)?;
+    import_scanned(store, &scanned, options)
+}
+
+pub(super) fn import_scanned(
+    store: &Store,
+    scanned: &Scanned,
+    options: &ImportOptions,
+) -> Result<ImportReport, ArchiveError> {
+    let doc = |p: &str| match scanned.get(p) {
+        Some(Item::Doc(b)) => Some(b.as_slice()),
+        _ => None,
+    };
+    check_layout("the archive", doc("oci-layout"))?;
+    let index: ImageIndex = parse_json(
+        "index.json",
+        doc("index.json").ok_or_else(|| ArchiveError::Format {
+            format: "an OCI image layout",
+            reason: "the archive has no index.json".into(),
+        })?,
+    )?;
+    import_index(store, &Archived { store, scanned }, &index, options)
+}
+
+// ---- export ----
+
+/// An image an export wrote, with the tag it carries there (if it was named by one).
+#[derive(Debug, Clone)]
+pub struct ExportedImage {
+    /// The image.
+    pub image: Image,
+    /// Its tag in the output.
+    pub tag: Option<Reference>,
+}
+
+/// Resolve the names to export. An image named by a tag it has carries that tag; one named by
+/// id or digest goes untagged.
+pub(super) fn resolve_all(
+    store: &Store,
+    names: &[&str],
+) -> Result<Vec<ExportedImage>, ArchiveError> {
+    let mut out = Vec::new();
+    for name in names {
+        let image = store.resolve(name)?;
+        let tag = Reference::parse(name)
+            .ok()
+            .filter(|r| r.tag().is_some() && r.digest().is_none())
+            .filter(|r| {
+                store
+                    .tags_of(&image)
+                    .is_ok_and(|tags| tags.contains(&r.to_string()))
+            });
+        out.push(ExportedImage { image, tag });
+    }
+    Ok(out)
+}
+
+/// The blobs of these images, each once: layers, config, manifest.
+fn blobs_of(images: &[ExportedImage]) -> Vec<(Digest, u64)> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for e in images {
+        let i = &e.image;
+        let all = i.layers().iter().map(|l| (l.digest, l.size)).chain([
+            (i.id(), i.manifest().config().size()),
+            (i.manifest_digest(), i.manifest_size()),
+        ]);
+        for (d, size) in all {
+            if seen.insert(d) {
+                out.push((d, size));
+            }
+        }
+    }
+    out
+}
+
+fn descriptor(e: &ExportedImage) -> Descriptor {
+    let mt = e
+        .image
+        .manifest()
+        .media_type()
+        .clone()
+        .unwrap_or(MediaType::ImageManifest);
+    let mut d = Descriptor::new(
+        mt,
+        e.image.manifest_size(),
+        oci_digest(&e.image.manifest_digest()),
+    );
+    if let Some(t) = &e.tag {
+        d.set_annotations(Some(HashMap::from([(REF_NAME.to_owned(), t.to_string())])));
+    }
+    d
+}
+
+/// `index` with these images added; a tag already there moves to the new image.
+fn index_with(index: Option<ImageIndex>, images: &[ExportedImage]) -> ImageIndex {
+    let mut manifests = index.map(|i| i.manifests().clone()).unwrap_or_default();
+    for e in images {
+        let d = descriptor(e);
+        let name = e.tag.as_ref().map(|t| t.to_string());
+        manifests.retain(|m| {
+            let same_tag = name.is_some()
+                && m.annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(REF_NAME))
+                    .is_some_and(|n| Some(n) == name.as_ref());
+            let same_untagged =
+                name.is_none() && m.digest() == d.digest() && m.annotations().is_none();
+            !(same_tag || same_untagged)
+        });
+        manifests.push(d);
+    }
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()
+        .unwrap_or_default()
+}
+
+/// Write the images named (tags, ids or digests; see [`Store::resolve`]) as an OCI image
+/// layout at `dir`, created if needed. An existing layout there is added to (a tag it has
+/// moves to the exported image). Blobs are copied unchanged, so importing the layout gives the
+/// same digests.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use molde_image::archive::{ImportOptions, oci};
+/// use molde_image::{ImageBuilder, Store};
+///
+/// let store = Store::temporary()?;
+/// let image = store.commit(ImageBuilder::new().env("PATH", "/bin").cmd(["sh"]))?;
+/// store.tag(&image, "empty:1")?;
+/// let out = tempfile::tempdir()?;
+/// oci::export_dir(&store, &["empty:1"], out.path())?;
+/// assert!(out.path().join("index.json").is_file());
+///
+/// let other = Store::temporary()?;
+/// let report = oci::import_dir(&other, out.path(), &ImportOptions::default())?;
+/// assert_eq!(report.images[0].image.id(), image.id());
+/// assert_eq!(other.resolve("empty:1")?.cmd(), ["sh"]);
+/// # Ok(())
+/// # }
+/// ```
+pub fn export_dir(
+    store: &Store,
+    names: &[&str],
+    dir: &Path,
+) -> Result<Vec<ExportedImage>, ArchiveError> {
+    let _content = store.content_lock(LockKind::Shared)?;
+    let images = resolve_all(store, names)?;
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).map_err(io_err("creating", &blobs))?;
+    let layout = dir.join("oci-layout");
+    let existing = if layout.exists() {
+        check_layout(
+            &dir.display().to_string(),
+            fs::read(&layout).ok().as_deref(),
+        )?;
+        let p = dir.join("index.json");
+        match fs::read(&p) {
+            Ok(b) => Some(parse_json::<ImageIndex>(&p.display().to_string(), &b)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err("reading", &p)(e)),
+        }
+    } else {
+        blob::write_atomic(&layout, OCI_LAYOUT).map_err(io_err("writing", &layout))?;
+        None
+    };
+    for (digest, _) in blobs_of(&images) {
+        let to = blobs.join(digest.hex());
+        if to.exists() {
+            continue;
+        }
+        let from = store.layout().blob(&digest);
+        let tmp = blobs.join(format!(".tmp-{}", digest.hex()));
+        fs::copy(&from, &tmp).map_err(io_err("copying", &from))?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("syncing", &tmp))?;
+        fs::rename(&tmp, &to).map_err(io_err("renaming into place", &to))?;
+    }
+    let index = index_with(existing, &images);
+    let bytes = canonical_json("index.json", &index)?;
+    let p = dir.join("index.json");
+    blob::write_atomic(&p, &bytes).map_err(io_err("writing", &p))?;
+    Ok(images)
+}
+
+/// A tar header for a regular file, deterministic (owner 0, mtime 0).
+pub(super) fn file_header(size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h
+}
+
+/// A tar header for a directory, deterministic.
+pub(super) fn dir_header() -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_size(0);
+    h.set_mode(0o755);
+    h.set_mtime(0);
+    h
+}
+
+fn write_err(source: io::Error) -> ArchiveError {
+    ArchiveError::Stream {
+        op: "writing",
+        source,
+    }
+}
+
+/// Append a stored blob to a tar, streaming it from the store.
+pub(super) fn append_blob<W: Write>(
+    tar: &mut tar::Builder<W>,
+    store: &Store,
+    path: &str,
+    digest: &Digest,
+) -> Result<(), ArchiveError> {
+    let f = store.open_blob(digest)?;
+    let p = store.layout().blob(digest);
+    let size = f.metadata().map_err(io_err("reading", &p))?.len();
+    tar.append_data(&mut file_header(size), path, f)
+        .map_err(write_err)
+}
+
+/// Append an in-memory file to a tar.
+pub(super) fn append_bytes<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    bytes: &[u8],
+) -> Result<(), ArchiveError> {
+    tar.append_data(&mut file_header(bytes.len() as u64), path, bytes)
+        .map_err(write_err)
+}
+
+/// Write the images named as an oci-archive (a tar of an OCI image layout) to `writer`,
+/// streaming each blob from the store. The output is deterministic: the same images give the
+/// same bytes.
+pub fn export_archive(
+    store: &Store,
+    names: &[&str],
+    writer: impl Write,
+) -> Result<Vec<ExportedImage>, ArchiveError> {
+    let _content = store.content_lock(LockKind::Shared)?;
+    let images = resolve_all(store, names)?;
+    let mut tar = tar::Builder::new(writer);
+    append_bytes(&mut tar, "oci-layout", OCI_LAYOUT)?;
+    let index = canonical_json("index.json", &index_with(None, &images))?;
+    append_bytes(&mut tar, "index.json", &index)?;
+    for dir in ["blobs/", "blobs/sha256/"] {
+        tar.append_data(&mut dir_header(), dir, io::empty())
+            .map_err(write_err)?;
+    }
+    for (digest, _) in blobs_of(&images) {
+        append_blob(
+            &mut tar,
+            store,
+            &format!("blobs/sha256/{}", digest.hex()),
+            &digest,
+        )?;
+    }
+    tar.into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(write_err)?;
+    Ok(images)
+}
