@@ -7,8 +7,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use molde_container::launch::{self, ExecSpec, ExitStatus, Spec, Stage, Stdio};
+use molde_container::cgroup::{Cgroup, Limits};
+use molde_container::launch::{
+    self, ContainerMount, ExecSpec, ExitStatus, MountKind, Spec, Stage, Stdio,
+};
+use molde_layerfs::mount::{Mount, OverlayMount};
 use nix::errno::Errno;
+use nix::sys::resource::Resource;
 use nix::sys::signal::Signal;
 
 /// A rootfs directory with static busybox as /bin/sh and friends.
@@ -233,4 +238,269 @@ fn hundred_sequential_runs() {
         assert!(p.wait().unwrap().success());
     }
     eprintln!("100 sequential /bin/true containers: {:?}", start.elapsed());
+}
+
+/// The lines of a shell's stdout, after checking that it succeeded.
+fn run_ok(spec: &Spec) -> String {
+    let (status, out, err) = run(spec);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    out
+}
+
+#[test]
+fn bind_mounts_read_write_and_read_only_and_tmpfs() {
+    let Some(root) = ready() else { return };
+    let host = tempfile::tempdir().unwrap();
+    let rw = host.path().join("rw");
+    let ro = host.path().join("ro");
+    std::fs::create_dir(&rw).unwrap();
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::write(ro.join("given"), "from the host\n").unwrap();
+    let file = host.path().join("single-file");
+    std::fs::write(&file, "one file\n").unwrap();
+    let before = mountinfo();
+    let mut spec = sh(
+        root.path(),
+        "echo written > /data/rw/new && echo RW-OK; \
+         cat /data/ro/given; echo nope > /data/ro/new 2>&1 || echo RO-REFUSED; \
+         cat /etc/single; \
+         stat -c '%a' /scratch; echo x > /scratch/f && echo TMPFS-OK; \
+         df -k /scratch | tail -1 | awk '{print $2}'",
+    );
+    spec.mounts = vec![
+        ContainerMount {
+            target: "/data/rw".into(),
+            kind: MountKind::Bind {
+                source: rw.clone(),
+                read_only: false,
+            },
+        },
+        ContainerMount {
+            target: "/data/ro".into(),
+            kind: MountKind::Bind {
+                source: ro.clone(),
+                read_only: true,
+            },
+        },
+        ContainerMount {
+            target: "/etc/single".into(),
+            kind: MountKind::Bind {
+                source: file.clone(),
+                read_only: true,
+            },
+        },
+        ContainerMount {
+            target: "/scratch".into(),
+            kind: MountKind::Tmpfs {
+                size_bytes: Some(1 << 20),
+                mode: 0o1777,
+            },
+        },
+    ];
+    let (status, out, err) = run(&spec);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "RW-OK",
+            "from the host",
+            "RO-REFUSED",
+            "one file",
+            "1777",
+            "TMPFS-OK",
+            "1024"
+        ],
+        "{err}"
+    );
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(rw.join("new")).unwrap(),
+        "written\n"
+    );
+    assert!(!ro.join("new").exists());
+    // The mount points were made in the rootfs; nothing stays mounted on the host.
+    assert!(root.path().join("data/rw").is_dir());
+    assert_eq!(mountinfo(), before);
+}
+
+#[test]
+fn readonly_rootfs_refuses_writes() {
+    let Some(root) = ready() else { return };
+    let mut spec = sh(
+        root.path(),
+        "touch /new-file; echo $?; echo x > /tmp/x; echo $?",
+    );
+    spec.readonly_rootfs = true;
+    let (status, out, err) = run(&spec);
+    assert!(status.success(), "{status}: {err}");
+    assert_eq!(out, "1\n1\n", "{err}");
+    assert_eq!(err.matches("Read-only file system").count(), 2, "{err}");
+    assert!(!root.path().join("new-file").exists());
+    // A writable tmpfs on a read-only root still takes writes.
+    let mut spec = sh(root.path(), "echo x > /tmp/x && cat /tmp/x");
+    spec.readonly_rootfs = true;
+    spec.mounts = vec![ContainerMount {
+        target: "/tmp".into(),
+        kind: MountKind::Tmpfs {
+            size_bytes: None,
+            mode: 0o1777,
+        },
+    }];
+    assert_eq!(run_ok(&spec), "x\n");
+}
+
+#[test]
+fn overlay_rootfs_through_prepared_mounts() {
+    let Some(lower) = ready() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (upper, work, merged) = (
+        tmp.path().join("upper"),
+        tmp.path().join("work"),
+        tmp.path().join("merged"),
+    );
+    for d in [&upper, &work, &merged] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let before = mountinfo();
+    let mut spec = sh(
+        &merged,
+        "echo changed > /tmp/new && rm /bin/false && ls /bin/busybox && \
+         grep ' / / ' /proc/self/mountinfo | grep -c ' - overlay '",
+    );
+    spec.rootfs_mounts = vec![Mount::Overlay(OverlayMount {
+        lowerdirs: vec![lower.path().to_path_buf()],
+        upperdir: Some(upper.clone()),
+        workdir: Some(work.clone()),
+        userxattr: false,
+        volatile: false,
+    })];
+    assert_eq!(run_ok(&spec), "/bin/busybox\n1\n");
+    assert_eq!(
+        std::fs::read_to_string(upper.join("tmp/new")).unwrap(),
+        "changed\n"
+    );
+    let whiteout = std::fs::symlink_metadata(upper.join("bin/false")).unwrap();
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    assert!(whiteout.file_type().is_char_device() && whiteout.rdev() == 0);
+    assert!(lower.path().join("bin/false").exists(), "lower untouched");
+    assert!(!lower.path().join("tmp/new").exists());
+    assert_eq!(std::fs::read_dir(&merged).unwrap().count(), 0);
+    assert_eq!(mountinfo(), before);
+
+    // A read-only bind of a rootfs as the rootfs mount.
+    let mut spec = sh(
+        &merged,
+        "touch /x 2>&1; cat /bin/busybox > /dev/null && echo READ",
+    );
+    spec.rootfs_mounts = vec![Mount::Bind {
+        source: lower.path().to_path_buf(),
+        read_only: true,
+    }];
+    let out = run_ok(&spec);
+    assert!(
+        out.contains("Read-only file system") && out.ends_with("READ\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn rlimits_set_and_clamped_to_the_hard_limit() {
+    let Some(root) = ready() else { return };
+    let (_, current_hard) = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let may_raise = molde_container::rlimit::may_raise_hard_limits();
+    let mut spec = sh(root.path(), "ulimit -Sn; ulimit -Hn; ulimit -Hu");
+    spec.rlimits = vec![
+        launch::Rlimit {
+            resource: libc::RLIMIT_NOFILE,
+            soft: current_hard + 1000,
+            hard: current_hard + 1000,
+        },
+        launch::Rlimit {
+            resource: libc::RLIMIT_NPROC,
+            soft: 500,
+            hard: 600,
+        },
+    ];
+    let expected = if may_raise {
+        current_hard + 1000
+    } else {
+        current_hard
+    };
+    assert_eq!(run_ok(&spec), format!("{expected}\n{expected}\n600\n"));
+    eprintln!("CAP_SYS_RESOURCE usable: {may_raise}; NOFILE hard limit seen inside: {expected}");
+}
+
+#[test]
+fn proc_sys_is_read_only() {
+    let Some(root) = ready() else { return };
+    let host_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let overcommit = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap();
+    let (status, out, err) = run(&sh(
+        root.path(),
+        "echo evil > /proc/sys/kernel/hostname; echo $?; \
+         echo 2 > /proc/sys/vm/overcommit_memory; echo $?",
+    ));
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "1\n1\n", "{err}");
+    assert_eq!(err.matches("Read-only file system").count(), 2, "{err}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host_hostname
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap(),
+        overcommit
+    );
+}
+
+#[test]
+fn init_forwards_sigterm_to_the_program() {
+    let Some(root) = ready() else { return };
+    let mut spec = sh(
+        root.path(),
+        "trap 'exit 7' TERM; echo ready; while :; do sleep 1; done",
+    );
+    spec.init = true;
+    let mut p = launch::spawn(&spec).unwrap();
+    let mut stdout = std::io::BufReader::new(p.take_stdout().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    p.signal(Signal::SIGTERM).unwrap();
+    assert_eq!(
+        p.wait_timeout(Duration::from_secs(10)).unwrap(),
+        Some(ExitStatus::Exited(7))
+    );
+}
+
+#[test]
+fn exec_joins_the_containers_cgroup() {
+    let Some(root) = ready() else { return };
+    if !common::require(
+        molde_container::cgroup::available().is_ok(),
+        "needs a mounted cgroup filesystem",
+    ) {
+        return;
+    }
+    let name = format!("launch-exec-{}", std::process::id());
+    let cgroup = Cgroup::create(&name, &Limits::default()).unwrap();
+    let mut spec = sh(root.path(), "sleep 30");
+    spec.cgroup_procs = cgroup.procs_files().unwrap();
+    let mut first = launch::spawn(&spec).unwrap();
+    let mut e = ExecSpec::new("sleep");
+    e.args = vec!["30".into()];
+    e.cgroup_procs = cgroup.procs_files().unwrap();
+    let mut second = launch::exec(first.pid(), &e).unwrap();
+    let pids = cgroup.pids().unwrap();
+    assert!(
+        pids.contains(&first.pid()) && pids.contains(&second.pid()),
+        "{pids:?} lacks {} or {}",
+        first.pid(),
+        second.pid()
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    cgroup.remove().unwrap();
 }

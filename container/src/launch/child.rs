@@ -161,6 +161,17 @@ pub(crate) fn main(p: &mut Prepared) -> ! {
         Err(e) => fail(p.err_w, Stage::Sync, e, 0),
     }
     sys::close(p.sync_r);
+    // Not dumpable (until the program's exec makes it so again): container processes cannot
+    // open this copy of the host binary, its memory or its descriptors through
+    // /proc/<pid>/{exe,mem,fd} (the CVE-2019-5736 shape), nor ptrace it. After the go-ahead:
+    // a non-dumpable process's /proc files belong to root, and an unprivileged parent could
+    // not write the id maps.
+    step!(
+        p,
+        Stage::DeathSignal,
+        0,
+        sys::prctl(libc::PR_SET_DUMPABLE, 0, 0)
+    );
 
     if let Some(enter) = &p.enter {
         enter_container(p.err_w, enter);
@@ -273,8 +284,42 @@ fn setup_root(err_w: i32, r: &mut RootSetup) {
         r.sys_tree = fd;
     }
 
-    // pivot_root(".", "."): the old root ends up stacked under the new one, detached at once.
     step!(p, Stage::PivotRoot, 0, sys::chdir(&r.root));
+    // /proc and /sys before pivot_root, relative to the new root: in a user namespace the
+    // kernel mounts a new proc or sysfs only where one is already fully visible in the mount
+    // namespace (`mount_too_revealing`), which the host's stops being once detached.
+    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    step!(p, Stage::Proc, 0, sys::mkdir_exist_ok(c"proc", 0o555));
+    step!(
+        p,
+        Stage::Proc,
+        0,
+        sys::mount(
+            Some(c"proc"),
+            c"proc",
+            Some(c"proc"),
+            nosuid_nodev_noexec,
+            None
+        )
+    );
+    step!(p, Stage::Sys, 0, sys::mkdir_exist_ok(c"sys", 0o555));
+    let sysfs = sys::mount(
+        Some(c"sysfs"),
+        c"sys",
+        Some(c"sysfs"),
+        nosuid_nodev_noexec | libc::MS_RDONLY,
+        None,
+    );
+    if let Err(errno) = sysfs {
+        // In a user namespace without its own network namespace sysfs is refused: the
+        // host's, read-only, taken before.
+        if r.sys_tree < 0 {
+            fail(err_w, Stage::Sys, errno, 0);
+        }
+        step!(p, Stage::Sys, 0, sys::move_mount(r.sys_tree, c"sys"));
+    }
+
+    // pivot_root(".", "."): the old root ends up stacked under the new one, detached at once.
     // SAFETY: valid NUL-terminated paths.
     step!(
         p,
@@ -291,37 +336,7 @@ fn setup_root(err_w: i32, r: &mut RootSetup) {
     );
     step!(p, Stage::PivotRoot, 0, sys::chdir(c"/"));
 
-    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    step!(p, Stage::Proc, 0, sys::mkdir_exist_ok(c"/proc", 0o555));
-    step!(
-        p,
-        Stage::Proc,
-        0,
-        sys::mount(
-            Some(c"proc"),
-            c"/proc",
-            Some(c"proc"),
-            nosuid_nodev_noexec,
-            None
-        )
-    );
-
     setup_dev(p, r);
-
-    step!(p, Stage::Sys, 0, sys::mkdir_exist_ok(c"/sys", 0o555));
-    let sysfs = sys::mount(
-        Some(c"sysfs"),
-        c"/sys",
-        Some(c"sysfs"),
-        nosuid_nodev_noexec | libc::MS_RDONLY,
-        None,
-    );
-    if let Err(errno) = sysfs {
-        if r.sys_tree < 0 {
-            fail(err_w, Stage::Sys, errno, 0);
-        }
-        step!(p, Stage::Sys, 0, sys::move_mount(r.sys_tree, c"/sys"));
-    }
 
     for (i, m) in r.extra.iter().enumerate() {
         for dir in &m.dirs {
@@ -575,6 +590,22 @@ struct CapData {
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 fn credentials_and_exec(p: &Prepared) -> ! {
+    for (target, &source) in p.stdio.iter().enumerate() {
+        if source >= 0 {
+            // SAFETY: plain integer arguments.
+            step!(
+                p,
+                Stage::Stdio,
+                target,
+                sys::check(unsafe { libc::syscall(libc::SYS_dup3, source, target as i32, 0) })
+            );
+        }
+    }
+    // Every other descriptor is closed now, not merely at exec: a host directory leaked by the
+    // caller without O_CLOEXEC must not serve as the working directory or in the program's
+    // path (`/proc/self/fd/<n>/..`, the CVE-2024-21626 shape). Only the error pipe stays; it is
+    // close-on-exec and its closing tells the parent the exec happened.
+    step!(p, Stage::CloseFds, 0, sys::close_all_but(p.err_w));
     // Bounding set first: dropping needs CAP_SETPCAP, which setuid may take away.
     for cap in 0..=p.last_cap {
         if p.caps & (1u64 << cap) == 0 {
@@ -659,6 +690,16 @@ fn credentials_and_exec(p: &Prepared) -> ! {
         }
     }
     step!(p, Stage::Chdir, 0, sys::chdir(&p.cwd));
+    // The working directory must be inside the root: the kernel names one outside it
+    // "(unreachable)/..." rather than "/...".
+    let mut cwd = [0u8; libc::PATH_MAX as usize];
+    // SAFETY: `cwd` is valid for writes of its length.
+    let got = sys::check(unsafe { libc::syscall(libc::SYS_getcwd, cwd.as_mut_ptr(), cwd.len()) });
+    match got {
+        Ok(_) if cwd[0] == b'/' => {}
+        Ok(_) => fail(p.err_w, Stage::Chdir, libc::EXDEV, 0),
+        Err(e) => fail(p.err_w, Stage::Chdir, e, 0),
+    }
     if p.no_new_privs {
         step!(
             p,
@@ -667,33 +708,6 @@ fn credentials_and_exec(p: &Prepared) -> ! {
             sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0)
         );
     }
-    for (target, &source) in p.stdio.iter().enumerate() {
-        if source >= 0 {
-            // SAFETY: plain integer arguments.
-            step!(
-                p,
-                Stage::Stdio,
-                target,
-                sys::check(unsafe { libc::syscall(libc::SYS_dup3, source, target as i32, 0) })
-            );
-        }
-    }
-    // Every other descriptor closes at exec (the error pipe too, which tells the parent the
-    // exec happened).
-    // SAFETY: plain integer arguments.
-    step!(
-        p,
-        Stage::CloseFds,
-        0,
-        sys::check(unsafe {
-            libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            )
-        })
-    );
     if p.init {
         init::fork_and_supervise(p.err_w);
     }

@@ -218,6 +218,10 @@ fn hint(stage: Stage, errno: Errno) -> &'static str {
         }
         (Stage::Exec, Errno::EACCES) => " (the program is not executable by the user)",
         (Stage::Chdir, Errno::ENOENT) => " (the working directory does not exist in the container)",
+        (Stage::Chdir, Errno::EXDEV) => {
+            " (the working directory resolves outside the container's root, e.g. through \
+             /proc/self/fd)"
+        }
         (Stage::RootfsMount | Stage::Mount | Stage::Proc | Stage::Sys, Errno::EPERM) => {
             " (mounting needs CAP_SYS_ADMIN in the container's user namespace)"
         }

@@ -7,12 +7,14 @@
 //! typed [`LaunchError`].
 //!
 //! The launch sequence, in the child: parent-death signal; wait for the parent (id maps and
-//! cgroups written); `/` made a recursive slave; the rootfs mounted at the root directory;
-//! host trees for bind mounts and device nodes taken (`open_tree`); `pivot_root(".", ".")` and
-//! the old root detached; `/proc`, `/dev` (tmpfs, host device nodes bound, devpts, shm), `/sys`
-//! read-only; further mounts; masked and read-only paths; read-only root; hostname; loopback;
-//! rlimits; capabilities bounded; groups, gid, uid; capabilities set; cwd; no_new_privs; stdio;
-//! every other fd close-on-exec; (init: fork, supervise); exec.
+//! cgroups written); not dumpable until exec; `/` made a recursive slave; the rootfs mounted at
+//! the root directory; host trees for bind mounts and device nodes taken (`open_tree`);
+//! `/proc` and `/sys` (read-only) mounted in the new root; `pivot_root(".", ".")` and the old
+//! root detached; `/dev` (tmpfs, host device nodes bound, devpts, shm); further mounts; masked
+//! and read-only paths; read-only root; hostname; loopback; rlimits; stdio, every other fd
+//! closed; capabilities bounded; groups, gid, uid; capabilities set; cwd (checked to be inside
+//! the root); no_new_privs; (init: fork, supervise); exec. docs/ARCHITECTURE.md ("Launch
+//! sequence") gives the reason for each step.
 
 mod child;
 mod error;

@@ -131,6 +131,19 @@ pub(crate) fn touch(path: &CStr, mode: libc::mode_t) -> Sys {
     Ok(0)
 }
 
+/// Close every descriptor from 3 up except `keep` (`close_range(2)`, twice).
+pub(crate) fn close_all_but(keep: i32) -> Sys {
+    let close_range = |first: u32, last: u32| {
+        // SAFETY: plain integer arguments.
+        check(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) })
+    };
+    let keep = keep.max(0) as u32;
+    if keep > 3 {
+        close_range(3, keep - 1)?;
+    }
+    close_range(keep.max(2) + 1, u32::MAX)
+}
+
 /// `close(2)`.
 pub(crate) fn close(fd: i32) {
     // SAFETY: plain integer argument; errors are irrelevant here.
