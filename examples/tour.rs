@@ -29,7 +29,13 @@ fn main() -> Res<()> {
     say("shared libraries they need, found the way ld.so finds them. Then a second layer adds");
     say("an app, as a COPY step of a Dockerfile would.");
     let tools: Vec<&Path> = [
-        "/bin/sh", "/bin/ls", "/bin/cat", "/bin/echo", "/bin/sleep", "/bin/rm", "/bin/hostname",
+        "/bin/sh",
+        "/bin/ls",
+        "/bin/cat",
+        "/bin/echo",
+        "/bin/sleep",
+        "/bin/rm",
+        "/bin/hostname",
     ]
     .iter()
     .map(Path::new)
@@ -52,7 +58,10 @@ fn main() -> Res<()> {
             .cmd(["/bin/sh", "/app/hello.sh"]),
     )?;
     store.tag(&image, "tour/app:1")?;
-    say(&format!("image tour/app:1, id {}", short(&image.id().to_string())));
+    say(&format!(
+        "image tour/app:1, id {}",
+        short(&image.id().to_string())
+    ));
     for (i, layer) in image.layers().iter().enumerate() {
         say(&format!(
             "  layer {i}: {}  {} bytes",
@@ -72,10 +81,10 @@ fn main() -> Res<()> {
     for name in ["uno", "dos", "tres"] {
         let c = Container::builder(&store, &image)
             .hostname(name)
-            // A minimal init as PID 1 forwards `stop`'s SIGTERM to the program and reaps.
-            .init(true)
-            .command("/bin/sleep")
-            .arg("60")
+            // PID 1 of a container ignores signals it has no handler for: this one traps
+            // `stop`'s SIGTERM and exits cleanly.
+            .command("/bin/sh")
+            .args(["-c", "trap 'exit 0' TERM; while :; do sleep 1; done"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .start()?;
@@ -92,11 +101,17 @@ fn main() -> Res<()> {
     ps(&store)?;
 
     chapter("3. Copy-on-write: a write lands in the writer's layer only");
-    run(&containers[0], "echo 'solo en uno' > /app/nota.txt; echo 'editado' >> /etc/motd")?;
+    run(
+        &containers[0],
+        "echo 'solo en uno' > /app/nota.txt; echo 'editado' >> /etc/motd",
+    )?;
     for c in &containers {
         let out = c
             .exec("/bin/sh")
-            .args(["-c", "cat /app/nota.txt 2>/dev/null || echo '(no nota.txt here)'"])
+            .args([
+                "-c",
+                "cat /app/nota.txt 2>/dev/null || echo '(no nota.txt here)'",
+            ])
             .output()?;
         say(&format!(
             "  {} sees: {}",
@@ -131,7 +146,10 @@ fn main() -> Res<()> {
     say(&format!("  dos is {}", containers[1].status()?));
     containers[1].restart(Duration::from_secs(2))?;
     say(&format!("  dos is {} again", containers[1].status()?));
-    let out = containers[1].exec("/bin/cat").arg("/app/persist.txt").output()?;
+    let out = containers[1]
+        .exec("/bin/cat")
+        .arg("/app/persist.txt")
+        .output()?;
     say(&format!(
         "  and still reads /app/persist.txt: {}",
         String::from_utf8_lossy(&out.stdout).trim()
@@ -178,7 +196,9 @@ fn main() -> Res<()> {
         gc.bytes
     ));
     let (blobs, layers) = store.counts()?;
-    say(&format!("  the store now holds {blobs} blobs and {layers} unpacked layers"));
+    say(&format!(
+        "  the store now holds {blobs} blobs and {layers} unpacked layers"
+    ));
     println!("\nDone: every step above ran for real.");
     Ok(())
 }
@@ -220,7 +240,12 @@ fn ps(store: &Store) -> Res<()> {
             .into_iter()
             .next()
             .unwrap_or_else(|| short(&image.id().to_string()).to_owned());
-        say(&format!("  {:<12}  {:<13}  {}", short(&c.id), name, c.status));
+        say(&format!(
+            "  {:<12}  {:<13}  {}",
+            short(&c.id),
+            name,
+            c.status
+        ));
     }
     Ok(())
 }
@@ -233,7 +258,8 @@ fn tar_of(files: &[(&str, &str, u32)]) -> Vec<u8> {
         h.set_mode(*mode);
         h.set_size(content.len() as u64);
         h.set_mtime(1_700_000_000);
-        b.append_data(&mut h, path, content.as_bytes()).expect("in-memory tar");
+        b.append_data(&mut h, path, content.as_bytes())
+            .expect("in-memory tar");
     }
     b.into_inner().expect("in-memory tar")
 }
