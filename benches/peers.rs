@@ -26,6 +26,9 @@ use molde::layerfs::mount::{Mount, OverlayMount, unmount};
 use molde::layerfs::view::UnionView;
 use molde::layerfs::{Digest, Format, OverlayXattr};
 
+#[path = "peers/start.rs"]
+mod start;
+
 /// Files in the apply fixture layer.
 const FILES: usize = 20_000;
 /// Files per directory in the fixture.
@@ -75,6 +78,7 @@ fn main() {
     if wanted("digest") {
         figures.push(digest(&fixtures, pairs));
     }
+    figures.extend(start::figures(&fixtures, pairs, &wanted));
     for f in &figures {
         println!("{}", f.line());
     }
@@ -117,6 +121,12 @@ fn child(args: &[String]) {
     let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
         .expect("getrusage");
     println!("rss_kib={}", usage.max_rss());
+}
+
+/// This process's peak resident memory so far, in KiB.
+fn peak_rss_kib() -> u64 {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .map_or(0, |u| u.max_rss() as u64)
 }
 
 fn diff_options() -> DiffOptions {

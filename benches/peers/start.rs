@@ -1,0 +1,336 @@
+//! Container start figures: create + start + wait + remove of a container running /bin/true
+//! from an image already in the store, against the peers' command lines on the same rootfs.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use molde::container::{Container, Stdio};
+use molde::image::base;
+use molde::image::unpack::unpack;
+use molde::image::{Image, ImageBuilder, Store};
+
+use super::{Figure, interleave, peak_rss_kib, run_peer};
+
+/// What the start figures need: a store with the images, and the same rootfs for the peers.
+pub struct StartFixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    image: Image,
+    /// The image's one layer, unpacked: the peers' rootfs (nothing in it is a whiteout).
+    rootfs: PathBuf,
+    /// An OCI runtime bundle over `rootfs` for crun and runc.
+    bundle: PathBuf,
+}
+
+impl StartFixture {
+    /// Build the image from host binaries (/bin/true, /bin/sleep) in a store on disk.
+    pub fn new(base_dir: &Path) -> StartFixture {
+        let dir = tempfile::Builder::new()
+            .prefix("start-")
+            .tempdir_in(base_dir)
+            .expect("tempdir");
+        let store = Store::open(dir.path().join("store")).expect("store");
+        let image = base::from_host(&store, &[Path::new("/bin/true"), Path::new("/bin/sleep")])
+            .expect("image from host binaries");
+        let layers = unpack(&store, &image).expect("unpack");
+        let rootfs = layers[0].path.clone();
+        let bundle = dir.path().join("bundle");
+        fs::create_dir_all(&bundle).unwrap();
+        write_bundle(&bundle, &rootfs);
+        StartFixture {
+            _dir: dir,
+            store,
+            image,
+            rootfs,
+            bundle,
+        }
+    }
+
+    /// An image of 500 layers: the base and 499 one-file layers on top.
+    fn image_500(&self) -> Image {
+        let mut builder = ImageBuilder::from_image(&self.image);
+        for i in 1..500 {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(8);
+            h.set_mtime(0);
+            b.append_data(
+                &mut h,
+                format!("etc/layer-{i:03}"),
+                &format!("{i:08}").as_bytes()[..],
+            )
+            .unwrap();
+            let tar = b.into_inner().unwrap();
+            let layer = self.store.add_layer(&tar[..]).expect("add layer").layer;
+            builder = builder.layer(layer, format!("layer {i}"));
+        }
+        self.store.commit(builder).expect("commit 500-layer image")
+    }
+}
+
+/// A minimal OCI runtime config: /bin/true on `rootfs`, the namespaces the other peers get.
+fn write_bundle(bundle: &Path, rootfs: &Path) {
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/bin/true"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "cwd": "/",
+            "noNewPrivileges": true
+        },
+        "root": {"path": rootfs, "readonly": false},
+        "hostname": "bench",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]}
+        ],
+        "linux": {
+            "namespaces": [
+                {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                {"type": "uts"}, {"type": "mount"}
+            ]
+        }
+    });
+    fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&config).unwrap(),
+    )
+    .unwrap();
+}
+
+/// create + start + wait + remove of one /bin/true container, timed.
+fn molde_true(store: &Store, image: &Image, ephemeral: bool) -> (Duration, u64) {
+    let start = Instant::now();
+    let mut c = Container::builder(store, image)
+        .command("/bin/true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .ephemeral(ephemeral)
+        .create()
+        .expect("create");
+    c.start().expect("start");
+    let status = c.wait().expect("wait");
+    c.remove().expect("remove");
+    let took = start.elapsed();
+    assert!(
+        matches!(
+            status,
+            molde::container::Status::Exited { code: Some(0), .. }
+        ),
+        "/bin/true failed: {status:?}"
+    );
+    (took, peak_rss_kib())
+}
+
+fn unshare_chroot(rootfs: &Path) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "chroot",
+    ])
+    .arg(rootfs)
+    .arg("/bin/true");
+    cmd
+}
+
+fn bwrap(rootfs: &Path) -> Command {
+    let mut cmd = Command::new("bwrap");
+    cmd.args(["--unshare-all", "--bind"]).arg(rootfs).args([
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "/bin/true",
+    ]);
+    cmd
+}
+
+/// crun 1.8 refuses this host's v1/v2 hybrid cgroup layout; it runs in a private mount
+/// namespace with an empty tmpfs over /sys/fs/cgroup/unified, which changes no cgroup.
+fn crun(bundle: &Path, id: usize) -> Command {
+    let mut cmd = Command::new("crun");
+    cmd.args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(format!("molde-bench-{}-{id}", std::process::id()));
+    if Path::new("/sys/fs/cgroup/unified").is_dir() {
+        // SAFETY: between fork and exec the closure makes only async-signal-safe syscalls
+        // (unshare, mount) and allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                use nix::mount::{MsFlags, mount};
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+                mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                    None::<&str>,
+                )?;
+                mount(
+                    Some("tmpfs"),
+                    "/sys/fs/cgroup/unified",
+                    Some("tmpfs"),
+                    MsFlags::empty(),
+                    None::<&str>,
+                )?;
+                Ok(())
+            });
+        }
+    }
+    cmd
+}
+
+fn runc(bundle: &Path, id: usize) -> Command {
+    let mut cmd = Command::new("runc");
+    cmd.args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(format!("molde-bench-{}-{id}", std::process::id()));
+    cmd
+}
+
+#[allow(clippy::too_many_arguments)]
+fn figure(
+    name: &'static str,
+    peer: &'static str,
+    goal: f64,
+    pairs: usize,
+    molde: impl FnMut() -> (Duration, u64),
+    peer_run: impl FnMut() -> Duration,
+    molde_cmd: &str,
+    peer_cmd: &str,
+) -> Figure {
+    eprintln!("{name}: molde vs {peer} ({pairs} pairs)");
+    let (ratios, m, p, rss) = interleave(pairs, molde, peer_run);
+    Figure {
+        name,
+        peer,
+        goal,
+        ratios,
+        molde: m,
+        peers: p,
+        rss_kib: rss,
+        molde_cmd: molde_cmd.into(),
+        peer_cmd: peer_cmd.into(),
+        note: "image from host binaries (/bin/true, /bin/sleep); writable layer on the root ext4 \
+               unless said"
+            .into(),
+    }
+}
+
+const MOLDE_TRUE: &str = "Container::builder(&store, &image).command(\"/bin/true\").create(); \
+                          start(); wait(); remove()";
+
+/// The start figures wanted (by name), each measured with `pairs` interleaved pairs.
+pub fn figures(fixtures: &Path, pairs: usize, wanted: &dyn Fn(&str) -> bool) -> Vec<Figure> {
+    let names = [
+        "start-floor",
+        "start-bwrap",
+        "start-crun",
+        "start-runc",
+        "start-ephemeral",
+        "layers-500",
+    ];
+    if !names.iter().any(|n| wanted(n)) {
+        return Vec::new();
+    }
+    let fx = StartFixture::new(fixtures);
+    let (store, image, rootfs, bundle) = (&fx.store, &fx.image, &fx.rootfs, &fx.bundle);
+    // Warm up both sides (page cache, first-use costs).
+    for _ in 0..3 {
+        molde_true(store, image, false);
+        run_peer(&mut unshare_chroot(rootfs));
+    }
+    let mut out = Vec::new();
+    let mut id = 0usize;
+    let mut next = || {
+        id += 1;
+        id
+    };
+    if wanted("start-floor") {
+        out.push(figure(
+            "start-floor",
+            "unshare+chroot",
+            0.8,
+            pairs,
+            || molde_true(store, image, false),
+            || run_peer(&mut unshare_chroot(rootfs)),
+            MOLDE_TRUE,
+            "unshare --fork --pid --mount --uts --ipc --net chroot ROOTFS /bin/true",
+        ));
+    }
+    if wanted("start-bwrap") {
+        out.push(figure(
+            "start-bwrap",
+            "bwrap",
+            0.55,
+            pairs,
+            || molde_true(store, image, false),
+            || run_peer(&mut bwrap(rootfs)),
+            MOLDE_TRUE,
+            "bwrap --unshare-all --bind ROOTFS / --proc /proc --dev /dev --tmpfs /tmp /bin/true",
+        ));
+    }
+    if wanted("start-crun") {
+        out.push(figure(
+            "start-crun",
+            "crun",
+            0.3,
+            pairs,
+            || molde_true(store, image, false),
+            || run_peer(&mut crun(bundle, next())),
+            MOLDE_TRUE,
+            "crun run --bundle BUNDLE ID (private mount ns, tmpfs over /sys/fs/cgroup/unified)",
+        ));
+    }
+    if wanted("start-runc") {
+        out.push(figure(
+            "start-runc",
+            "runc",
+            0.1,
+            pairs,
+            || molde_true(store, image, false),
+            || run_peer(&mut runc(bundle, next())),
+            MOLDE_TRUE,
+            "runc run --bundle BUNDLE ID",
+        ));
+    }
+    if wanted("start-ephemeral") {
+        out.push(figure(
+            "start-ephemeral",
+            "unshare+chroot",
+            0.55,
+            pairs,
+            || molde_true(store, image, true),
+            || run_peer(&mut unshare_chroot(rootfs)),
+            "the same with .ephemeral(true): writable layer on a tmpfs",
+            "unshare --fork --pid --mount --uts --ipc --net chroot ROOTFS /bin/true",
+        ));
+    }
+    if wanted("layers-500") {
+        let image500 = fx.image_500();
+        molde_true(store, &image500, false);
+        out.push(figure(
+            "layers-500",
+            "molde 1 layer",
+            2.0,
+            pairs,
+            || molde_true(store, &image500, false),
+            || molde_true(store, image, false).0,
+            "start /bin/true from a 500-layer image",
+            "start /bin/true from its 1-layer base",
+        ));
+    }
+    out
+}
