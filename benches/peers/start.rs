@@ -61,7 +61,7 @@ impl StartFixture {
             b.append_data(
                 &mut h,
                 format!("etc/layer-{i:03}"),
-                &format!("{i:08}").as_bytes()[..],
+                format!("{i:08}").as_bytes(),
             )
             .unwrap();
             let tar = b.into_inner().unwrap();

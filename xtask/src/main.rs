@@ -17,6 +17,9 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("tar", "tar"),
     ("zstd", "zstd"),
     ("unshare", "util-linux"),
+    ("setpriv", "util-linux"),
+    ("perl", "perl"),
+    ("awk", "mawk"),
     ("umoci", "umoci"),
     ("busybox", "busybox-static"),
     ("skopeo", "skopeo"),
@@ -30,6 +33,10 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("umoci", "umoci"),
     ("openssl", "openssl"),
     ("sha256sum", "coreutils"),
+    ("unshare", "util-linux"),
+    ("bwrap", "bubblewrap"),
+    ("crun", "crun"),
+    ("runc", "runc"),
 ];
 
 fn main() -> ExitCode {
