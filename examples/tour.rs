@@ -13,7 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use molde::container::{Container, Status, Stdio};
-use molde::image::{ImageBuilder, Store, StoreError, base};
+use molde::container::build::{Build, Copy};
+use molde::image::{Store, StoreError, base};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -25,41 +26,41 @@ fn main() -> Res<()> {
     }
 
     chapter("1. An image is a mould: read-only layers plus a config");
-    say("We make an image from nothing downloaded: this host's /bin/sh, a few tools and the");
-    say("shared libraries they need, found the way ld.so finds them. Then a second layer adds");
-    say("an app, as a COPY step of a Dockerfile would.");
+    say("We build an image from nothing downloaded. The base holds this host's /bin/sh, a few");
+    say("tools and the shared libraries they need, found the way ld.so finds them. Then a");
+    say("recipe, the Rust twin of a Dockerfile, adds to it step by step:");
+    say("  FROM <host binaries> / ENV / WORKDIR /app / COPY hello.sh /app/ / RUN ... / EXPOSE / CMD");
     let tools: Vec<&Path> = [
-        "/bin/sh",
-        "/bin/ls",
-        "/bin/cat",
-        "/bin/echo",
-        "/bin/sleep",
-        "/bin/rm",
-        "/bin/hostname",
+        "/bin/sh", "/bin/ls", "/bin/cat", "/bin/echo", "/bin/sleep", "/bin/rm", "/bin/hostname",
     ]
     .iter()
     .map(Path::new)
     .filter(|p| p.exists())
     .collect();
     let base_image = base::from_host(&store, &tools)?;
-    let app_layer = store
-        .add_layer(
-            &tar_of(&[
-                ("app/hello.sh", "echo \"hola desde $(hostname)\"\n", 0o755),
-                ("etc/motd", "una imagen es un molde\n", 0o644),
-            ])[..],
-        )?
-        .layer;
-    let image = store.commit(
-        ImageBuilder::from_image(&base_image)
-            .layer(app_layer, "COPY app/ /app/ and etc/motd")
-            .env("GREETING", "hola")
-            .working_dir("/app")
-            .cmd(["/bin/sh", "/app/hello.sh"]),
-    )?;
-    store.tag(&image, "tour/app:1")?;
+    let context = tempfile::tempdir()?;
+    let script = context.path().join("hello.sh");
+    std::fs::write(&script, "echo \"$GREETING desde $(hostname)\"\n")?;
+    let recipe = Build::from_image(&base_image)
+        .env("GREETING", "hola")
+        .workdir("/app")
+        .copy(Copy::new(&script, "/app/").chmod(0o755))
+        .run("echo 'una imagen es un molde' > /etc/motd")
+        .expose(8080)
+        .cmd(["/bin/sh", "/app/hello.sh"]);
+    let built = recipe.build(&store, "tour/app:1")?;
+    let image = built.image.clone();
+    for step in &built.steps {
+        say(&format!(
+            "  step {}: {:<45} {}",
+            step.index,
+            step.instruction,
+            if step.layer.is_some() { "-> a new layer" } else { "(config only)" }
+        ));
+    }
     say(&format!(
-        "image tour/app:1, id {}",
+        "built tour/app:1 in {:?}, image id {}",
+        built.duration,
         short(&image.id().to_string())
     ));
     for (i, layer) in image.layers().iter().enumerate() {
@@ -73,6 +74,14 @@ fn main() -> Res<()> {
     for line in image.history_table().lines() {
         say(&format!("  {line}"));
     }
+    let again = recipe.build(&store, "tour/app:1")?;
+    say(&format!(
+        "Building the same recipe again reuses every layer from the cache: {} RUN steps ran, \
+         {:?}, the same image: {}",
+        again.runs_executed(),
+        again.duration,
+        again.image.id() == image.id()
+    ));
 
     chapter("2. A container is the image in execution, with a writable layer of its own");
     say("Three containers start from the same image, at once. Each has its own hostname, its");
@@ -248,18 +257,4 @@ fn ps(store: &Store) -> Res<()> {
         ));
     }
     Ok(())
-}
-
-/// A small layer tar of `(path, content, mode)` files.
-fn tar_of(files: &[(&str, &str, u32)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, content, mode) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(*mode);
-        h.set_size(content.len() as u64);
-        h.set_mtime(1_700_000_000);
-        b.append_data(&mut h, path, content.as_bytes())
-            .expect("in-memory tar");
-    }
-    b.into_inner().expect("in-memory tar")
 }
