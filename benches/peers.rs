@@ -26,6 +26,8 @@ use molde::layerfs::mount::{Mount, OverlayMount, unmount};
 use molde::layerfs::view::UnionView;
 use molde::layerfs::{Digest, Format, OverlayXattr};
 
+#[path = "peers/build.rs"]
+mod build;
 #[path = "peers/start.rs"]
 mod start;
 
@@ -79,6 +81,7 @@ fn main() {
         figures.push(digest(&fixtures, pairs));
     }
     figures.extend(start::figures(&fixtures, pairs, &wanted));
+    figures.extend(build::figures(&fixtures, pairs, &wanted));
     for f in &figures {
         println!("{}", f.line());
     }

@@ -12,8 +12,8 @@ use std::error::Error;
 use std::path::Path;
 use std::time::Duration;
 
-use molde::container::{Container, Status, Stdio};
 use molde::container::build::{Build, Copy};
+use molde::container::{Container, Status, Stdio};
 use molde::image::{Store, StoreError, base};
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -29,9 +29,17 @@ fn main() -> Res<()> {
     say("We build an image from nothing downloaded. The base holds this host's /bin/sh, a few");
     say("tools and the shared libraries they need, found the way ld.so finds them. Then a");
     say("recipe, the Rust twin of a Dockerfile, adds to it step by step:");
-    say("  FROM <host binaries> / ENV / WORKDIR /app / COPY hello.sh /app/ / RUN ... / EXPOSE / CMD");
+    say(
+        "  FROM <host binaries> / ENV / WORKDIR /app / COPY hello.sh /app/ / RUN ... / EXPOSE / CMD",
+    );
     let tools: Vec<&Path> = [
-        "/bin/sh", "/bin/ls", "/bin/cat", "/bin/echo", "/bin/sleep", "/bin/rm", "/bin/hostname",
+        "/bin/sh",
+        "/bin/ls",
+        "/bin/cat",
+        "/bin/echo",
+        "/bin/sleep",
+        "/bin/rm",
+        "/bin/hostname",
     ]
     .iter()
     .map(Path::new)
@@ -55,7 +63,11 @@ fn main() -> Res<()> {
             "  step {}: {:<45} {}",
             step.index,
             step.instruction,
-            if step.layer.is_some() { "-> a new layer" } else { "(config only)" }
+            if step.layer.is_some() {
+                "-> a new layer"
+            } else {
+                "(config only)"
+            }
         ));
     }
     say(&format!(
