@@ -806,6 +806,47 @@ fn exec_runs_in_the_running_container_as_its_user_or_another() {
     c.close().unwrap();
 }
 
+/// Exec into a container whose PID 1 is the init (a non-dumpable copy of the host binary): the
+/// exec joins through the program, the init's child, from this handle and from another one.
+fn exec_into_an_init_container(store: &Store, image: &Image) {
+    let c = sh(store, image, "echo inside > /tmp/w; exec sleep 30")
+        .init(true)
+        .stdout(molde_container::Stdio::null())
+        .start()
+        .unwrap();
+    for _ in 0..100 {
+        if c.writable_layer().join("tmp/w").exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = c.exec("cat").arg("/tmp/w").output().unwrap();
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.stdout, b"inside\n");
+    // Same pid namespace: the program is the init's child, pid 2.
+    let out = c.exec("cat").arg("/proc/2/cmdline").output().unwrap();
+    assert!(
+        out.stdout.starts_with(b"sleep"),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Another handle finds the program's pid in the record.
+    let other = Container::open(store, c.id()).unwrap();
+    let out = other.exec("cat").arg("/tmp/w").output().unwrap();
+    assert_eq!(out.stdout, b"inside\n", "{out:?}");
+    drop(other);
+    c.close().unwrap();
+}
+
+#[test]
+fn exec_into_a_container_with_init() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    exec_into_an_init_container(&store, &image);
+}
+
 #[test]
 fn init_runs_the_program_as_its_child() {
     if !can_run() {
@@ -1329,6 +1370,7 @@ fn rootless_lifecycle_helper() {
     assert!(c2.read_file("/usr/bin/ls").is_err());
     c2.close().unwrap();
     c.close().unwrap();
+    exec_into_an_init_container(&store, &image);
     assert!(Container::list(&store).unwrap().is_empty());
     assert!(store.holds().unwrap().is_empty());
     eprintln!("rootless lifecycle: checked");

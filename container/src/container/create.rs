@@ -137,6 +137,8 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
             state: State::Created,
             pid: None,
             pid_start: None,
+            program_pid: None,
+            program_pid_start: None,
             started: None,
             finished: None,
             exit_code: None,

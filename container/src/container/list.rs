@@ -90,6 +90,8 @@ pub(crate) fn refresh(store: &Store, paths: &ContainerPaths) -> Result<(), Conta
                 r.state = State::Exited;
                 r.pid = None;
                 r.pid_start = None;
+                r.program_pid = None;
+                r.program_pid_start = None;
                 r.exit_code = None;
                 r.exit_signal = None;
                 r.finished = Some(molde_image::builder::now_rfc3339());

@@ -210,6 +210,21 @@ impl Container {
         }
     }
 
+    /// The host pid of the process a further process is exec'd through, while running: PID 1,
+    /// or with [`init`](crate::ContainerBuilder::init) the program (the init's child). The init
+    /// is a non-dumpable copy of the host binary (so that the container cannot reach the host
+    /// binary through `/proc/1/exe`); an unprivileged caller could not open its namespaces.
+    pub(crate) fn exec_target(&self) -> Option<u32> {
+        match &self.process {
+            Some(p) => Some(p.program_pid()),
+            None if self.record.state != State::Running => None,
+            None => match (self.record.program_pid, self.record.program_pid_start) {
+                (Some(pid), start) => crate::record::alive(Some(pid), start).then_some(pid),
+                (None, _) => self.record.pid,
+            },
+        }
+    }
+
     /// The snapshot backend of its writable layer: `overlay` (kernel overlayfs, mounted in the
     /// container's mount namespace) or `copy` (a copy of the image, where this process cannot
     /// mount overlay).
