@@ -1261,9 +1261,9 @@ fn copy_in_over_deleted_paths_keeps_overlay_semantics() {
 const ROOTLESS_ENV: &str = "MOLDE_TEST_LIFECYCLE_ROOTLESS_DIR";
 
 /// The whole lifecycle as an unprivileged user: this test binary, copied where `nobody` can
-/// run it, re-runs its helper as uid/gid 65534 through setpriv(1). Without the privilege to
-/// mount on the host the writable layer comes from the copy backend, and the launcher puts the
-/// container in a user namespace.
+/// run it, re-runs its helper as uid/gid 65534 through setpriv(1). The launcher puts the
+/// container in a user namespace, where its overlay writable layer is mounted (`userxattr`):
+/// the host would not let this user mount it.
 #[test]
 fn rootless_lifecycle_as_nobody() {
     if !common::require(common::have_tool("setpriv"), "needs setpriv(1)")
@@ -1342,13 +1342,14 @@ fn rootless_lifecycle_helper() {
         "root inside: {uid}"
     );
 
+    let before = image_fingerprint(&store, &image);
     let mut c = sh(&store, &image, "echo changed > /etc/new; rm /usr/bin/ls")
         .create()
         .unwrap();
     assert_eq!(
         c.backend(),
-        "copy",
-        "no overlay mount on the host without privilege"
+        "overlay",
+        "overlay (userxattr) mounted in the container's user namespace"
     );
     c.start().unwrap();
     assert_eq!(
@@ -1364,7 +1365,27 @@ fn rootless_lifecycle_helper() {
         diff.contains(&Change::Deleted("/usr/bin/ls".into())),
         "{diff:?}"
     );
+    // The writes are in the upper directory: the new file, and a whiteout (char 0/0) for the
+    // deleted one; the image's layers are as they were.
+    let upper = c.writable_layer().to_owned();
+    assert!(upper.ends_with("upper"), "{}", upper.display());
+    assert_eq!(fs::read(upper.join("etc/new")).unwrap(), b"changed\n");
+    let wh = fs::symlink_metadata(upper.join("usr/bin/ls")).unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_char_device(&wh.file_type()) && wh.rdev() == 0,
+        "whiteout: {wh:?}"
+    );
+    assert!(
+        !upper.join("usr/bin/cat").exists(),
+        "only changes are in the upper"
+    );
     let committed = c.commit("rootless").unwrap();
+    assert_eq!(
+        image_fingerprint(&store, &image),
+        before,
+        "image layers unchanged"
+    );
+    assert_eq!(committed.layers().len(), image.layers().len() + 1);
     let c2 = Container::builder(&store, &committed).create().unwrap();
     assert_eq!(c2.read_file("/etc/new").unwrap(), b"changed\n");
     assert!(c2.read_file("/usr/bin/ls").is_err());

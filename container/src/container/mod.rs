@@ -2,6 +2,7 @@
 //! allocated, image held) -> running -> exited (code or signal) -> restarted (same writable
 //! layer) -> removed (writable layer deleted, hold released). One file per verb.
 
+pub(crate) mod backend;
 pub(crate) mod child;
 pub(crate) mod commit;
 pub(crate) mod copy;
@@ -134,6 +135,8 @@ pub struct Container {
 pub(crate) fn backend_named(name: &str) -> Box<dyn Backend> {
     match name {
         "copy" => Box::new(CopyBackend::new()),
+        // As root `trusted.overlay.*`; not root, `userxattr` (mounted in the container's user
+        // namespace).
         _ => Box::new(OverlayBackend::new()),
     }
 }
