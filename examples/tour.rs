@@ -19,6 +19,8 @@ use molde::image::{Store, StoreError, base};
 type Res<T> = Result<T, Box<dyn Error>>;
 
 fn main() -> Res<()> {
+    // A fresh throwaway store. A lasting one is opened with `molde::open_store(root)`, which
+    // also clears what a killed process left (containers recorded running).
     let store = Store::temporary()?;
     println!("molde tour — store at {}", store.root().display());
     if !molde::layerfs::privilege::is_privileged() {

@@ -214,6 +214,13 @@ pub struct Record {
     pub pid: Option<u32>,
     /// Start time of that pid (field 22 of `/proc/<pid>/stat`), against pid reuse.
     pub pid_start: Option<u64>,
+    /// With an init as PID 1: host pid of the program (the init's child) while running, the
+    /// process an exec joins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_pid: Option<u32>,
+    /// Start time of that pid, against pid reuse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_pid_start: Option<u64>,
     /// When it last started.
     pub started: Option<String>,
     /// When it last exited.
@@ -348,6 +355,8 @@ mod tests {
             state: State::Created,
             pid: None,
             pid_start: None,
+            program_pid: None,
+            program_pid_start: None,
             started: None,
             finished: None,
             exit_code: None,

@@ -806,6 +806,47 @@ fn exec_runs_in_the_running_container_as_its_user_or_another() {
     c.close().unwrap();
 }
 
+/// Exec into a container whose PID 1 is the init (a non-dumpable copy of the host binary): the
+/// exec joins through the program, the init's child, from this handle and from another one.
+fn exec_into_an_init_container(store: &Store, image: &Image) {
+    let c = sh(store, image, "echo inside > /tmp/w; exec sleep 30")
+        .init(true)
+        .stdout(molde_container::Stdio::null())
+        .start()
+        .unwrap();
+    for _ in 0..100 {
+        if c.writable_layer().join("tmp/w").exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = c.exec("cat").arg("/tmp/w").output().unwrap();
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.stdout, b"inside\n");
+    // Same pid namespace: the program is the init's child, pid 2.
+    let out = c.exec("cat").arg("/proc/2/cmdline").output().unwrap();
+    assert!(
+        out.stdout.starts_with(b"sleep"),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Another handle finds the program's pid in the record.
+    let other = Container::open(store, c.id()).unwrap();
+    let out = other.exec("cat").arg("/tmp/w").output().unwrap();
+    assert_eq!(out.stdout, b"inside\n", "{out:?}");
+    drop(other);
+    c.close().unwrap();
+}
+
+#[test]
+fn exec_into_a_container_with_init() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    exec_into_an_init_container(&store, &image);
+}
+
 #[test]
 fn init_runs_the_program_as_its_child() {
     if !can_run() {
@@ -1220,9 +1261,9 @@ fn copy_in_over_deleted_paths_keeps_overlay_semantics() {
 const ROOTLESS_ENV: &str = "MOLDE_TEST_LIFECYCLE_ROOTLESS_DIR";
 
 /// The whole lifecycle as an unprivileged user: this test binary, copied where `nobody` can
-/// run it, re-runs its helper as uid/gid 65534 through setpriv(1). Without the privilege to
-/// mount on the host the writable layer comes from the copy backend, and the launcher puts the
-/// container in a user namespace.
+/// run it, re-runs its helper as uid/gid 65534 through setpriv(1). The launcher puts the
+/// container in a user namespace, where its overlay writable layer is mounted (`userxattr`):
+/// the host would not let this user mount it.
 #[test]
 fn rootless_lifecycle_as_nobody() {
     if !common::require(common::have_tool("setpriv"), "needs setpriv(1)")
@@ -1301,13 +1342,14 @@ fn rootless_lifecycle_helper() {
         "root inside: {uid}"
     );
 
+    let before = image_fingerprint(&store, &image);
     let mut c = sh(&store, &image, "echo changed > /etc/new; rm /usr/bin/ls")
         .create()
         .unwrap();
     assert_eq!(
         c.backend(),
-        "copy",
-        "no overlay mount on the host without privilege"
+        "overlay",
+        "overlay (userxattr) mounted in the container's user namespace"
     );
     c.start().unwrap();
     assert_eq!(
@@ -1323,12 +1365,33 @@ fn rootless_lifecycle_helper() {
         diff.contains(&Change::Deleted("/usr/bin/ls".into())),
         "{diff:?}"
     );
+    // The writes are in the upper directory: the new file, and a whiteout (char 0/0) for the
+    // deleted one; the image's layers are as they were.
+    let upper = c.writable_layer().to_owned();
+    assert!(upper.ends_with("upper"), "{}", upper.display());
+    assert_eq!(fs::read(upper.join("etc/new")).unwrap(), b"changed\n");
+    let wh = fs::symlink_metadata(upper.join("usr/bin/ls")).unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_char_device(&wh.file_type()) && wh.rdev() == 0,
+        "whiteout: {wh:?}"
+    );
+    assert!(
+        !upper.join("usr/bin/cat").exists(),
+        "only changes are in the upper"
+    );
     let committed = c.commit("rootless").unwrap();
+    assert_eq!(
+        image_fingerprint(&store, &image),
+        before,
+        "image layers unchanged"
+    );
+    assert_eq!(committed.layers().len(), image.layers().len() + 1);
     let c2 = Container::builder(&store, &committed).create().unwrap();
     assert_eq!(c2.read_file("/etc/new").unwrap(), b"changed\n");
     assert!(c2.read_file("/usr/bin/ls").is_err());
     c2.close().unwrap();
     c.close().unwrap();
+    exec_into_an_init_container(&store, &image);
     assert!(Container::list(&store).unwrap().is_empty());
     assert!(store.holds().unwrap().is_empty());
     eprintln!("rootless lifecycle: checked");

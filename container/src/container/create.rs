@@ -5,7 +5,6 @@ use std::fs;
 use std::path::PathBuf;
 
 use molde_layerfs::OverlayXattr;
-use molde_layerfs::snapshot::default_backend;
 use molde_layerfs::view::UnionView;
 
 use super::{Container, list};
@@ -126,7 +125,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
                 io_err("mounting a tmpfs for the writable layer on", &snap_dir)(e.into())
             })?;
         }
-        let backend = default_backend();
+        let backend = super::backend::for_container(&store);
         let snapshot = backend.prepare(&lowers, &snap_dir)?;
         fs::create_dir(paths.rootfs()).map_err(io_err("creating", &paths.rootfs()))?;
         let record = Record {
@@ -137,6 +136,8 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
             state: State::Created,
             pid: None,
             pid_start: None,
+            program_pid: None,
+            program_pid_start: None,
             started: None,
             finished: None,
             exit_code: None,

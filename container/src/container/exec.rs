@@ -114,7 +114,7 @@ impl ExecBuilder<'_> {
     pub fn spawn(self) -> Result<ExecChild, ContainerError> {
         let c = self.container;
         let id = c.id.clone();
-        let Some(pid) = c.pid() else {
+        let Some(pid) = c.exec_target() else {
             return Err(ContainerError::State {
                 id,
                 state: "not running".into(),

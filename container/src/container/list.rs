@@ -90,6 +90,8 @@ pub(crate) fn refresh(store: &Store, paths: &ContainerPaths) -> Result<(), Conta
                 r.state = State::Exited;
                 r.pid = None;
                 r.pid_start = None;
+                r.program_pid = None;
+                r.program_pid_start = None;
                 r.exit_code = None;
                 r.exit_signal = None;
                 r.finished = Some(molde_image::builder::now_rfc3339());
@@ -218,7 +220,8 @@ pub(crate) fn discard(store: &Store, paths: &ContainerPaths, id: &str) {
 
 /// Clear stale state of every container of the store: records of containers whose owner died
 /// are marked exited, interrupted creations and removals are finished. `Container::list` and
-/// `Container::open` do this too; call it after opening a store that a killed process used.
+/// `Container::open` do this too. `molde::open_store` (the facade) opens a store and calls it:
+/// use that, or call this after opening a store that a killed process used.
 pub fn recover(store: &Store) -> Result<(), ContainerError> {
     list(store).map(|_| ())
 }

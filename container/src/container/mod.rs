@@ -2,6 +2,7 @@
 //! allocated, image held) -> running -> exited (code or signal) -> restarted (same writable
 //! layer) -> removed (writable layer deleted, hold released). One file per verb.
 
+pub(crate) mod backend;
 pub(crate) mod child;
 pub(crate) mod commit;
 pub(crate) mod copy;
@@ -134,6 +135,8 @@ pub struct Container {
 pub(crate) fn backend_named(name: &str) -> Box<dyn Backend> {
     match name {
         "copy" => Box::new(CopyBackend::new()),
+        // As root `trusted.overlay.*`; not root, `userxattr` (mounted in the container's user
+        // namespace).
         _ => Box::new(OverlayBackend::new()),
     }
 }
@@ -207,6 +210,21 @@ impl Container {
                 .record
                 .pid
                 .filter(|_| self.record.state == State::Running),
+        }
+    }
+
+    /// The host pid of the process a further process is exec'd through, while running: PID 1,
+    /// or with [`init`](crate::ContainerBuilder::init) the program (the init's child). The init
+    /// is a non-dumpable copy of the host binary (so that the container cannot reach the host
+    /// binary through `/proc/1/exe`); an unprivileged caller could not open its namespaces.
+    pub(crate) fn exec_target(&self) -> Option<u32> {
+        match &self.process {
+            Some(p) => Some(p.program_pid()),
+            None if self.record.state != State::Running => None,
+            None => match (self.record.program_pid, self.record.program_pid_start) {
+                (Some(pid), start) => crate::record::alive(Some(pid), start).then_some(pid),
+                (None, _) => self.record.pid,
+            },
         }
     }
 

@@ -43,6 +43,10 @@ impl Container {
         r.state = State::Running;
         r.pid = Some(pid);
         r.pid_start = start;
+        r.program_pid = (process.program_pid() != pid).then(|| process.program_pid());
+        r.program_pid_start = r
+            .program_pid
+            .and_then(|p| record::pid_info(p).map(|(s, _)| s));
         r.started = Some(molde_image::builder::now_rfc3339());
         r.exit_code = None;
         r.exit_signal = None;
@@ -193,6 +197,8 @@ impl Container {
             r.state = State::Exited;
             r.pid = None;
             r.pid_start = None;
+            r.program_pid = None;
+            r.program_pid_start = None;
             r.exit_code = status.code();
             r.exit_signal = status.signal().map(|s| s as i32);
             r.finished = Some(molde_image::builder::now_rfc3339());

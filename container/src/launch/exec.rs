@@ -66,7 +66,7 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
         return Err(LaunchError::new(Stage::Setgroups, Errno::EPERM));
     }
 
-    let (err_r, err_w) = prepare::pipe()?;
+    let (err_r, err_w) = prepare::error_channel()?;
     let (sync_r, sync_w) = prepare::pipe()?;
     let mut side = ParentSide {
         err_r,

@@ -42,6 +42,12 @@ pub(crate) fn fork_and_supervise(err_w: i32) {
         if let Err(e) = sys::sigprocmask(libc::SIG_SETMASK, old) {
             super::child::fail(err_w, Stage::InitFork, e, 0);
         }
+        // Report "forked" (stage 0): the kernel attaches this process's credentials, and the
+        // parent learns its host pid, through which a later exec joins the container.
+        let report = [0u8; super::child::REPORT_LEN];
+        if let Err(e) = sys::write(err_w, &report) {
+            super::child::fail(err_w, Stage::InitFork, e, 0);
+        }
         return;
     }
     // The init keeps no descriptor: the program's exec (or failure) alone closes the error

@@ -47,6 +47,44 @@ pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
         .map_err(|e| LaunchError::new(Stage::Prepare, e))
 }
 
+/// The error channel: a connected pair of stream sockets, close-on-exec (its closing at the
+/// program's `execve` tells the parent the exec happened, as a pipe's would). The parent's end
+/// (first) has `SO_PASSCRED`: every report carries its sender's pid, translated by the kernel
+/// into the parent's pid namespace. That is how the init's child, the program, tells its host
+/// pid (inside the container it only knows its namespace's pid).
+pub(crate) fn error_channel() -> Result<(OwnedFd, OwnedFd), LaunchError> {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` is valid for writes of two descriptors.
+    let ret = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if ret < 0 {
+        return Err(LaunchError::new(Stage::Prepare, Errno::last()));
+    }
+    // SAFETY: socketpair returned two new descriptors nothing else owns.
+    let (parent, child) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a valid int living across the call.
+    let ret = unsafe {
+        libc::setsockopt(
+            parent.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if ret < 0 {
+        return Err(LaunchError::new(Stage::Prepare, Errno::last()));
+    }
+    Ok((parent, child))
+}
+
 /// A descriptor numbered 3 or above (so dup'ing it onto 0..2 never clobbers another source).
 fn high_fd(fd: OwnedFd) -> Result<OwnedFd, LaunchError> {
     if fd.as_raw_fd() > 2 {
@@ -208,7 +246,7 @@ fn container_path(path: &Path) -> Result<CString, LaunchError> {
 
 /// Everything for a container's first process.
 pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> {
-    let (err_r, err_w) = pipe()?;
+    let (err_r, err_w) = error_channel()?;
     let (sync_r, sync_w) = pipe()?;
     let new_userns = spec.user_namespace.is_some();
     let mut side = ParentSide {

@@ -121,6 +121,8 @@ impl Read for ChildStderr {
 #[derive(Debug)]
 pub struct Process {
     pid: u32,
+    /// With an init as PID 1: the host pid of the program, the init's child.
+    program_pid: Option<u32>,
     pidfd: OwnedFd,
     status: Option<ExitStatus>,
     stdin: Option<ChildStdin>,
@@ -138,6 +140,7 @@ impl Process {
     ) -> Process {
         Process {
             pid,
+            program_pid: None,
             pidfd,
             status: None,
             stdin: stdin.map(ChildStdin::from),
@@ -149,6 +152,19 @@ impl Process {
     /// The host pid of the process.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The host pid of the program: the process itself, or, when an init runs as the
+    /// container's PID 1 ([`Spec::init`](super::Spec::init)), the init's child, which exec'd
+    /// the program. A further process is exec'd into the container through it: the init is a
+    /// copy of the host binary and stays non-dumpable, so only a privileged caller could open
+    /// its namespaces.
+    pub fn program_pid(&self) -> u32 {
+        self.program_pid.unwrap_or(self.pid)
+    }
+
+    pub(crate) fn set_program_pid(&mut self, pid: u32) {
+        self.program_pid = Some(pid);
     }
 
     /// The process's pidfd (for `poll` or `setns`).

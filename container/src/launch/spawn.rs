@@ -1,7 +1,6 @@
 //! The parent's side of a launch: `clone` (on the launcher thread), id maps, cgroups, the
 //! go-ahead, and reading the child's report from the error pipe.
 
-use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
@@ -123,20 +122,62 @@ fn raw_clone(prepared: &mut Prepared, flags: u64) -> Result<(u32, i32), LaunchEr
 }
 
 /// One report from the error pipe: `None` at EOF (the exec happened).
-pub(crate) fn read_report(err_r: &OwnedFd) -> Result<Option<(u32, i32, u32)>, LaunchError> {
+pub(crate) fn read_report(err_r: &OwnedFd) -> Result<Option<Report>, LaunchError> {
+    Ok(read_report_from(err_r)?.map(|(report, _)| report))
+}
+
+/// A child's report: (stage, errno, index); stage 0 is not an error.
+pub(crate) type Report = (u32, i32, u32);
+
+/// One report from the error channel and the host pid of its sender (from `SCM_CREDENTIALS`,
+/// which the kernel attaches because the parent's end has `SO_PASSCRED`): `None` at EOF.
+pub(crate) fn read_report_from(
+    err_r: &OwnedFd,
+) -> Result<Option<(Report, Option<u32>)>, LaunchError> {
     let mut buf = [0u8; REPORT_LEN];
-    let mut file = std::fs::File::from(
-        err_r
-            .try_clone()
-            .map_err(|e| LaunchError::new(Stage::Sync, io_errno(&e)))?,
-    );
     let mut got = 0;
+    let mut sender = None;
     while got < REPORT_LEN {
-        match file.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(LaunchError::new(Stage::Sync, io_errno(&e))),
+        // Room for one SCM_CREDENTIALS message (CMSG_SPACE of a ucred, 8-byte aligned).
+        let mut control = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: buf[got..].as_mut_ptr().cast(),
+            iov_len: REPORT_LEN - got,
+        };
+        // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: `msg` describes valid buffers living across the call.
+        let n = unsafe { libc::recvmsg(err_r.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            let errno = Errno::last();
+            if errno == Errno::EINTR {
+                continue;
+            }
+            return Err(LaunchError::new(Stage::Sync, errno));
+        }
+        if n == 0 {
+            break;
+        }
+        got += n as usize;
+        // SAFETY: `msg` was filled by recvmsg; the CMSG macros stay within msg_controllen.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                    && (*cmsg).cmsg_type == libc::SCM_CREDENTIALS
+                {
+                    let cred =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::ucred);
+                    if sender.is_none() && cred.pid > 0 {
+                        sender = Some(cred.pid as u32);
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
         }
     }
     if got == 0 {
@@ -147,9 +188,12 @@ pub(crate) fn read_report(err_r: &OwnedFd) -> Result<Option<(u32, i32, u32)>, La
     }
     let word = |i: usize| [buf[i], buf[i + 1], buf[i + 2], buf[i + 3]];
     Ok(Some((
-        u32::from_ne_bytes(word(0)),
-        i32::from_ne_bytes(word(4)),
-        u32::from_ne_bytes(word(8)),
+        (
+            u32::from_ne_bytes(word(0)),
+            i32::from_ne_bytes(word(4)),
+            u32::from_ne_bytes(word(8)),
+        ),
+        sender,
     )))
 }
 
@@ -211,16 +255,29 @@ pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
         let _ = process.wait();
         return Err(e);
     }
-    match read_report(&side.err_r) {
-        Ok(None) => Ok(process),
-        Ok(Some((stage, errno, index))) => {
-            let _ = process.wait();
-            Err(report_error(&side, stage, errno, index))
-        }
-        Err(e) => {
-            let _ = process.kill();
-            let _ = process.wait();
-            Err(e)
+    // With init, the program (init's child) first reports that it forked (stage 0); the
+    // credentials of that report give its host pid, the process an exec joins (the init is not
+    // dumpable, so an unprivileged caller cannot open its namespaces).
+    loop {
+        match read_report_from(&side.err_r) {
+            Ok(None) => return Ok(process),
+            Ok(Some(((0, _, _), sender))) if spec.init => match sender {
+                Some(program) => process.set_program_pid(program),
+                None => {
+                    let _ = process.kill();
+                    let _ = process.wait();
+                    return Err(LaunchError::new(Stage::InitFork, Errno::ESRCH));
+                }
+            },
+            Ok(Some(((stage, errno, index), _))) => {
+                let _ = process.wait();
+                return Err(report_error(&side, stage, errno, index));
+            }
+            Err(e) => {
+                let _ = process.kill();
+                let _ = process.wait();
+                return Err(e);
+            }
         }
     }
 }

@@ -129,7 +129,10 @@ impl fmt::Display for Change {
             Change::Modified(_) => 'C',
             Change::Deleted(_) => 'D',
         };
-        write!(f, "{kind} {}", self.path().display())
+        // Components, not the bytes as given: a directory is `/app` whether its name came
+        // with a trailing slash (a tar directory entry) or not.
+        let path: PathBuf = self.path().components().collect();
+        write!(f, "{kind} {}", path.display())
     }
 }
 
@@ -252,4 +255,17 @@ pub fn changes(
     xattr: OverlayXattr,
 ) -> Result<Vec<Change>, DiffError> {
     native::changes(upper, lowers, xattr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Change;
+
+    #[test]
+    fn change_displays_without_trailing_slash() {
+        assert_eq!(Change::Modified("/app/".into()).to_string(), "C /app");
+        assert_eq!(Change::Added("/app/sub//".into()).to_string(), "A /app/sub");
+        assert_eq!(Change::Deleted("/etc/x".into()).to_string(), "D /etc/x");
+        assert_eq!(Change::Modified("/".into()).to_string(), "C /");
+    }
 }
