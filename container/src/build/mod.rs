@@ -229,7 +229,7 @@ impl Build {
             argv.into_iter().map(Into::into).collect(),
         )))
     }
-    /// `COPY` host files (see [`Copy`] for owner and mode).
+    /// `COPY` host files (see [`struct@Copy`] for owner and mode).
     pub fn copy(self, copy: Copy) -> Self {
         self.step(Step::Copy(copy))
     }
