@@ -57,7 +57,9 @@ fn main() -> Res<()> {
         .copy(Copy::new(&script, "/app/").chmod(0o755))
         .run("echo 'una imagen es un molde' > /etc/motd")
         .expose(8080)
-        .cmd(["/bin/sh", "/app/hello.sh"]);
+        .cmd(["/bin/sh", "/app/hello.sh"])
+        // A fixed source-date epoch: the same recipe always gives the same image, byte for byte.
+        .source_date_epoch(1_700_000_000);
     let built = recipe.build(&store, "tour/app:1")?;
     let image = built.image.clone();
     for step in &built.steps {
@@ -91,7 +93,7 @@ fn main() -> Res<()> {
     let again = recipe.build(&store, "tour/app:1")?;
     say(&format!(
         "Building the same recipe again reuses every layer from the cache: {} RUN steps ran, \
-         {:?}, the same image: {}",
+         {:?}, and it is the same image (reproducible): {}",
         again.runs_executed(),
         again.duration,
         again.image.id() == image.id()
