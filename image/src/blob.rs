@@ -197,6 +197,17 @@ pub(crate) fn ingest(
 }
 
 /// fsync a directory, making a rename in it durable.
+/// Store a small document held in memory. Its digest is known before writing, so a document
+/// already in the store (a rebuilt image's config and manifest) costs one `stat`, not a
+/// temp file and an fsync.
+pub(crate) fn ingest_bytes(layout: &Layout, bytes: &[u8]) -> Result<BlobInfo, BlobError> {
+    let expected = Expected {
+        digest: Digest::of(bytes),
+        size: Some(bytes.len() as u64),
+    };
+    ingest(layout, bytes, Some(expected))
+}
+
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

@@ -404,9 +404,9 @@ impl Store {
             }
         }
         let config_bytes = canonical_json("image config", &config)?;
-        let cfg = blob::ingest(self.layout(), &config_bytes[..], None)?;
+        let cfg = blob::ingest_bytes(self.layout(), &config_bytes)?;
         let (manifest, manifest_bytes) = manifest_for(cfg.digest, cfg.size, &layers)?;
-        let m = blob::ingest(self.layout(), &manifest_bytes[..], None)?;
+        let m = blob::ingest_bytes(self.layout(), &manifest_bytes)?;
         Image::from_documents(m.digest, m.size, manifest, cfg.digest, config).map_err(|source| {
             StoreError::Image {
                 manifest: m.digest,
@@ -462,7 +462,12 @@ impl Store {
     fn add_to_index(&self, image: &Image, tag: Option<&Reference>) -> Result<(), StoreError> {
         let _g = self.index_lock()?;
         let mut index = self.read_index()?;
+        let before = index.clone();
         index_add(&mut index, image, tag);
+        if index == before {
+            // Already there (a rebuilt image, a tag set again): nothing to write or sync.
+            return Ok(());
+        }
         self.write_index(&index)
     }
 

@@ -220,11 +220,9 @@ pub(super) fn import_scanned(
     let mut report = ImportReport::default();
     for p in plan {
         for (bytes, what) in [(&p.config, "config"), (&p.manifest, "manifest")] {
-            blob::ingest(store.layout(), &bytes[..], None).map_err(|source| {
-                ArchiveError::Blob {
-                    what: format!("{what} of image {}", p.image.id()),
-                    source,
-                }
+            blob::ingest_bytes(store.layout(), bytes).map_err(|source| ArchiveError::Blob {
+                what: format!("{what} of image {}", p.image.id()),
+                source,
             })?;
         }
         if p.tags.is_empty() {
