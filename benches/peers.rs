@@ -739,5 +739,11 @@ fn report(figures: &[Figure], pairs: usize) -> String {
         let _ = writeln!(s, "{}", f.line());
     }
     let _ = writeln!(s, "```");
+    // The analysis of missed goals (profiles, what would close them) is written by hand and
+    // kept beside the generated figures.
+    let notes = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks-analysis.md");
+    if let Ok(text) = fs::read_to_string(&notes) {
+        let _ = writeln!(s, "\n{}", text.trim_end());
+    }
     s
 }
