@@ -46,7 +46,7 @@ impl Container {
         r.started = Some(molde_image::builder::now_rfc3339());
         r.exit_code = None;
         r.exit_signal = None;
-        r.write(&self.paths)?;
+        r.write_state(&self.paths)?;
         drop(guard);
         self.record = r;
         self.deadline = self
@@ -75,7 +75,16 @@ impl Container {
     /// [`ContainerError::TimedOut`]). For a container started by another process, waits for
     /// its end without learning its code.
     pub fn wait(&mut self) -> Result<super::Status, ContainerError> {
+        let owned = self.process.is_some();
         self.wait_inner(true)?;
+        if owned && self.process.is_none() {
+            // This handle collected its own process and recorded the end: the record is
+            // current.
+            if self.removed {
+                return Ok(super::Status::Removed);
+            }
+            return Ok(super::Status::from_record(&self.record));
+        }
         self.status()
     }
 
