@@ -11,9 +11,13 @@ fn main() {
     let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(200);
     let ephemeral = args.iter().any(|a| a == "ephemeral");
     let dir = std::env::var("START_DIR").unwrap_or_else(|_| "/var/tmp".into());
-    let tmp = tempfile::Builder::new().prefix("start-loop-").tempdir_in(dir).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("start-loop-")
+        .tempdir_in(dir)
+        .unwrap();
     let store = Store::open(tmp.path().join("store")).unwrap();
-    let mut image = base::from_host(&store, &[Path::new("/bin/true"), Path::new("/bin/sleep")]).unwrap();
+    let mut image =
+        base::from_host(&store, &[Path::new("/bin/true"), Path::new("/bin/sleep")]).unwrap();
     if args.iter().any(|a| a == "layers500") {
         let mut builder = ImageBuilder::from_image(&image);
         for i in 1..500 {
@@ -22,7 +26,12 @@ fn main() {
             h.set_mode(0o644);
             h.set_size(8);
             h.set_mtime(0);
-            b.append_data(&mut h, format!("etc/layer-{i:03}"), format!("{i:08}").as_bytes()).unwrap();
+            b.append_data(
+                &mut h,
+                format!("etc/layer-{i:03}"),
+                format!("{i:08}").as_bytes(),
+            )
+            .unwrap();
             let layer = store.add_layer(&b.into_inner().unwrap()[..]).unwrap().layer;
             builder = builder.layer(layer, format!("layer {i}"));
         }
@@ -47,7 +56,10 @@ fn main() {
         c.remove().unwrap();
         let t4 = Instant::now();
         let mut p = phases.borrow_mut();
-        for (i, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4)].into_iter().enumerate() {
+        for (i, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4)]
+            .into_iter()
+            .enumerate()
+        {
             p[i] += (b - a).as_secs_f64() * 1000.0;
         }
     };

@@ -273,7 +273,8 @@ impl Record {
             .prefix(".record-")
             .tempfile_in(paths.dir())
             .map_err(io_err("creating a temp file in", paths.dir()))?;
-        tmp.write_all(&bytes).map_err(io_err("writing", tmp.path()))?;
+        tmp.write_all(&bytes)
+            .map_err(io_err("writing", tmp.path()))?;
         tmp.persist(&p)
             .map_err(|e| io_err("writing", &p)(e.error))?;
         self.write_state(paths)

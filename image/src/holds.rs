@@ -247,7 +247,11 @@ mod tests {
         take(dir.path(), "c1", &d).unwrap();
         take(dir.path(), "c1", &d).unwrap();
         take(dir.path(), &"y".repeat(250), &d).unwrap();
-        let names: Vec<String> = list(dir.path()).unwrap().into_iter().map(|h| h.name).collect();
+        let names: Vec<String> = list(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|h| h.name)
+            .collect();
         assert_eq!(names.len(), 2);
         assert!(names.contains(&"c1".to_owned()));
         assert!(release(dir.path(), "c1").unwrap());

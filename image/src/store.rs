@@ -693,7 +693,8 @@ impl Store {
             return Err(StoreError::NotFound(md.to_string()));
         }
         let dir = self.layout().holds_dir();
-        let taken = crate::holds::take(&dir, name, &md).map_err(io_err("writing a hold in", &dir))?;
+        let taken =
+            crate::holds::take(&dir, name, &md).map_err(io_err("writing a hold in", &dir))?;
         Ok(Hold {
             name: name.to_owned(),
             image: md,
