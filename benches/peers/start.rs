@@ -421,7 +421,9 @@ fn start_many(store: &Store, image: &Image, rootfs: &Path, pairs: usize) -> Figu
         let took = start.elapsed();
         let after = mem_available_kib();
         let own: u64 = all.iter().filter_map(|c| c.pid()).map(pss_kib).sum();
-        let beyond = before.saturating_sub(after).saturating_sub(own);
+        // Signed: other processes of the host allocate and free meanwhile, so one sample
+        // can come out below zero; the median over the pairs is reported.
+        let beyond = before as i64 - after as i64 - own as i64;
         per_container.borrow_mut().push(beyond as f64 / MANY as f64);
         for c in all {
             c.remove().expect("remove");
