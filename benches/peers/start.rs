@@ -241,6 +241,7 @@ pub fn figures(fixtures: &Path, pairs: usize, wanted: &dyn Fn(&str) -> bool) -> 
         "start-runc",
         "start-ephemeral",
         "layers-500",
+        "start-many",
     ];
     if !names.iter().any(|n| wanted(n)) {
         return Vec::new();
@@ -332,5 +333,171 @@ pub fn figures(fixtures: &Path, pairs: usize, wanted: &dyn Fn(&str) -> bool) -> 
             "start /bin/true from its 1-layer base",
         ));
     }
+    if wanted("start-many") {
+        out.push(start_many(store, image, rootfs, pairs));
+    }
     out
+}
+
+/// Containers alive at once in `start-many`.
+const MANY: usize = 100;
+
+/// A kernel memory figure: `MemAvailable` in KiB.
+fn mem_available_kib() -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The proportional set size of a process, in KiB (0 if gone).
+fn pss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The children of `pid` (all its threads'), from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Whether a process named `sleep` runs under `pid` (itself included).
+fn runs_sleep(pid: u32) -> bool {
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        if fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep") {
+            return true;
+        }
+        stack.extend(children(p));
+    }
+    false
+}
+
+/// `start-many`: 100 containers of one image alive at once, each running sleep; the time
+/// until all run, against 100 bwrap sandboxes started the same way; and the host memory each
+/// container costs beyond its own process.
+fn start_many(store: &Store, image: &Image, rootfs: &Path, pairs: usize) -> Figure {
+    eprintln!("start-many: {MANY} molde containers vs {MANY} bwrap sandboxes ({pairs} pairs)");
+    let per_container = std::cell::RefCell::new(Vec::new());
+    let molde = || {
+        let before = mem_available_kib();
+        let start = Instant::now();
+        let mut all = Vec::with_capacity(MANY);
+        for _ in 0..MANY {
+            let c = Container::builder(store, image)
+                .command("/bin/sleep")
+                .arg("1000")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .start()
+                .expect("start");
+            all.push(c);
+        }
+        // `start` returns once the program is exec'd: all run.
+        let took = start.elapsed();
+        let after = mem_available_kib();
+        let own: u64 = all.iter().filter_map(|c| c.pid()).map(pss_kib).sum();
+        // Signed: other processes of the host allocate and free meanwhile, so one sample
+        // can come out below zero; the median over the pairs is reported.
+        let beyond = before as i64 - after as i64 - own as i64;
+        per_container.borrow_mut().push(beyond as f64 / MANY as f64);
+        for c in all {
+            c.remove().expect("remove");
+        }
+        (took, peak_rss_kib())
+    };
+    let peer = || {
+        let start = Instant::now();
+        let mut all = Vec::with_capacity(MANY);
+        for _ in 0..MANY {
+            let child = bwrap_sleep(rootfs).spawn().expect("spawn bwrap");
+            all.push(child);
+        }
+        let mut waiting: Vec<u32> = all.iter().map(|c| c.id()).collect();
+        while !waiting.is_empty() {
+            waiting.retain(|pid| !runs_sleep(*pid));
+            if !waiting.is_empty() {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        let took = start.elapsed();
+        for mut c in all {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        took
+    };
+    let (ratios, m, p, rss) = interleave(pairs, molde, peer);
+    let mut mem = per_container.into_inner();
+    mem.sort_by(f64::total_cmp);
+    let mem_kib = mem.get(mem.len() / 2).copied().unwrap_or(0.0);
+    eprintln!("start-many: host memory per container beyond its own process: {mem_kib:.0} KiB");
+    Figure {
+        name: "start-many",
+        peer: "bwrap",
+        goal: 1.0,
+        ratios,
+        molde: m,
+        peers: p,
+        rss_kib: rss,
+        molde_cmd: format!(
+            "{MANY} x Container::builder(&store, &image).command(\"/bin/sleep\").arg(\"1000\")\
+             .start(), all alive; time until the last start returns"
+        ),
+        peer_cmd: format!(
+            "{MANY} x bwrap --unshare-all --die-with-parent --bind ROOTFS / --proc /proc --dev \
+             /dev --tmpfs /tmp /bin/sleep 1000, spawned in a row; time until every one runs sleep"
+        ),
+        note: format!(
+            "host memory per container beyond its own process: {:.0} KiB (median over the \
+             pairs of (MemAvailable drop - sum of the containers' Pss) / {MANY}; goal < 1024 KiB: {})",
+            mem_kib,
+            if mem_kib < 1024.0 { "met" } else { "MISSED" }
+        ),
+    }
+}
+
+fn bwrap_sleep(rootfs: &Path) -> Command {
+    let mut cmd = Command::new("bwrap");
+    cmd.args(["--unshare-all", "--die-with-parent", "--bind"])
+        .arg(rootfs)
+        .args([
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "/bin/sleep",
+            "1000",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd
 }

@@ -2,7 +2,10 @@
 //! (like `ps -a`), and open, stop, restart, commit or remove one.
 //!
 //! ```text
-//! <store>/molde/containers/<id>/record.json   the record (written atomically)
+//! <store>/molde/containers/<id>/record.json   the record as created (written atomically)
+//! <store>/molde/containers/<id>/state         a symlink whose target is the lifecycle state
+//!                                             (state, pid, exit code, times): replaced
+//!                                             atomically at every start, exit and removal
 //! <store>/molde/containers/<id>/lock          flock'ed exclusively around every record update
 //! <store>/molde/containers/<id>/owner.lock    flock'ed by the process that owns the running
 //!                                             container's PID 1 (its parent), while it runs
@@ -13,6 +16,15 @@
 //!
 //! A record that says `running` while nobody holds its `owner.lock` and its process is gone
 //! is stale (its owner was killed): reading it marks it exited.
+//!
+//! **No fsync.** Records describe processes, which a host crash ends anyway; nothing here is
+//! content. The state changes at every start and exit, so it lives in a symlink's target
+//! (under 60 bytes: ext4 keeps it in the inode, so no data block is allocated, written back or
+//! freed; a rename replaces it atomically, so a reader sees the old or the new state, never a
+//! torn one). After a crash, whatever the disk kept is put right by `recover`: a `running`
+//! state is stale and marked exited; a record that never reached the disk (or did only in
+//! part) is an interrupted creation and is cleared with its writable layer; holds are taken
+//! again from the records (see `molde_container::recover`).
 
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -81,6 +93,10 @@ impl ContainerPaths {
     /// `record.json`.
     pub fn record(&self) -> PathBuf {
         self.dir.join("record.json")
+    }
+    /// The state link.
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state")
     }
     /// The update lock.
     pub fn lock(&self) -> PathBuf {
@@ -240,17 +256,23 @@ pub struct Record {
 }
 
 impl Record {
-    /// Read the record at `paths`.
+    /// Read the record at `paths` (the record as created, with its current state).
     pub fn read(paths: &ContainerPaths) -> Result<Record, RecordError> {
         let p = paths.record();
         let bytes = fs::read(&p).map_err(io_err("reading", &p))?;
-        serde_json::from_slice(&bytes).map_err(|source| RecordError::Json { path: p, source })
+        let mut r: Record = serde_json::from_slice(&bytes)
+            .map_err(|source| RecordError::Json { path: p, source })?;
+        if let Some(state) = read_state(paths)? {
+            state.apply(&mut r);
+        }
+        Ok(r)
     }
 
-    /// Write the record atomically.
+    /// Write the whole record atomically (the record file, then the state link). Not
+    /// fsynced: see the module's documentation.
     pub fn write(&self, paths: &ContainerPaths) -> Result<(), RecordError> {
         let p = paths.record();
-        let bytes = serde_json::to_vec_pretty(self).map_err(|source| RecordError::Json {
+        let bytes = serde_json::to_vec(self).map_err(|source| RecordError::Json {
             path: p.clone(),
             source,
         })?;
@@ -259,23 +281,189 @@ impl Record {
             .tempfile_in(paths.dir())
             .map_err(io_err("creating a temp file in", paths.dir()))?;
         tmp.write_all(&bytes)
-            .and_then(|_| tmp.as_file().sync_all())
             .map_err(io_err("writing", tmp.path()))?;
         tmp.persist(&p)
             .map_err(|e| io_err("writing", &p)(e.error))?;
-        Ok(())
+        self.write_state(paths)
     }
 
-    /// Take the update lock, read, apply `f`, write; returns the new record.
+    /// Write only the lifecycle state (state, pid, exit code, times), atomically, without
+    /// rewriting the record file. The caller holds the update lock.
+    pub fn write_state(&self, paths: &ContainerPaths) -> Result<(), RecordError> {
+        let target = StateLink::of(self).encode();
+        let tmp = paths.dir().join(".state.tmp");
+        match std::os::unix::fs::symlink(&target, &tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // Left by a writer that crashed (writers hold the update lock).
+                fs::remove_file(&tmp).map_err(io_err("removing", &tmp))?;
+                std::os::unix::fs::symlink(&target, &tmp).map_err(io_err("writing", &tmp))?;
+            }
+            Err(e) => return Err(io_err("writing", &tmp)(e)),
+        }
+        let p = paths.state();
+        fs::rename(&tmp, &p).map_err(io_err("writing", &p))
+    }
+
+    /// Take the update lock, read, apply `f`, write; returns the new record. Only the state
+    /// link is rewritten when `f` changed nothing else.
     pub fn update(
         paths: &ContainerPaths,
         f: impl FnOnce(&mut Record),
     ) -> Result<Record, RecordError> {
         let _g = lock(paths)?;
         let mut r = Record::read(paths)?;
+        let before = r.clone();
         f(&mut r);
-        r.write(paths)?;
+        let mut rest = before;
+        StateLink::of(&r).apply(&mut rest);
+        if rest == r {
+            r.write_state(paths)?;
+        } else {
+            r.write(paths)?;
+        }
         Ok(r)
+    }
+}
+
+/// The lifecycle state kept in the `state` symlink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StateLink {
+    state: State,
+    pid: Option<u32>,
+    pid_start: Option<u64>,
+    started: Option<String>,
+    finished: Option<String>,
+    exit_code: Option<i32>,
+    exit_signal: Option<i32>,
+}
+
+impl StateLink {
+    fn of(r: &Record) -> StateLink {
+        StateLink {
+            state: r.state,
+            pid: r.pid,
+            pid_start: r.pid_start,
+            started: r.started.clone(),
+            finished: r.finished.clone(),
+            exit_code: r.exit_code,
+            exit_signal: r.exit_signal,
+        }
+    }
+
+    fn apply(self, r: &mut Record) {
+        r.state = self.state;
+        r.pid = self.pid;
+        r.pid_start = self.pid_start;
+        r.started = self.started;
+        r.finished = self.finished;
+        r.exit_code = self.exit_code;
+        r.exit_signal = self.exit_signal;
+    }
+
+    /// `1,<state>,<pid>,<start>,<code>,<signal>,<started>,<finished>`, empty for none; times
+    /// as `20260101T000000Z` (RFC 3339 without its separators), which keeps a typical state
+    /// under the 60 bytes ext4 stores in the inode.
+    fn encode(&self) -> String {
+        fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+            v.as_ref().map(|v| v.to_string()).unwrap_or_default()
+        }
+        fn time(t: &Option<String>) -> String {
+            t.as_deref().map(compact_time).unwrap_or_default()
+        }
+        let state = match self.state {
+            State::Created => 'c',
+            State::Running => 'r',
+            State::Exited => 'e',
+            State::Removing => 'x',
+        };
+        format!(
+            "1,{state},{},{},{},{},{},{}",
+            opt(&self.pid),
+            opt(&self.pid_start),
+            opt(&self.exit_code),
+            opt(&self.exit_signal),
+            time(&self.started),
+            time(&self.finished)
+        )
+    }
+
+    fn decode(s: &str) -> Option<StateLink> {
+        let f: Vec<&str> = s.split(',').collect();
+        if f.len() != 8 || f[0] != "1" {
+            return None;
+        }
+        fn num<T: std::str::FromStr>(s: &str) -> Option<Option<T>> {
+            if s.is_empty() {
+                Some(None)
+            } else {
+                s.parse().ok().map(Some)
+            }
+        }
+        fn time(s: &str) -> Option<String> {
+            (!s.is_empty()).then(|| expand_time(s))
+        }
+        Some(StateLink {
+            state: match f[1] {
+                "c" => State::Created,
+                "r" => State::Running,
+                "e" => State::Exited,
+                "x" => State::Removing,
+                _ => return None,
+            },
+            pid: num(f[2])?,
+            pid_start: num(f[3])?,
+            exit_code: num(f[4])?,
+            exit_signal: num(f[5])?,
+            started: time(f[6]),
+            finished: time(f[7]),
+        })
+    }
+}
+
+/// `2026-01-01T00:00:00Z` as `20260101T000000Z`; anything else unchanged.
+fn compact_time(t: &str) -> String {
+    let b = t.as_bytes();
+    let shape = b.len() == 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'Z';
+    if shape && !t.contains(',') {
+        t.chars().filter(|c| *c != '-' && *c != ':').collect()
+    } else {
+        t.replace(',', "")
+    }
+}
+
+/// The inverse of [`compact_time`].
+fn expand_time(t: &str) -> String {
+    let b = t.as_bytes();
+    if b.len() == 16 && b[8] == b'T' && b[15] == b'Z' && t.is_ascii() {
+        format!(
+            "{}-{}-{}T{}:{}:{}Z",
+            &t[0..4],
+            &t[4..6],
+            &t[6..8],
+            &t[9..11],
+            &t[11..13],
+            &t[13..15]
+        )
+    } else {
+        t.to_owned()
+    }
+}
+
+/// The state link of a container, if it has one (a record written by an older molde has
+/// its state in the record file only).
+fn read_state(paths: &ContainerPaths) -> Result<Option<StateLink>, RecordError> {
+    let p = paths.state();
+    match fs::read_link(&p) {
+        Ok(target) => Ok(target.to_str().and_then(StateLink::decode)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("reading", &p)(e)),
     }
 }
 
@@ -415,6 +603,53 @@ mod tests {
                 .iter()
                 .all(|n| !n.to_string_lossy().starts_with(".record-"))
         );
+    }
+
+    #[test]
+    fn state_link_round_trips_and_stays_in_the_inode() {
+        let mut r = sample("st");
+        r.state = State::Running;
+        r.pid = Some(4_194_304);
+        r.pid_start = Some(4_294_967_295);
+        r.started = Some("2026-01-01T00:00:00Z".into());
+        let link = StateLink::of(&r);
+        let text = link.encode();
+        assert!(text.len() < 60, "{text}");
+        assert_eq!(StateLink::decode(&text), Some(link));
+        r.state = State::Exited;
+        r.exit_code = Some(255);
+        r.exit_signal = Some(9);
+        r.finished = Some("odd, time".into());
+        let link = StateLink::of(&r);
+        let mut back = StateLink::decode(&link.encode()).unwrap();
+        assert_eq!(back.finished.as_deref(), Some("odd time"));
+        back.finished = link.finished.clone();
+        assert_eq!(back, link);
+        assert_eq!(StateLink::decode("2,r,,,,,,"), None);
+        assert_eq!(StateLink::decode("1,q,,,,,,"), None);
+    }
+
+    #[test]
+    fn state_updates_leave_the_record_file_alone() {
+        let store = Store::temporary().unwrap();
+        let paths = ContainerPaths::new(&store, "keep");
+        fs::create_dir_all(paths.dir()).unwrap();
+        sample("keep").write(&paths).unwrap();
+        let before = fs::read(paths.record()).unwrap();
+        let r = Record::update(&paths, |r| {
+            r.state = State::Running;
+            r.pid = Some(7);
+        })
+        .unwrap();
+        assert_eq!(fs::read(paths.record()).unwrap(), before);
+        assert_eq!(Record::read(&paths).unwrap(), r);
+        // A change beyond the state rewrites the record file.
+        let r = Record::update(&paths, |r| r.run.init = false).unwrap();
+        assert_ne!(fs::read(paths.record()).unwrap(), before);
+        assert_eq!(Record::read(&paths).unwrap(), r);
+        // A record without a state link (an older molde's) keeps its own state.
+        fs::remove_file(paths.state()).unwrap();
+        assert_eq!(Record::read(&paths).unwrap(), r);
     }
 
     #[test]

@@ -56,6 +56,8 @@ struct Inner {
     manifest: ImageManifest,
     config: ImageConfiguration,
     layers: Vec<Layer>,
+    /// The ChainID of each prefix of the stack, bottom first (computed once, in one pass).
+    chain_ids: Vec<Digest>,
 }
 
 /// One step of an image's history, like a row of `docker history`.
@@ -117,6 +119,15 @@ impl Image {
                 media_type,
             });
         }
+        // ChainID(L0..Ln) = sha256(ChainID(L0..Ln-1) + " " + DiffID(Ln)): one hash per layer.
+        let mut chain_ids: Vec<Digest> = Vec::with_capacity(layers.len());
+        for l in &layers {
+            let next = match chain_ids.last() {
+                None => l.diff_id,
+                Some(prev) => chain_id(&[*prev, l.diff_id]).unwrap_or(l.diff_id),
+            };
+            chain_ids.push(next);
+        }
         Ok(Image(Arc::new(Inner {
             manifest_digest,
             manifest_size,
@@ -124,6 +135,7 @@ impl Image {
             manifest,
             config,
             layers,
+            chain_ids,
         })))
     }
 
@@ -158,10 +170,7 @@ impl Image {
     /// The ChainID of each prefix of the layer stack, bottom first (`chain_ids()[i]` names
     /// layers `0..=i`).
     pub fn chain_ids(&self) -> Vec<Digest> {
-        let ids = self.diff_ids();
-        (1..=ids.len())
-            .filter_map(|n| chain_id(&ids[..n]))
-            .collect()
+        self.0.chain_ids.clone()
     }
     /// The total size of the layer blobs, in bytes.
     pub fn size(&self) -> u64 {

@@ -4,9 +4,10 @@
 //! <root>/oci-layout                 {"imageLayoutVersion": "1.0.0"}      (OCI image layout)
 //! <root>/index.json                 every image; tags as org.opencontainers.image.ref.name
 //! <root>/blobs/sha256/<hex>         content-addressed, read-only blobs
-//! <root>/molde/lock                 index lock: serialises index.json and holds.json updates
+//! <root>/molde/lock                 index lock: serialises index.json and hold updates
 //! <root>/molde/gc.lock              shared by writers of content, exclusive for GC
-//! <root>/molde/holds.json           persistent holds (leases) on images
+//! <root>/molde/holds/<name>         persistent holds (leases) on images: one symlink each,
+//!                                   its target the image (see `holds`)
 //! <root>/molde/tmp/                 blobs being ingested (each temp file flock'ed by its writer)
 //! <root>/molde/layers/<chainid>/    layers unpacked in overlay format, one per ChainID
 //! <root>/molde/layers/<chainid>.tmp a layer being unpacked (guarded by <chainid>.lock)
@@ -64,9 +65,14 @@ impl Layout {
     pub fn gc_lock(&self) -> PathBuf {
         self.state().join("gc.lock")
     }
-    /// The holds file.
+    /// The holds file of an older molde (`molde/holds.json`), moved into
+    /// [`Layout::holds_dir`] when the store opens.
     pub fn holds(&self) -> PathBuf {
         self.state().join("holds.json")
+    }
+    /// The directory of holds: one symlink per hold.
+    pub fn holds_dir(&self) -> PathBuf {
+        crate::holds::dir(&self.state())
     }
     /// The temp directory for ingests.
     pub fn tmp(&self) -> PathBuf {

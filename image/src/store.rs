@@ -12,10 +12,10 @@ use oci_spec::image::{
     Descriptor, ImageConfiguration, ImageIndex, ImageIndexBuilder, ImageManifest,
     ImageManifestBuilder, MediaType,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::blob::{self, BlobError, BlobInfo, Expected};
-use crate::builder::{ImageBuilder, now_rfc3339};
+use crate::builder::ImageBuilder;
 use crate::image::{Image, ImageError};
 use crate::layer::{Layer, LayerMediaType};
 use crate::layout::{self, Layout};
@@ -145,18 +145,6 @@ pub struct Hold {
     pub created: String,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct HoldsFile {
-    holds: Vec<HoldRecord>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct HoldRecord {
-    name: String,
-    image: String,
-    created: String,
-}
-
 /// One image in a listing, like a row of `docker images`.
 #[derive(Debug, Clone)]
 pub struct ImageSummary {
@@ -264,7 +252,12 @@ impl Store {
     }
 
     fn open_with(layout: Layout, temp: Option<tempfile::TempDir>) -> Result<Store, StoreError> {
-        for dir in [layout.blobs(), layout.tmp(), layout.layers()] {
+        for dir in [
+            layout.blobs(),
+            layout.tmp(),
+            layout.layers(),
+            layout.holds_dir(),
+        ] {
             fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         }
         let store = Store(Arc::new(StoreInner {
@@ -281,6 +274,8 @@ impl Store {
             if !l.index().exists() {
                 store.write_index(&empty_index())?;
             }
+            crate::holds::migrate(&l.holds(), &l.holds_dir())
+                .map_err(io_err("moving the holds of", &l.holds()))?;
             blob::clear_leftovers(&l.tmp()).map_err(io_err("clearing", &l.tmp()))?;
             crate::unpack::clear_leftovers(l)?;
         }
@@ -695,27 +690,6 @@ impl Store {
 
     // ---- holds ----
 
-    fn read_holds(&self) -> Result<HoldsFile, StoreError> {
-        let p = self.layout().holds();
-        match fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|source| StoreError::Json {
-                what: p.display().to_string(),
-                source,
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HoldsFile::default()),
-            Err(e) => Err(io_err("reading", &p)(e)),
-        }
-    }
-
-    fn write_holds(&self, h: &HoldsFile) -> Result<(), StoreError> {
-        let p = self.layout().holds();
-        let bytes = serde_json::to_vec_pretty(h).map_err(|source| StoreError::Json {
-            what: p.display().to_string(),
-            source,
-        })?;
-        blob::write_atomic(&p, &bytes).map_err(io_err("writing", &p))
-    }
-
     /// Take a persistent hold named `name` on `image` (taking it again is a no-op).
     pub fn hold(&self, image: &Image, name: &str) -> Result<Hold, StoreError> {
         let _g = self.index_lock()?;
@@ -723,47 +697,33 @@ impl Store {
         if !self.entries()?.contains_key(&md) {
             return Err(StoreError::NotFound(md.to_string()));
         }
-        let mut h = self.read_holds()?;
-        h.holds.retain(|r| r.name != name);
-        let rec = HoldRecord {
-            name: name.to_owned(),
-            image: md.to_string(),
-            created: now_rfc3339(),
-        };
-        h.holds.push(rec.clone());
-        self.write_holds(&h)?;
+        let dir = self.layout().holds_dir();
+        let taken =
+            crate::holds::take(&dir, name, &md).map_err(io_err("writing a hold in", &dir))?;
         Ok(Hold {
-            name: rec.name,
+            name: name.to_owned(),
             image: md,
-            created: rec.created,
+            created: crate::builder::rfc3339(taken),
         })
     }
 
     /// Release the hold named `name`; `false` if there was none.
     pub fn release(&self, name: &str) -> Result<bool, StoreError> {
         let _g = self.index_lock()?;
-        let mut h = self.read_holds()?;
-        let before = h.holds.len();
-        h.holds.retain(|r| r.name != name);
-        if h.holds.len() == before {
-            return Ok(false);
-        }
-        self.write_holds(&h)?;
-        Ok(true)
+        let dir = self.layout().holds_dir();
+        crate::holds::release(&dir, name).map_err(io_err("releasing a hold in", &dir))
     }
 
-    /// Every hold in the store.
+    /// Every hold in the store, oldest first.
     pub fn holds(&self) -> Result<Vec<Hold>, StoreError> {
-        Ok(self
-            .read_holds()?
-            .holds
+        let dir = self.layout().holds_dir();
+        Ok(crate::holds::list(&dir)
+            .map_err(io_err("reading", &dir))?
             .into_iter()
-            .filter_map(|r| {
-                Some(Hold {
-                    image: r.image.parse().ok()?,
-                    name: r.name,
-                    created: r.created,
-                })
+            .map(|h| Hold {
+                name: h.name,
+                image: h.image,
+                created: crate::builder::rfc3339(h.taken),
             })
             .collect())
     }

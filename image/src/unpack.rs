@@ -35,6 +35,26 @@ pub struct UnpackedLayer {
 pub fn unpack(store: &Store, image: &Image) -> Result<Vec<UnpackedLayer>, StoreError> {
     let _content = store.content_lock(LockKind::Shared)?;
     let layout = store.layout();
+    let chain_ids = image.chain_ids();
+    // Layers are unpacked bottom first, each renamed into place (and the rename synced)
+    // before the next begins, and GC keeps every prefix of a stack it keeps (a ChainID
+    // names its whole prefix): when the top layer is unpacked, all are. One stat instead of
+    // one per layer (and no per-layer lock) for an image already unpacked.
+    if let Some(top) = chain_ids.last()
+        && layout.layer(top).is_dir()
+    {
+        return Ok(image
+            .layers()
+            .iter()
+            .zip(chain_ids)
+            .map(|(layer, chain_id)| UnpackedLayer {
+                path: layout.layer(&chain_id),
+                chain_id,
+                digest: layer.digest,
+                existed: true,
+            })
+            .collect());
+    }
     let mut out = Vec::new();
     for (layer, chain_id) in image.layers().iter().zip(image.chain_ids()) {
         let path = layout.layer(&chain_id);

@@ -37,6 +37,11 @@ impl Container {
     /// layer).
     pub fn commit(&self, message: &str) -> Result<Image, ContainerError> {
         self.check_not_removed("commit")?;
+        // The writable layer is mounted `volatile` (nothing syncs it when the container
+        // ends): make what is committed durable in the container too.
+        let changes = self.snapshot.changes_dir();
+        let dir = File::open(changes).map_err(io_err("opening", changes))?;
+        nix::unistd::syncfs(&dir).map_err(|e| io_err("syncing", changes)(e.into()))?;
         let tmp = self.diff_to_temp()?;
         let added = self
             .store

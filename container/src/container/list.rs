@@ -111,10 +111,12 @@ pub(crate) fn refresh(store: &Store, paths: &ContainerPaths) -> Result<(), Conta
 /// Every container, oldest first.
 pub(crate) fn list(store: &Store) -> Result<Vec<ContainerSummary>, ContainerError> {
     let mut out = Vec::new();
-    for id in ids(store)? {
+    let ids = ids(store)?;
+    for id in &ids {
+        let id = id.clone();
         let paths = ContainerPaths::new(store, &id);
         if !paths.record().exists() {
-            clear_half_made(store, &paths, &id)?;
+            clear_half_made(store, &paths, &id, false)?;
             continue;
         }
         match refresh(store, &paths) {
@@ -123,6 +125,12 @@ pub(crate) fn list(store: &Store) -> Result<Vec<ContainerSummary>, ContainerErro
             Err(ContainerError::Record(record::RecordError::Io { source, .. }))
                 if source.kind() == io::ErrorKind::NotFound =>
             {
+                continue;
+            }
+            // Records are not fsynced: after a host crash one may have reached the disk only
+            // in part. Its creation never completed as far as the disk knows.
+            Err(ContainerError::Record(record::RecordError::Json { .. })) => {
+                clear_half_made(store, &paths, &id, true)?;
                 continue;
             }
             Err(e) => return Err(e),
@@ -168,12 +176,57 @@ pub(crate) fn list(store: &Store) -> Result<Vec<ContainerSummary>, ContainerErro
         });
     }
     out.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+    restore_holds(store, &out, &ids);
     Ok(out)
 }
 
-/// A container directory without a record: a creation in progress (its lock is held) or one
-/// interrupted (cleared).
-fn clear_half_made(store: &Store, paths: &ContainerPaths, id: &str) -> Result<(), ContainerError> {
+/// Holds are not fsynced either (see [`crate::record`]): after a host crash a container may
+/// have lost its hold, or a removed container's hold may be back. Rebuild them from the
+/// containers: every listed container holds its image; a hold named like a container id
+/// (64 hex digits) whose container directory is gone is released.
+fn restore_holds(store: &Store, listed: &[ContainerSummary], ids: &[String]) {
+    let Ok(holds) = store.holds() else { return };
+    for c in listed {
+        if holds.iter().any(|h| h.name == c.id) {
+            continue;
+        }
+        // Under the container's lock, and only if no removal began (a removal marks the
+        // record first, under that lock, and releases the hold last).
+        let paths = ContainerPaths::new(store, &c.id);
+        let Ok(_guard) = record::lock(&paths) else {
+            continue;
+        };
+        if !Record::read(&paths).is_ok_and(|r| r.state != State::Removing) {
+            continue;
+        }
+        match store.resolve(&c.image) {
+            Ok(image) => {
+                if let Err(e) = store.hold(&image, &c.id) {
+                    tracing::warn!("taking again the hold of container {}: {e}", c.id);
+                }
+            }
+            Err(e) => tracing::warn!("container {}: its image {}: {e}", c.id, c.image),
+        }
+    }
+    for h in &holds {
+        let container_like = h.name.len() == 64 && h.name.bytes().all(|b| b.is_ascii_hexdigit());
+        if container_like
+            && !ids.contains(&h.name)
+            && !ContainerPaths::new(store, &h.name).dir().exists()
+        {
+            let _ = store.release(&h.name);
+        }
+    }
+}
+
+/// A container directory without a record (or, `unreadable`, with one a crash cut short): a
+/// creation in progress (its lock is held) or one interrupted (cleared).
+fn clear_half_made(
+    store: &Store,
+    paths: &ContainerPaths,
+    id: &str,
+    unreadable: bool,
+) -> Result<(), ContainerError> {
     let p = paths.lock();
     let f = match File::options()
         .read(true)
@@ -191,7 +244,7 @@ fn clear_half_made(store: &Store, paths: &ContainerPaths, id: &str) -> Result<()
     if FileLock::try_exclusive(f)
         .map_err(io_err("locking", &p))?
         .is_some()
-        && !paths.record().exists()
+        && (unreadable || !paths.record().exists())
     {
         discard(store, paths, id);
     }

@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 use super::Container;
 use super::stop::{foreign_pidfd, poll_exit};
 use crate::config;
-use crate::error::ContainerError;
+use crate::error::{ContainerError, io_err};
 use crate::launch::{self, ContainerMount, ExitStatus, IdMaps, MountKind, Network, Rlimit, Spec};
 use crate::record::{self, MountRecord, Record, State};
 use crate::volume::Volume;
+use molde_layerfs::mount::Mount;
 
 impl Container {
     /// Start the container's process (from created, or again from exited: a restart keeps
@@ -50,7 +51,7 @@ impl Container {
         r.started = Some(molde_image::builder::now_rfc3339());
         r.exit_code = None;
         r.exit_signal = None;
-        r.write(&self.paths)?;
+        r.write_state(&self.paths)?;
         drop(guard);
         self.record = r;
         self.deadline = self
@@ -79,7 +80,16 @@ impl Container {
     /// [`ContainerError::TimedOut`]). For a container started by another process, waits for
     /// its end without learning its code.
     pub fn wait(&mut self) -> Result<super::Status, ContainerError> {
+        let owned = self.process.is_some();
         self.wait_inner(true)?;
+        if owned && self.process.is_none() {
+            // This handle collected its own process and recorded the end: the record is
+            // current.
+            if self.removed {
+                return Ok(super::Status::Removed);
+            }
+            return Ok(super::Status::from_record(&self.record));
+        }
         self.status()
     }
 
@@ -266,6 +276,22 @@ impl Container {
         let run = &self.record.run;
         let mut spec = Spec::new(self.rootfs(), run.argv[0].clone());
         spec.rootfs_mounts = self.snapshot.mounts.clone();
+        for m in &mut spec.rootfs_mounts {
+            if let Mount::Overlay(o) = m
+                && let Some(work) = &o.workdir
+            {
+                // The writable layer is mounted `volatile`: its unmount at the container's
+                // end does not sync the whole filesystem under it. Commit syncs it first.
+                // The kernel leaves a marker refusing a second volatile mount; this handle
+                // knows the mount is gone (the container's mount namespace ended with its
+                // last process), so it clears it.
+                clear_volatile_marker(work).map_err(io_err(
+                    "clearing the volatile marker of the writable layer in",
+                    work,
+                ))?;
+                o.volatile = true;
+            }
+        }
         spec.readonly_rootfs = run.read_only_rootfs;
         for m in &run.mounts {
             spec.mounts.push(match m {
@@ -355,6 +381,35 @@ impl Container {
         spec.init = run.init;
         Ok(spec)
     }
+}
+
+/// Remove `<workdir>/work/incompat` (overlayfs' mark of an earlier `volatile` mount), if any.
+///
+/// After a host crash the writable layer may have lost the writes of its last seconds (as any
+/// file written without fsync does); the mount goes ahead with what the disk kept.
+fn clear_volatile_marker(workdir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let work = workdir.join("work");
+    let incompat = work.join("incompat");
+    match std::fs::symlink_metadata(&incompat) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // overlayfs leaves `work` with mode 0: looking inside it fails without
+            // CAP_DAC_OVERRIDE; open it up and look again.
+            if std::fs::symlink_metadata(&work).is_err() {
+                return Ok(());
+            }
+            std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o700))?;
+            if std::fs::symlink_metadata(&incompat).is_err() {
+                return Ok(());
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Err(e) => return Err(e),
+    }
+    std::fs::remove_dir_all(&incompat)
 }
 
 /// The resource a persisted number names.

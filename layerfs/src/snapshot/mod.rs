@@ -17,7 +17,7 @@
 //! before [`Backend::remove`].
 //!
 //! ```no_run
-//! use std::path::{Path, PathBuf};
+//! use std::path::{Component, Path, PathBuf};
 //! use molde_layerfs::snapshot::{default_backend, Backend};
 //!
 //! let backend = default_backend();
@@ -41,7 +41,7 @@ pub use overlay::OverlayBackend;
 
 use std::fs;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::diff::{DiffOptions, DiffReport};
 use crate::mount::Mount;
@@ -251,19 +251,42 @@ fn resolve(path: &Path) -> io::Result<PathBuf> {
 /// Check that every lower is a directory and that none overlaps the snapshot directory
 /// `dir_abs` (resolved); `dir` is how the caller named it.
 fn check_lowers(lowers: &[PathBuf], dir: &Path, dir_abs: &Path) -> Result<(), SnapshotError> {
+    // Lowers are usually siblings (a store's unpacked layers): resolve each parent once, and
+    // a lower that is itself a plain directory (not a symlink) by its parent's resolved path.
+    let mut parents: Vec<(PathBuf, PathBuf)> = Vec::new();
     for lower in lowers {
         let lower_error = |source| SnapshotError::Lower {
             path: lower.clone(),
             source,
         };
-        let meta = fs::metadata(lower).map_err(lower_error)?;
-        if !meta.is_dir() {
-            return Err(lower_error(io::Error::new(
-                io::ErrorKind::NotADirectory,
-                "not a directory",
-            )));
-        }
-        let lower_abs = fs::canonicalize(lower).map_err(lower_error)?;
+        let meta = fs::symlink_metadata(lower).map_err(lower_error)?;
+        let plain = lower.is_absolute()
+            && lower
+                .components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        let lower_abs = match (meta.is_dir(), plain, lower.parent(), lower.file_name()) {
+            (true, true, Some(parent), Some(name)) => {
+                let resolved = match parents.iter().find(|(p, _)| p == parent) {
+                    Some((_, r)) => r.clone(),
+                    None => {
+                        let r = fs::canonicalize(parent).map_err(lower_error)?;
+                        parents.push((parent.to_path_buf(), r.clone()));
+                        r
+                    }
+                };
+                resolved.join(name)
+            }
+            _ => {
+                let meta = fs::metadata(lower).map_err(lower_error)?;
+                if !meta.is_dir() {
+                    return Err(lower_error(io::Error::new(
+                        io::ErrorKind::NotADirectory,
+                        "not a directory",
+                    )));
+                }
+                fs::canonicalize(lower).map_err(lower_error)?
+            }
+        };
         if lower_abs.starts_with(dir_abs) || dir_abs.starts_with(&lower_abs) {
             return Err(SnapshotError::Overlap {
                 lower: lower.clone(),
