@@ -336,6 +336,10 @@ struct StateLink {
     finished: Option<String>,
     exit_code: Option<i32>,
     exit_signal: Option<i32>,
+    /// With an init as PID 1: the program's own host pid and start time, which `exec` joins
+    /// through (PID 1 stays non-dumpable).
+    program_pid: Option<u32>,
+    program_pid_start: Option<u64>,
 }
 
 impl StateLink {
@@ -348,6 +352,8 @@ impl StateLink {
             finished: r.finished.clone(),
             exit_code: r.exit_code,
             exit_signal: r.exit_signal,
+            program_pid: r.program_pid,
+            program_pid_start: r.program_pid_start,
         }
     }
 
@@ -359,11 +365,14 @@ impl StateLink {
         r.finished = self.finished;
         r.exit_code = self.exit_code;
         r.exit_signal = self.exit_signal;
+        r.program_pid = self.program_pid;
+        r.program_pid_start = self.program_pid_start;
     }
 
-    /// `1,<state>,<pid>,<start>,<code>,<signal>,<started>,<finished>`, empty for none; times
-    /// as `20260101T000000Z` (RFC 3339 without its separators), which keeps a typical state
-    /// under the 60 bytes ext4 stores in the inode.
+    /// `1,<state>,<pid>,<start>,<code>,<signal>,<started>,<finished>`, empty for none, then
+    /// `,<program pid>,<its start>` only when there is an init; times as `20260101T000000Z`
+    /// (RFC 3339 without its separators), which keeps a typical state under the 60 bytes ext4
+    /// stores in the inode.
     fn encode(&self) -> String {
         fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
             v.as_ref().map(|v| v.to_string()).unwrap_or_default()
@@ -377,7 +386,7 @@ impl StateLink {
             State::Exited => 'e',
             State::Removing => 'x',
         };
-        format!(
+        let mut out = format!(
             "1,{state},{},{},{},{},{},{}",
             opt(&self.pid),
             opt(&self.pid_start),
@@ -385,12 +394,20 @@ impl StateLink {
             opt(&self.exit_signal),
             time(&self.started),
             time(&self.finished)
-        )
+        );
+        if self.program_pid.is_some() {
+            out.push_str(&format!(
+                ",{},{}",
+                opt(&self.program_pid),
+                opt(&self.program_pid_start)
+            ));
+        }
+        out
     }
 
     fn decode(s: &str) -> Option<StateLink> {
         let f: Vec<&str> = s.split(',').collect();
-        if f.len() != 8 || f[0] != "1" {
+        if !(f.len() == 8 || f.len() == 10) || f[0] != "1" {
             return None;
         }
         fn num<T: std::str::FromStr>(s: &str) -> Option<Option<T>> {
@@ -417,6 +434,8 @@ impl StateLink {
             exit_signal: num(f[5])?,
             started: time(f[6]),
             finished: time(f[7]),
+            program_pid: f.get(8).map_or(Some(None), |v| num(v))?,
+            program_pid_start: f.get(9).map_or(Some(None), |v| num(v))?,
         })
     }
 }

@@ -258,12 +258,7 @@ pub(crate) fn discard(store: &Store, paths: &ContainerPaths, id: &str) {
     let snap = paths.snapshot();
     // A tmpfs writable layer: detach it (EINVAL when it is not a mount point).
     let _ = nix::mount::umount2(&snap, nix::mount::MntFlags::MNT_DETACH);
-    let work = snap.join("work").join("work");
-    if work.is_dir() {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = fs::set_permissions(&work, fs::Permissions::from_mode(0o700));
-    }
-    if let Err(e) = fs::remove_dir_all(paths.dir())
+    if let Err(e) = molde_layerfs::snapshot::remove_tree(paths.dir())
         && e.kind() != io::ErrorKind::NotFound
     {
         tracing::warn!("removing {}: {e}", paths.dir().display());

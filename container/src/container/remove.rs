@@ -1,7 +1,6 @@
 //! remove: kill what runs, delete the writable layer, release the image's hold, delete the
 //! record. An interrupted removal (state `removing`) is finished by the next list or open.
 
-use std::fs;
 use std::time::Duration;
 
 use super::{Container, list};
@@ -56,7 +55,7 @@ impl Container {
         } else if let Err(e) = self.backend.remove(self.snapshot.clone()) {
             errors.push(e.into());
         }
-        if let Err(e) = fs::remove_dir_all(self.paths.dir()) {
+        if let Err(e) = molde_layerfs::snapshot::remove_tree(self.paths.dir()) {
             errors.push(ContainerError::Io {
                 op: "removing",
                 path: self.paths.dir().to_owned(),

@@ -409,7 +409,7 @@ fn clear_volatile_marker(workdir: &std::path::Path) -> std::io::Result<()> {
         }
         Err(e) => return Err(e),
     }
-    std::fs::remove_dir_all(&incompat)
+    molde_layerfs::snapshot::remove_tree(&incompat)
 }
 
 /// The resource a persisted number names.

@@ -470,8 +470,46 @@ fn remove_dir(snapshot: &Snapshot, backend: &'static str) -> Result<(), Snapshot
             mount_point,
         });
     }
-    fs::remove_dir_all(&dir).map_err(|source| SnapshotError::Remove {
+    remove_tree(&dir).map_err(|source| SnapshotError::Remove {
         dir: snapshot.dir.clone(),
         source,
     })
+}
+
+/// Remove a snapshot's directory tree, including the mode-000 directories overlayfs leaves in
+/// its work directory (`work/work`, and `work/work/incompat/volatile` after a `volatile`
+/// mount), which an unprivileged owner cannot enter until it gives itself the permission back.
+pub fn remove_tree(dir: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            open_up(dir)?;
+            fs::remove_dir_all(dir)
+        }
+        other => other,
+    }
+}
+
+/// Give the owner rwx on every directory under `dir` (not following symlinks).
+fn open_up(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let meta = fs::symlink_metadata(&d)?;
+        if !meta.is_dir() {
+            continue;
+        }
+        if meta.permissions().mode() & 0o700 != 0o700 {
+            fs::set_permissions(
+                &d,
+                fs::Permissions::from_mode(meta.permissions().mode() | 0o700),
+            )?;
+        }
+        for entry in fs::read_dir(&d)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(())
 }
