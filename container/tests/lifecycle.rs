@@ -726,6 +726,50 @@ fn stale_records_are_marked_exited_and_interrupted_work_cleared() {
 }
 
 #[test]
+fn a_record_not_understood_is_skipped_never_deleted_a_torn_one_is_cleared() {
+    if !can_run() {
+        return;
+    }
+    use molde_container::record::ContainerPaths;
+    let (_dir, store, image) = setup();
+    // Complete JSON this molde does not understand (a newer molde's, or edited by hand).
+    let newer = Container::builder(&store, &image).create().unwrap();
+    let precious = newer.writable_layer().join("precious");
+    fs::write(&precious, b"keep me").unwrap();
+    let newer = newer.keep();
+    let newer_paths = ContainerPaths::new(&store, &newer);
+    let text = fs::read_to_string(newer_paths.record()).unwrap();
+    assert!(text.contains(r#""storage":"disk""#), "{text}");
+    fs::write(
+        newer_paths.record(),
+        text.replace(r#""storage":"disk""#, r#""storage":"zram""#),
+    )
+    .unwrap();
+    // A record cut short by a host crash, and an empty one: interrupted creations.
+    let torn = Container::builder(&store, &image).create().unwrap().keep();
+    let torn_paths = ContainerPaths::new(&store, &torn);
+    let text = fs::read(torn_paths.record()).unwrap();
+    fs::write(torn_paths.record(), &text[..text.len() / 2]).unwrap();
+    let empty = Container::builder(&store, &image).create().unwrap().keep();
+    let empty_paths = ContainerPaths::new(&store, &empty);
+    fs::write(empty_paths.record(), b"").unwrap();
+
+    let other = Store::open(store.root()).unwrap();
+    molde_container::recover(&other).unwrap();
+    assert!(Container::list(&other).unwrap().is_empty());
+    assert!(!torn_paths.dir().exists());
+    assert!(!empty_paths.dir().exists());
+    // Left alone: its writable layer, its hold.
+    assert_eq!(fs::read(&precious).unwrap(), b"keep me");
+    let holds: Vec<String> = store.holds().unwrap().into_iter().map(|h| h.name).collect();
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    assert!(holds[0].ends_with(&newer), "{holds:?}");
+    // Opening it names the problem.
+    let err = Container::open(&other, &newer).unwrap_err();
+    assert!(err.to_string().contains("zram"), "{err}");
+}
+
+#[test]
 fn ephemeral_writable_layer_lives_on_a_tmpfs() {
     if !can_run() {
         return;

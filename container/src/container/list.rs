@@ -128,9 +128,18 @@ pub(crate) fn list(store: &Store) -> Result<Vec<ContainerSummary>, ContainerErro
                 continue;
             }
             // Records are not fsynced: after a host crash one may have reached the disk only
-            // in part. Its creation never completed as far as the disk knows.
-            Err(ContainerError::Record(record::RecordError::Json { .. })) => {
+            // in part (empty, or cut short). Its creation never completed as far as the disk
+            // knows.
+            Err(ContainerError::Record(record::RecordError::Json { source, .. }))
+                if source.is_eof() =>
+            {
                 clear_half_made(store, &paths, &id, true)?;
+                continue;
+            }
+            // Complete but not understood (written by a newer molde, or edited by hand): not
+            // ours to judge, and never a reason to delete a writable layer. Leave it out.
+            Err(ContainerError::Record(e @ record::RecordError::Json { .. })) => {
+                tracing::warn!("skipping container {id}: {e}");
                 continue;
             }
             Err(e) => return Err(e),
