@@ -850,6 +850,38 @@ fn exec_runs_in_the_running_container_as_its_user_or_another() {
     c.close().unwrap();
 }
 
+#[test]
+fn exec_refuses_a_recorded_pid_that_names_another_process() {
+    if !can_run() {
+        return;
+    }
+    use molde_container::record::{ContainerPaths, Record};
+    let (_dir, store, image) = setup();
+    let c = sh(&store, &image, "sleep 30")
+        .stdout(molde_container::Stdio::null())
+        .start()
+        .unwrap();
+    let pid = c.pid().unwrap();
+    // The pid now names "another" process: its start time is not the recorded one.
+    Record::update(&ContainerPaths::new(&store, c.id()), |r| {
+        r.pid_start = r.pid_start.map(|s| s + 1)
+    })
+    .unwrap();
+    let other = Container::open(&store, c.id()).unwrap();
+    match other.exec("/bin/true").output() {
+        Err(ContainerError::ProcessGone { pid: p, .. }) => assert_eq!(p, pid),
+        r => panic!("exec through a reused pid: {r:?}"),
+    }
+    // The launcher checks again once it holds a pidfd.
+    let mut e = molde_container::launch::ExecSpec::new("/bin/true");
+    e.target_start = Some(u64::MAX);
+    let err = molde_container::launch::exec(pid, &e).unwrap_err();
+    assert_eq!(err.stage, molde_container::launch::Stage::Setns, "{err}");
+    // This handle's own child is still reachable.
+    assert!(c.exec("/bin/true").output().unwrap().success());
+    c.close().unwrap();
+}
+
 /// Exec into a container whose PID 1 is the init (a non-dumpable copy of the host binary): the
 /// exec joins through the program, the init's child, from this handle and from another one.
 fn exec_into_an_init_container(store: &Store, image: &Image) {

@@ -114,13 +114,7 @@ impl ExecBuilder<'_> {
     pub fn spawn(self) -> Result<ExecChild, ContainerError> {
         let c = self.container;
         let id = c.id.clone();
-        let Some(pid) = c.exec_target() else {
-            return Err(ContainerError::State {
-                id,
-                state: "not running".into(),
-                op: "exec",
-            });
-        };
+        let (pid, start) = c.exec_target()?;
         let run = &c.record.run;
         let (uid, gid, groups, home) = match &self.user {
             Some(u) => {
@@ -147,6 +141,7 @@ impl ExecBuilder<'_> {
         spec.uid = uid;
         spec.gid = gid;
         spec.groups = groups;
+        spec.target_start = start;
         let dup = |s: &Option<Stdio>| -> Result<launch::Stdio, ContainerError> {
             match s {
                 Some(s) => s.to_launch().map_err(|source| ContainerError::Process {
