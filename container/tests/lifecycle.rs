@@ -882,6 +882,33 @@ fn exec_refuses_a_recorded_pid_that_names_another_process() {
     c.close().unwrap();
 }
 
+#[test]
+fn exec_joins_the_container_cgroup() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let c = sh(&store, &image, "sleep 30")
+        .pids(64)
+        .stdout(molde_container::Stdio::null())
+        .start()
+        .unwrap();
+    let cgroup_of = |pid: u32| fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let pid1 = cgroup_of(c.pid().unwrap());
+    assert!(pid1.contains(c.id()), "{pid1}");
+    // From this handle and from another one (which opens the cgroup its starter made).
+    let other = Container::open(&store, c.id()).unwrap();
+    for handle in [&c, &other] {
+        let mut p = handle.exec("sleep").arg("30").spawn().unwrap();
+        assert_eq!(cgroup_of(p.pid()), pid1);
+        p.kill().unwrap();
+        p.wait().unwrap();
+    }
+    drop(other);
+    // The cgroup is still there for the owner to remove.
+    c.close().unwrap();
+}
+
 /// Exec into a container whose PID 1 is the init (a non-dumpable copy of the host binary): the
 /// exec joins through the program, the init's child, from this handle and from another one.
 fn exec_into_an_init_container(store: &Store, image: &Image) {
