@@ -909,6 +909,42 @@ fn exec_joins_the_container_cgroup() {
     c.close().unwrap();
 }
 
+#[test]
+fn a_kept_running_container_can_be_restarted_once_it_ends() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let c = sh(&store, &image, "sleep 0.3").start().unwrap();
+    let pid = c.pid().unwrap();
+    let id = c.keep();
+    // While it runs, it is running for everyone.
+    let mut other = Container::open(&store, &id).unwrap();
+    assert_eq!(other.status().unwrap(), Status::Running);
+    drop(other);
+    // Once it ended (a zombie of this process), a handle of this same process marks it
+    // exited and starts it again.
+    for _ in 0..200 {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.rsplit(')').next().unwrap().starts_with(" Z") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    other = Container::open(&store, &id).unwrap();
+    assert!(
+        matches!(other.status().unwrap(), Status::Exited { .. }),
+        "{:?}",
+        other.status()
+    );
+    other.start().unwrap();
+    assert!(matches!(
+        other.wait().unwrap(),
+        Status::Exited { code: Some(0), .. }
+    ));
+    other.remove().unwrap();
+}
+
 /// Exec into a container whose PID 1 is the init (a non-dumpable copy of the host binary): the
 /// exec joins through the program, the init's child, from this handle and from another one.
 fn exec_into_an_init_container(store: &Store, image: &Image) {

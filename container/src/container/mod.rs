@@ -343,9 +343,9 @@ impl Container {
         if let Some(cg) = self.cgroup.take() {
             std::mem::forget(cg);
         }
-        if let Some(lock) = self.owner.take() {
-            std::mem::forget(lock);
-        }
+        // Released, not forgotten: a running record nobody owns stays `running` while its
+        // process lives, and once it ends any handle (of this process too) marks it exited.
+        drop(self.owner.take());
         std::mem::take(&mut self.id)
     }
 
