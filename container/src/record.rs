@@ -58,6 +58,14 @@ pub enum RecordError {
         #[source]
         source: serde_json::Error,
     },
+    /// The record parses but cannot be used as it is (edited by hand, or damaged).
+    #[error("container record {path}: {reason}")]
+    Invalid {
+        /// The record file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RecordError + 'a {
@@ -509,9 +517,13 @@ pub fn try_own(paths: &ContainerPaths) -> Result<Option<FileLock>, RecordError> 
 /// The start time of `pid` (clock ticks since boot) and whether it is a zombie; `None` if
 /// there is no such process.
 pub fn pid_info(pid: u32) -> Option<(u64, bool)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The start time and zombie state from the text of a `/proc/<pid>/stat`.
+fn parse_stat(stat: &str) -> Option<(u64, bool)> {
     // The command name may hold spaces and parentheses: fields follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split(' ').collect();
     let state = *fields.first()?;
     let start = fields.get(19)?.parse().ok()?;
@@ -691,6 +703,17 @@ mod tests {
         assert!(alive(Some(me), Some(start)));
         assert!(!alive(Some(me), Some(start + 1)));
         assert!(!alive(None, None));
+    }
+
+    #[test]
+    fn short_or_odd_stat_text_is_none_not_a_panic() {
+        for text in ["", "1 (x)", "1 (x", "1 (a) b)", "1 (x) R 1"] {
+            assert_eq!(parse_stat(text), None, "{text:?}");
+        }
+        // Fields 4 to 22 (the start time) after the state, numbered as in proc(5).
+        let fields: Vec<String> = (4..=22).map(|i| i.to_string()).collect();
+        let text = format!("7 (a (b) c) Z {}", fields.join(" "));
+        assert_eq!(parse_stat(&text), Some((22, true)));
     }
 
     #[test]

@@ -945,6 +945,27 @@ fn a_kept_running_container_can_be_restarted_once_it_ends() {
     other.remove().unwrap();
 }
 
+#[test]
+fn a_record_with_an_empty_command_line_is_a_typed_error_at_start() {
+    if !can_run() {
+        return;
+    }
+    use molde_container::record::{ContainerPaths, Record, RecordError};
+    let (_dir, store, image) = setup();
+    let id = sh(&store, &image, "true").create().unwrap().keep();
+    let paths = ContainerPaths::new(&store, &id);
+    Record::update(&paths, |r| r.run.argv.clear()).unwrap();
+    let mut c = Container::open(&store, &id).unwrap();
+    match c.start() {
+        Err(ContainerError::Record(RecordError::Invalid { path, .. })) => {
+            assert_eq!(path, paths.record())
+        }
+        r => panic!("start with an empty argv: {r:?}"),
+    }
+    assert_eq!(c.status().unwrap(), Status::Created);
+    c.remove().unwrap();
+}
+
 /// Exec into a container whose PID 1 is the init (a non-dumpable copy of the host binary): the
 /// exec joins through the program, the init's child, from this handle and from another one.
 fn exec_into_an_init_container(store: &Store, image: &Image) {

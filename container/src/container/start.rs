@@ -274,7 +274,14 @@ impl Container {
     /// The launcher's spec for one start.
     fn spec(&self) -> Result<Spec, ContainerError> {
         let run = &self.record.run;
-        let mut spec = Spec::new(self.rootfs(), run.argv[0].clone());
+        let Some((program, args)) = run.argv.split_first() else {
+            return Err(record::RecordError::Invalid {
+                path: self.paths.record(),
+                reason: "its command line (run.argv) is empty",
+            }
+            .into());
+        };
+        let mut spec = Spec::new(self.rootfs(), program.clone());
         spec.rootfs_mounts = self.snapshot.mounts.clone();
         for m in &mut spec.rootfs_mounts {
             if let Mount::Overlay(o) = m
@@ -331,7 +338,7 @@ impl Container {
             });
         }
         spec.hostname = run.hostname.clone();
-        spec.args = run.argv[1..].to_vec();
+        spec.args = args.to_vec();
         spec.env = run.env.clone();
         spec.path_dirs = config::path_dirs(&run.env);
         spec.cwd = run.cwd.clone();
