@@ -541,6 +541,28 @@ pub fn alive(pid: Option<u32>, start: Option<u64>) -> bool {
     }
 }
 
+/// The prefix of a container's hold on its image: `container:<id>`, so that a hold a user
+/// named like a container id is never taken for one.
+pub const HOLD_PREFIX: &str = "container:";
+
+/// The name of the hold container `id` keeps on its image.
+pub fn hold_name(id: &str) -> String {
+    format!("{HOLD_PREFIX}{id}")
+}
+
+/// The container id a hold named `name` belongs to: `container:<64 hex digits>`, or (`legacy`
+/// true) a bare 64-hex-digit name as an older molde wrote, which only counts as a
+/// container's hold while that container exists.
+pub fn hold_owner(name: &str) -> Option<(&str, bool)> {
+    let is_id = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    match name.strip_prefix(HOLD_PREFIX) {
+        Some(id) if is_id(id) => Some((id, false)),
+        Some(_) => None,
+        None if is_id(name) => Some((name, true)),
+        None => None,
+    }
+}
+
 /// A fresh container id: 64 hex digits from the kernel's random source.
 pub fn new_id() -> io::Result<String> {
     let mut buf = [0u8; 32];
@@ -726,6 +748,16 @@ mod tests {
         assert!(try_own(&paths).unwrap().is_none());
         drop(held);
         assert!(try_own(&paths).unwrap().is_some());
+    }
+
+    #[test]
+    fn container_holds_are_namespaced() {
+        let id = "ab".repeat(32);
+        assert_eq!(hold_name(&id), format!("container:{id}"));
+        assert_eq!(hold_owner(&hold_name(&id)), Some((id.as_str(), false)));
+        assert_eq!(hold_owner(&id), Some((id.as_str(), true)));
+        assert_eq!(hold_owner("container:abc"), None);
+        assert_eq!(hold_owner("my-build"), None);
     }
 
     #[test]

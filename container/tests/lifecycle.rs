@@ -702,7 +702,9 @@ fn stale_records_are_marked_exited_and_interrupted_work_cleared() {
     let half_paths = ContainerPaths::new(&store, &half);
     fs::create_dir_all(half_paths.snapshot().join("upper")).unwrap();
     fs::write(half_paths.lock(), b"").unwrap();
-    store.hold(&image, &half).unwrap();
+    store
+        .hold(&image, &molde_container::record::hold_name(&half))
+        .unwrap();
 
     let other = Store::open(store.root()).unwrap();
     molde_container::recover(&other).unwrap();
@@ -720,7 +722,7 @@ fn stale_records_are_marked_exited_and_interrupted_work_cleared() {
     assert!(!ContainerPaths::new(&store, &removing).dir().exists());
     assert!(!half_paths.dir().exists());
     let holds: Vec<String> = store.holds().unwrap().into_iter().map(|h| h.name).collect();
-    assert_eq!(holds, vec![stale.clone()]);
+    assert_eq!(holds, vec![format!("container:{stale}")]);
     Container::open(&other, &stale).unwrap().remove().unwrap();
     assert!(store.holds().unwrap().is_empty());
 }
@@ -767,6 +769,43 @@ fn a_record_not_understood_is_skipped_never_deleted_a_torn_one_is_cleared() {
     // Opening it names the problem.
     let err = Container::open(&other, &newer).unwrap_err();
     assert!(err.to_string().contains("zram"), "{err}");
+}
+
+#[test]
+fn recover_releases_only_container_holds_and_keeps_reading_old_bare_ones() {
+    if !can_run() {
+        return;
+    }
+    use molde_container::record::{ContainerPaths, hold_name};
+    let (_dir, store, image) = setup();
+    // A user's hold named like an image id, and a container hold whose container is gone.
+    let users = "cd".repeat(32);
+    store.hold(&image, &users).unwrap();
+    store.hold(&image, &hold_name(&"ef".repeat(32))).unwrap();
+    // A container of an older molde: its hold is its bare id.
+    let old = Container::builder(&store, &image).create().unwrap().keep();
+    store.release(&hold_name(&old)).unwrap();
+    store.hold(&image, &old).unwrap();
+    let current = Container::builder(&store, &image).create().unwrap().keep();
+
+    molde_container::recover(&store).unwrap();
+    let mut holds: Vec<String> = store.holds().unwrap().into_iter().map(|h| h.name).collect();
+    holds.sort();
+    let mut want = vec![users.clone(), old.clone(), hold_name(&current)];
+    want.sort();
+    assert_eq!(holds, want);
+    // The error of a refused image removal names the container.
+    let err = store
+        .remove(&image.manifest_digest().to_string())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&hold_name(&current)), "{err}");
+    // Removing the old container releases its bare hold.
+    Container::open(&store, &old).unwrap().remove().unwrap();
+    Container::open(&store, &current).unwrap().remove().unwrap();
+    assert!(!ContainerPaths::new(&store, &old).dir().exists());
+    let holds: Vec<String> = store.holds().unwrap().into_iter().map(|h| h.name).collect();
+    assert_eq!(holds, vec![users]);
 }
 
 #[test]
