@@ -110,7 +110,16 @@ pub(crate) fn refresh(store: &Store, paths: &ContainerPaths) -> Result<(), Conta
 
 /// Every container, oldest first.
 pub(crate) fn list(store: &Store) -> Result<Vec<ContainerSummary>, ContainerError> {
+    list_all(store).map(|(listed, _)| listed)
+}
+
+/// Every container, oldest first, and the ids of those left out because their record is
+/// complete but not understood.
+pub(crate) fn list_all(
+    store: &Store,
+) -> Result<(Vec<ContainerSummary>, Vec<String>), ContainerError> {
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     let ids = ids(store)?;
     for id in &ids {
         let id = id.clone();
@@ -140,6 +149,7 @@ pub(crate) fn list(store: &Store) -> Result<Vec<ContainerSummary>, ContainerErro
             // ours to judge, and never a reason to delete a writable layer. Leave it out.
             Err(ContainerError::Record(e @ record::RecordError::Json { .. })) => {
                 tracing::warn!("skipping container {id}: {e}");
+                skipped.push(id);
                 continue;
             }
             Err(e) => return Err(e),
@@ -186,7 +196,7 @@ pub(crate) fn list(store: &Store) -> Result<Vec<ContainerSummary>, ContainerErro
     }
     out.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
     restore_holds(store, &out, &ids);
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// Holds are not fsynced either (see [`crate::record`]): after a host crash a container may
