@@ -11,6 +11,20 @@ use crate::record::{self, MountRecord, Record, State};
 use crate::volume::Volume;
 use molde_layerfs::mount::Mount;
 
+/// The timeout holds even if nobody waits: a watchdog thread kills the process (through its
+/// own pidfd: never another process) when the time is up.
+fn watchdog(process: &crate::launch::Process, ms: u64) -> std::io::Result<()> {
+    let fd = process.pidfd().try_clone_to_owned()?;
+    std::thread::Builder::new()
+        .name("molde-timeout".into())
+        .spawn(move || {
+            if !poll_exit(&fd, Some(Duration::from_millis(ms))) {
+                let _ = super::stop::send(&fd, libc::SIGKILL);
+            }
+        })?;
+    Ok(())
+}
+
 impl Container {
     /// Start the container's process (from created, or again from exited: a restart keeps
     /// the writable layer and its changes).
@@ -37,7 +51,20 @@ impl Container {
                 source,
             })?;
         }
-        let process = launch::spawn(&spec)?;
+        let mut process = launch::spawn(&spec)?;
+        if let Some(ms) = self.record.run.timeout_ms
+            && let Err(source) = watchdog(&process, ms)
+        {
+            // Without its watchdog the timeout would not hold: the start fails (the cgroup,
+            // dropped, is removed; the record was not touched yet).
+            let _ = process.kill();
+            let _ = process.wait();
+            return Err(ContainerError::Process {
+                id: self.id.clone(),
+                op: "starting the timeout watchdog",
+                source,
+            });
+        }
         let pid = process.pid();
         let start = record::pid_info(pid).map(|(s, _)| s);
         let mut r = current;
@@ -59,17 +86,6 @@ impl Container {
             .run
             .timeout_ms
             .map(|ms| Instant::now() + Duration::from_millis(ms));
-        if let Some(ms) = self.record.run.timeout_ms {
-            // The timeout holds even if nobody waits: a watchdog kills the process (through
-            // its own pidfd: never another process) when the time is up.
-            if let Ok(fd) = process.pidfd().try_clone_to_owned() {
-                std::thread::spawn(move || {
-                    if !poll_exit(&fd, Some(Duration::from_millis(ms))) {
-                        let _ = super::stop::send(&fd, libc::SIGKILL);
-                    }
-                });
-            }
-        }
         self.process = Some(process);
         self.cgroup = cgroup;
         self.owner = Some(owner);
