@@ -142,11 +142,20 @@ pub(crate) fn capability_mask(wanted: &[Capability], new_userns: bool) -> (u64, 
             mask |= 1u64 << cap.index();
         }
     }
-    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
+    let last = last_cap(
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .as_deref(),
+    );
     (mask, last)
+}
+
+/// The highest capability number from the text of `/proc/sys/kernel/cap_last_cap` (40 when
+/// unreadable), at most 63: the child shifts `1u64` by every number up to it.
+fn last_cap(text: Option<&str>) -> u32 {
+    text.and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(40)
+        .min(63)
 }
 
 /// argv, envp and the exec candidates.
@@ -376,4 +385,20 @@ pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> 
     side.child_ends.push(err_w);
     side.child_ends.push(sync_r);
     Ok((prepared, side))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_cap_is_clamped_to_what_a_u64_mask_holds() {
+        assert_eq!(last_cap(Some("40\n")), 40);
+        assert_eq!(last_cap(Some("63")), 63);
+        assert_eq!(last_cap(Some("64")), 63);
+        assert_eq!(last_cap(Some("4294967295")), 63);
+        assert_eq!(last_cap(Some("junk")), 40);
+        assert_eq!(last_cap(None), 40);
+        assert!(capability_mask(&[], false).1 <= 63);
+    }
 }
