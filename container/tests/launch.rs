@@ -177,6 +177,25 @@ fn setup_failures_are_typed() {
 }
 
 #[test]
+fn proc_or_sys_symlinked_in_the_image_is_refused() {
+    let Some(root) = ready() else { return };
+    let elsewhere = tempfile::tempdir().unwrap();
+    for (name, stage) in [("proc", Stage::Proc), ("sys", Stage::Sys)] {
+        let target = root.path().join(name);
+        std::fs::remove_dir(&target).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), &target).unwrap();
+        let e = launch::spawn(&Spec::new(root.path(), "true")).unwrap_err();
+        assert_eq!((e.stage, e.errno), (stage, Errno::ENOTDIR), "{e}");
+        assert_eq!(e.path, Some(PathBuf::from(format!("/{name}"))), "{e}");
+        assert!(e.to_string().contains("symlink"), "{e}");
+        std::fs::remove_file(&target).unwrap();
+        std::fs::create_dir(&target).unwrap();
+    }
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    run_ok(&Spec::new(root.path(), "true"));
+}
+
+#[test]
 fn init_reaps_zombies_and_reports_status() {
     let Some(root) = ready() else { return };
     // The shell's orphaned background child becomes a zombie under PID 1 unless reaped.

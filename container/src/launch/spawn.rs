@@ -217,6 +217,8 @@ pub(crate) fn report_error(side: &ParentSide, stage: u32, errno: i32, index: u32
         Stage::Exec => side.candidates.get(index).cloned(),
         Stage::RootfsMount => side.rootfs_targets.get(index).cloned(),
         Stage::Mount => side.extra_targets.get(index).cloned(),
+        Stage::Proc => Some("/proc".into()),
+        Stage::Sys => Some("/sys".into()),
         Stage::MaskPaths => child::MASKED
             .get(index)
             .map(|c| c.to_string_lossy().into_owned().into()),
