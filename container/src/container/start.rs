@@ -382,23 +382,16 @@ impl Container {
         spec.stdin = stdio(&self.stdin)?;
         spec.stdout = stdio(&self.stdout)?;
         spec.stderr = stdio(&self.stderr)?;
-        let requested: Vec<crate::rlimit::Rlimit> = run
+        // The launcher lowers what the child could not set.
+        spec.rlimits = run
             .rlimits
             .iter()
             .filter_map(|&(resource, soft, hard)| {
-                Some(crate::rlimit::Rlimit {
-                    resource: resource_from(resource)?,
+                Some(Rlimit {
+                    resource: resource_from(resource)? as libc::__rlimit_resource_t,
                     soft,
                     hard,
                 })
-            })
-            .collect();
-        spec.rlimits = crate::rlimit::effective(&requested)
-            .into_iter()
-            .map(|r| Rlimit {
-                resource: r.resource as libc::__rlimit_resource_t,
-                soft: r.soft,
-                hard: r.hard,
             })
             .collect();
         spec.init = run.init;

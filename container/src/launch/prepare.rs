@@ -216,29 +216,16 @@ pub(crate) fn program(
     })
 }
 
-/// The limits to set, clamped to the current hard limit where raising it would fail.
+/// The limits to set, clamped by [`crate::rlimit::effective`]'s rules.
 fn rlimits(limits: &[Rlimit], new_userns: bool) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
-    let can_raise = !new_userns
-        && caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_RESOURCE).unwrap_or(false);
-    limits
-        .iter()
+    crate::rlimit::launch_limits(limits, new_userns)
+        .into_iter()
         .map(|l| {
-            let (mut soft, mut hard) = (l.soft, l.hard);
-            if !can_raise {
-                let mut cur = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: libc::RLIM_INFINITY,
-                };
-                // SAFETY: `cur` is valid for writes.
-                unsafe { libc::getrlimit(l.resource, &mut cur) };
-                hard = hard.min(cur.rlim_max);
-                soft = soft.min(hard);
-            }
             (
                 l.resource,
                 libc::rlimit {
-                    rlim_cur: soft,
-                    rlim_max: hard,
+                    rlim_cur: l.soft,
+                    rlim_max: l.hard,
                 },
             )
         })
