@@ -52,6 +52,13 @@ impl Container {
             })?;
         }
         let mut process = launch::spawn(&spec)?;
+        // Taken before the watchdog starts its own count: a waiter's deadline passes first,
+        // so a run the watchdog killed is always reported as timed out.
+        let deadline = self
+            .record
+            .run
+            .timeout_ms
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
         if let Some(ms) = self.record.run.timeout_ms
             && let Err(source) = watchdog(&process, ms)
         {
@@ -81,11 +88,7 @@ impl Container {
         r.write_state(&self.paths)?;
         drop(guard);
         self.record = r;
-        self.deadline = self
-            .record
-            .run
-            .timeout_ms
-            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        self.deadline = deadline;
         self.process = Some(process);
         self.cgroup = cgroup;
         self.owner = Some(owner);
