@@ -87,6 +87,16 @@ pub enum ContainerError {
         /// What was asked.
         op: &'static str,
     },
+    /// The process the record names (PID 1, or the program under an init) is gone: the pid is
+    /// free or now names another process (the record is stale, or its owner has not collected
+    /// the exit yet).
+    #[error("container {id}: its process {pid} is gone (the pid is free or names another process)")]
+    ProcessGone {
+        /// The container.
+        id: String,
+        /// The pid the record names.
+        pid: u32,
+    },
     /// The run lasted longer than its timeout and was killed.
     #[error("container {id} ran longer than its timeout of {timeout:?} and was killed")]
     TimedOut {

@@ -58,6 +58,14 @@ pub enum RecordError {
         #[source]
         source: serde_json::Error,
     },
+    /// The record parses but cannot be used as it is (edited by hand, or damaged).
+    #[error("container record {path}: {reason}")]
+    Invalid {
+        /// The record file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RecordError + 'a {
@@ -509,9 +517,13 @@ pub fn try_own(paths: &ContainerPaths) -> Result<Option<FileLock>, RecordError> 
 /// The start time of `pid` (clock ticks since boot) and whether it is a zombie; `None` if
 /// there is no such process.
 pub fn pid_info(pid: u32) -> Option<(u64, bool)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The start time and zombie state from the text of a `/proc/<pid>/stat`.
+fn parse_stat(stat: &str) -> Option<(u64, bool)> {
     // The command name may hold spaces and parentheses: fields follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split(' ').collect();
     let state = *fields.first()?;
     let start = fields.get(19)?.parse().ok()?;
@@ -526,6 +538,28 @@ pub fn alive(pid: Option<u32>, start: Option<u64>) -> bool {
             matches!(pid_info(pid), Some((s, zombie)) if s == start && !zombie)
         }
         _ => false,
+    }
+}
+
+/// The prefix of a container's hold on its image: `container:<id>`, so that a hold a user
+/// named like a container id is never taken for one.
+pub const HOLD_PREFIX: &str = "container:";
+
+/// The name of the hold container `id` keeps on its image.
+pub fn hold_name(id: &str) -> String {
+    format!("{HOLD_PREFIX}{id}")
+}
+
+/// The container id a hold named `name` belongs to: `container:<64 hex digits>`, or (`legacy`
+/// true) a bare 64-hex-digit name as an older molde wrote, which only counts as a
+/// container's hold while that container exists.
+pub fn hold_owner(name: &str) -> Option<(&str, bool)> {
+    let is_id = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    match name.strip_prefix(HOLD_PREFIX) {
+        Some(id) if is_id(id) => Some((id, false)),
+        Some(_) => None,
+        None if is_id(name) => Some((name, true)),
+        None => None,
     }
 }
 
@@ -694,6 +728,17 @@ mod tests {
     }
 
     #[test]
+    fn short_or_odd_stat_text_is_none_not_a_panic() {
+        for text in ["", "1 (x)", "1 (x", "1 (a) b)", "1 (x) R 1"] {
+            assert_eq!(parse_stat(text), None, "{text:?}");
+        }
+        // Fields 4 to 22 (the start time) after the state, numbered as in proc(5).
+        let fields: Vec<String> = (4..=22).map(|i| i.to_string()).collect();
+        let text = format!("7 (a (b) c) Z {}", fields.join(" "));
+        assert_eq!(parse_stat(&text), Some((22, true)));
+    }
+
+    #[test]
     fn owner_lock_is_exclusive() {
         let store = Store::temporary().unwrap();
         let paths = ContainerPaths::new(&store, "own");
@@ -703,6 +748,16 @@ mod tests {
         assert!(try_own(&paths).unwrap().is_none());
         drop(held);
         assert!(try_own(&paths).unwrap().is_some());
+    }
+
+    #[test]
+    fn container_holds_are_namespaced() {
+        let id = "ab".repeat(32);
+        assert_eq!(hold_name(&id), format!("container:{id}"));
+        assert_eq!(hold_owner(&hold_name(&id)), Some((id.as_str(), false)));
+        assert_eq!(hold_owner(&id), Some((id.as_str(), true)));
+        assert_eq!(hold_owner("container:abc"), None);
+        assert_eq!(hold_owner("my-build"), None);
     }
 
     #[test]

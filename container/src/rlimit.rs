@@ -1,9 +1,10 @@
 //! Resource limits (`setrlimit`) for a container's processes, made safe to apply.
 //!
 //! Raising a hard limit above the current one needs `CAP_SYS_RESOURCE`, which a process may lack
-//! even as root (a bounding set without it, as on hosts that run us in a sandbox). [`effective`]
-//! lowers such requests to what the process may set, with a warning, so that the launcher's
-//! `setrlimit` in the child cannot fail with EPERM halfway through the setup.
+//! even as root (a bounding set without it, as on hosts that run us in a sandbox), and always in
+//! a new user namespace. [`effective`] lowers such requests to what the process may set, with a
+//! warning, so that the launcher's `setrlimit` in the child cannot fail with EPERM halfway
+//! through the setup. The launcher applies these rules itself: pass it the requested limits.
 
 pub use nix::sys::resource::Resource;
 
@@ -23,20 +24,51 @@ pub struct Rlimit {
 }
 
 /// The limits to apply for `requested`: a hard limit above the current hard limit is lowered to
-/// it when this thread lacks `CAP_SYS_RESOURCE` (in its effective or its bounding set), and a
-/// soft limit above its hard limit is lowered to the hard limit; each change is logged as a
-/// warning. Limits the process may set pass unchanged.
-pub fn effective(requested: &[Rlimit]) -> Vec<Rlimit> {
-    let may_raise = may_raise_hard_limits();
-    requested
+/// it when the child could not raise it (this thread lacks `CAP_SYS_RESOURCE` in its effective
+/// or its bounding set, or `new_userns`: capabilities in a new user namespace do not count for
+/// rlimits, which belong to the host), and a soft limit above its hard limit is lowered to the
+/// hard limit; each change is logged as a warning. Limits the process may set pass unchanged.
+pub fn effective(requested: &[Rlimit], new_userns: bool) -> Vec<Rlimit> {
+    let raw: Vec<crate::launch::Rlimit> = requested
         .iter()
-        .map(|r| {
-            let current = nix::sys::resource::getrlimit(r.resource)
-                .ok()
-                .map(|(_, hard)| hard);
-            clamp(*r, may_raise, current)
+        .map(|r| crate::launch::Rlimit {
+            resource: r.resource as libc::__rlimit_resource_t,
+            soft: r.soft,
+            hard: r.hard,
+        })
+        .collect();
+    launch_limits(&raw, new_userns)
+        .into_iter()
+        .zip(requested)
+        .map(|(l, r)| Rlimit {
+            resource: r.resource,
+            soft: l.soft,
+            hard: l.hard,
         })
         .collect()
+}
+
+/// [`effective`] for the launcher's raw limits: the one set of rules, which the launcher
+/// applies (callers pass the requested values through).
+pub(crate) fn launch_limits(
+    requested: &[crate::launch::Rlimit],
+    new_userns: bool,
+) -> Vec<crate::launch::Rlimit> {
+    let may_raise = !new_userns && may_raise_hard_limits();
+    requested
+        .iter()
+        .map(|r| clamp(*r, may_raise, current_hard(r.resource)))
+        .collect()
+}
+
+/// The current hard limit of `resource`, if it can be read.
+fn current_hard(resource: libc::__rlimit_resource_t) -> Option<u64> {
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `cur` is valid for writes.
+    (unsafe { libc::getrlimit(resource, &mut cur) } == 0).then_some(cur.rlim_max)
 }
 
 /// Whether this thread may raise hard limits: `CAP_SYS_RESOURCE` in both its effective and its
@@ -68,7 +100,11 @@ fn has_cap(status: &str, field: &str, cap: u32) -> bool {
 
 /// [`effective`] for one limit, given whether hard limits may rise and the current hard limit
 /// (`None` if unknown: left as requested, the kernel decides).
-fn clamp(mut r: Rlimit, may_raise: bool, current_hard: Option<u64>) -> Rlimit {
+fn clamp(
+    mut r: crate::launch::Rlimit,
+    may_raise: bool,
+    current_hard: Option<u64>,
+) -> crate::launch::Rlimit {
     if !may_raise
         && let Some(current) = current_hard
         && r.hard > current
@@ -98,9 +134,9 @@ fn clamp(mut r: Rlimit, may_raise: bool, current_hard: Option<u64>) -> Rlimit {
 mod tests {
     use super::*;
 
-    fn nofile(soft: u64, hard: u64) -> Rlimit {
-        Rlimit {
-            resource: Resource::RLIMIT_NOFILE,
+    fn nofile(soft: u64, hard: u64) -> crate::launch::Rlimit {
+        crate::launch::Rlimit {
+            resource: libc::RLIMIT_NOFILE,
             soft,
             hard,
         }

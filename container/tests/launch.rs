@@ -177,6 +177,91 @@ fn setup_failures_are_typed() {
 }
 
 #[test]
+fn proc_or_sys_symlinked_in_the_image_is_refused() {
+    let Some(root) = ready() else { return };
+    let elsewhere = tempfile::tempdir().unwrap();
+    for (name, stage) in [("proc", Stage::Proc), ("sys", Stage::Sys)] {
+        let target = root.path().join(name);
+        std::fs::remove_dir(&target).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), &target).unwrap();
+        let e = launch::spawn(&Spec::new(root.path(), "true")).unwrap_err();
+        assert_eq!((e.stage, e.errno), (stage, Errno::ENOTDIR), "{e}");
+        assert_eq!(e.path, Some(PathBuf::from(format!("/{name}"))), "{e}");
+        assert!(e.to_string().contains("symlink"), "{e}");
+        std::fs::remove_file(&target).unwrap();
+        std::fs::create_dir(&target).unwrap();
+    }
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    run_ok(&Spec::new(root.path(), "true"));
+}
+
+const CLOSED_STDIO_ENV: &str = "MOLDE_TEST_CLOSED_STDIO";
+
+#[test]
+fn a_host_with_closed_stdio_still_gets_setup_errors_and_output() {
+    let Some(_root) = ready() else { return };
+    // In a process of its own: closing this process's stdio would disturb the other tests.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "closed_stdio_helper",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(CLOSED_STDIO_ENV, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+#[test]
+#[ignore = "helper: run by a_host_with_closed_stdio_still_gets_setup_errors_and_output"]
+fn closed_stdio_helper() {
+    if std::env::var_os(CLOSED_STDIO_ENV).is_none() {
+        return;
+    }
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let root = rootfs().unwrap();
+    let saved: Vec<OwnedFd> = (0..3)
+        .map(|fd| {
+            // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor nothing else owns.
+            unsafe { OwnedFd::from_raw_fd(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10)) }
+        })
+        .collect();
+    for fd in 0..3 {
+        // SAFETY: closing the standard descriptors; copies are kept in `saved`.
+        unsafe { libc::close(fd) };
+    }
+    // No panics while stdio is closed: results are checked once it is back.
+    let mut failing = Spec::new(root.path(), "no-such-program");
+    failing.stdin = Stdio::Null;
+    failing.stdout = Stdio::Null;
+    failing.stderr = Stdio::Null;
+    let failed = launch::spawn(&failing).map(|mut p| p.wait());
+    let mut echo = sh(root.path(), "echo hi");
+    echo.stdin = Stdio::Null;
+    echo.stderr = Stdio::Null;
+    let echoed = launch::spawn(&echo).map(|p| p.wait_with_output());
+    for (fd, copy) in saved.iter().enumerate() {
+        // SAFETY: both descriptors are valid; dup2 puts the copy back in place.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(copy), fd as i32) };
+    }
+    match failed {
+        Err(e) => assert_eq!((e.stage, e.errno), (Stage::Exec, Errno::ENOENT), "{e}"),
+        Ok(status) => panic!("a failed exec went unreported: {status:?}"),
+    }
+    let (status, out, _) = echoed.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(out, b"hi\n");
+}
+
+#[test]
 fn init_reaps_zombies_and_reports_status() {
     let Some(root) = ready() else { return };
     // The shell's orphaned background child becomes a zombie under PID 1 unless reaped.

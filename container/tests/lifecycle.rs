@@ -702,7 +702,9 @@ fn stale_records_are_marked_exited_and_interrupted_work_cleared() {
     let half_paths = ContainerPaths::new(&store, &half);
     fs::create_dir_all(half_paths.snapshot().join("upper")).unwrap();
     fs::write(half_paths.lock(), b"").unwrap();
-    store.hold(&image, &half).unwrap();
+    store
+        .hold(&image, &molde_container::record::hold_name(&half))
+        .unwrap();
 
     let other = Store::open(store.root()).unwrap();
     molde_container::recover(&other).unwrap();
@@ -720,9 +722,90 @@ fn stale_records_are_marked_exited_and_interrupted_work_cleared() {
     assert!(!ContainerPaths::new(&store, &removing).dir().exists());
     assert!(!half_paths.dir().exists());
     let holds: Vec<String> = store.holds().unwrap().into_iter().map(|h| h.name).collect();
-    assert_eq!(holds, vec![stale.clone()]);
+    assert_eq!(holds, vec![format!("container:{stale}")]);
     Container::open(&other, &stale).unwrap().remove().unwrap();
     assert!(store.holds().unwrap().is_empty());
+}
+
+#[test]
+fn a_record_not_understood_is_skipped_never_deleted_a_torn_one_is_cleared() {
+    if !can_run() {
+        return;
+    }
+    use molde_container::record::ContainerPaths;
+    let (_dir, store, image) = setup();
+    // Complete JSON this molde does not understand (a newer molde's, or edited by hand).
+    let newer = Container::builder(&store, &image).create().unwrap();
+    let precious = newer.writable_layer().join("precious");
+    fs::write(&precious, b"keep me").unwrap();
+    let newer = newer.keep();
+    let newer_paths = ContainerPaths::new(&store, &newer);
+    let text = fs::read_to_string(newer_paths.record()).unwrap();
+    assert!(text.contains(r#""storage":"disk""#), "{text}");
+    fs::write(
+        newer_paths.record(),
+        text.replace(r#""storage":"disk""#, r#""storage":"zram""#),
+    )
+    .unwrap();
+    // A record cut short by a host crash, and an empty one: interrupted creations.
+    let torn = Container::builder(&store, &image).create().unwrap().keep();
+    let torn_paths = ContainerPaths::new(&store, &torn);
+    let text = fs::read(torn_paths.record()).unwrap();
+    fs::write(torn_paths.record(), &text[..text.len() / 2]).unwrap();
+    let empty = Container::builder(&store, &image).create().unwrap().keep();
+    let empty_paths = ContainerPaths::new(&store, &empty);
+    fs::write(empty_paths.record(), b"").unwrap();
+
+    let other = Store::open(store.root()).unwrap();
+    molde_container::recover(&other).unwrap();
+    assert!(Container::list(&other).unwrap().is_empty());
+    assert!(!torn_paths.dir().exists());
+    assert!(!empty_paths.dir().exists());
+    // Left alone: its writable layer, its hold.
+    assert_eq!(fs::read(&precious).unwrap(), b"keep me");
+    let holds: Vec<String> = store.holds().unwrap().into_iter().map(|h| h.name).collect();
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    assert!(holds[0].ends_with(&newer), "{holds:?}");
+    // Opening it names the problem.
+    let err = Container::open(&other, &newer).unwrap_err();
+    assert!(err.to_string().contains("zram"), "{err}");
+}
+
+#[test]
+fn recover_releases_only_container_holds_and_keeps_reading_old_bare_ones() {
+    if !can_run() {
+        return;
+    }
+    use molde_container::record::{ContainerPaths, hold_name};
+    let (_dir, store, image) = setup();
+    // A user's hold named like an image id, and a container hold whose container is gone.
+    let users = "cd".repeat(32);
+    store.hold(&image, &users).unwrap();
+    store.hold(&image, &hold_name(&"ef".repeat(32))).unwrap();
+    // A container of an older molde: its hold is its bare id.
+    let old = Container::builder(&store, &image).create().unwrap().keep();
+    store.release(&hold_name(&old)).unwrap();
+    store.hold(&image, &old).unwrap();
+    let current = Container::builder(&store, &image).create().unwrap().keep();
+
+    molde_container::recover(&store).unwrap();
+    let mut holds: Vec<String> = store.holds().unwrap().into_iter().map(|h| h.name).collect();
+    holds.sort();
+    let mut want = vec![users.clone(), old.clone(), hold_name(&current)];
+    want.sort();
+    assert_eq!(holds, want);
+    // The error of a refused image removal names the container.
+    let err = store
+        .remove(&image.manifest_digest().to_string())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&hold_name(&current)), "{err}");
+    // Removing the old container releases its bare hold.
+    Container::open(&store, &old).unwrap().remove().unwrap();
+    Container::open(&store, &current).unwrap().remove().unwrap();
+    assert!(!ContainerPaths::new(&store, &old).dir().exists());
+    let holds: Vec<String> = store.holds().unwrap().into_iter().map(|h| h.name).collect();
+    assert_eq!(holds, vec![users]);
 }
 
 #[test]
@@ -804,6 +887,122 @@ fn exec_runs_in_the_running_container_as_its_user_or_another() {
         Err(ContainerError::Config(ConfigError::UnknownUser { .. }))
     ));
     c.close().unwrap();
+}
+
+#[test]
+fn exec_refuses_a_recorded_pid_that_names_another_process() {
+    if !can_run() {
+        return;
+    }
+    use molde_container::record::{ContainerPaths, Record};
+    let (_dir, store, image) = setup();
+    let c = sh(&store, &image, "sleep 30")
+        .stdout(molde_container::Stdio::null())
+        .start()
+        .unwrap();
+    let pid = c.pid().unwrap();
+    // The pid now names "another" process: its start time is not the recorded one.
+    Record::update(&ContainerPaths::new(&store, c.id()), |r| {
+        r.pid_start = r.pid_start.map(|s| s + 1)
+    })
+    .unwrap();
+    let other = Container::open(&store, c.id()).unwrap();
+    match other.exec("/bin/true").output() {
+        Err(ContainerError::ProcessGone { pid: p, .. }) => assert_eq!(p, pid),
+        r => panic!("exec through a reused pid: {r:?}"),
+    }
+    // The launcher checks again once it holds a pidfd.
+    let mut e = molde_container::launch::ExecSpec::new("/bin/true");
+    e.target_start = Some(u64::MAX);
+    let err = molde_container::launch::exec(pid, &e).unwrap_err();
+    assert_eq!(err.stage, molde_container::launch::Stage::Setns, "{err}");
+    // This handle's own child is still reachable.
+    assert!(c.exec("/bin/true").output().unwrap().success());
+    c.close().unwrap();
+}
+
+#[test]
+fn exec_joins_the_container_cgroup() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let c = sh(&store, &image, "sleep 30")
+        .pids(64)
+        .stdout(molde_container::Stdio::null())
+        .start()
+        .unwrap();
+    let cgroup_of = |pid: u32| fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let pid1 = cgroup_of(c.pid().unwrap());
+    assert!(pid1.contains(c.id()), "{pid1}");
+    // From this handle and from another one (which opens the cgroup its starter made).
+    let other = Container::open(&store, c.id()).unwrap();
+    for handle in [&c, &other] {
+        let mut p = handle.exec("sleep").arg("30").spawn().unwrap();
+        assert_eq!(cgroup_of(p.pid()), pid1);
+        p.kill().unwrap();
+        p.wait().unwrap();
+    }
+    drop(other);
+    // The cgroup is still there for the owner to remove.
+    c.close().unwrap();
+}
+
+#[test]
+fn a_kept_running_container_can_be_restarted_once_it_ends() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let c = sh(&store, &image, "sleep 0.3").start().unwrap();
+    let pid = c.pid().unwrap();
+    let id = c.keep();
+    // While it runs, it is running for everyone.
+    let mut other = Container::open(&store, &id).unwrap();
+    assert_eq!(other.status().unwrap(), Status::Running);
+    drop(other);
+    // Once it ended (a zombie of this process), a handle of this same process marks it
+    // exited and starts it again.
+    for _ in 0..200 {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.rsplit(')').next().unwrap().starts_with(" Z") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    other = Container::open(&store, &id).unwrap();
+    assert!(
+        matches!(other.status().unwrap(), Status::Exited { .. }),
+        "{:?}",
+        other.status()
+    );
+    other.start().unwrap();
+    assert!(matches!(
+        other.wait().unwrap(),
+        Status::Exited { code: Some(0), .. }
+    ));
+    other.remove().unwrap();
+}
+
+#[test]
+fn a_record_with_an_empty_command_line_is_a_typed_error_at_start() {
+    if !can_run() {
+        return;
+    }
+    use molde_container::record::{ContainerPaths, Record, RecordError};
+    let (_dir, store, image) = setup();
+    let id = sh(&store, &image, "true").create().unwrap().keep();
+    let paths = ContainerPaths::new(&store, &id);
+    Record::update(&paths, |r| r.run.argv.clear()).unwrap();
+    let mut c = Container::open(&store, &id).unwrap();
+    match c.start() {
+        Err(ContainerError::Record(RecordError::Invalid { path, .. })) => {
+            assert_eq!(path, paths.record())
+        }
+        r => panic!("start with an empty argv: {r:?}"),
+    }
+    assert_eq!(c.status().unwrap(), Status::Created);
+    c.remove().unwrap();
 }
 
 /// Exec into a container whose PID 1 is the init (a non-dumpable copy of the host binary): the

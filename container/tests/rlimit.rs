@@ -39,7 +39,7 @@ fn effective_limits_can_always_be_set() {
         soft: hard + 10,
         hard: hard + 10,
     };
-    let got = effective(&[request]);
+    let got = effective(&[request], false);
     if may_raise_hard_limits() {
         assert_eq!(got, vec![request]);
         assert_eq!(
@@ -66,12 +66,22 @@ fn effective_limits_can_always_be_set() {
         soft: soft.min(64),
         hard: soft.min(128),
     };
-    let got = effective(&[lower]);
+    let got = effective(&[lower], false);
     assert_eq!(got, vec![lower]);
     assert_eq!(
         run_with(got).unwrap(),
         format!("{}\n{}\n", lower.hard, lower.soft)
     );
+    // For a child in a new user namespace, hard limits never rise, capability or not.
+    assert_eq!(
+        effective(&[request], true),
+        vec![Rlimit {
+            resource: Resource::RLIMIT_NOFILE,
+            soft: hard,
+            hard,
+        }]
+    );
+    assert_eq!(effective(&[lower], true), vec![lower]);
 }
 
 #[test]

@@ -110,7 +110,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
     // Held through the creation: a concurrent list leaves a half-made container alone.
     let guard = record::lock(&paths)?;
     let made = (|| -> Result<_, ContainerError> {
-        store.hold(&image, &id)?;
+        store.hold(&image, &record::hold_name(&id))?;
         let snap_dir = paths.snapshot();
         if b.storage == LayerStorage::Tmpfs {
             fs::create_dir(&snap_dir).map_err(io_err("creating", &snap_dir))?;

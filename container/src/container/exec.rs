@@ -64,6 +64,34 @@ impl Container {
     }
 }
 
+/// The `cgroup.procs` files of the container's cgroup, which an exec'd process joins (so that
+/// the container's limits and `kill_all` cover it too): this handle's own cgroup, or the one
+/// its starter made.
+fn cgroup_procs(c: &Container) -> Result<Vec<std::os::fd::OwnedFd>, ContainerError> {
+    use crate::cgroup::{Cgroup, Parent};
+    let cerr = |source| ContainerError::Cgroup {
+        id: c.id.clone(),
+        source,
+    };
+    if let Some(cg) = &c.cgroup {
+        return cg.procs_files().map_err(cerr);
+    }
+    let run = &c.record.run;
+    if run.memory_bytes.is_none() && run.pids.is_none() && run.cpu_quota.is_none() {
+        // Started without limits: no cgroup was made.
+        return Ok(Vec::new());
+    }
+    match Cgroup::open_in(&Parent::default(), &c.id).map_err(cerr)? {
+        Some(cg) => {
+            let files = cg.procs_files();
+            // Not ours: dropping it would remove it.
+            cg.keep();
+            files.map_err(cerr)
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
 impl ExecBuilder<'_> {
     /// Add an argument.
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
@@ -114,13 +142,7 @@ impl ExecBuilder<'_> {
     pub fn spawn(self) -> Result<ExecChild, ContainerError> {
         let c = self.container;
         let id = c.id.clone();
-        let Some(pid) = c.exec_target() else {
-            return Err(ContainerError::State {
-                id,
-                state: "not running".into(),
-                op: "exec",
-            });
-        };
+        let (pid, start) = c.exec_target()?;
         let run = &c.record.run;
         let (uid, gid, groups, home) = match &self.user {
             Some(u) => {
@@ -147,6 +169,8 @@ impl ExecBuilder<'_> {
         spec.uid = uid;
         spec.gid = gid;
         spec.groups = groups;
+        spec.target_start = start;
+        spec.cgroup_procs = cgroup_procs(c)?;
         let dup = |s: &Option<Stdio>| -> Result<launch::Stdio, ContainerError> {
             match s {
                 Some(s) => s.to_launch().map_err(|source| ContainerError::Process {

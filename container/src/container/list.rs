@@ -110,7 +110,16 @@ pub(crate) fn refresh(store: &Store, paths: &ContainerPaths) -> Result<(), Conta
 
 /// Every container, oldest first.
 pub(crate) fn list(store: &Store) -> Result<Vec<ContainerSummary>, ContainerError> {
+    list_all(store).map(|(listed, _)| listed)
+}
+
+/// Every container, oldest first, and the ids of those left out because their record is
+/// complete but not understood.
+pub(crate) fn list_all(
+    store: &Store,
+) -> Result<(Vec<ContainerSummary>, Vec<String>), ContainerError> {
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     let ids = ids(store)?;
     for id in &ids {
         let id = id.clone();
@@ -128,9 +137,19 @@ pub(crate) fn list(store: &Store) -> Result<Vec<ContainerSummary>, ContainerErro
                 continue;
             }
             // Records are not fsynced: after a host crash one may have reached the disk only
-            // in part. Its creation never completed as far as the disk knows.
-            Err(ContainerError::Record(record::RecordError::Json { .. })) => {
+            // in part (empty, or cut short). Its creation never completed as far as the disk
+            // knows.
+            Err(ContainerError::Record(record::RecordError::Json { source, .. }))
+                if source.is_eof() =>
+            {
                 clear_half_made(store, &paths, &id, true)?;
+                continue;
+            }
+            // Complete but not understood (written by a newer molde, or edited by hand): not
+            // ours to judge, and never a reason to delete a writable layer. Leave it out.
+            Err(ContainerError::Record(e @ record::RecordError::Json { .. })) => {
+                tracing::warn!("skipping container {id}: {e}");
+                skipped.push(id);
                 continue;
             }
             Err(e) => return Err(e),
@@ -177,17 +196,21 @@ pub(crate) fn list(store: &Store) -> Result<Vec<ContainerSummary>, ContainerErro
     }
     out.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
     restore_holds(store, &out, &ids);
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// Holds are not fsynced either (see [`crate::record`]): after a host crash a container may
 /// have lost its hold, or a removed container's hold may be back. Rebuild them from the
-/// containers: every listed container holds its image; a hold named like a container id
-/// (64 hex digits) whose container directory is gone is released.
+/// containers: every listed container holds its image (as `container:<id>`, or under its bare
+/// id, as an older molde named it); a `container:<id>` hold whose container directory is gone
+/// is released. Other holds (a user's, even one named like an id) are left alone.
 fn restore_holds(store: &Store, listed: &[ContainerSummary], ids: &[String]) {
     let Ok(holds) = store.holds() else { return };
     for c in listed {
-        if holds.iter().any(|h| h.name == c.id) {
+        if holds
+            .iter()
+            .any(|h| record::hold_owner(&h.name).is_some_and(|(id, _)| id == c.id))
+        {
             continue;
         }
         // Under the container's lock, and only if no removal began (a removal marks the
@@ -201,7 +224,7 @@ fn restore_holds(store: &Store, listed: &[ContainerSummary], ids: &[String]) {
         }
         match store.resolve(&c.image) {
             Ok(image) => {
-                if let Err(e) = store.hold(&image, &c.id) {
+                if let Err(e) = store.hold(&image, &record::hold_name(&c.id)) {
                     tracing::warn!("taking again the hold of container {}: {e}", c.id);
                 }
             }
@@ -209,10 +232,9 @@ fn restore_holds(store: &Store, listed: &[ContainerSummary], ids: &[String]) {
         }
     }
     for h in &holds {
-        let container_like = h.name.len() == 64 && h.name.bytes().all(|b| b.is_ascii_hexdigit());
-        if container_like
-            && !ids.contains(&h.name)
-            && !ContainerPaths::new(store, &h.name).dir().exists()
+        if let Some((id, false)) = record::hold_owner(&h.name)
+            && !ids.iter().any(|i| i == id)
+            && !ContainerPaths::new(store, id).dir().exists()
         {
             let _ = store.release(&h.name);
         }
@@ -263,6 +285,8 @@ pub(crate) fn discard(store: &Store, paths: &ContainerPaths, id: &str) {
     {
         tracing::warn!("removing {}: {e}", paths.dir().display());
     }
+    let _ = store.release(&record::hold_name(id));
+    // The bare-id hold an older molde took.
     let _ = store.release(id);
 }
 

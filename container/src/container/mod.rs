@@ -217,14 +217,35 @@ impl Container {
     /// or with [`init`](crate::ContainerBuilder::init) the program (the init's child). The init
     /// is a non-dumpable copy of the host binary (so that the container cannot reach the host
     /// binary through `/proc/1/exe`); an unprivileged caller could not open its namespaces.
-    pub(crate) fn exec_target(&self) -> Option<u32> {
-        match &self.process {
-            Some(p) => Some(p.program_pid()),
-            None if self.record.state != State::Running => None,
-            None => match (self.record.program_pid, self.record.program_pid_start) {
-                (Some(pid), start) => crate::record::alive(Some(pid), start).then_some(pid),
-                (None, _) => self.record.pid,
+    /// Returned with the start time it must still have (checked again by the launcher once it
+    /// holds a pidfd): a pid read from the record may since name another process.
+    pub(crate) fn exec_target(&self) -> Result<(u32, Option<u64>), ContainerError> {
+        let not_running = || ContainerError::State {
+            id: self.id.clone(),
+            state: "not running".into(),
+            op: "exec",
+        };
+        let (pid, start) = match &self.process {
+            // PID 1 is this handle's child, not reaped: its pid is its own. The program under
+            // an init is the init's child: checked like a foreign one.
+            Some(p) if p.program_pid() == p.pid() => return Ok((p.pid(), None)),
+            Some(p) => (p.program_pid(), self.record.program_pid_start),
+            None if self.record.state != State::Running => return Err(not_running()),
+            None => match self.record.program_pid {
+                Some(pid) => (pid, self.record.program_pid_start),
+                None => match self.record.pid {
+                    Some(pid) => (pid, self.record.pid_start),
+                    None => return Err(not_running()),
+                },
             },
+        };
+        if crate::record::alive(Some(pid), start) {
+            Ok((pid, start))
+        } else {
+            Err(ContainerError::ProcessGone {
+                id: self.id.clone(),
+                pid,
+            })
         }
     }
 
@@ -322,9 +343,9 @@ impl Container {
         if let Some(cg) = self.cgroup.take() {
             std::mem::forget(cg);
         }
-        if let Some(lock) = self.owner.take() {
-            std::mem::forget(lock);
-        }
+        // Released, not forgotten: a running record nobody owns stays `running` while its
+        // process lives, and once it ends any handle (of this process too) marks it exited.
+        drop(self.owner.take());
         std::mem::take(&mut self.id)
     }
 

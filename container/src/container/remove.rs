@@ -63,8 +63,11 @@ impl Container {
             });
             list::discard(&self.store, &self.paths, &self.id);
         }
-        if let Err(e) = self.store.release(&self.id) {
-            errors.push(e.into());
+        // Its hold, and the bare-id hold an older molde took.
+        for name in [record::hold_name(&self.id), self.id.clone()] {
+            if let Err(e) = self.store.release(&name) {
+                errors.push(e.into());
+            }
         }
         self.removed = true;
         match errors.len() {

@@ -11,6 +11,20 @@ use crate::record::{self, MountRecord, Record, State};
 use crate::volume::Volume;
 use molde_layerfs::mount::Mount;
 
+/// The timeout holds even if nobody waits: a watchdog thread kills the process (through its
+/// own pidfd: never another process) when the time is up.
+fn watchdog(process: &crate::launch::Process, ms: u64) -> std::io::Result<()> {
+    let fd = process.pidfd().try_clone_to_owned()?;
+    std::thread::Builder::new()
+        .name("molde-timeout".into())
+        .spawn(move || {
+            if !poll_exit(&fd, Some(Duration::from_millis(ms))) {
+                let _ = super::stop::send(&fd, libc::SIGKILL);
+            }
+        })?;
+    Ok(())
+}
+
 impl Container {
     /// Start the container's process (from created, or again from exited: a restart keeps
     /// the writable layer and its changes).
@@ -37,7 +51,27 @@ impl Container {
                 source,
             })?;
         }
-        let process = launch::spawn(&spec)?;
+        let mut process = launch::spawn(&spec)?;
+        // Taken before the watchdog starts its own count: a waiter's deadline passes first,
+        // so a run the watchdog killed is always reported as timed out.
+        let deadline = self
+            .record
+            .run
+            .timeout_ms
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        if let Some(ms) = self.record.run.timeout_ms
+            && let Err(source) = watchdog(&process, ms)
+        {
+            // Without its watchdog the timeout would not hold: the start fails (the cgroup,
+            // dropped, is removed; the record was not touched yet).
+            let _ = process.kill();
+            let _ = process.wait();
+            return Err(ContainerError::Process {
+                id: self.id.clone(),
+                op: "starting the timeout watchdog",
+                source,
+            });
+        }
         let pid = process.pid();
         let start = record::pid_info(pid).map(|(s, _)| s);
         let mut r = current;
@@ -54,22 +88,7 @@ impl Container {
         r.write_state(&self.paths)?;
         drop(guard);
         self.record = r;
-        self.deadline = self
-            .record
-            .run
-            .timeout_ms
-            .map(|ms| Instant::now() + Duration::from_millis(ms));
-        if let Some(ms) = self.record.run.timeout_ms {
-            // The timeout holds even if nobody waits: a watchdog kills the process (through
-            // its own pidfd: never another process) when the time is up.
-            if let Ok(fd) = process.pidfd().try_clone_to_owned() {
-                std::thread::spawn(move || {
-                    if !poll_exit(&fd, Some(Duration::from_millis(ms))) {
-                        let _ = super::stop::send(&fd, libc::SIGKILL);
-                    }
-                });
-            }
-        }
+        self.deadline = deadline;
         self.process = Some(process);
         self.cgroup = cgroup;
         self.owner = Some(owner);
@@ -274,7 +293,14 @@ impl Container {
     /// The launcher's spec for one start.
     fn spec(&self) -> Result<Spec, ContainerError> {
         let run = &self.record.run;
-        let mut spec = Spec::new(self.rootfs(), run.argv[0].clone());
+        let Some((program, args)) = run.argv.split_first() else {
+            return Err(record::RecordError::Invalid {
+                path: self.paths.record(),
+                reason: "its command line (run.argv) is empty",
+            }
+            .into());
+        };
+        let mut spec = Spec::new(self.rootfs(), program.clone());
         spec.rootfs_mounts = self.snapshot.mounts.clone();
         for m in &mut spec.rootfs_mounts {
             if let Mount::Overlay(o) = m
@@ -331,7 +357,7 @@ impl Container {
             });
         }
         spec.hostname = run.hostname.clone();
-        spec.args = run.argv[1..].to_vec();
+        spec.args = args.to_vec();
         spec.env = run.env.clone();
         spec.path_dirs = config::path_dirs(&run.env);
         spec.cwd = run.cwd.clone();
@@ -359,23 +385,16 @@ impl Container {
         spec.stdin = stdio(&self.stdin)?;
         spec.stdout = stdio(&self.stdout)?;
         spec.stderr = stdio(&self.stderr)?;
-        let requested: Vec<crate::rlimit::Rlimit> = run
+        // The launcher lowers what the child could not set.
+        spec.rlimits = run
             .rlimits
             .iter()
             .filter_map(|&(resource, soft, hard)| {
-                Some(crate::rlimit::Rlimit {
-                    resource: resource_from(resource)?,
+                Some(Rlimit {
+                    resource: resource_from(resource)? as libc::__rlimit_resource_t,
                     soft,
                     hard,
                 })
-            })
-            .collect();
-        spec.rlimits = crate::rlimit::effective(&requested)
-            .into_iter()
-            .map(|r| Rlimit {
-                resource: r.resource as libc::__rlimit_resource_t,
-                soft: r.soft,
-                hard: r.hard,
             })
             .collect();
         spec.init = run.init;

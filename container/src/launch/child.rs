@@ -289,7 +289,10 @@ fn setup_root(err_w: i32, r: &mut RootSetup) {
     // kernel mounts a new proc or sysfs only where one is already fully visible in the mount
     // namespace (`mount_too_revealing`), which the host's stops being once detached.
     let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // The image's `proc` and `sys` must be real directories: a mount follows a symlink (`proc
+    // -> /x` would resolve against the host's root here, before pivot_root).
     step!(p, Stage::Proc, 0, sys::mkdir_exist_ok(c"proc", 0o555));
+    step!(p, Stage::Proc, 0, sys::real_dir(c"proc"));
     step!(
         p,
         Stage::Proc,
@@ -303,6 +306,7 @@ fn setup_root(err_w: i32, r: &mut RootSetup) {
         )
     );
     step!(p, Stage::Sys, 0, sys::mkdir_exist_ok(c"sys", 0o555));
+    step!(p, Stage::Sys, 0, sys::real_dir(c"sys"));
     let sysfs = sys::mount(
         Some(c"sysfs"),
         c"sys",

@@ -212,6 +212,9 @@ fn hint(stage: Stage, errno: Errno) -> &'static str {
             " (an unprivileged caller may only map its own uid and gid, once: use \
              IdMaps::rootless(), or newuidmap/newgidmap ranges as root)"
         }
+        (Stage::Proc | Stage::Sys, Errno::ENOTDIR) => {
+            " (in the image it is not a directory: a symlink or a file)"
+        }
         (Stage::Cgroup, _) => " (is the cgroup still there and writable by the caller?)",
         (Stage::Exec, Errno::ENOENT) => {
             " (the program is not in the container: check the path, PATH and the image)"

@@ -60,6 +60,13 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
         nix::sys::stat::Mode::empty(),
     )
     .map_err(|e| LaunchError::at(Stage::Setns, e, proc_dir.join("root")))?;
+    // Against pid reuse: if the pid still names the process that started at `target_start`,
+    // that process held it since before the pidfd was opened and `/proc/<pid>` was read.
+    if let Some(start) = spec.target_start
+        && !matches!(crate::record::pid_info(target_pid), Some((s, false)) if s == start)
+    {
+        return Err(LaunchError::at(Stage::Setns, Errno::ESRCH, &proc_dir));
+    }
     let setgroups_denied = joins_user
         && std::fs::read_to_string(proc_dir.join("setgroups")).is_ok_and(|s| s.trim() == "deny");
     if setgroups_denied && !spec.groups.is_empty() {

@@ -42,16 +42,20 @@ pub(crate) fn io_errno(e: &std::io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
+/// A close-on-exec pipe, both ends numbered 3 or above (see [`high_fd`]).
 pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| LaunchError::new(Stage::Prepare, e))
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| LaunchError::new(Stage::Prepare, e))?;
+    Ok((high_fd(r, Stage::Prepare)?, high_fd(w, Stage::Prepare)?))
 }
 
 /// The error channel: a connected pair of stream sockets, close-on-exec (its closing at the
 /// program's `execve` tells the parent the exec happened, as a pipe's would). The parent's end
 /// (first) has `SO_PASSCRED`: every report carries its sender's pid, translated by the kernel
 /// into the parent's pid namespace. That is how the init's child, the program, tells its host
-/// pid (inside the container it only knows its namespace's pid).
+/// pid (inside the container it only knows its namespace's pid). Both ends are numbered 3 or
+/// above: in a host whose stdio is closed they would otherwise take 0 to 2, which the child's
+/// stdio setup overwrites.
 pub(crate) fn error_channel() -> Result<(OwnedFd, OwnedFd), LaunchError> {
     let mut fds = [-1; 2];
     // SAFETY: `fds` is valid for writes of two descriptors.
@@ -68,6 +72,10 @@ pub(crate) fn error_channel() -> Result<(OwnedFd, OwnedFd), LaunchError> {
     }
     // SAFETY: socketpair returned two new descriptors nothing else owns.
     let (parent, child) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (parent, child) = (
+        high_fd(parent, Stage::Prepare)?,
+        high_fd(child, Stage::Prepare)?,
+    );
     let on: libc::c_int = 1;
     // SAFETY: `on` is a valid int living across the call.
     let ret = unsafe {
@@ -85,13 +93,14 @@ pub(crate) fn error_channel() -> Result<(OwnedFd, OwnedFd), LaunchError> {
     Ok((parent, child))
 }
 
-/// A descriptor numbered 3 or above (so dup'ing it onto 0..2 never clobbers another source).
-fn high_fd(fd: OwnedFd) -> Result<OwnedFd, LaunchError> {
+/// A descriptor numbered 3 or above (so dup'ing a stdio source onto 0..2 in the child never
+/// clobbers another source, the error channel or the sync pipe).
+fn high_fd(fd: OwnedFd, stage: Stage) -> Result<OwnedFd, LaunchError> {
     if fd.as_raw_fd() > 2 {
         return Ok(fd);
     }
     let new = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
-        .map_err(|e| LaunchError::new(Stage::Stdio, e))?;
+        .map_err(|e| LaunchError::new(stage, e))?;
     // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
@@ -112,17 +121,18 @@ pub(crate) fn stdio(
                     nix::sys::stat::Mode::empty(),
                 )
                 .map_err(|e| LaunchError::at(Stage::Stdio, e, "/dev/null"))?;
-                high_fd(fd)?
+                high_fd(fd, Stage::Stdio)?
             }
             Stdio::Piped => {
                 let (r, w) = pipe()?;
                 let (child, parent) = if i == 0 { (r, w) } else { (w, r) };
                 *[&mut side.stdin, &mut side.stdout, &mut side.stderr][i] = Some(parent);
-                high_fd(child)?
+                high_fd(child, Stage::Stdio)?
             }
             Stdio::Fd(fd) => high_fd(
                 fd.try_clone()
                     .map_err(|e| LaunchError::new(Stage::Stdio, io_errno(&e)))?,
+                Stage::Stdio,
             )?,
         };
         sources[i] = child_end.as_raw_fd();
@@ -142,11 +152,20 @@ pub(crate) fn capability_mask(wanted: &[Capability], new_userns: bool) -> (u64, 
             mask |= 1u64 << cap.index();
         }
     }
-    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
+    let last = last_cap(
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .as_deref(),
+    );
     (mask, last)
+}
+
+/// The highest capability number from the text of `/proc/sys/kernel/cap_last_cap` (40 when
+/// unreadable), at most 63: the child shifts `1u64` by every number up to it.
+fn last_cap(text: Option<&str>) -> u32 {
+    text.and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(40)
+        .min(63)
 }
 
 /// argv, envp and the exec candidates.
@@ -207,29 +226,16 @@ pub(crate) fn program(
     })
 }
 
-/// The limits to set, clamped to the current hard limit where raising it would fail.
+/// The limits to set, clamped by [`crate::rlimit::effective`]'s rules.
 fn rlimits(limits: &[Rlimit], new_userns: bool) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
-    let can_raise = !new_userns
-        && caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_RESOURCE).unwrap_or(false);
-    limits
-        .iter()
+    crate::rlimit::launch_limits(limits, new_userns)
+        .into_iter()
         .map(|l| {
-            let (mut soft, mut hard) = (l.soft, l.hard);
-            if !can_raise {
-                let mut cur = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: libc::RLIM_INFINITY,
-                };
-                // SAFETY: `cur` is valid for writes.
-                unsafe { libc::getrlimit(l.resource, &mut cur) };
-                hard = hard.min(cur.rlim_max);
-                soft = soft.min(hard);
-            }
             (
                 l.resource,
                 libc::rlimit {
-                    rlim_cur: soft,
-                    rlim_max: hard,
+                    rlim_cur: l.soft,
+                    rlim_max: l.hard,
                 },
             )
         })
@@ -376,4 +382,20 @@ pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> 
     side.child_ends.push(err_w);
     side.child_ends.push(sync_r);
     Ok((prepared, side))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_cap_is_clamped_to_what_a_u64_mask_holds() {
+        assert_eq!(last_cap(Some("40\n")), 40);
+        assert_eq!(last_cap(Some("63")), 63);
+        assert_eq!(last_cap(Some("64")), 63);
+        assert_eq!(last_cap(Some("4294967295")), 63);
+        assert_eq!(last_cap(Some("junk")), 40);
+        assert_eq!(last_cap(None), 40);
+        assert!(capability_mask(&[], false).1 <= 63);
+    }
 }

@@ -2,8 +2,8 @@
 //! go-ahead, and reading the child's report from the error pipe.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
 
 use nix::errno::Errno;
 
@@ -17,21 +17,36 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// The thread every `clone` happens on. `PR_SET_PDEATHSIG` fires when the *thread* that made
 /// the child ends, so children must not be made on short-lived threads (a tokio blocking pool
-/// retires idle threads): this one lives as long as the process.
-fn launcher() -> &'static Mutex<mpsc::Sender<Job>> {
-    static LAUNCHER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
-    LAUNCHER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("molde-launcher".into())
-            .spawn(move || {
-                for job in rx {
-                    job();
-                }
-            })
-            .expect("spawning the molde launcher thread");
-        Mutex::new(tx)
-    })
+/// retires idle threads): this one lives as long as the process. Made at the first launch (a
+/// failure to make it is that launch's error, and the next launch tries again).
+static LAUNCHER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+
+/// Run `job` on the launcher thread.
+fn on_launcher(job: Job) -> Result<(), LaunchError> {
+    let mut launcher = LAUNCHER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let tx = match launcher.as_ref() {
+        Some(tx) => tx,
+        None => {
+            let (tx, rx) = mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("molde-launcher".into())
+                .spawn(move || {
+                    for job in rx {
+                        job();
+                    }
+                })
+                .map_err(|e| LaunchError::new(Stage::Clone, io_errno(&e)))?;
+            launcher.insert(tx)
+        }
+    };
+    if tx.send(job).is_err() {
+        // The thread is gone: the next launch makes a new one.
+        *launcher = None;
+        return Err(LaunchError::new(Stage::Clone, Errno::EAGAIN));
+    }
+    Ok(())
 }
 
 /// The raw pointer to the prepared data, moved to the launcher thread while the caller waits.
@@ -54,11 +69,7 @@ pub(crate) fn clone_child(
         let prepared = unsafe { &mut *ptr.0 };
         let _ = tx.send(raw_clone(prepared, flags));
     });
-    launcher()
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .send(job)
-        .map_err(|_| LaunchError::new(Stage::Clone, Errno::EAGAIN))?;
+    on_launcher(job)?;
     let (pid, pidfd) = rx
         .recv()
         .map_err(|_| LaunchError::new(Stage::Clone, Errno::EAGAIN))??;
@@ -206,6 +217,8 @@ pub(crate) fn report_error(side: &ParentSide, stage: u32, errno: i32, index: u32
         Stage::Exec => side.candidates.get(index).cloned(),
         Stage::RootfsMount => side.rootfs_targets.get(index).cloned(),
         Stage::Mount => side.extra_targets.get(index).cloned(),
+        Stage::Proc => Some("/proc".into()),
+        Stage::Sys => Some("/sys".into()),
         Stage::MaskPaths => child::MASKED
             .get(index)
             .map(|c| c.to_string_lossy().into_owned().into()),

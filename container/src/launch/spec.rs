@@ -263,6 +263,10 @@ pub struct ExecSpec {
     /// Open `cgroup.procs` / `tasks` files of the container's cgroups: the process joins them
     /// before entering the container.
     pub cgroup_procs: Vec<OwnedFd>,
+    /// The start time (field 22 of `/proc/<pid>/stat`) the target process must have, against
+    /// pid reuse: checked once the launcher holds a pidfd of the target and has read its
+    /// namespaces and root. `None`: not checked (the caller's own unreaped child).
+    pub target_start: Option<u64>,
 }
 
 impl ExecSpec {
@@ -284,6 +288,7 @@ impl ExecSpec {
             capabilities: default_capabilities(),
             no_new_privs: true,
             cgroup_procs: Vec::new(),
+            target_start: None,
         }
     }
 }

@@ -115,6 +115,21 @@ pub(crate) fn mkdir_exist_ok(path: &CStr, mode: libc::mode_t) -> Sys {
     }
 }
 
+/// Check that `path` is a real directory (not a symlink to one): `ENOTDIR` otherwise.
+pub(crate) fn real_dir(path: &CStr) -> Sys {
+    // SAFETY: a valid NUL-terminated path; the fd is closed at once.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
+    close(fd as i32);
+    Ok(0)
+}
+
 /// Create an empty file at `path` if nothing is there (a mount point for a file).
 pub(crate) fn touch(path: &CStr, mode: libc::mode_t) -> Sys {
     // SAFETY: a valid NUL-terminated path; the fd is closed at once.
