@@ -807,13 +807,44 @@ impl Store {
         let mut chains = BTreeSet::new();
         for md in self.entries()?.into_keys() {
             blobs.insert(md);
-            // A manifest we cannot parse still pins itself; what it names is unknown.
-            let Ok(image) = self.load(md) else { continue };
-            blobs.insert(image.id());
-            blobs.extend(image.layers().iter().map(|l| l.digest));
-            chains.extend(image.chain_ids());
+            match self.load(md) {
+                Ok(image) => {
+                    blobs.insert(image.id());
+                    blobs.extend(image.layers().iter().map(|l| l.digest));
+                    chains.extend(image.chain_ids());
+                }
+                // A failure to read (I/O, too many open files...) says nothing about what
+                // the image reaches: collecting now could free what it uses. Stop.
+                Err(e @ (StoreError::Io { .. } | StoreError::Blob(_))) => return Err(e),
+                // A definite defect of the documents (not JSON, not an image, a missing
+                // blob): keep every blob the manifest names, whatever it is.
+                Err(_) => blobs.extend(self.named_by_manifest(md)?),
+            }
         }
         Ok((blobs, chains))
+    }
+
+    /// Every digest a stored manifest names in its `config` and `layers` descriptors, read
+    /// as plain JSON so that a manifest molde cannot load still pins what it names. A
+    /// missing manifest names nothing; one that is not JSON names nothing either.
+    fn named_by_manifest(&self, md: Digest) -> Result<Vec<Digest>, StoreError> {
+        let bytes = match self.read_document("the index", &md) {
+            Ok(b) => b,
+            Err(StoreError::MissingBlob { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return Ok(Vec::new());
+        };
+        let descriptors = std::iter::once(&doc["config"]).chain(
+            doc["layers"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+        );
+        Ok(descriptors
+            .filter_map(|d| d["digest"].as_str()?.parse().ok())
+            .collect())
     }
 
     /// Free every blob and unpacked layer that no image in the index reaches, and leftovers

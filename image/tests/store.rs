@@ -728,3 +728,60 @@ fn umoci_unpacks_a_tagged_image_in_place() {
     assert_eq!(fs::read(bundle.join("etc/motd")).unwrap(), b"welcome");
     assert_eq!(fs::read(bundle.join("app/run")).unwrap(), b"#!/bin/sh");
 }
+
+/// Every file name under `blobs/sha256/`, sorted.
+fn blob_names(store: &Store) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(store.root().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn gc_stops_when_a_manifest_cannot_be_read() {
+    let store = Store::temporary().unwrap();
+    let layer = add(&store, &[("kept", &[3u8; 4000])]);
+    let image = image_with(&store, &[layer], "unreadable");
+    molde_image::unpack::unpack(&store, &image).unwrap();
+    // Something unreferenced, which a successful GC would free.
+    store.ingest_blob(&b"loose"[..], None).unwrap();
+    // Reading the manifest now fails with an I/O error (EISDIR), not a parse error.
+    let manifest = store.layout().blob(&image.manifest_digest());
+    fs::remove_file(&manifest).unwrap();
+    fs::create_dir(&manifest).unwrap();
+    let before = (blob_names(&store), store.counts().unwrap());
+
+    let err = store.gc().unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&image.manifest_digest().hex()),
+        "{err}"
+    );
+    assert_eq!((blob_names(&store), store.counts().unwrap()), before);
+    assert!(store.has_blob(&layer.digest) && store.has_blob(&image.id()));
+}
+
+#[test]
+fn gc_keeps_what_a_broken_image_names() {
+    let store = Store::temporary().unwrap();
+    let layer = add(&store, &[("kept", &[4u8; 4000])]);
+    let image = image_with(&store, &[layer], "broken config");
+    let loose = store.ingest_blob(&b"loose"[..], None).unwrap().digest;
+    // The config is no longer JSON: the image cannot load, but its manifest names the
+    // config and the layer, and GC keeps both.
+    let config = store.layout().blob(&image.id());
+    fs::remove_file(&config).unwrap();
+    fs::write(&config, b"not json").unwrap();
+    assert!(matches!(
+        store.load(image.manifest_digest()),
+        Err(StoreError::Json { .. })
+    ));
+
+    let gc = store.gc().unwrap();
+    assert_eq!(gc.blobs, vec![loose]);
+    assert!(store.has_blob(&image.manifest_digest()));
+    assert!(store.has_blob(&image.id()));
+    assert!(store.has_blob(&layer.digest));
+}
