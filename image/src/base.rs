@@ -301,6 +301,8 @@ pub fn from_host(store: &Store, binaries: &[&Path]) -> Result<Image, BaseError> 
     for d in ["/tmp", "/etc", "/proc", "/dev", "/sys"] {
         tree.entries.entry(PathBuf::from(d)).or_insert(Kind::Dir);
     }
+    // GC must not free the new layer before the image naming it is in the index.
+    let _pin = store.pin()?;
     let layer = store_tree(store, &tree)?;
     let names: Vec<String> = binaries.iter().map(|p| p.display().to_string()).collect();
     let mut builder = ImageBuilder::new()

@@ -785,3 +785,42 @@ fn gc_keeps_what_a_broken_image_names() {
     assert!(store.has_blob(&image.id()));
     assert!(store.has_blob(&layer.digest));
 }
+
+#[test]
+fn a_pinned_add_layer_and_commit_survives_a_concurrent_gc() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let store = Store::temporary().unwrap();
+    let stop = AtomicBool::new(false);
+    let (outcome, gc_runs) = std::thread::scope(|s| {
+        let collector = s.spawn(|| {
+            let mut runs = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                store.gc().unwrap();
+                runs += 1;
+            }
+            runs
+        });
+        let outcome = (0..60u32).try_for_each(|i| {
+            let image = {
+                let _pin = store.pin()?;
+                let content = i.to_le_bytes().repeat(2000);
+                let layer = store
+                    .add_layer(&layer_tar(&[("fresh", &content)])[..])?
+                    .layer;
+                // Give the collector every chance to run between the two steps.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                store.commit(ImageBuilder::new().layer(layer, format!("step {i}")))?
+            };
+            // In the index now: GC keeps it without a pin, until it is removed.
+            store.load(image.manifest_digest())?;
+            store.remove(&image.manifest_digest().to_string())?;
+            Ok::<_, StoreError>(())
+        });
+        stop.store(true, Ordering::Relaxed);
+        (outcome, collector.join().unwrap())
+    });
+    outcome.unwrap();
+    assert!(gc_runs > 0);
+    store.gc().unwrap();
+    assert_eq!(store.counts().unwrap(), (0, 0));
+}
