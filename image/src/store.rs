@@ -785,9 +785,11 @@ impl Store {
     /// with other tags is only untagged. Fails with [`StoreError::Held`] if the image is held.
     /// Blobs are freed by the next [`Store::gc`].
     pub fn remove(&self, what: &str) -> Result<Removed, StoreError> {
+        // Resolve under the lock: a tag moved between resolving and removing would
+        // otherwise remove the image it was on before.
+        let _g = self.index_lock()?;
         let image = self.resolve(what)?;
         let md = image.manifest_digest();
-        let _g = self.index_lock()?;
         let holds = self.holds_on(md)?;
         if !holds.is_empty() {
             return Err(StoreError::Held { image: md, holds });
