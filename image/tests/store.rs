@@ -185,6 +185,35 @@ impl std::io::Read for Broken {
     }
 }
 
+/// A cause a source's read error carries, which must reach the caller intact.
+#[derive(Debug, thiserror::Error)]
+#[error("the network went away")]
+struct NetworkGone;
+
+struct FailsWithCause;
+impl std::io::Read for FailsWithCause {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            NetworkGone,
+        ))
+    }
+}
+
+#[test]
+fn a_source_error_keeps_its_cause() {
+    let store = Store::temporary().unwrap();
+    let err = store.ingest_blob(FailsWithCause, None).unwrap_err();
+    let StoreError::Blob(BlobError::Read { source }) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(source.kind(), std::io::ErrorKind::ConnectionReset);
+    assert!(
+        source.get_ref().is_some_and(|e| e.is::<NetworkGone>()),
+        "{source:?}"
+    );
+}
+
 #[test]
 fn a_failing_source_leaves_no_blob() {
     let store = Store::temporary().unwrap();
