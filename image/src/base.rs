@@ -30,12 +30,13 @@ pub enum BaseError {
         source: io::Error,
     },
     /// A binary is not a valid ELF file.
-    #[error("{path}: not an ELF file: {reason}")]
+    #[error("{path}: not an ELF file: {source}")]
     NotElf {
         /// The file.
         path: PathBuf,
         /// The parser's complaint.
-        reason: String,
+        #[source]
+        source: goblin::error::Error,
     },
     /// A needed library was not found on the search path.
     #[error("{binary} needs {library}, which is not found in {searched:?}")]
@@ -184,9 +185,9 @@ fn resolve(binaries: &[&Path]) -> Result<Tree, BaseError> {
         if !bytes.starts_with(b"\x7fELF") {
             continue; // a script or data file: included as is.
         }
-        let elf = Elf::parse(&bytes).map_err(|e| BaseError::NotElf {
+        let elf = Elf::parse(&bytes).map_err(|source| BaseError::NotElf {
             path: real.clone(),
-            reason: e.to_string(),
+            source,
         })?;
         if let Some(interp) = elf.interpreter {
             todo.push(PathBuf::from(interp));
@@ -301,6 +302,8 @@ pub fn from_host(store: &Store, binaries: &[&Path]) -> Result<Image, BaseError> 
     for d in ["/tmp", "/etc", "/proc", "/dev", "/sys"] {
         tree.entries.entry(PathBuf::from(d)).or_insert(Kind::Dir);
     }
+    // GC must not free the new layer before the image naming it is in the index.
+    let _pin = store.pin()?;
     let layer = store_tree(store, &tree)?;
     let names: Vec<String> = binaries.iter().map(|p| p.display().to_string()).collect();
     let mut builder = ImageBuilder::new()

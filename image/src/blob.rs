@@ -85,14 +85,23 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Blo
     }
 }
 
-/// A writer that counts reads errors apart from write errors.
+/// A reader that keeps its source's error (with its whole source chain) apart, so a read
+/// error is told from a write error after `io::copy` fails.
 struct SourceErr<R>(R, Option<io::Error>);
 
 impl<R: Read> Read for SourceErr<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf).inspect_err(|e| {
-            self.1 = Some(io::Error::new(e.kind(), e.to_string()));
-        })
+        match self.0.read(buf) {
+            // `io::copy` retries these itself.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                // Keep the original; `io::copy` only needs to see that reading failed.
+                let kind = e.kind();
+                self.1 = Some(e);
+                Err(io::Error::from(kind))
+            }
+            ok => ok,
+        }
     }
 }
 

@@ -38,5 +38,7 @@ pub use image::{HistoryEntry, Image, ImageError};
 pub use layer::{Layer, LayerMediaType};
 pub use molde_layerfs as layerfs;
 pub use reference::{Reference, ReferenceError};
-pub use store::{AddedLayer, GcReport, Hold, ImageSummary, Removed, Store, StoreError};
+pub use store::{
+    AddedLayer, ContentGuard, GcReport, Hold, ImageSummary, Removed, Store, StoreError,
+};
 pub use unpack::UnpackedLayer;

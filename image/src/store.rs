@@ -187,6 +187,15 @@ pub struct AddedLayer {
     pub existed: bool,
 }
 
+/// A shared hold on the store's content lock, from [`Store::pin`]: while any exists,
+/// [`Store::gc`] (in any thread or process) waits, so nothing is collected. Released when
+/// dropped.
+#[derive(Debug)]
+#[must_use = "the content is pinned only while the guard is alive"]
+pub struct ContentGuard {
+    _lock: FileLock,
+}
+
 /// The content store. Cheap to clone; `Send + Sync`.
 #[derive(Debug, Clone)]
 pub struct Store(Arc<StoreInner>);
@@ -301,6 +310,38 @@ impl Store {
     pub(crate) fn content_lock(&self, kind: LockKind) -> Result<FileLock, StoreError> {
         let p = self.layout().gc_lock();
         FileLock::acquire(&p, kind).map_err(io_err("locking", &p))
+    }
+
+    /// Keep [`Store::gc`] away until the guard is dropped.
+    ///
+    /// Each store call that adds content holds the content lock only while it runs, and GC
+    /// frees every blob no image in the index reaches. Work done in several calls (add layer
+    /// blobs with [`Store::add_layer`] or [`Store::ingest_blob`], then [`Store::commit`] or
+    /// [`Store::register`] the image naming them) must therefore hold a guard from before the
+    /// first call until the image is in the index; otherwise a GC in between frees the fresh
+    /// blobs and the commit fails with [`StoreError::MissingBlob`]. Guards are shared: many
+    /// writers hold one at once. Do not call [`Store::gc`] while holding one (it would wait
+    /// for itself).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use molde_image::{ImageBuilder, Store};
+    ///
+    /// let store = Store::temporary()?;
+    /// let image = {
+    ///     let _pin = store.pin()?;
+    ///     let layer = store.add_layer(&[0u8; 1024][..])?.layer; // an empty tar
+    ///     store.commit(ImageBuilder::new().layer(layer, "empty"))?
+    /// }; // GC may run again from here; the image is in the index and keeps its layer.
+    /// store.gc()?;
+    /// assert!(store.has_blob(&image.layers()[0].digest));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn pin(&self) -> Result<ContentGuard, StoreError> {
+        Ok(ContentGuard {
+            _lock: self.content_lock(LockKind::Shared)?,
+        })
     }
 
     // ---- blobs ----
@@ -441,6 +482,8 @@ impl Store {
     /// Add a stored manifest to the index (optionally with a tag) and return its image. The
     /// manifest, its config and all its layer blobs must already be in the store.
     pub fn register(&self, manifest: Digest, tag: Option<&Reference>) -> Result<Image, StoreError> {
+        // GC must not free the blobs between the check below and the index update.
+        let _g = self.content_lock(LockKind::Shared)?;
         let image = self.load(manifest)?;
         for l in image.layers() {
             if !self.has_blob(&l.digest) {
@@ -742,9 +785,11 @@ impl Store {
     /// with other tags is only untagged. Fails with [`StoreError::Held`] if the image is held.
     /// Blobs are freed by the next [`Store::gc`].
     pub fn remove(&self, what: &str) -> Result<Removed, StoreError> {
+        // Resolve under the lock: a tag moved between resolving and removing would
+        // otherwise remove the image it was on before.
+        let _g = self.index_lock()?;
         let image = self.resolve(what)?;
         let md = image.manifest_digest();
-        let _g = self.index_lock()?;
         let holds = self.holds_on(md)?;
         if !holds.is_empty() {
             return Err(StoreError::Held { image: md, holds });
@@ -807,13 +852,44 @@ impl Store {
         let mut chains = BTreeSet::new();
         for md in self.entries()?.into_keys() {
             blobs.insert(md);
-            // A manifest we cannot parse still pins itself; what it names is unknown.
-            let Ok(image) = self.load(md) else { continue };
-            blobs.insert(image.id());
-            blobs.extend(image.layers().iter().map(|l| l.digest));
-            chains.extend(image.chain_ids());
+            match self.load(md) {
+                Ok(image) => {
+                    blobs.insert(image.id());
+                    blobs.extend(image.layers().iter().map(|l| l.digest));
+                    chains.extend(image.chain_ids());
+                }
+                // A failure to read (I/O, too many open files...) says nothing about what
+                // the image reaches: collecting now could free what it uses. Stop.
+                Err(e @ (StoreError::Io { .. } | StoreError::Blob(_))) => return Err(e),
+                // A definite defect of the documents (not JSON, not an image, a missing
+                // blob): keep every blob the manifest names, whatever it is.
+                Err(_) => blobs.extend(self.named_by_manifest(md)?),
+            }
         }
         Ok((blobs, chains))
+    }
+
+    /// Every digest a stored manifest names in its `config` and `layers` descriptors, read
+    /// as plain JSON so that a manifest molde cannot load still pins what it names. A
+    /// missing manifest names nothing; one that is not JSON names nothing either.
+    fn named_by_manifest(&self, md: Digest) -> Result<Vec<Digest>, StoreError> {
+        let bytes = match self.read_document("the index", &md) {
+            Ok(b) => b,
+            Err(StoreError::MissingBlob { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return Ok(Vec::new());
+        };
+        let descriptors = std::iter::once(&doc["config"]).chain(
+            doc["layers"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+        );
+        Ok(descriptors
+            .filter_map(|d| d["digest"].as_str()?.parse().ok())
+            .collect())
     }
 
     /// Free every blob and unpacked layer that no image in the index reaches, and leftovers

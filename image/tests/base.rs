@@ -97,6 +97,8 @@ fn a_missing_binary_or_non_elf_is_a_typed_error() {
     std::fs::write(&bad, b"\x7fELF garbage").unwrap();
     let err = from_host(&store, &[&bad]).unwrap_err();
     assert!(matches!(err, BaseError::NotElf { .. }), "{err:?}");
+    let cause = std::error::Error::source(&err).expect("the parser's error is the source");
+    assert!(cause.is::<goblin::error::Error>(), "{cause:?}");
     assert_eq!(
         store.list().unwrap().len(),
         0,

@@ -185,6 +185,35 @@ impl std::io::Read for Broken {
     }
 }
 
+/// A cause a source's read error carries, which must reach the caller intact.
+#[derive(Debug, thiserror::Error)]
+#[error("the network went away")]
+struct NetworkGone;
+
+struct FailsWithCause;
+impl std::io::Read for FailsWithCause {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            NetworkGone,
+        ))
+    }
+}
+
+#[test]
+fn a_source_error_keeps_its_cause() {
+    let store = Store::temporary().unwrap();
+    let err = store.ingest_blob(FailsWithCause, None).unwrap_err();
+    let StoreError::Blob(BlobError::Read { source }) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(source.kind(), std::io::ErrorKind::ConnectionReset);
+    assert!(
+        source.get_ref().is_some_and(|e| e.is::<NetworkGone>()),
+        "{source:?}"
+    );
+}
+
 #[test]
 fn a_failing_source_leaves_no_blob() {
     let store = Store::temporary().unwrap();
@@ -727,4 +756,100 @@ fn umoci_unpacks_a_tagged_image_in_place() {
     );
     assert_eq!(fs::read(bundle.join("etc/motd")).unwrap(), b"welcome");
     assert_eq!(fs::read(bundle.join("app/run")).unwrap(), b"#!/bin/sh");
+}
+
+/// Every file name under `blobs/sha256/`, sorted.
+fn blob_names(store: &Store) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(store.root().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn gc_stops_when_a_manifest_cannot_be_read() {
+    let store = Store::temporary().unwrap();
+    let layer = add(&store, &[("kept", &[3u8; 4000])]);
+    let image = image_with(&store, &[layer], "unreadable");
+    molde_image::unpack::unpack(&store, &image).unwrap();
+    // Something unreferenced, which a successful GC would free.
+    store.ingest_blob(&b"loose"[..], None).unwrap();
+    // Reading the manifest now fails with an I/O error (EISDIR), not a parse error.
+    let manifest = store.layout().blob(&image.manifest_digest());
+    fs::remove_file(&manifest).unwrap();
+    fs::create_dir(&manifest).unwrap();
+    let before = (blob_names(&store), store.counts().unwrap());
+
+    let err = store.gc().unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&image.manifest_digest().hex()),
+        "{err}"
+    );
+    assert_eq!((blob_names(&store), store.counts().unwrap()), before);
+    assert!(store.has_blob(&layer.digest) && store.has_blob(&image.id()));
+}
+
+#[test]
+fn gc_keeps_what_a_broken_image_names() {
+    let store = Store::temporary().unwrap();
+    let layer = add(&store, &[("kept", &[4u8; 4000])]);
+    let image = image_with(&store, &[layer], "broken config");
+    let loose = store.ingest_blob(&b"loose"[..], None).unwrap().digest;
+    // The config is no longer JSON: the image cannot load, but its manifest names the
+    // config and the layer, and GC keeps both.
+    let config = store.layout().blob(&image.id());
+    fs::remove_file(&config).unwrap();
+    fs::write(&config, b"not json").unwrap();
+    assert!(matches!(
+        store.load(image.manifest_digest()),
+        Err(StoreError::Json { .. })
+    ));
+
+    let gc = store.gc().unwrap();
+    assert_eq!(gc.blobs, vec![loose]);
+    assert!(store.has_blob(&image.manifest_digest()));
+    assert!(store.has_blob(&image.id()));
+    assert!(store.has_blob(&layer.digest));
+}
+
+#[test]
+fn a_pinned_add_layer_and_commit_survives_a_concurrent_gc() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let store = Store::temporary().unwrap();
+    let stop = AtomicBool::new(false);
+    let (outcome, gc_runs) = std::thread::scope(|s| {
+        let collector = s.spawn(|| {
+            let mut runs = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                store.gc().unwrap();
+                runs += 1;
+            }
+            runs
+        });
+        let outcome = (0..60u32).try_for_each(|i| {
+            let image = {
+                let _pin = store.pin()?;
+                let content = i.to_le_bytes().repeat(2000);
+                let layer = store
+                    .add_layer(&layer_tar(&[("fresh", &content)])[..])?
+                    .layer;
+                // Give the collector every chance to run between the two steps.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                store.commit(ImageBuilder::new().layer(layer, format!("step {i}")))?
+            };
+            // In the index now: GC keeps it without a pin, until it is removed.
+            store.load(image.manifest_digest())?;
+            store.remove(&image.manifest_digest().to_string())?;
+            Ok::<_, StoreError>(())
+        });
+        stop.store(true, Ordering::Relaxed);
+        (outcome, collector.join().unwrap())
+    });
+    outcome.unwrap();
+    assert!(gc_runs > 0);
+    store.gc().unwrap();
+    assert_eq!(store.counts().unwrap(), (0, 0));
 }

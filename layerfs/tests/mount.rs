@@ -269,6 +269,77 @@ fn five_hundred_layers_mount_through_both_apis() {
     }
 }
 
+/// Perform `prepared` in a forked child, as a container launcher does after `clone`: same
+/// descriptor numbers, same mount namespace. The child exits 0 on success, 2 if the mount
+/// failed, 3 if its working directory changed.
+fn perform_in_child(prepared: &molde_layerfs::mount::PreparedMount) -> i32 {
+    // SAFETY: the child only makes syscalls on memory prepared before the fork (perform
+    // allocates nothing; getcwd writes stack buffers) and leaves with _exit.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => unsafe {
+            let mut before = [0u8; 4096];
+            let mut after = [0u8; 4096];
+            libc::getcwd(before.as_mut_ptr().cast(), before.len());
+            if prepared.perform().is_err() {
+                libc::_exit(2);
+            }
+            libc::getcwd(after.as_mut_ptr().cast(), after.len());
+            libc::_exit(if before == after { 0 } else { 3 })
+        },
+        nix::unistd::ForkResult::Parent { child } => {
+            match nix::sys::wait::waitpid(child, None).unwrap() {
+                nix::sys::wait::WaitStatus::Exited(_, code) => code,
+                other => panic!("child: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn five_hundred_layers_prepared_for_a_child_through_both_apis() {
+    if !can_mount() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let lowers = five_hundred_layers(tmp.path());
+    for api in [MountApi::Auto, MountApi::Legacy] {
+        for writable_mount in [false, true] {
+            let name = format!("prepared-{api:?}-{writable_mount}");
+            let overlay = if writable_mount {
+                writable(
+                    &tmp.path().join(&name),
+                    lowers.clone(),
+                    OverlayXattr::Trusted,
+                )
+            } else {
+                OverlayMount {
+                    lowerdirs: lowers.clone(),
+                    upperdir: None,
+                    workdir: None,
+                    userxattr: false,
+                    volatile: false,
+                }
+            };
+            let merged = tmp.path().join(format!("merged-{name}"));
+            fs::create_dir(&merged).unwrap();
+            let prepared = Mount::Overlay(overlay).prepare_using(&merged, api).unwrap();
+            assert_eq!(perform_in_child(&prepared), 0, "{name}");
+            drop(prepared);
+            let guard = MountGuard::new(&merged);
+            assert_eq!(fs::read(merged.join("files/f0000")).unwrap(), b"0");
+            assert_eq!(fs::read(merged.join("files/f0499")).unwrap(), b"499");
+            assert_eq!(fs::read(merged.join("shadowed")).unwrap(), b"layer 499");
+            assert_eq!(names(&merged.join("files")).len(), MAX_OVERLAY_LAYERS);
+            if writable_mount {
+                fs::write(merged.join("shadowed"), b"upper").unwrap();
+                let upper = tmp.path().join(&name).join("upper/shadowed");
+                assert_eq!(fs::read(upper).unwrap(), b"upper");
+            }
+            guard.unmount();
+        }
+    }
+}
+
 #[test]
 fn more_than_five_hundred_layers_is_a_typed_error() {
     let tmp = tempfile::tempdir().unwrap();

@@ -186,7 +186,7 @@ pub(super) fn kernel_at_least(major: u32, minor: u32) -> bool {
 }
 
 /// Open `dir` as an `O_PATH` descriptor.
-fn open_path(dir: &Path, target: &Path) -> Result<OwnedFd, MountError> {
+pub(super) fn open_path(dir: &Path, target: &Path) -> Result<OwnedFd, MountError> {
     open(
         dir,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,

@@ -4,9 +4,18 @@
 //! A container launcher performs the rootfs mounts in a child made by `clone` in a possibly
 //! multi-threaded process, where only async-signal-safe code may run. It prepares the mounts
 //! before `clone` and calls [`PreparedMount::perform`] in the child.
+//!
+//! An overlay goes through the new mount API where the kernel has `lowerdir+` (Linux >= 6.8),
+//! else through `mount(2)` with an option string, which must fit in a page. When the absolute
+//! paths do not fit, every directory is opened `O_PATH` here, the option string names them by
+//! descriptor number (`lowerdir=7:8:9...`), and `perform` makes the mount from
+//! `/proc/self/fd` as its working directory, then returns to the one it had. A child made by
+//! `clone` without `CLONE_FILES` has the same descriptor numbers, and its own
+//! `/proc/self/fd` lists them. 500 layers take about 2.5 KB.
 
+use std::collections::HashMap;
 use std::ffi::{CStr, CString};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -17,7 +26,7 @@ use super::syscalls::{
     FSCONFIG_CMD_CREATE, FSCONFIG_SET_FLAG, FSCONFIG_SET_STRING, FSMOUNT_CLOEXEC, FSOPEN_CLOEXEC,
     MOUNT_ATTR_RDONLY, MOVE_MOUNT_F_EMPTY_PATH,
 };
-use super::{Mount, MountError, OverlayMount, c_path};
+use super::{Mount, MountApi, MountError, OverlayMount, c_path};
 
 /// The step of [`PreparedMount::perform`] that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,11 +45,16 @@ pub enum PreparedStep {
     Mount,
     /// `mount(2)` remounting a bind read-only.
     Remount,
+    /// Changing the working directory to `/proc/self/fd` for a mount whose options name
+    /// directories by descriptor, or back.
+    Chdir,
 }
 
 /// A [`Mount`] ready to be performed at its target without allocating (see the module docs).
 ///
-/// It holds the descriptors standing for over-long paths; they are close-on-exec.
+/// It holds the descriptors standing for over-long paths (or for every directory, when the
+/// `mount(2)` options name them by number); they are close-on-exec, and must stay open in the
+/// process that performs the mount.
 #[derive(Debug)]
 pub struct PreparedMount {
     target: CString,
@@ -56,6 +70,9 @@ enum How {
         new_api: bool,
         /// The `mount(2)` option string, when it fits in a page.
         legacy_options: Option<CString>,
+        /// The absolute target when `legacy_options` names directories by descriptor
+        /// number, relative to `/proc/self/fd`.
+        fd_relative_target: Option<CString>,
         read_only: bool,
         _held: Vec<OwnedFd>,
     },
@@ -69,9 +86,16 @@ impl Mount {
     /// Prepare this mount to be performed at `target` later, without allocation
     /// ([`PreparedMount::perform`]). Checks what [`Mount::mount_at`] checks.
     pub fn prepare(&self, target: &Path) -> Result<PreparedMount, MountError> {
+        self.prepare_using(target, MountApi::Auto)
+    }
+
+    /// [`Mount::prepare`] for one kernel interface only: tests use it to exercise both.
+    /// `MountApi::New` is taken as `Auto` (the new API where the kernel has it).
+    #[doc(hidden)]
+    pub fn prepare_using(&self, target: &Path, api: MountApi) -> Result<PreparedMount, MountError> {
         let target_c = c_path(overlay::KIND, target, target)?;
         let how = match self {
-            Mount::Overlay(o) => prepare_overlay(o, target)?,
+            Mount::Overlay(o) => prepare_overlay(o, target, api)?,
             Mount::Bind { source, read_only } => How::Bind {
                 source: c_path("bind", target, source)?,
                 read_only: *read_only,
@@ -84,7 +108,7 @@ impl Mount {
     }
 }
 
-fn prepare_overlay(o: &OverlayMount, target: &Path) -> Result<How, MountError> {
+fn prepare_overlay(o: &OverlayMount, target: &Path, api: MountApi) -> Result<How, MountError> {
     overlay::validate(o, target)?;
     let mut o = o.clone();
     if o.upperdir.is_none() && o.lowerdirs.len() == 1 {
@@ -126,14 +150,45 @@ fn prepare_overlay(o: &OverlayMount, target: &Path) -> Result<How, MountError> {
     if o.volatile {
         params.push((c"volatile", None));
     }
+    let new_api = api != MountApi::Legacy && overlay::kernel_at_least(6, 8);
+    let page = overlay::page_size();
     let options = overlay::options(&o, |p| overlay::escape(p.as_os_str().as_bytes()));
-    let legacy_options = (options.len() < overlay::page_size())
-        .then(|| CString::new(options).ok())
-        .flatten();
+    let mut fd_relative_target = None;
+    let legacy_options = if options.len() < page {
+        CString::new(options).ok()
+    } else if new_api {
+        // The new API has no length limit; `mount(2)` is only its fallback where `fsopen`
+        // is refused, and opening every layer for that case is not worth it.
+        None
+    } else {
+        let mut fds: HashMap<&Path, RawFd> = HashMap::new();
+        let dirs = o.lowerdirs.iter().chain(&o.upperdir).chain(&o.workdir);
+        for dir in dirs {
+            if !fds.contains_key(dir.as_path()) {
+                let fd = overlay::open_path(dir, target)?;
+                fds.insert(dir.as_path(), fd.as_raw_fd());
+                held.push(fd);
+            }
+        }
+        let short = overlay::options(&o, |dir| fds[dir].to_string().into_bytes());
+        if short.len() < page {
+            let absolute = std::path::absolute(target).map_err(|source| MountError::Path {
+                kind: overlay::KIND,
+                target: target.to_path_buf(),
+                path: target.to_path_buf(),
+                source,
+            })?;
+            fd_relative_target = Some(c_path(overlay::KIND, target, &absolute)?);
+            CString::new(short).ok()
+        } else {
+            None
+        }
+    };
     Ok(How::Overlay {
         params,
-        new_api: overlay::kernel_at_least(6, 8),
+        new_api,
         legacy_options,
+        fd_relative_target,
         read_only: o.upperdir.is_none(),
         _held: held,
     })
@@ -149,6 +204,60 @@ fn close(fd: libc::c_long) {
     unsafe { libc::close(fd as libc::c_int) };
 }
 
+fn overlay_legacy(
+    target: &CStr,
+    options: &CStr,
+    read_only: bool,
+) -> Result<(), (PreparedStep, Errno)> {
+    let flags = if read_only { libc::MS_RDONLY } else { 0 };
+    // SAFETY: all strings are NUL-terminated and live across the call.
+    check(unsafe {
+        libc::mount(
+            c"overlay".as_ptr(),
+            target.as_ptr(),
+            c"overlay".as_ptr(),
+            flags,
+            options.as_ptr().cast(),
+        )
+    } as libc::c_long)
+    .map(|_| ())
+    .map_err(|e| (PreparedStep::Mount, e))
+}
+
+/// `mount(2)` with options naming directories by descriptor number, from `/proc/self/fd`;
+/// the working directory is restored afterwards. `target` is absolute.
+fn overlay_legacy_in_fd_dir(
+    target: &CStr,
+    options: &CStr,
+    read_only: bool,
+) -> Result<(), (PreparedStep, Errno)> {
+    // SAFETY: a NUL-terminated path and plain flags.
+    let saved = check(unsafe {
+        libc::open(
+            c".".as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    } as libc::c_long)
+    .map_err(|e| (PreparedStep::Chdir, e))?;
+    // SAFETY: a NUL-terminated path.
+    if let Err(e) = check(unsafe { libc::chdir(c"/proc/self/fd".as_ptr()) } as libc::c_long) {
+        close(saved);
+        return Err((PreparedStep::Chdir, e));
+    }
+    let mounted = overlay_legacy(target, options, read_only);
+    // SAFETY: `saved` is the descriptor opened above.
+    let back = check(unsafe { libc::fchdir(saved as libc::c_int) } as libc::c_long);
+    close(saved);
+    mounted?;
+    if let Err(e) = back {
+        // Leave nothing mounted on failure.
+        // SAFETY: the target string is valid; detach what was just mounted.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        return Err((PreparedStep::Chdir, e));
+    }
+    Ok(())
+}
+
 impl PreparedMount {
     /// Perform the mount at its target. Allocates nothing and takes no lock: safe in a child
     /// made by `clone` in a multi-threaded process. On failure nothing stays mounted.
@@ -159,6 +268,7 @@ impl PreparedMount {
                 params,
                 new_api,
                 legacy_options,
+                fd_relative_target,
                 read_only,
                 ..
             } => {
@@ -169,9 +279,12 @@ impl PreparedMount {
                         other => return other,
                     }
                 }
-                match legacy_options {
-                    Some(options) => self.overlay_legacy(options, *read_only),
-                    None => Err((PreparedStep::Mount, Errno::E2BIG)),
+                match (legacy_options, fd_relative_target) {
+                    (Some(options), None) => overlay_legacy(&self.target, options, *read_only),
+                    (Some(options), Some(target)) => {
+                        overlay_legacy_in_fd_dir(target, options, *read_only)
+                    }
+                    (None, _) => Err((PreparedStep::Mount, Errno::E2BIG)),
                 }
             }
         }
@@ -237,22 +350,6 @@ impl PreparedMount {
         })();
         close(fs);
         result
-    }
-
-    fn overlay_legacy(&self, options: &CStr, read_only: bool) -> Result<(), (PreparedStep, Errno)> {
-        let flags = if read_only { libc::MS_RDONLY } else { 0 };
-        // SAFETY: all strings are NUL-terminated and live across the call.
-        check(unsafe {
-            libc::mount(
-                c"overlay".as_ptr(),
-                self.target.as_ptr(),
-                c"overlay".as_ptr(),
-                flags,
-                options.as_ptr().cast(),
-            )
-        } as libc::c_long)
-        .map(|_| ())
-        .map_err(|e| (PreparedStep::Mount, e))
     }
 
     fn bind(&self, source: &CStr, read_only: bool) -> Result<(), (PreparedStep, Errno)> {
