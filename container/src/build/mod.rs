@@ -308,6 +308,12 @@ impl Build {
             reason: e.to_string(),
         })?;
         self.check(store)?;
+        // Layers made by the steps are in no image until the final commit: keep GC away from
+        // them for the whole build.
+        let _pin = store.pin().map_err(|source| BuildError::Commit {
+            reference: reference.to_owned(),
+            source: Box::new(source),
+        })?;
         let mut exec = Executor::new(self, store);
         let mut steps = Vec::new();
         for (i, step) in self.steps.iter().enumerate() {

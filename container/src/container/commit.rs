@@ -43,6 +43,8 @@ impl Container {
         let dir = File::open(changes).map_err(io_err("opening", changes))?;
         nix::unistd::syncfs(&dir).map_err(|e| io_err("syncing", changes)(e.into()))?;
         let tmp = self.diff_to_temp()?;
+        // Keep GC away until the new image is in the index and holds its layer.
+        let _pin = self.store.pin()?;
         let added = self
             .store
             .add_layer(BufReader::with_capacity(1 << 20, tmp))?;

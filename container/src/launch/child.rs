@@ -2,7 +2,7 @@
 //!
 //! Nothing here allocates, takes a lock or touches std's I/O: the host may be multi-threaded
 //! and the child is a copy of one thread of it. Every string, pointer array and descriptor slot
-//! is made before `clone` ([`Prepared`]); a failure is written to the error pipe as
+//! is made before `clone` ([`Prepared`]); a failure is written to the error channel as
 //! (stage, errno, index) and the child `_exit`s.
 
 use std::ffi::{CStr, CString};
@@ -13,7 +13,7 @@ use super::error::Stage;
 use super::init;
 use super::sys::{self, Sys};
 
-/// A report on the error pipe: the stage, the errno and an index (which mount, which exec
+/// A report on the error channel: the stage, the errno and an index (which mount, which exec
 /// candidate) the parent uses to name the path.
 pub(crate) const REPORT_LEN: usize = 12;
 
@@ -454,7 +454,7 @@ fn setup_root(err_w: i32, r: &mut RootSetup) {
     }
 }
 
-/// Where `step!` reports: the error pipe's descriptor.
+/// Where `step!` reports: the error channel's descriptor.
 trait ErrFd {
     fn err_w(&self) -> i32;
 }
@@ -607,7 +607,7 @@ fn credentials_and_exec(p: &Prepared) -> ! {
     }
     // Every other descriptor is closed now, not merely at exec: a host directory leaked by the
     // caller without O_CLOEXEC must not serve as the working directory or in the program's
-    // path (`/proc/self/fd/<n>/..`, the CVE-2024-21626 shape). Only the error pipe stays; it is
+    // path (`/proc/self/fd/<n>/..`, the CVE-2024-21626 shape). Only the error channel stays; it is
     // close-on-exec and its closing tells the parent the exec happened.
     step!(p, Stage::CloseFds, 0, sys::close_all_but(p.err_w));
     // Bounding set first: dropping needs CAP_SETPCAP, which setuid may take away.

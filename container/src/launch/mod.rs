@@ -3,7 +3,8 @@
 //!
 //! Everything the child needs is prepared before `clone`; after it the child uses raw syscalls
 //! only (no allocation, no locks: safe in a multi-threaded host) and reports a failed setup step
-//! as plain numbers (stage, errno) through a close-on-exec pipe, which the parent turns into a
+//! as plain numbers (stage, errno) through a close-on-exec unix socket pair (the error
+//! channel; it also carries the kernel-translated pid of an init's program), which the parent turns into a
 //! typed [`LaunchError`].
 //!
 //! The launch sequence, in the child: parent-death signal; wait for the parent (id maps and

@@ -18,7 +18,7 @@ use super::spec::{MountKind, Rlimit, Spec, Stdio};
 pub(crate) struct ParentSide {
     pub err_r: OwnedFd,
     pub sync_w: OwnedFd,
-    /// The child's ends (error pipe write end, sync read end, stdio): closed after `clone`.
+    /// The child's ends (error channel write end, sync read end, stdio): closed after `clone`.
     pub child_ends: Vec<OwnedFd>,
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,

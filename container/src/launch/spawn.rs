@@ -1,5 +1,5 @@
 //! The parent's side of a launch: `clone` (on the launcher thread), id maps, cgroups, the
-//! go-ahead, and reading the child's report from the error pipe.
+//! go-ahead, and reading the child's report from the error channel.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Mutex;
@@ -132,7 +132,7 @@ fn raw_clone(prepared: &mut Prepared, flags: u64) -> Result<(u32, i32), LaunchEr
     }
 }
 
-/// One report from the error pipe: `None` at EOF (the exec happened).
+/// One report from the error channel: `None` at EOF (the exec happened).
 pub(crate) fn read_report(err_r: &OwnedFd) -> Result<Option<Report>, LaunchError> {
     Ok(read_report_from(err_r)?.map(|(report, _)| report))
 }
