@@ -2,9 +2,8 @@
 
 mod common;
 
-use std::ffi::OsString;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use molde_container::cgroup::{Cgroup, Limits};
@@ -16,58 +15,11 @@ use nix::errno::Errno;
 use nix::sys::resource::Resource;
 use nix::sys::signal::Signal;
 
-/// A rootfs directory with static busybox as /bin/sh and friends.
-fn rootfs() -> Option<tempfile::TempDir> {
-    let busybox = molde_container::image::base::static_busybox()?;
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    std::fs::copy(busybox, bin.join("busybox")).unwrap();
-    for name in [
-        "sh", "true", "false", "cat", "echo", "hostname", "ls", "mount", "ip", "sleep", "ps",
-    ] {
-        std::os::unix::fs::symlink("busybox", bin.join(name)).unwrap();
-    }
-    for d in ["proc", "dev", "sys", "tmp", "etc"] {
-        std::fs::create_dir(dir.path().join(d)).unwrap();
-    }
-    Some(dir)
-}
-
 fn ready() -> Option<tempfile::TempDir> {
-    if !common::require(
-        common::privileged(),
-        "needs root to create namespaces and mount",
-    ) {
-        return None;
-    }
-    let root = rootfs();
-    if !common::require(
-        root.is_some(),
-        "needs busybox-static (apt-get install busybox-static)",
-    ) {
-        return None;
-    }
-    root
+    common::busybox::ready(&[])
 }
 
-fn sh(root: &Path, script: &str) -> Spec {
-    let mut spec = Spec::new(root, "sh");
-    spec.args = vec![OsString::from("-c"), OsString::from(script)];
-    spec.stdout = Stdio::Piped;
-    spec.stderr = Stdio::Piped;
-    spec
-}
-
-fn run(spec: &Spec) -> (ExitStatus, String, String) {
-    let process = launch::spawn(spec).unwrap_or_else(|e| panic!("spawn: {e}"));
-    let (status, out, err) = process.wait_with_output().unwrap();
-    (
-        status,
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
-    )
-}
+use common::busybox::{run, sh};
 
 fn mountinfo() -> String {
     std::fs::read_to_string("/proc/self/mountinfo").unwrap()
@@ -227,7 +179,7 @@ fn closed_stdio_helper() {
         return;
     }
     use std::os::fd::{FromRawFd, OwnedFd};
-    let root = rootfs().unwrap();
+    let root = common::busybox::rootfs(&[]).unwrap();
     let saved: Vec<OwnedFd> = (0..3)
         .map(|fd| {
             // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor nothing else owns.

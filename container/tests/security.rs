@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -16,59 +15,11 @@ use molde_container::cgroup::{self, Cgroup, Controller, Limits};
 use molde_container::launch::{self, ExecSpec, ExitStatus, Spec, Stage, Stdio};
 use nix::errno::Errno;
 
-/// A rootfs directory with static busybox as /bin/sh and friends.
-fn rootfs() -> Option<tempfile::TempDir> {
-    let busybox = molde_container::image::base::static_busybox()?;
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    std::fs::copy(busybox, bin.join("busybox")).unwrap();
-    for name in [
-        "sh", "true", "cat", "echo", "hostname", "ls", "mount", "sleep", "ps", "insmod", "tail",
-        "grep",
-    ] {
-        std::os::unix::fs::symlink("busybox", bin.join(name)).unwrap();
-    }
-    for d in ["proc", "dev", "sys", "tmp", "etc"] {
-        std::fs::create_dir(dir.path().join(d)).unwrap();
-    }
-    Some(dir)
-}
-
 fn ready() -> Option<tempfile::TempDir> {
-    if !common::require(
-        common::privileged(),
-        "needs root to create namespaces and mount",
-    ) {
-        return None;
-    }
-    let root = rootfs();
-    if !common::require(
-        root.is_some(),
-        "needs busybox-static (apt-get install busybox-static)",
-    ) {
-        return None;
-    }
-    root
+    common::busybox::ready(&["insmod", "tail", "grep"])
 }
 
-fn sh(root: &Path, script: &str) -> Spec {
-    let mut spec = Spec::new(root, "sh");
-    spec.args = vec![OsString::from("-c"), OsString::from(script)];
-    spec.stdout = Stdio::Piped;
-    spec.stderr = Stdio::Piped;
-    spec
-}
-
-fn run(spec: &Spec) -> (ExitStatus, String, String) {
-    let process = launch::spawn(spec).unwrap_or_else(|e| panic!("spawn: {e}"));
-    let (status, out, err) = process.wait_with_output().unwrap();
-    (
-        status,
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
-    )
-}
+use common::busybox::{run, sh};
 
 fn lines(out: &str) -> Vec<&str> {
     out.lines().collect()

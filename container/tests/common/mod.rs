@@ -26,3 +26,4 @@ pub fn have_tool(tool: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }
+pub mod busybox;
