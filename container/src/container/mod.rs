@@ -10,6 +10,7 @@ pub(crate) mod create;
 pub(crate) mod exec;
 pub(crate) mod list;
 pub(crate) mod remove;
+pub(crate) mod remove_volume;
 pub(crate) mod start;
 pub(crate) mod stop;
 
