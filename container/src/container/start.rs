@@ -372,7 +372,7 @@ impl Container {
         if !molde_layerfs::privilege::is_privileged() {
             spec.user_namespace = Some(IdMaps::rootless());
         }
-        let stdio = |s: &Option<crate::builder::Stdio>| -> Result<launch::Stdio, ContainerError> {
+        let stdio = |s: &Option<super::builder::Stdio>| -> Result<launch::Stdio, ContainerError> {
             match s {
                 Some(s) => s.to_launch().map_err(|source| ContainerError::Process {
                     id: self.id.clone(),
