@@ -7,9 +7,9 @@ use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
 
-use super::child::{Enter, Prepared};
+use super::child::Enter;
 use super::error::{LaunchError, Stage};
-use super::prepare::{self, ParentSide, io_errno};
+use super::prepare::{self, io_errno};
 use super::process::Process;
 use super::spawn::{clone_child, read_report, report_error};
 use super::spec::ExecSpec;
@@ -73,57 +73,30 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
         return Err(LaunchError::new(Stage::Setgroups, Errno::EPERM));
     }
 
-    let (err_r, err_w) = prepare::error_channel()?;
-    let (sync_r, sync_w) = prepare::pipe()?;
-    let mut side = ParentSide {
-        err_r,
-        sync_w,
-        child_ends: Vec::new(),
-        stdin: None,
-        stdout: None,
-        stderr: None,
-        candidates: Vec::new(),
-        rootfs_targets: Vec::new(),
-        extra_targets: Vec::new(),
-    };
-    let stdio = prepare::stdio([&spec.stdin, &spec.stdout, &spec.stderr], &mut side)?;
-    let program = prepare::program(
-        &spec.program,
-        spec.arg0.as_deref(),
-        &spec.args,
-        &spec.env,
-        &spec.path_dirs,
-    )?;
-    side.candidates = program.candidate_paths;
-    let (caps, last_cap) = prepare::capability_mask(&spec.capabilities, joins_user);
-    let mut prepared = Prepared {
-        err_w: err_w.as_raw_fd(),
-        sync_r: sync_r.as_raw_fd(),
-        sync_w: side.sync_w.as_raw_fd(),
-        root: None,
-        enter: Some(Enter {
-            pidfd: target_pidfd.as_raw_fd(),
-            ns_flags,
-            root_fd: root_fd.as_raw_fd(),
-            cgroup_procs: spec.cgroup_procs.iter().map(AsRawFd::as_raw_fd).collect(),
-        }),
-        stdio,
-        cwd: prepare::cstring(spec.cwd.as_os_str().as_encoded_bytes(), &spec.cwd)?,
+    let run = prepare::Run {
+        stdio: [&spec.stdin, &spec.stdout, &spec.stderr],
+        program: &spec.program,
+        arg0: spec.arg0.as_deref(),
+        args: &spec.args,
+        env: &spec.env,
+        path_dirs: &spec.path_dirs,
+        capabilities: &spec.capabilities,
+        new_userns: joins_user,
+        cwd: &spec.cwd,
         uid: spec.uid,
         gid: spec.gid,
-        groups: spec.groups.clone(),
+        groups: &spec.groups,
         setgroups_denied,
-        caps,
-        last_cap,
         no_new_privs: spec.no_new_privs,
         init: false,
-        candidates: program.candidates,
-        argv: program.argv,
-        envp: program.envp,
-        _strings: program.strings,
     };
-    side.child_ends.push(err_w);
-    side.child_ends.push(sync_r);
+    let enter = Enter {
+        pidfd: target_pidfd.as_raw_fd(),
+        ns_flags,
+        root_fd: root_fd.as_raw_fd(),
+        cgroup_procs: spec.cgroup_procs.iter().map(AsRawFd::as_raw_fd).collect(),
+    };
+    let (mut prepared, mut side) = prepare::common(run, |_| Ok((None, Some(enter))))?;
 
     let (_, intermediate_fd) = clone_child(&mut prepared, 0)?;
     drop(prepared);
