@@ -3,9 +3,10 @@
 use std::time::{Duration, Instant};
 
 use super::Container;
-use super::stop::{foreign_pidfd, poll_exit};
+use super::stop::foreign_pidfd;
 use crate::config;
 use crate::error::{ContainerError, io_err};
+use crate::launch::pidfd::poll_exit;
 use crate::launch::{self, ContainerMount, ExitStatus, IdMaps, MountKind, Network, Rlimit, Spec};
 use crate::record::{self, MountRecord, Record, State};
 use crate::volume::Volume;

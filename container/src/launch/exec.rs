@@ -2,13 +2,14 @@
 //! (`setns(pidfd, flags)`, one atomic step, the user namespace first where there is one), its
 //! root, then fork so that the process lands in its pid namespace.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
 
 use super::child::Enter;
 use super::error::{LaunchError, Stage};
+use super::pidfd;
 use super::prepare::{self, io_errno};
 use super::process::Process;
 use super::spawn::{clone_child, read_report, report_error};
@@ -25,21 +26,11 @@ const NAMESPACES: [(&str, libc::c_int); 7] = [
     ("cgroup", libc::CLONE_NEWCGROUP),
 ];
 
-fn pidfd_open(pid: u32) -> Result<OwnedFd, Errno> {
-    // SAFETY: plain integer arguments.
-    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if ret < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: a new pidfd nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
-}
-
 /// Run `spec` inside the running container whose PID 1 has the host pid `target_pid`.
 pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
     let proc_dir = std::path::PathBuf::from(format!("/proc/{target_pid}"));
     let target_pidfd =
-        pidfd_open(target_pid).map_err(|e| LaunchError::at(Stage::Setns, e, &proc_dir))?;
+        pidfd::open(target_pid).map_err(|e| LaunchError::at(Stage::Setns, e, &proc_dir))?;
     let mut ns_flags = 0;
     let mut joins_user = false;
     for (name, flag) in NAMESPACES {
@@ -116,7 +107,7 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
         None => return Err(LaunchError::new(Stage::InitFork, Errno::ECHILD)),
     };
     // The process is our child (CLONE_PARENT), so its pid stays its own until we reap it.
-    let pidfd = pidfd_open(pid).map_err(|e| LaunchError::new(Stage::Setns, e))?;
+    let pidfd = pidfd::open(pid).map_err(|e| LaunchError::new(Stage::Setns, e))?;
     let mut process = Process::new(
         pid,
         pidfd,
