@@ -12,7 +12,7 @@ use super::error::{LaunchError, Stage};
 use super::pidfd;
 use super::prepare::{self, io_errno};
 use super::process::Process;
-use super::spawn::{clone_child, read_report, report_error};
+use super::spawn::{abandon, clone_child, conclude, read_report, report_error};
 use super::spec::ExecSpec;
 
 /// Namespaces to join, by the name of their `/proc/<pid>/ns` file.
@@ -95,9 +95,7 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
     // The intermediate: reaped whatever happens.
     let mut intermediate = Process::new(0, intermediate_fd, None, None, None);
     if let Err(e) = nix::unistd::write(&side.sync_w, b"g") {
-        let _ = intermediate.kill();
-        let _ = intermediate.wait();
-        return Err(LaunchError::new(Stage::Sync, e));
+        return Err(abandon(&mut intermediate, LaunchError::new(Stage::Sync, e)));
     }
     let first = read_report(&side.err_r);
     let _ = intermediate.wait();
@@ -115,16 +113,6 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
         side.stdout.take(),
         side.stderr.take(),
     );
-    match read_report(&side.err_r) {
-        Ok(None) => Ok(process),
-        Ok(Some((stage, errno, index))) => {
-            let _ = process.wait();
-            Err(report_error(&side, stage, errno, index))
-        }
-        Err(e) => {
-            let _ = process.kill();
-            let _ = process.wait();
-            Err(e)
-        }
-    }
+    conclude(&mut process, &side, read_report(&side.err_r))?;
+    Ok(process)
 }
