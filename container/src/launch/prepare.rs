@@ -251,7 +251,7 @@ fn container_path(path: &Path) -> Result<CString, LaunchError> {
     cstring(path.as_os_str().as_bytes(), path)
 }
 
-/// The process a [`Spec`] or an [`ExecSpec`] runs: the fields they share.
+/// The process a [`Spec`] or an [`ExecSpec`](super::spec::ExecSpec) runs: the fields they share.
 pub(crate) struct Run<'a> {
     pub stdio: [&'a Stdio; 3],
     pub program: &'a OsStr,
