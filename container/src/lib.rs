@@ -15,7 +15,6 @@
 #![deny(missing_docs)]
 
 pub mod build;
-pub mod builder;
 pub mod cgroup;
 pub mod config;
 pub mod container;
@@ -26,9 +25,9 @@ pub mod rlimit;
 pub mod volume;
 
 pub use build::{Build, BuildError, BuildReport};
-pub use builder::{ContainerBuilder, Stdio};
 pub use container::list::recover;
 pub use container::{Child, Container, ContainerSummary, ExecBuilder, ExecChild, Output, Status};
+pub use container::{ContainerBuilder, Stdio};
 pub use error::ContainerError;
 pub use launch::{ExitStatus, Network};
 pub use molde_image as image;

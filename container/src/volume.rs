@@ -1,4 +1,6 @@
-//! Named volumes: directories in the store that outlive the containers mounting them.
+//! Named volumes: directories in the store that outlive the containers mounting them. This
+//! module knows nothing of containers: removing a volume, refused while a container mounts it,
+//! is in `container/remove_volume.rs`.
 //!
 //! ```text
 //! <store>/molde/volumes/<name>/data/   what containers see at the volume's mount point
@@ -129,34 +131,10 @@ impl Volume {
         Ok(out)
     }
 
-    /// Delete the volume and its contents. Refused while a container record mounts it.
-    pub fn remove(self, store: &Store) -> Result<(), VolumeError> {
-        let (listed, skipped) = match crate::container::list::list_all(store) {
-            Ok(found) => found,
-            Err(e) => {
-                return Err(VolumeError::Users {
-                    name: self.name,
-                    source: Box::new(e),
-                });
-            }
-        };
-        let users: Vec<String> = listed
-            .into_iter()
-            .filter(|s| s.volumes.contains(&self.name))
-            .map(|s| s.id)
-            // A record not understood (a newer molde's) that names the volume may mount it.
-            .chain(skipped.into_iter().filter(|id| {
-                let record = crate::record::ContainerPaths::new(store, id).record();
-                fs::read_to_string(record)
-                    .map_or(true, |text| text.contains(&format!("\"{}\"", self.name)))
-            }))
-            .collect();
-        if !users.is_empty() {
-            return Err(VolumeError::InUse {
-                name: self.name,
-                containers: users,
-            });
-        }
+    /// Delete the volume's directory and contents, unconditionally. [`Volume::remove`] (in
+    /// `container/remove_volume.rs`, which knows the containers) checks first that no
+    /// container mounts it.
+    pub(crate) fn delete(self, store: &Store) -> Result<(), VolumeError> {
         let dir = volumes_dir(store).join(&self.name);
         fs::remove_dir_all(&dir).map_err(|source| VolumeError::Io {
             op: "removing",
@@ -201,50 +179,6 @@ mod tests {
             Volume::open(&store, "data_1"),
             Err(VolumeError::NotFound(_))
         ));
-    }
-
-    #[test]
-    fn unknown_users_keep_the_volume() {
-        let store = Store::temporary().unwrap();
-        let v = Volume::create(&store, "kept").unwrap();
-        fs::write(v.path().join("f"), b"x").unwrap();
-        // The containers directory cannot be read: listing them fails.
-        let containers = crate::record::containers_dir(&store);
-        fs::create_dir_all(containers.parent().unwrap()).unwrap();
-        fs::write(&containers, b"not a directory").unwrap();
-        match v.remove(&store) {
-            Err(e @ VolumeError::Users { .. }) => {
-                assert!(std::error::Error::source(&e).is_some());
-            }
-            r => panic!("removing with unknown users: {r:?}"),
-        }
-        let v = Volume::open(&store, "kept").unwrap();
-        assert_eq!(fs::read(v.path().join("f")).unwrap(), b"x");
-    }
-
-    #[test]
-    fn a_record_not_understood_that_names_the_volume_keeps_it() {
-        let store = Store::temporary().unwrap();
-        let v = Volume::create(&store, "shared").unwrap();
-        Volume::create(&store, "other").unwrap();
-        let paths = crate::record::ContainerPaths::new(&store, &"ab".repeat(32));
-        fs::create_dir_all(paths.dir()).unwrap();
-        fs::write(
-            paths.record(),
-            br#"{"format":2,"mounts":[{"volume":"shared"}]}"#,
-        )
-        .unwrap();
-        match v.remove(&store) {
-            Err(VolumeError::InUse { containers, .. }) => {
-                assert_eq!(containers, ["ab".repeat(32)])
-            }
-            r => panic!("removing a volume a newer record names: {r:?}"),
-        }
-        Volume::open(&store, "other")
-            .unwrap()
-            .remove(&store)
-            .unwrap();
-        assert!(paths.record().exists());
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use molde_layerfs::OverlayXattr;
 use molde_layerfs::view::UnionView;
 
+use super::builder::ContainerBuilder;
 use super::{Container, list};
-use crate::builder::ContainerBuilder;
 use crate::config;
 use crate::error::{ContainerError, io_err};
 use crate::launch::Network;

@@ -5,9 +5,9 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::builder::Stdio;
 use super::child::Output;
 use super::{Container, Status};
-use crate::builder::Stdio;
 use crate::config::{self, EnvOp};
 use crate::error::ContainerError;
 use crate::launch::{self, ChildStderr, ChildStdin, ChildStdout, ExecSpec, ExitStatus, Process};

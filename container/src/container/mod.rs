@@ -3,6 +3,7 @@
 //! layer) -> removed (writable layer deleted, hold released). One file per verb.
 
 pub(crate) mod backend;
+pub(crate) mod builder;
 pub(crate) mod child;
 pub(crate) mod commit;
 pub(crate) mod copy;
@@ -10,6 +11,7 @@ pub(crate) mod create;
 pub(crate) mod exec;
 pub(crate) mod list;
 pub(crate) mod remove;
+pub(crate) mod remove_volume;
 pub(crate) mod start;
 pub(crate) mod stop;
 
@@ -26,10 +28,10 @@ pub use child::{Child, Output};
 pub use exec::{ExecBuilder, ExecChild};
 pub use list::ContainerSummary;
 
-use crate::builder::{ContainerBuilder, Stdio};
 use crate::error::ContainerError;
 use crate::launch::Process;
 use crate::record::{ContainerPaths, Record, State};
+pub use builder::{ContainerBuilder, Stdio};
 
 /// Where a container is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,9 +3,10 @@
 use std::time::{Duration, Instant};
 
 use super::Container;
-use super::stop::{foreign_pidfd, poll_exit};
+use super::stop::foreign_pidfd;
 use crate::config;
 use crate::error::{ContainerError, io_err};
+use crate::launch::pidfd::poll_exit;
 use crate::launch::{self, ContainerMount, ExitStatus, IdMaps, MountKind, Network, Rlimit, Spec};
 use crate::record::{self, MountRecord, Record, State};
 use crate::volume::Volume;
@@ -372,7 +373,7 @@ impl Container {
         if !molde_layerfs::privilege::is_privileged() {
             spec.user_namespace = Some(IdMaps::rootless());
         }
-        let stdio = |s: &Option<crate::builder::Stdio>| -> Result<launch::Stdio, ContainerError> {
+        let stdio = |s: &Option<super::builder::Stdio>| -> Result<launch::Stdio, ContainerError> {
             match s {
                 Some(s) => s.to_launch().map_err(|source| ContainerError::Process {
                     id: self.id.clone(),

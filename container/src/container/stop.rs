@@ -1,22 +1,17 @@
 //! stop, kill and restart: signal the container's PID 1 (through a pidfd, so a recycled pid
 //! is never hit), also when another process started it.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
 
 use super::{Container, Status};
 use crate::error::ContainerError;
+use crate::launch::pidfd;
 use crate::record::{self, Record, State};
 
 /// A pidfd for `pid` if it still is the process that started at `start` (clock ticks).
 pub(crate) fn foreign_pidfd(pid: u32, start: u64) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the syscall returned a fresh fd that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let fd = pidfd::open(pid).ok()?;
     // Checked after opening: the pidfd now pins this very process.
     match record::pid_info(pid) {
         Some((s, false)) if s == start => Some(fd),
@@ -24,55 +19,12 @@ pub(crate) fn foreign_pidfd(pid: u32, start: u64) -> Option<OwnedFd> {
     }
 }
 
-/// Wait until the process of `pidfd` ends (`true`) or `timeout` passes (`false`).
-pub(crate) fn poll_exit(pidfd: &OwnedFd, timeout: Option<Duration>) -> bool {
-    let deadline = timeout.map(|t| Instant::now() + t);
-    loop {
-        let ms = match deadline {
-            None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                left.as_millis().min(i32::MAX as u128) as i32
-            }
-        };
-        let mut pfd = libc::pollfd {
-            fd: pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n > 0 {
-            return true;
-        }
-        if n == 0 {
-            return false;
-        }
-        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return true;
-        }
-    }
-}
-
+/// Send `sig` to the process of `pidfd`; fine if it has already ended.
 pub(crate) fn send(pidfd: &OwnedFd, sig: i32) -> std::io::Result<()> {
-    // SAFETY: plain integer arguments; a NULL siginfo means "as kill(2) would send it".
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0 as libc::c_uint,
-        )
-    };
-    if ret < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ESRCH) {
-            return Ok(());
-        }
-        return Err(e);
+    match pidfd::send_signal(pidfd.as_raw_fd(), sig) {
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        other => other,
     }
-    Ok(())
 }
 
 impl Container {

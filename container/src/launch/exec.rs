@@ -2,16 +2,17 @@
 //! (`setns(pidfd, flags)`, one atomic step, the user namespace first where there is one), its
 //! root, then fork so that the process lands in its pid namespace.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
 
-use super::child::{Enter, Prepared};
+use super::child::Enter;
 use super::error::{LaunchError, Stage};
-use super::prepare::{self, ParentSide, io_errno};
+use super::pidfd;
+use super::prepare::{self, io_errno};
 use super::process::Process;
-use super::spawn::{clone_child, read_report, report_error};
+use super::spawn::{abandon, clone_child, conclude, read_report, report_error};
 use super::spec::ExecSpec;
 
 /// Namespaces to join, by the name of their `/proc/<pid>/ns` file.
@@ -25,21 +26,11 @@ const NAMESPACES: [(&str, libc::c_int); 7] = [
     ("cgroup", libc::CLONE_NEWCGROUP),
 ];
 
-fn pidfd_open(pid: u32) -> Result<OwnedFd, Errno> {
-    // SAFETY: plain integer arguments.
-    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if ret < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: a new pidfd nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
-}
-
 /// Run `spec` inside the running container whose PID 1 has the host pid `target_pid`.
 pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
     let proc_dir = std::path::PathBuf::from(format!("/proc/{target_pid}"));
     let target_pidfd =
-        pidfd_open(target_pid).map_err(|e| LaunchError::at(Stage::Setns, e, &proc_dir))?;
+        pidfd::open(target_pid).map_err(|e| LaunchError::at(Stage::Setns, e, &proc_dir))?;
     let mut ns_flags = 0;
     let mut joins_user = false;
     for (name, flag) in NAMESPACES {
@@ -73,57 +64,30 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
         return Err(LaunchError::new(Stage::Setgroups, Errno::EPERM));
     }
 
-    let (err_r, err_w) = prepare::error_channel()?;
-    let (sync_r, sync_w) = prepare::pipe()?;
-    let mut side = ParentSide {
-        err_r,
-        sync_w,
-        child_ends: Vec::new(),
-        stdin: None,
-        stdout: None,
-        stderr: None,
-        candidates: Vec::new(),
-        rootfs_targets: Vec::new(),
-        extra_targets: Vec::new(),
-    };
-    let stdio = prepare::stdio([&spec.stdin, &spec.stdout, &spec.stderr], &mut side)?;
-    let program = prepare::program(
-        &spec.program,
-        spec.arg0.as_deref(),
-        &spec.args,
-        &spec.env,
-        &spec.path_dirs,
-    )?;
-    side.candidates = program.candidate_paths;
-    let (caps, last_cap) = prepare::capability_mask(&spec.capabilities, joins_user);
-    let mut prepared = Prepared {
-        err_w: err_w.as_raw_fd(),
-        sync_r: sync_r.as_raw_fd(),
-        sync_w: side.sync_w.as_raw_fd(),
-        root: None,
-        enter: Some(Enter {
-            pidfd: target_pidfd.as_raw_fd(),
-            ns_flags,
-            root_fd: root_fd.as_raw_fd(),
-            cgroup_procs: spec.cgroup_procs.iter().map(AsRawFd::as_raw_fd).collect(),
-        }),
-        stdio,
-        cwd: prepare::cstring(spec.cwd.as_os_str().as_encoded_bytes(), &spec.cwd)?,
+    let run = prepare::Run {
+        stdio: [&spec.stdin, &spec.stdout, &spec.stderr],
+        program: &spec.program,
+        arg0: spec.arg0.as_deref(),
+        args: &spec.args,
+        env: &spec.env,
+        path_dirs: &spec.path_dirs,
+        capabilities: &spec.capabilities,
+        new_userns: joins_user,
+        cwd: &spec.cwd,
         uid: spec.uid,
         gid: spec.gid,
-        groups: spec.groups.clone(),
+        groups: &spec.groups,
         setgroups_denied,
-        caps,
-        last_cap,
         no_new_privs: spec.no_new_privs,
         init: false,
-        candidates: program.candidates,
-        argv: program.argv,
-        envp: program.envp,
-        _strings: program.strings,
     };
-    side.child_ends.push(err_w);
-    side.child_ends.push(sync_r);
+    let enter = Enter {
+        pidfd: target_pidfd.as_raw_fd(),
+        ns_flags,
+        root_fd: root_fd.as_raw_fd(),
+        cgroup_procs: spec.cgroup_procs.iter().map(AsRawFd::as_raw_fd).collect(),
+    };
+    let (mut prepared, mut side) = prepare::common(run, |_| Ok((None, Some(enter))))?;
 
     let (_, intermediate_fd) = clone_child(&mut prepared, 0)?;
     drop(prepared);
@@ -131,9 +95,7 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
     // The intermediate: reaped whatever happens.
     let mut intermediate = Process::new(0, intermediate_fd, None, None, None);
     if let Err(e) = nix::unistd::write(&side.sync_w, b"g") {
-        let _ = intermediate.kill();
-        let _ = intermediate.wait();
-        return Err(LaunchError::new(Stage::Sync, e));
+        return Err(abandon(&mut intermediate, LaunchError::new(Stage::Sync, e)));
     }
     let first = read_report(&side.err_r);
     let _ = intermediate.wait();
@@ -143,7 +105,7 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
         None => return Err(LaunchError::new(Stage::InitFork, Errno::ECHILD)),
     };
     // The process is our child (CLONE_PARENT), so its pid stays its own until we reap it.
-    let pidfd = pidfd_open(pid).map_err(|e| LaunchError::new(Stage::Setns, e))?;
+    let pidfd = pidfd::open(pid).map_err(|e| LaunchError::new(Stage::Setns, e))?;
     let mut process = Process::new(
         pid,
         pidfd,
@@ -151,16 +113,6 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
         side.stdout.take(),
         side.stderr.take(),
     );
-    match read_report(&side.err_r) {
-        Ok(None) => Ok(process),
-        Ok(Some((stage, errno, index))) => {
-            let _ = process.wait();
-            Err(report_error(&side, stage, errno, index))
-        }
-        Err(e) => {
-            let _ = process.kill();
-            let _ = process.wait();
-            Err(e)
-        }
-    }
+    conclude(&mut process, &side, read_report(&side.err_r))?;
+    Ok(process)
 }

@@ -21,6 +21,7 @@ mod child;
 mod error;
 mod exec;
 mod init;
+pub(crate) mod pidfd;
 mod prepare;
 mod process;
 mod spawn;

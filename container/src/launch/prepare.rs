@@ -1,7 +1,8 @@
-//! Turning a [`Spec`] or an [`ExecSpec`] into the [`Prepared`] data of the child (all
-//! allocation happens here, before `clone`) and the parent's ends of the pipes.
+//! Turning a [`Spec`] or an [`ExecSpec`](super::spec::ExecSpec) into the [`Prepared`] data of
+//! the child (all allocation happens here, before `clone`) and the parent's ends of the pipes.
+//! [`common`] is the part both share.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -9,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use caps::{CapSet, Capability};
 use nix::errno::Errno;
 
-use super::child::{DEVICES, ExtraKind, ExtraMount, Prepared, RootSetup};
+use super::child::{DEVICES, Enter, ExtraKind, ExtraMount, Prepared, RootSetup};
 use super::error::{LaunchError, Stage};
 use super::spec::{MountKind, Rlimit, Spec, Stdio};
 
@@ -250,11 +251,37 @@ fn container_path(path: &Path) -> Result<CString, LaunchError> {
     cstring(path.as_os_str().as_bytes(), path)
 }
 
-/// Everything for a container's first process.
-pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> {
+/// The process a [`Spec`] or an [`ExecSpec`](super::spec::ExecSpec) runs: the fields they share.
+pub(crate) struct Run<'a> {
+    pub stdio: [&'a Stdio; 3],
+    pub program: &'a OsStr,
+    pub arg0: Option<&'a OsStr>,
+    pub args: &'a [OsString],
+    pub env: &'a [(OsString, OsString)],
+    pub path_dirs: &'a [PathBuf],
+    /// The capabilities asked for.
+    pub capabilities: &'a [Capability],
+    /// Whether the process is in a user namespace new to it (it may hold every capability).
+    pub new_userns: bool,
+    pub cwd: &'a Path,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: &'a [u32],
+    pub setgroups_denied: bool,
+    pub no_new_privs: bool,
+    pub init: bool,
+}
+
+/// What a container's first process ([`spawn`]) and an exec'd one (`launch::exec`) share: the
+/// error channel and sync pipe, the stdio slots, then `place` (where the process goes: its own
+/// root, or a running container to enter; it may record mount targets in the [`ParentSide`]),
+/// then the program, capabilities and groups, in that order (the first failure is the error).
+pub(crate) fn common(
+    run: Run<'_>,
+    place: impl FnOnce(&mut ParentSide) -> Result<(Option<RootSetup>, Option<Enter>), LaunchError>,
+) -> Result<(Prepared, ParentSide), LaunchError> {
     let (err_r, err_w) = error_channel()?;
     let (sync_r, sync_w) = pipe()?;
-    let new_userns = spec.user_namespace.is_some();
     let mut side = ParentSide {
         err_r,
         sync_w,
@@ -266,8 +293,66 @@ pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> 
         rootfs_targets: Vec::new(),
         extra_targets: Vec::new(),
     };
-    let stdio_fds = stdio([&spec.stdin, &spec.stdout, &spec.stderr], &mut side)?;
+    let stdio_fds = stdio(run.stdio, &mut side)?;
+    let (root, enter) = place(&mut side)?;
+    let program = program(run.program, run.arg0, run.args, run.env, run.path_dirs)?;
+    side.candidates = program.candidate_paths;
+    let (caps, last_cap) = capability_mask(run.capabilities, run.new_userns);
+    if run.setgroups_denied && !run.groups.is_empty() {
+        return Err(LaunchError::new(Stage::Setgroups, Errno::EPERM));
+    }
+    let prepared = Prepared {
+        err_w: err_w.as_raw_fd(),
+        sync_r: sync_r.as_raw_fd(),
+        sync_w: side.sync_w.as_raw_fd(),
+        root,
+        enter,
+        stdio: stdio_fds,
+        cwd: cstring(run.cwd.as_os_str().as_bytes(), run.cwd)?,
+        uid: run.uid,
+        gid: run.gid,
+        groups: run.groups.to_vec(),
+        setgroups_denied: run.setgroups_denied,
+        caps,
+        last_cap,
+        no_new_privs: run.no_new_privs,
+        init: run.init,
+        candidates: program.candidates,
+        argv: program.argv,
+        envp: program.envp,
+        _strings: program.strings,
+    };
+    side.child_ends.push(err_w);
+    side.child_ends.push(sync_r);
+    Ok((prepared, side))
+}
 
+/// Everything for a container's first process.
+pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> {
+    let new_userns = spec.user_namespace.is_some();
+    let run = Run {
+        stdio: [&spec.stdin, &spec.stdout, &spec.stderr],
+        program: &spec.program,
+        arg0: spec.arg0.as_deref(),
+        args: &spec.args,
+        env: &spec.env,
+        path_dirs: &spec.path_dirs,
+        capabilities: &spec.capabilities,
+        new_userns,
+        cwd: &spec.cwd,
+        uid: spec.uid,
+        gid: spec.gid,
+        groups: &spec.groups,
+        setgroups_denied: new_userns && !molde_layerfs::privilege::is_privileged(),
+        no_new_privs: spec.no_new_privs,
+        init: spec.init,
+    };
+    common(run, |side| Ok((Some(root_setup(spec, side)?), None)))
+}
+
+/// The child's own root: rootfs, mounts, hostname, limits (mount targets recorded in `side`).
+fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchError> {
+    let new_userns = spec.user_namespace.is_some();
     let root = cstring(spec.root.as_os_str().as_bytes(), &spec.root)?;
     let mut rootfs = Vec::with_capacity(spec.rootfs_mounts.len());
     for m in &spec.rootfs_mounts {
@@ -333,55 +418,19 @@ pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> 
         None => None,
     };
 
-    let program = program(
-        &spec.program,
-        spec.arg0.as_deref(),
-        &spec.args,
-        &spec.env,
-        &spec.path_dirs,
-    )?;
-    side.candidates = program.candidate_paths;
-    let (caps, last_cap) = capability_mask(&spec.capabilities, new_userns);
-    let setgroups_denied = new_userns && !molde_layerfs::privilege::is_privileged();
-    if setgroups_denied && !spec.groups.is_empty() {
-        return Err(LaunchError::new(Stage::Setgroups, Errno::EPERM));
-    }
-    let prepared = Prepared {
-        err_w: err_w.as_raw_fd(),
-        sync_r: sync_r.as_raw_fd(),
-        sync_w: side.sync_w.as_raw_fd(),
-        root: Some(RootSetup {
-            root,
-            rootfs,
-            readonly_rootfs: spec.readonly_rootfs,
-            extra_trees: vec![-1; extra.len()],
-            extra,
-            device_trees: [-1; DEVICES.len()],
-            sys_fallback: new_userns,
-            sys_tree: -1,
-            hostname,
-            loopback: spec.network == super::spec::Network::Isolated,
-            rlimits: rlimits(&spec.rlimits, new_userns),
-        }),
-        enter: None,
-        stdio: stdio_fds,
-        cwd: cstring(spec.cwd.as_os_str().as_bytes(), &spec.cwd)?,
-        uid: spec.uid,
-        gid: spec.gid,
-        groups: spec.groups.clone(),
-        setgroups_denied,
-        caps,
-        last_cap,
-        no_new_privs: spec.no_new_privs,
-        init: spec.init,
-        candidates: program.candidates,
-        argv: program.argv,
-        envp: program.envp,
-        _strings: program.strings,
-    };
-    side.child_ends.push(err_w);
-    side.child_ends.push(sync_r);
-    Ok((prepared, side))
+    Ok(RootSetup {
+        root,
+        rootfs,
+        readonly_rootfs: spec.readonly_rootfs,
+        extra_trees: vec![-1; extra.len()],
+        extra,
+        device_trees: [-1; DEVICES.len()],
+        sys_fallback: new_userns,
+        sys_tree: -1,
+        hostname,
+        loopback: spec.network == super::spec::Network::Isolated,
+        rlimits: rlimits(&spec.rlimits, new_userns),
+    })
 }
 
 #[cfg(test)]

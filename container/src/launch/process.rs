@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use super::pidfd;
+
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
@@ -181,7 +183,7 @@ impl Process {
         // or wait for input: close our end of stdin, as std does.
         drop(self.stdin.take());
         loop {
-            match waitid(self.pidfd.as_raw_fd(), 0)? {
+            match pidfd::waitid(self.pidfd.as_raw_fd(), 0)? {
                 Some(status) => {
                     self.status = Some(status);
                     return Ok(status);
@@ -196,7 +198,7 @@ impl Process {
         if let Some(status) = self.status {
             return Ok(Some(status));
         }
-        let status = waitid(self.pidfd.as_raw_fd(), libc::WNOHANG)?;
+        let status = pidfd::waitid(self.pidfd.as_raw_fd(), libc::WNOHANG)?;
         self.status = status;
         Ok(status)
     }
@@ -234,7 +236,7 @@ impl Process {
         if self.status.is_some() {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
-        pidfd_send_signal(self.pidfd.as_raw_fd(), sig as libc::c_int)
+        pidfd::send_signal(self.pidfd.as_raw_fd(), sig as libc::c_int)
     }
 
     /// Kill the process (`SIGKILL`); fine if it has already ended. It still has to be waited
@@ -243,7 +245,7 @@ impl Process {
         if self.status.is_some() {
             return Ok(());
         }
-        match pidfd_send_signal(self.pidfd.as_raw_fd(), libc::SIGKILL) {
+        match pidfd::send_signal(self.pidfd.as_raw_fd(), libc::SIGKILL) {
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
             other => other,
         }
@@ -299,60 +301,5 @@ impl Drop for Process {
             let _ = self.kill();
             let _ = self.wait();
         }
-    }
-}
-
-/// `pidfd_send_signal(2)`.
-pub(crate) fn pidfd_send_signal(pidfd: RawFd, sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain integer arguments; a NULL siginfo means "as kill(2) would send it".
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd,
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0 as libc::c_uint,
-        )
-    };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// `waitid(P_PIDFD, pidfd, WEXITED | extra)`: the status, or `None` with `WNOHANG` when the
-/// process still runs.
-fn waitid(pidfd: RawFd, extra: libc::c_int) -> io::Result<Option<ExitStatus>> {
-    loop {
-        // SAFETY: an all-zero siginfo_t is a valid value; the kernel fills it in.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `info` is valid for writes during the call.
-        let ret = unsafe {
-            libc::waitid(
-                libc::P_PIDFD,
-                pidfd as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::__WALL | extra,
-            )
-        };
-        if ret < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        // SAFETY: waitid filled `info` for a child (or left si_pid 0 with WNOHANG).
-        let pid = unsafe { info.si_pid() };
-        if pid == 0 {
-            return Ok(None);
-        }
-        // SAFETY: as above; si_status is valid for SIGCHLD infos.
-        let status = unsafe { info.si_status() };
-        return Ok(Some(match info.si_code {
-            libc::CLD_EXITED => ExitStatus::Exited(status),
-            _ => ExitStatus::Signaled(Signal::try_from(status).unwrap_or(Signal::SIGKILL)),
-        }));
     }
 }

@@ -264,35 +264,55 @@ pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
     );
     let released = release(spec, pid, &side);
     if let Err(e) = released {
-        let _ = process.kill();
-        let _ = process.wait();
-        return Err(e);
+        return Err(abandon(&mut process, e));
     }
     // With init, the program (init's child) first reports that it forked (stage 0); the
     // credentials of that report give its host pid, the process an exec joins (the init is not
     // dumpable, so an unprivileged caller cannot open its namespaces).
     loop {
         match read_report_from(&side.err_r) {
-            Ok(None) => return Ok(process),
             Ok(Some(((0, _, _), sender))) if spec.init => match sender {
                 Some(program) => process.set_program_pid(program),
                 None => {
-                    let _ = process.kill();
-                    let _ = process.wait();
-                    return Err(LaunchError::new(Stage::InitFork, Errno::ESRCH));
+                    let e = LaunchError::new(Stage::InitFork, Errno::ESRCH);
+                    return Err(abandon(&mut process, e));
                 }
             },
-            Ok(Some(((stage, errno, index), _))) => {
-                let _ = process.wait();
-                return Err(report_error(&side, stage, errno, index));
-            }
-            Err(e) => {
-                let _ = process.kill();
-                let _ = process.wait();
-                return Err(e);
+            other => {
+                conclude(
+                    &mut process,
+                    &side,
+                    other.map(|got| got.map(|(report, _)| report)),
+                )?;
+                return Ok(process);
             }
         }
     }
+}
+
+/// The end of a launch (spawn or exec), from the child's next report on the error channel:
+/// EOF (`None`) means the program was exec'd; a report is the typed error of the step that
+/// failed (the child exits by itself: it is reaped); a failure to read kills and reaps it.
+pub(crate) fn conclude(
+    process: &mut Process,
+    side: &ParentSide,
+    report: Result<Option<Report>, LaunchError>,
+) -> Result<(), LaunchError> {
+    match report {
+        Ok(None) => Ok(()),
+        Ok(Some((stage, errno, index))) => {
+            let _ = process.wait();
+            Err(report_error(side, stage, errno, index))
+        }
+        Err(e) => Err(abandon(process, e)),
+    }
+}
+
+/// Kill and reap `process`, whose launch failed with `e`; returns `e`.
+pub(crate) fn abandon(process: &mut Process, e: LaunchError) -> LaunchError {
+    let _ = process.kill();
+    let _ = process.wait();
+    e
 }
 
 /// Write the id maps and cgroup membership, then let the child go.

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use molde_image::{Image, Store};
 
+use super::{Child, Container, Output};
 use crate::config::EnvOp;
-use crate::container::{Child, Container, Output};
 use crate::error::ContainerError;
 use crate::launch::Network;
 use crate::record::{LayerStorage, MountRecord};
@@ -327,7 +327,7 @@ impl ContainerBuilder {
     /// Create the container (state created: writable layer allocated, image held, record
     /// written). Every setting is checked, the user resolved, before anything is made.
     pub fn create(self) -> Result<Container, ContainerError> {
-        crate::container::create::create(self)
+        super::create::create(self)
     }
 
     /// Create and start the container.
