@@ -175,9 +175,10 @@ fn a_host_with_closed_stdio_still_gets_setup_errors_and_output() {
 #[test]
 #[ignore = "helper: run by a_host_with_closed_stdio_still_gets_setup_errors_and_output"]
 fn closed_stdio_helper() {
-    if std::env::var_os(CLOSED_STDIO_ENV).is_none() {
-        return;
-    }
+    assert!(
+        std::env::var_os(CLOSED_STDIO_ENV).is_some(),
+        "a helper: started by a_host_with_closed_stdio_still_gets_setup_errors_and_output"
+    );
     use std::os::fd::{FromRawFd, OwnedFd};
     let root = common::busybox::rootfs(&[]).unwrap();
     let saved: Vec<OwnedFd> = (0..3)
