@@ -10,6 +10,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(200);
     let ephemeral = args.iter().any(|a| a == "ephemeral");
+    let hostnet = args.iter().any(|a| a == "hostnet");
     let dir = std::env::var("START_DIR").unwrap_or_else(|_| "/var/tmp".into());
     let tmp = tempfile::Builder::new()
         .prefix("start-loop-")
@@ -46,6 +47,11 @@ fn main() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .ephemeral(ephemeral)
+            .network(if hostnet {
+                molde::container::Network::Host
+            } else {
+                molde::container::Network::Isolated
+            })
             .create()
             .unwrap();
         let t1 = Instant::now();

@@ -542,3 +542,60 @@ fn exec_joins_the_containers_cgroup() {
     first.wait().unwrap();
     cgroup.remove().unwrap();
 }
+
+/// The `SigBlk` and `SigIgn` masks of `/proc/self/status` as `cat` shows them.
+fn signal_masks(status: &str) -> (String, String) {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    };
+    (field("SigBlk:"), field("SigIgn:"))
+}
+
+#[test]
+fn programs_start_with_default_signal_dispositions_and_nothing_blocked() {
+    let Some(root) = ready() else { return };
+    // A Rust host ignores SIGPIPE; this one also ignores SIGUSR2 and blocks SIGUSR1 in the
+    // launching thread. Ignored signals survive execve: the launcher must reset them.
+    // SAFETY: setting a signal to SIG_IGN installs no handler.
+    unsafe {
+        nix::sys::signal::signal(Signal::SIGUSR2, nix::sys::signal::SigHandler::SigIgn).unwrap();
+    }
+    let mut blocked = nix::sys::signal::SigSet::empty();
+    blocked.add(Signal::SIGUSR1);
+    blocked.thread_block().unwrap();
+    let host = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let (host_blocked, host_ignored) = signal_masks(&host);
+    assert_ne!(
+        host_ignored, "0000000000000000",
+        "the host ignores SIGPIPE and SIGUSR2"
+    );
+    assert_ne!(host_blocked, "0000000000000000");
+    let none = ("0000000000000000".to_owned(), "0000000000000000".to_owned());
+
+    for init in [false, true] {
+        let mut spec = Spec::new(root.path(), "cat");
+        spec.args = vec!["/proc/self/status".into()];
+        spec.stdout = Stdio::Piped;
+        spec.init = init;
+        let (status, out, err) = run(&spec);
+        assert!(status.success(), "init {init}: {err}");
+        assert_eq!(signal_masks(&out), none, "init {init}");
+    }
+
+    let mut first = launch::spawn(&sh(root.path(), "sleep 30")).unwrap();
+    let mut e = ExecSpec::new("cat");
+    e.args = vec!["/proc/self/status".into()];
+    e.stdout = Stdio::Piped;
+    let (status, out, _) = launch::exec(first.pid(), &e)
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(signal_masks(&String::from_utf8(out).unwrap()), none, "exec");
+    first.kill().unwrap();
+    first.wait().unwrap();
+}

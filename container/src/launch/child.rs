@@ -117,6 +117,12 @@ pub(crate) struct Prepared {
     pub last_cap: u32,
     pub no_new_privs: bool,
     pub init: bool,
+    /// Send a first report (stage 0) before waiting for the go-ahead: its credentials tell the
+    /// parent the child's host pid (the launcher thread that made it may still be suspended).
+    pub announce: bool,
+    /// The child shares the host's memory until its `execve` (`CLONE_VM | CLONE_VFORK`): it
+    /// must leave every process-wide property of that memory alone (dumpability).
+    pub shares_memory: bool,
     pub candidates: Vec<CString>,
     pub argv: Vec<*const libc::c_char>,
     pub envp: Vec<*const libc::c_char>,
@@ -146,12 +152,20 @@ macro_rules! step {
 /// The child's whole life: set up, then exec (or become init). Never returns.
 pub(crate) fn main(p: &mut Prepared) -> ! {
     sys::close(p.sync_w);
+    // The launcher thread blocks every signal, so this child starts with all blocked: no host
+    // handler can run here (the child may share the host's memory). Dispositions go back to
+    // their defaults now; the mask is emptied right before `execve`.
+    step!(p, Stage::Signals, 0, sys::default_signal_dispositions());
     step!(
         p,
         Stage::DeathSignal,
         0,
         sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
     );
+    if p.announce {
+        let hello = [0u8; REPORT_LEN];
+        step!(p, Stage::Sync, 0, sys::write(p.err_w, &hello));
+    }
     // The parent writes one byte once the id maps and cgroups are in place; EOF means it died
     // or gave up.
     let mut go = [0u8; 1];
@@ -165,13 +179,17 @@ pub(crate) fn main(p: &mut Prepared) -> ! {
     // open this copy of the host binary, its memory or its descriptors through
     // /proc/<pid>/{exe,mem,fd} (the CVE-2019-5736 shape), nor ptrace it. After the go-ahead:
     // a non-dumpable process's /proc files belong to root, and an unprivileged parent could
-    // not write the id maps.
-    step!(
-        p,
-        Stage::DeathSignal,
-        0,
-        sys::prctl(libc::PR_SET_DUMPABLE, 0, 0)
-    );
+    // not write the id maps. Dumpability belongs to the memory: a child sharing the host's
+    // would make the host non-dumpable. Such a child is the first and only process of its new
+    // pid namespace until its exec, so no container process can reach it meanwhile.
+    if !p.shares_memory {
+        step!(
+            p,
+            Stage::DeathSignal,
+            0,
+            sys::prctl(libc::PR_SET_DUMPABLE, 0, 0)
+        );
+    }
 
     if let Some(enter) = &p.enter {
         enter_container(p.err_w, enter);
@@ -720,6 +738,8 @@ fn credentials_and_exec(p: &Prepared) -> ! {
 
 /// Try each candidate path in order; report the most telling error.
 fn exec(p: &Prepared) -> ! {
+    // The program starts with no signal blocked.
+    step!(p, Stage::Signals, 0, sys::sigprocmask(libc::SIG_SETMASK, 0));
     let mut report = (libc::ENOENT, 0u32);
     for (i, path) in p.candidates.iter().enumerate() {
         // SAFETY: `path`, `argv` and `envp` are NUL-terminated and NULL-terminated, prepared

@@ -75,11 +75,13 @@ pub enum Stage {
     Setns,
     /// `execve` of the program.
     Exec,
+    /// Resetting signal dispositions to their defaults and unblocking signals for the program.
+    Signals,
 }
 
 impl Stage {
     /// Every stage, for decoding the number the child reports.
-    const ALL: [Stage; 32] = [
+    const ALL: [Stage; 33] = [
         Stage::Prepare,
         Stage::Clone,
         Stage::UidMap,
@@ -112,6 +114,7 @@ impl Stage {
         Stage::InitFork,
         Stage::Setns,
         Stage::Exec,
+        Stage::Signals,
     ];
 
     /// The stage with this number, as the child reported it.
@@ -153,6 +156,7 @@ impl Stage {
             Stage::InitFork => "init forking the program",
             Stage::Setns => "entering the container's namespaces",
             Stage::Exec => "exec of the program",
+            Stage::Signals => "resetting signal dispositions and mask",
         }
     }
 }

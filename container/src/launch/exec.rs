@@ -89,13 +89,15 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
     };
     let (mut prepared, mut side) = prepare::common(run, |_| Ok((None, Some(enter))))?;
 
-    let (_, intermediate_fd) = clone_child(&mut prepared, 0)?;
+    let child_ends = std::mem::take(&mut side.child_ends);
+    let mut cloning = clone_child(&mut prepared, 0, child_ends, side.sync_w.take())?;
+    let go = cloning.go();
+    // Made fork-style: `clone` returned at once. The intermediate: reaped whatever happens.
+    let (_, intermediate_fd) = cloning.finish()?;
     drop(prepared);
-    side.child_ends.clear();
-    // The intermediate: reaped whatever happens.
     let mut intermediate = Process::new(0, intermediate_fd, None, None, None);
-    if let Err(e) = nix::unistd::write(&side.sync_w, b"g") {
-        return Err(abandon(&mut intermediate, LaunchError::new(Stage::Sync, e)));
+    if let Err(e) = go {
+        return Err(abandon(&mut intermediate, e));
     }
     let first = read_report(&side.err_r);
     let _ = intermediate.wait();

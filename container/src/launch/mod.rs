@@ -7,15 +7,18 @@
 //! channel; it also carries the kernel-translated pid of an init's program), which the parent turns into a
 //! typed [`LaunchError`].
 //!
-//! The launch sequence, in the child: parent-death signal; wait for the parent (id maps and
-//! cgroups written); not dumpable until exec; `/` made a recursive slave; the rootfs mounted at
+//! The launch sequence, in the child: signal dispositions to their defaults (all signals stay
+//! blocked until the exec); parent-death signal; announce the host pid (first report); wait
+//! for the parent (id maps and cgroups written); not dumpable until exec (children made
+//! fork-style; a container's first process is made with `CLONE_VM | CLONE_VFORK` and copies
+//! nothing of the host's memory); `/` made a recursive slave; the rootfs mounted at
 //! the root directory; host trees for bind mounts and device nodes taken (`open_tree`);
 //! `/proc` and `/sys` (read-only) mounted in the new root; `pivot_root(".", ".")` and the old
 //! root detached; `/dev` (tmpfs, host device nodes bound, devpts, shm); further mounts; masked
 //! and read-only paths; read-only root; hostname; loopback; rlimits; stdio, every other fd
 //! closed; capabilities bounded; groups, gid, uid; capabilities set; cwd (checked to be inside
-//! the root); no_new_privs; (init: fork, supervise); exec. docs/ARCHITECTURE.md ("Launch
-//! sequence") gives the reason for each step.
+//! the root); no_new_privs; (init: fork, supervise); signal mask emptied; exec.
+//! docs/ARCHITECTURE.md ("Launch sequence") gives the reason for each step.
 
 mod child;
 mod error;

@@ -18,7 +18,8 @@ use super::spec::{MountKind, Rlimit, Spec, Stdio};
 #[derive(Debug)]
 pub(crate) struct ParentSide {
     pub err_r: OwnedFd,
-    pub sync_w: OwnedFd,
+    /// The go-ahead's write end: handed to the launch ([`super::spawn::clone_child`]).
+    pub sync_w: Option<OwnedFd>,
     /// The child's ends (error channel write end, sync read end, stdio): closed after `clone`.
     pub child_ends: Vec<OwnedFd>,
     pub stdin: Option<OwnedFd>,
@@ -284,7 +285,7 @@ pub(crate) fn common(
     let (sync_r, sync_w) = pipe()?;
     let mut side = ParentSide {
         err_r,
-        sync_w,
+        sync_w: None,
         child_ends: Vec::new(),
         stdin: None,
         stdout: None,
@@ -304,7 +305,7 @@ pub(crate) fn common(
     let prepared = Prepared {
         err_w: err_w.as_raw_fd(),
         sync_r: sync_r.as_raw_fd(),
-        sync_w: side.sync_w.as_raw_fd(),
+        sync_w: sync_w.as_raw_fd(),
         root,
         enter,
         stdio: stdio_fds,
@@ -317,6 +318,8 @@ pub(crate) fn common(
         last_cap,
         no_new_privs: run.no_new_privs,
         init: run.init,
+        announce: false,
+        shares_memory: false,
         candidates: program.candidates,
         argv: program.argv,
         envp: program.envp,
@@ -324,6 +327,7 @@ pub(crate) fn common(
     };
     side.child_ends.push(err_w);
     side.child_ends.push(sync_r);
+    side.sync_w = Some(sync_w);
     Ok((prepared, side))
 }
 

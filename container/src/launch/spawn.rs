@@ -13,12 +13,14 @@ use super::prepare::{self, ParentSide, io_errno};
 use super::process::Process;
 use super::spec::{IdMap, Network, Spec};
 
-type Job = Box<dyn FnOnce() + Send>;
+/// Work for the launcher thread; it lends the stack children made with `CLONE_VM` run on.
+type Job = Box<dyn FnOnce(&mut ChildStack) + Send>;
 
 /// The thread every `clone` happens on. `PR_SET_PDEATHSIG` fires when the *thread* that made
 /// the child ends, so children must not be made on short-lived threads (a tokio blocking pool
-/// retires idle threads): this one lives as long as the process. Made at the first launch (a
-/// failure to make it is that launch's error, and the next launch tries again).
+/// retires idle threads): this one lives as long as the process. It blocks every signal, so
+/// each child starts with all blocked (no host handler runs in a child). Made at the first
+/// launch (a failure to make it is that launch's error, and the next launch tries again).
 static LAUNCHER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
 
 /// Run `job` on the launcher thread.
@@ -33,8 +35,14 @@ fn on_launcher(job: Job) -> Result<(), LaunchError> {
             std::thread::Builder::new()
                 .name("molde-launcher".into())
                 .spawn(move || {
+                    let _ = nix::sys::signal::pthread_sigmask(
+                        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                        Some(&nix::sys::signal::SigSet::all()),
+                        None,
+                    );
+                    let mut stack = ChildStack::default();
                     for job in rx {
-                        job();
+                        job(&mut stack);
                     }
                 })
                 .map_err(|e| LaunchError::new(Stage::Clone, io_errno(&e)))?;
@@ -49,32 +57,200 @@ fn on_launcher(job: Job) -> Result<(), LaunchError> {
     Ok(())
 }
 
-/// The raw pointer to the prepared data, moved to the launcher thread while the caller waits.
+/// The stack a child made with `CLONE_VM | CLONE_VFORK` runs on until its `execve`: one
+/// mapping, made at the first such launch and kept (the launcher thread makes one child at a
+/// time, and is suspended while it runs), with a guard page at its low end.
+#[derive(Default)]
+pub(crate) struct ChildStack {
+    base: usize,
+}
+
+impl ChildStack {
+    /// Room for the child's frames (it allocates nothing; its largest local is a PATH_MAX
+    /// buffer): only the pages touched are ever backed.
+    const SIZE: usize = 1 << 20;
+
+    /// The stack's top (it grows down), mapping it first if need be.
+    fn top(&mut self) -> Result<*mut libc::c_void, Errno> {
+        if self.base == 0 {
+            // SAFETY: a new private anonymous mapping; no existing memory is affected.
+            let base = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    Self::SIZE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                    -1,
+                    0,
+                )
+            };
+            if base == libc::MAP_FAILED {
+                return Err(Errno::last());
+            }
+            // SAFETY: the first page of the mapping just made, which nothing uses yet.
+            if unsafe { libc::mprotect(base, 4096, libc::PROT_NONE) } < 0 {
+                let errno = Errno::last();
+                // SAFETY: the mapping just made, unused.
+                unsafe { libc::munmap(base, Self::SIZE) };
+                return Err(errno);
+            }
+            self.base = base as usize;
+        }
+        Ok((self.base + Self::SIZE) as *mut libc::c_void)
+    }
+}
+
+/// The raw pointer to the prepared data, moved to the launcher thread while the caller's
+/// [`Cloning`] keeps it borrowed.
 struct SendPtr(*mut Prepared);
-// SAFETY: the caller blocks until the job has run, so the pointee outlives its use there, and
-// nothing else touches it meanwhile.
+// SAFETY: the pointee outlives its use on the launcher thread and in the child: the `Cloning`
+// that borrows it waits for the job to end before it lets go, and the caller touches nothing
+// of it meanwhile.
 unsafe impl Send for SendPtr {}
 
-/// `clone3` (or `clone`) with `flags | CLONE_PIDFD` on the launcher thread; the child runs
-/// [`child::main`]. Returns the pid and the pidfd.
-pub(crate) fn clone_child(
-    prepared: &mut Prepared,
+/// What the launcher thread's `clone` gave: the child's pid and pidfd.
+type CloneResult = Result<(u32, i32), LaunchError>;
+
+/// A child being made on the launcher thread, which may still be using the [`Prepared`] data
+/// it borrows (and, made with `CLONE_VM`, this process's memory): until its `execve` or exit
+/// the launcher thread is suspended in `clone`. Holds the go-ahead's write end. Dropping it
+/// (on a path that did not [`finish`](Cloning::finish)) closes the go-ahead, kills a child it
+/// knows of and waits for the job: the borrowed data is never freed under the child.
+pub(crate) struct Cloning<'a> {
+    rx: Option<mpsc::Receiver<CloneResult>>,
+    sync_w: Option<OwnedFd>,
+    /// The child's pid, once its first report told it.
+    pid: Option<u32>,
+    _prepared: std::marker::PhantomData<&'a mut Prepared>,
+}
+
+impl Cloning<'_> {
+    /// Let the child go (after the id maps and cgroups are written).
+    pub(crate) fn go(&mut self) -> Result<(), LaunchError> {
+        let Some(sync_w) = self.sync_w.take() else {
+            return Err(LaunchError::new(Stage::Sync, Errno::EBADF));
+        };
+        nix::unistd::write(&sync_w, b"g").map_err(|e| LaunchError::new(Stage::Sync, e))?;
+        Ok(())
+    }
+
+    /// Wait for `clone` to return on the launcher thread (with `CLONE_VFORK`: until the child
+    /// has exec'd or exited); its pid and pidfd. A child still waiting for the go-ahead gets
+    /// EOF and exits.
+    pub(crate) fn finish(mut self) -> Result<(u32, OwnedFd), LaunchError> {
+        self.sync_w = None;
+        let rx = self.rx.take().expect("a Cloning is finished once");
+        let (pid, pidfd) = rx
+            .recv()
+            .map_err(|_| LaunchError::new(Stage::Clone, Errno::EAGAIN))??;
+        // SAFETY: CLONE_PIDFD gave us a new pidfd that nothing else owns.
+        Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
+    }
+
+    /// Give up on the child: kill it if it is known to exist, wait for the clone, reap it.
+    /// Returns `e`.
+    pub(crate) fn give_up(mut self, e: LaunchError) -> LaunchError {
+        if let Some(pid) = self.pid.take() {
+            // The child is ours and not reaped (only its pidfd's waitid reaps it), so `pid`
+            // still names it.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if let Ok((pid, pidfd)) = self.finish() {
+            let mut process = Process::new(pid, pidfd, None, None, None);
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+        e
+    }
+}
+
+impl Drop for Cloning<'_> {
+    fn drop(&mut self) {
+        if self.rx.is_some() {
+            let this = Cloning {
+                rx: self.rx.take(),
+                sync_w: self.sync_w.take(),
+                pid: self.pid.take(),
+                _prepared: std::marker::PhantomData,
+            };
+            let _ = this.give_up(LaunchError::new(Stage::Sync, Errno::ECANCELED));
+        }
+    }
+}
+
+/// Make the child on the launcher thread: `clone` with `flags | CLONE_PIDFD`; the child runs
+/// [`child::main`]. With `shares_memory` (and `prepared.shares_memory` set to match) the
+/// child is made with `CLONE_VM | CLONE_VFORK` on the launcher's own child stack: nothing of
+/// this process's memory is copied. `child_ends` (this process's copies of the child's
+/// descriptors) are closed once `clone` returns; `sync_w` is the go-ahead.
+pub(crate) fn clone_child<'a>(
+    prepared: &'a mut Prepared,
     flags: u64,
-) -> Result<(u32, OwnedFd), LaunchError> {
+    child_ends: Vec<OwnedFd>,
+    sync_w: Option<OwnedFd>,
+) -> Result<Cloning<'a>, LaunchError> {
+    let shares_memory = prepared.shares_memory;
     let ptr = SendPtr(prepared);
     let (tx, rx) = mpsc::channel();
-    let job: Job = Box::new(move || {
+    let job: Job = Box::new(move |stack| {
         let ptr = ptr;
         // SAFETY: see SendPtr.
         let prepared = unsafe { &mut *ptr.0 };
-        let _ = tx.send(raw_clone(prepared, flags));
+        let result = if shares_memory {
+            shared_clone(prepared, flags, stack)
+        } else {
+            raw_clone(prepared, flags)
+        };
+        // After `clone` (and with CLONE_VFORK, after the child's exec): the error channel's
+        // EOF now waits only for the child.
+        drop(child_ends);
+        let _ = tx.send(result);
     });
     on_launcher(job)?;
-    let (pid, pidfd) = rx
-        .recv()
-        .map_err(|_| LaunchError::new(Stage::Clone, Errno::EAGAIN))??;
-    // SAFETY: CLONE_PIDFD gave us a new pidfd that nothing else owns.
-    Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
+    Ok(Cloning {
+        rx: Some(rx),
+        sync_w,
+        pid: None,
+        _prepared: std::marker::PhantomData,
+    })
+}
+
+/// Where a `CLONE_VM` child starts, on its own stack.
+extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Prepared` pointer `shared_clone` passed, alive until this child
+    // execs or exits (see SendPtr).
+    let prepared = unsafe { &mut *arg.cast::<Prepared>() };
+    child::main(prepared)
+}
+
+/// `clone(CLONE_VM | CLONE_VFORK | flags)` on the child stack: returns once the child has
+/// exec'd or exited.
+fn shared_clone(prepared: &mut Prepared, flags: u64, stack: &mut ChildStack) -> CloneResult {
+    let top = stack.top().map_err(|e| LaunchError::new(Stage::Clone, e))?;
+    let mut pidfd: libc::c_int = -1;
+    let all =
+        flags | (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD) as u64;
+    // SAFETY: the child runs `child_entry` on `top`, a stack nothing else uses (this thread is
+    // suspended until the child execs or exits); it shares this process's memory but writes
+    // only to its stack and to `prepared`, which nobody else touches meanwhile, makes raw
+    // syscalls only, and runs no signal handler (all signals blocked, then defaulted). With
+    // CLONE_PIDFD glibc's clone stores the pidfd at the parent_tid argument.
+    let ret = unsafe {
+        libc::clone(
+            child_entry,
+            top,
+            all as libc::c_int,
+            (prepared as *mut Prepared).cast::<libc::c_void>(),
+            &mut pidfd as *mut libc::c_int,
+        )
+    };
+    if ret < 0 {
+        return Err(LaunchError::new(Stage::Clone, Errno::last()));
+    }
+    Ok((ret as u32, pidfd))
 }
 
 /// `struct clone_args` of `clone3(2)`.
@@ -94,7 +270,7 @@ struct CloneArgs {
     cgroup: u64,
 }
 
-fn raw_clone(prepared: &mut Prepared, flags: u64) -> Result<(u32, i32), LaunchError> {
+fn raw_clone(prepared: &mut Prepared, flags: u64) -> CloneResult {
     let mut pidfd: libc::c_int = -1;
     let args = CloneArgs {
         flags: flags | libc::CLONE_PIDFD as u64,
@@ -251,9 +427,55 @@ pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
     if spec.user_namespace.is_some() {
         flags |= libc::CLONE_NEWUSER as u64;
     }
-    let (pid, pidfd) = clone_child(&mut prepared, flags)?;
-    drop(prepared);
-    side.child_ends.clear();
+    // The child announces itself (its host pid comes with the report's credentials): with
+    // CLONE_VFORK the launcher thread stays in `clone` until the exec, so the id maps and
+    // cgroups are written from here. An init never execs: it is made fork-style.
+    prepared.announce = true;
+    prepared.shares_memory = !spec.init;
+    let child_ends = std::mem::take(&mut side.child_ends);
+    let mut cloning = clone_child(&mut prepared, flags, child_ends, side.sync_w.take())?;
+    let pid = match read_report_from(&side.err_r) {
+        Ok(Some(((0, _, _), Some(pid)))) => pid,
+        Ok(Some(((0, _, _), None))) => {
+            return Err(cloning.give_up(LaunchError::new(Stage::Sync, Errno::ESRCH)));
+        }
+        Ok(Some(((stage, errno, index), _))) => {
+            return Err(cloning.give_up(report_error(&side, stage, errno, index)));
+        }
+        // No child: `clone` failed (its error), or the child died before a word.
+        Ok(None) => {
+            let e = match cloning.finish() {
+                Err(e) => e,
+                Ok((pid, pidfd)) => {
+                    let mut process = Process::new(pid, pidfd, None, None, None);
+                    abandon(&mut process, LaunchError::new(Stage::Sync, Errno::EPIPE))
+                }
+            };
+            return Err(e);
+        }
+        Err(e) => return Err(cloning.give_up(e)),
+    };
+    cloning.pid = Some(pid);
+    if let Err(e) = release(spec, pid).and_then(|()| cloning.go()) {
+        return Err(cloning.give_up(e));
+    }
+    // With init, the program (init's child) first reports that it forked (stage 0); the
+    // credentials of that report give its host pid, the process an exec joins (the init is not
+    // dumpable, so an unprivileged caller cannot open its namespaces).
+    let mut program_pid = None;
+    let report = loop {
+        match read_report_from(&side.err_r) {
+            Ok(Some(((0, _, _), sender))) if spec.init => match sender {
+                Some(program) => program_pid = Some(program),
+                None => {
+                    return Err(cloning.give_up(LaunchError::new(Stage::InitFork, Errno::ESRCH)));
+                }
+            },
+            Ok(got) => break got.map(|(report, _)| report),
+            Err(e) => return Err(cloning.give_up(e)),
+        }
+    };
+    let (pid, pidfd) = cloning.finish()?;
     // From here on a failure must not leave the child behind: Process's Drop kills and reaps.
     let mut process = Process::new(
         pid,
@@ -262,32 +484,11 @@ pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
         side.stdout.take(),
         side.stderr.take(),
     );
-    let released = release(spec, pid, &side);
-    if let Err(e) = released {
-        return Err(abandon(&mut process, e));
+    if let Some(program) = program_pid {
+        process.set_program_pid(program);
     }
-    // With init, the program (init's child) first reports that it forked (stage 0); the
-    // credentials of that report give its host pid, the process an exec joins (the init is not
-    // dumpable, so an unprivileged caller cannot open its namespaces).
-    loop {
-        match read_report_from(&side.err_r) {
-            Ok(Some(((0, _, _), sender))) if spec.init => match sender {
-                Some(program) => process.set_program_pid(program),
-                None => {
-                    let e = LaunchError::new(Stage::InitFork, Errno::ESRCH);
-                    return Err(abandon(&mut process, e));
-                }
-            },
-            other => {
-                conclude(
-                    &mut process,
-                    &side,
-                    other.map(|got| got.map(|(report, _)| report)),
-                )?;
-                return Ok(process);
-            }
-        }
-    }
+    conclude(&mut process, &side, Ok(report))?;
+    Ok(process)
 }
 
 /// The end of a launch (spawn or exec), from the child's next report on the error channel:
@@ -315,8 +516,8 @@ pub(crate) fn abandon(process: &mut Process, e: LaunchError) -> LaunchError {
     e
 }
 
-/// Write the id maps and cgroup membership, then let the child go.
-fn release(spec: &Spec, pid: u32, side: &ParentSide) -> Result<(), LaunchError> {
+/// Write the id maps and cgroup membership (the child waits for the go-ahead meanwhile).
+fn release(spec: &Spec, pid: u32) -> Result<(), LaunchError> {
     if let Some(maps) = &spec.user_namespace {
         let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
         let write = |name: &str, content: &str, stage: Stage| {
@@ -334,7 +535,5 @@ fn release(spec: &Spec, pid: u32, side: &ParentSide) -> Result<(), LaunchError> 
         nix::unistd::write(fd, pid_text.as_bytes())
             .map_err(|e| LaunchError::new(Stage::Cgroup, e))?;
     }
-    nix::unistd::write(&side.sync_w, b"g").map_err(|e| LaunchError::new(Stage::Sync, e))?;
-    let _ = side.sync_w.as_raw_fd();
     Ok(())
 }

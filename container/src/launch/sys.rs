@@ -217,3 +217,43 @@ pub(crate) fn sigprocmask(how: libc::c_int, set: u64) -> Sys {
     })
     .map(|_| old as libc::c_long)
 }
+
+/// The kernel's `struct sigaction` for `rt_sigaction(2)` (x86_64 and aarch64 layout without
+/// `sa_restorer` use: a handler of `SIG_DFL` needs none).
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: libc::sighandler_t,
+    mask: u64,
+}
+
+/// Every signal's disposition back to its default (`SIG_DFL`), ignored ones included: the
+/// program must not inherit the host's choices (a Rust host ignores `SIGPIPE`, and ignored
+/// signals stay ignored across `execve`), and no host handler may run in a child that shares
+/// the host's memory. `SIGKILL` and `SIGSTOP` cannot be changed and are skipped.
+pub(crate) fn default_signal_dispositions() -> Sys {
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `default` is a valid kernel sigaction living across the call; no old action
+        // is asked for.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        })?;
+    }
+    Ok(0)
+}
