@@ -599,3 +599,41 @@ fn programs_start_with_default_signal_dispositions_and_nothing_blocked() {
     first.kill().unwrap();
     first.wait().unwrap();
 }
+
+#[test]
+fn each_container_has_a_fresh_network_namespace_with_loopback_up_and_working_devices() {
+    let Some(root) = ready() else { return };
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    // Four alive at once (a namespace made ahead is never handed out twice).
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            launch::spawn(&sh(
+                root.path(),
+                "readlink /proc/self/ns/net; cat /sys/class/net/lo/flags; ls /sys/class/net; \
+                 stat -c '%a %t %T' /dev/null /dev/zero /dev/full /dev/random /dev/urandom \
+                 /dev/tty; echo x > /dev/null && head -c 3 /dev/zero | wc -c; sleep 0.3",
+            ))
+            .unwrap()
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for child in children {
+        let (status, out, err) = child.wait_with_output().unwrap();
+        assert!(status.success(), "{}", String::from_utf8_lossy(&err));
+        let out = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_ne!(std::path::Path::new(lines[0]), host, "host network: {out}");
+        assert!(seen.insert(lines[0].to_owned()), "namespace shared: {out}");
+        let flags = u32::from_str_radix(lines[1].trim_start_matches("0x"), 16).unwrap();
+        assert_eq!(flags & 1, 1, "loopback down: {out}");
+        assert_eq!(lines[2], "lo", "{out}");
+        assert_eq!(
+            lines[3..9],
+            [
+                "666 1 3", "666 1 5", "666 1 7", "666 1 8", "666 1 9", "666 5 0"
+            ],
+            "{out}"
+        );
+        assert_eq!(lines[9], "3", "{out}");
+    }
+}

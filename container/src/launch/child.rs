@@ -27,6 +27,16 @@ pub(crate) const DEVICES: [&CStr; 6] = [
     c"/dev/tty",
 ];
 
+/// The numbers of [`DEVICES`] (fixed by the kernel's device list), for `mknod`.
+pub(crate) const DEVICE_NUMBERS: [libc::dev_t; 6] = [
+    libc::makedev(1, 3),
+    libc::makedev(1, 5),
+    libc::makedev(1, 7),
+    libc::makedev(1, 8),
+    libc::makedev(1, 9),
+    libc::makedev(5, 0),
+];
+
 /// Docker's masked paths.
 pub(crate) const MASKED: [&CStr; 10] = [
     c"/proc/acpi",
@@ -77,12 +87,20 @@ pub(crate) struct RootSetup {
     pub extra: Vec<ExtraMount>,
     /// Detached trees (open_tree fds) of the extra binds, filled in by the child.
     pub extra_trees: Vec<i32>,
-    /// Detached trees of the host's device nodes, filled in by the child.
+    /// Detached trees of the host's device nodes, filled in by the child (unless
+    /// `mknod_devices`).
     pub device_trees: [i32; DEVICES.len()],
+    /// Make the device nodes with `mknod` (a child outside a user namespace holds
+    /// `CAP_MKNOD`) rather than bind-mounting the host's: no mounts to make and tear down.
+    pub mknod_devices: bool,
     /// Pre-open the host's /sys as a fallback (in a user namespace sysfs may be refused).
     pub sys_fallback: bool,
     pub sys_tree: i32,
     pub hostname: Option<CString>,
+    /// A network namespace made ahead ([`super::netns`]) to join, or -1 (the child was made
+    /// in a new one, or shares the host's).
+    pub netns: i32,
+    /// Bring loopback up (a network namespace of the child's own making).
     pub loopback: bool,
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
 }
@@ -117,9 +135,11 @@ pub(crate) struct Prepared {
     pub last_cap: u32,
     pub no_new_privs: bool,
     pub init: bool,
-    /// Send a first report (stage 0) before waiting for the go-ahead: its credentials tell the
-    /// parent the child's host pid (the launcher thread that made it may still be suspended).
-    pub announce: bool,
+    /// Send a first report (stage 0), then wait for the go-ahead: the report's credentials
+    /// tell the parent the child's host pid (the launcher thread that made it may still be
+    /// suspended), with which it writes the id maps and cgroup membership. Without a
+    /// handshake the child goes on at once.
+    pub handshake: bool,
     /// The child shares the host's memory until its `execve` (`CLONE_VM | CLONE_VFORK`): it
     /// must leave every process-wide property of that memory alone (dumpability).
     pub shares_memory: bool,
@@ -162,17 +182,17 @@ pub(crate) fn main(p: &mut Prepared) -> ! {
         0,
         sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
     );
-    if p.announce {
+    if p.handshake {
         let hello = [0u8; REPORT_LEN];
         step!(p, Stage::Sync, 0, sys::write(p.err_w, &hello));
-    }
-    // The parent writes one byte once the id maps and cgroups are in place; EOF means it died
-    // or gave up.
-    let mut go = [0u8; 1];
-    match sys::read(p.sync_r, &mut go) {
-        Ok(1) => {}
-        Ok(_) => fail(p.err_w, Stage::Sync, libc::EPIPE, 0),
-        Err(e) => fail(p.err_w, Stage::Sync, e, 0),
+        // The parent writes one byte once the id maps and cgroups are in place; EOF means it
+        // died or gave up.
+        let mut go = [0u8; 1];
+        match sys::read(p.sync_r, &mut go) {
+            Ok(1) => {}
+            Ok(_) => fail(p.err_w, Stage::Sync, libc::EPIPE, 0),
+            Err(e) => fail(p.err_w, Stage::Sync, e, 0),
+        }
     }
     sys::close(p.sync_r);
     // Not dumpable (until the program's exec makes it so again): container processes cannot
@@ -255,6 +275,15 @@ fn enter_container(err_w: i32, e: &Enter) {
 
 fn setup_root(err_w: i32, r: &mut RootSetup) {
     let p = err_w;
+    if r.netns >= 0 {
+        // SAFETY: plain integer arguments.
+        step!(
+            p,
+            Stage::Setns,
+            0,
+            sys::check(unsafe { libc::syscall(libc::SYS_setns, r.netns, libc::CLONE_NEWNET) })
+        );
+    }
     step!(
         p,
         Stage::Propagation,
@@ -293,8 +322,10 @@ fn setup_root(err_w: i32, r: &mut RootSetup) {
             }
         }
     }
-    for (i, dev) in DEVICES.iter().enumerate() {
-        r.device_trees[i] = step!(p, Stage::Dev, 0, sys::open_tree_clone(dev)) as i32;
+    if !r.mknod_devices {
+        for (i, dev) in DEVICES.iter().enumerate() {
+            r.device_trees[i] = step!(p, Stage::Dev, 0, sys::open_tree_clone(dev)) as i32;
+        }
     }
     if r.sys_fallback {
         let fd = step!(p, Stage::Sys, 0, sys::open_tree_clone(c"/sys")) as i32;
@@ -397,22 +428,22 @@ fn setup_root(err_w: i32, r: &mut RootSetup) {
     }
 
     for (i, path) in MASKED.iter().enumerate() {
-        match sys::mount(Some(c"/dev/null"), path, None, libc::MS_BIND, None) {
+        // Looked at first: a bind of /dev/null onto a directory fails only after the kernel
+        // has copied the mount, and undoing the copy costs an RCU grace period.
+        let mask = match sys::file_type(path) {
+            Err(libc::ENOENT) => continue,
+            Err(e) => fail(err_w, Stage::MaskPaths, e, i as u32),
+            Ok(libc::S_IFDIR) => sys::mount(
+                Some(c"tmpfs"),
+                path,
+                Some(c"tmpfs"),
+                libc::MS_RDONLY | nosuid_nodev_noexec,
+                Some(c"size=0"),
+            ),
+            Ok(_) => sys::mount(Some(c"/dev/null"), path, None, libc::MS_BIND, None),
+        };
+        match mask {
             Ok(_) | Err(libc::ENOENT) => {}
-            Err(libc::ENOTDIR) => {
-                step!(
-                    p,
-                    Stage::MaskPaths,
-                    i,
-                    sys::mount(
-                        Some(c"tmpfs"),
-                        path,
-                        Some(c"tmpfs"),
-                        libc::MS_RDONLY | nosuid_nodev_noexec,
-                        Some(c"size=0")
-                    )
-                );
-            }
             Err(e) => fail(err_w, Stage::MaskPaths, e, i as u32),
         }
     }
@@ -498,9 +529,18 @@ fn setup_dev(p: i32, r: &RootSetup) {
         )
     );
     for (i, dev) in DEVICES.iter().enumerate() {
-        step!(p, Stage::Dev, i, sys::touch(dev, 0o666));
-        step!(p, Stage::Dev, i, sys::move_mount(r.device_trees[i], dev));
-        sys::close(r.device_trees[i]);
+        if r.mknod_devices {
+            step!(
+                p,
+                Stage::Dev,
+                i,
+                sys::mknod_char(dev, 0o666, DEVICE_NUMBERS[i])
+            );
+        } else {
+            step!(p, Stage::Dev, i, sys::touch(dev, 0o666));
+            step!(p, Stage::Dev, i, sys::move_mount(r.device_trees[i], dev));
+            sys::close(r.device_trees[i]);
+        }
     }
     step!(p, Stage::Dev, 0, sys::mkdir_exist_ok(c"/dev/pts", 0o755));
     step!(
@@ -552,8 +592,8 @@ fn setup_dev(p: i32, r: &RootSetup) {
     );
 }
 
-/// Bring up the loopback interface of the new network namespace.
-fn loopback_up() -> Sys {
+/// Bring up the loopback interface of the current network namespace.
+pub(crate) fn loopback_up() -> Sys {
     // SAFETY: plain integer arguments.
     let sock = sys::check(unsafe {
         libc::syscall(

@@ -12,7 +12,7 @@ use super::error::{LaunchError, Stage};
 use super::pidfd;
 use super::prepare::{self, io_errno};
 use super::process::Process;
-use super::spawn::{abandon, clone_child, conclude, read_report, report_error};
+use super::spawn::{clone_child, conclude, read_report, report_error};
 use super::spec::ExecSpec;
 
 /// Namespaces to join, by the name of their `/proc/<pid>/ns` file.
@@ -90,15 +90,12 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
     let (mut prepared, mut side) = prepare::common(run, |_| Ok((None, Some(enter))))?;
 
     let child_ends = std::mem::take(&mut side.child_ends);
-    let mut cloning = clone_child(&mut prepared, 0, child_ends, side.sync_w.take())?;
-    let go = cloning.go();
-    // Made fork-style: `clone` returned at once. The intermediate: reaped whatever happens.
+    let cloning = clone_child(&mut prepared, 0, child_ends, side.sync_w.take())?;
+    // Made fork-style (no handshake: nothing to write for it): `clone` returned at once. The
+    // intermediate: reaped whatever happens.
     let (_, intermediate_fd) = cloning.finish()?;
     drop(prepared);
     let mut intermediate = Process::new(0, intermediate_fd, None, None, None);
-    if let Err(e) = go {
-        return Err(abandon(&mut intermediate, e));
-    }
     let first = read_report(&side.err_r);
     let _ = intermediate.wait();
     let pid = match first? {

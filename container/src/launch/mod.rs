@@ -24,6 +24,7 @@ mod child;
 mod error;
 mod exec;
 mod init;
+mod netns;
 pub(crate) mod pidfd;
 mod prepare;
 mod process;

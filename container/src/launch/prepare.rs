@@ -318,7 +318,7 @@ pub(crate) fn common(
         last_cap,
         no_new_privs: run.no_new_privs,
         init: run.init,
-        announce: false,
+        handshake: false,
         shares_memory: false,
         candidates: program.candidates,
         argv: program.argv,
@@ -422,6 +422,18 @@ fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchErr
         None => None,
     };
 
+    // A namespace made ahead, held by this side until `clone` returns.
+    let netns = match spec.network {
+        super::spec::Network::Isolated if !new_userns => match super::netns::take() {
+            Some(fd) => {
+                let raw = fd.as_raw_fd();
+                side.child_ends.push(fd);
+                raw
+            }
+            None => -1,
+        },
+        _ => -1,
+    };
     Ok(RootSetup {
         root,
         rootfs,
@@ -429,10 +441,13 @@ fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchErr
         extra_trees: vec![-1; extra.len()],
         extra,
         device_trees: [-1; DEVICES.len()],
+        mknod_devices: !new_userns
+            && caps::has_cap(None, CapSet::Effective, Capability::CAP_MKNOD).unwrap_or(false),
         sys_fallback: new_userns,
         sys_tree: -1,
         hostname,
-        loopback: spec.network == super::spec::Network::Isolated,
+        netns,
+        loopback: spec.network == super::spec::Network::Isolated && netns < 0,
         rlimits: rlimits(&spec.rlimits, new_userns),
     })
 }

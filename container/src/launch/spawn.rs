@@ -421,43 +421,48 @@ pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWCGROUP) as u64;
-    if spec.network == Network::Isolated {
+    let joins_netns = prepared.root.as_ref().is_some_and(|r| r.netns >= 0);
+    if spec.network == Network::Isolated && !joins_netns {
         flags |= libc::CLONE_NEWNET as u64;
     }
     if spec.user_namespace.is_some() {
         flags |= libc::CLONE_NEWUSER as u64;
     }
-    // The child announces itself (its host pid comes with the report's credentials): with
-    // CLONE_VFORK the launcher thread stays in `clone` until the exec, so the id maps and
-    // cgroups are written from here. An init never execs: it is made fork-style.
-    prepared.announce = true;
+    // With id maps or cgroups to write, the child announces itself (its host pid comes with
+    // the report's credentials) and waits: with CLONE_VFORK the launcher thread stays in
+    // `clone` until the exec, so they are written from here. Without, it goes on at once. An
+    // init never execs: it is made fork-style.
+    let handshake = spec.user_namespace.is_some() || !spec.cgroup_procs.is_empty();
+    prepared.handshake = handshake;
     prepared.shares_memory = !spec.init;
     let child_ends = std::mem::take(&mut side.child_ends);
     let mut cloning = clone_child(&mut prepared, flags, child_ends, side.sync_w.take())?;
-    let pid = match read_report_from(&side.err_r) {
-        Ok(Some(((0, _, _), Some(pid)))) => pid,
-        Ok(Some(((0, _, _), None))) => {
-            return Err(cloning.give_up(LaunchError::new(Stage::Sync, Errno::ESRCH)));
+    if handshake {
+        let pid = match read_report_from(&side.err_r) {
+            Ok(Some(((0, _, _), Some(pid)))) => pid,
+            Ok(Some(((0, _, _), None))) => {
+                return Err(cloning.give_up(LaunchError::new(Stage::Sync, Errno::ESRCH)));
+            }
+            Ok(Some(((stage, errno, index), _))) => {
+                return Err(cloning.give_up(report_error(&side, stage, errno, index)));
+            }
+            // No child: `clone` failed (its error), or the child died before a word.
+            Ok(None) => {
+                let e = match cloning.finish() {
+                    Err(e) => e,
+                    Ok((pid, pidfd)) => {
+                        let mut process = Process::new(pid, pidfd, None, None, None);
+                        abandon(&mut process, LaunchError::new(Stage::Sync, Errno::EPIPE))
+                    }
+                };
+                return Err(e);
+            }
+            Err(e) => return Err(cloning.give_up(e)),
+        };
+        cloning.pid = Some(pid);
+        if let Err(e) = release(spec, pid).and_then(|()| cloning.go()) {
+            return Err(cloning.give_up(e));
         }
-        Ok(Some(((stage, errno, index), _))) => {
-            return Err(cloning.give_up(report_error(&side, stage, errno, index)));
-        }
-        // No child: `clone` failed (its error), or the child died before a word.
-        Ok(None) => {
-            let e = match cloning.finish() {
-                Err(e) => e,
-                Ok((pid, pidfd)) => {
-                    let mut process = Process::new(pid, pidfd, None, None, None);
-                    abandon(&mut process, LaunchError::new(Stage::Sync, Errno::EPIPE))
-                }
-            };
-            return Err(e);
-        }
-        Err(e) => return Err(cloning.give_up(e)),
-    };
-    cloning.pid = Some(pid);
-    if let Err(e) = release(spec, pid).and_then(|()| cloning.go()) {
-        return Err(cloning.give_up(e));
     }
     // With init, the program (init's child) first reports that it forked (stage 0); the
     // credentials of that report give its host pid, the process an exec joins (the init is not

@@ -257,3 +257,36 @@ pub(crate) fn default_signal_dispositions() -> Sys {
     }
     Ok(0)
 }
+
+/// The file type bits (`S_IFMT`) of `path`, not following a final symlink.
+pub(crate) fn file_type(path: &CStr) -> Result<libc::mode_t, i32> {
+    // SAFETY: an all-zero stat is valid.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path; `st` is valid for writes.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_newfstatat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            &mut st as *mut libc::stat,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(st.st_mode & libc::S_IFMT)
+}
+
+/// A character device node at `path` with exactly `mode` (the umask does not apply).
+pub(crate) fn mknod_char(path: &CStr, mode: libc::mode_t, dev: libc::dev_t) -> Sys {
+    // SAFETY: a valid NUL-terminated path; plain integer arguments.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mknodat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::S_IFCHR | mode,
+            dev,
+        )
+    })?;
+    // SAFETY: as above.
+    check(unsafe { libc::syscall(libc::SYS_fchmodat, libc::AT_FDCWD, path.as_ptr(), mode) })
+}

@@ -275,7 +275,16 @@ pub fn unmount(target: &Path) -> Result<(), MountError> {
 /// Whether this process can mount kernel overlayfs: the kernel has it and a filesystem
 /// context can be created (which needs CAP_SYS_ADMIN over the current mount namespace). On
 /// kernels without the new mount API, whether `/proc/filesystems` lists overlay.
+///
+/// Probed once per process: releasing an overlay filesystem context costs the kernel an
+/// expedited RCU grace period (`kern_unmount_array`), which a probe per container would pay
+/// each time. A process that gives up its privileges later gets a typed mount error instead.
 pub fn overlay_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(probe_overlay)
+}
+
+fn probe_overlay() -> bool {
     match syscalls::fsopen(c"overlay") {
         Ok(_context) => true,
         Err(Errno::ENOSYS) => std::fs::read_to_string("/proc/filesystems").is_ok_and(|list| {
