@@ -401,3 +401,37 @@ fn memory_hog_is_killed_at_the_memory_limit() {
     host_carries_on();
     cgroup.remove().unwrap();
 }
+
+#[test]
+fn device_nodes_cannot_be_made_for_host_devices() {
+    let Some(root) = ready_with(&["mknod", "head", "wc"]) else {
+        return;
+    };
+    // The host's first disk, by number: what a container's root would try. molde sets no
+    // device cgroup, so the node must not be made at all (no CAP_MKNOD by default).
+    let disk = ["/dev/vda", "/dev/sda", "/dev/nvme0n1", "/dev/xvda"]
+        .iter()
+        .find_map(|d| std::fs::metadata(d).ok())
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (nix::sys::stat::major(m.rdev()), nix::sys::stat::minor(m.rdev()))
+        })
+        .unwrap_or((8, 0));
+    for dir in ["/dev", "/tmp", "/dev/shm"] {
+        let script = format!(
+            "mknod {dir}/disk b {} {} 2>&1 && echo MADE; head -c 512 {dir}/disk 2>/dev/null | wc -c",
+            disk.0, disk.1
+        );
+        let (status, out, err) = run(&sh(root.path(), &script));
+        assert!(status.success(), "{status}: {err}");
+        assert!(
+            out.contains("Operation not permitted") && !out.contains("MADE"),
+            "a node for the host's disk was made in {dir}: {out}"
+        );
+        assert!(out.ends_with("0\n"), "read the host's disk through {dir}: {out}");
+    }
+}
+
+fn ready_with(extra: &[&str]) -> Option<tempfile::TempDir> {
+    common::busybox::ready(&[&["insmod", "tail", "grep"][..], extra].concat())
+}
