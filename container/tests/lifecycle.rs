@@ -1594,3 +1594,73 @@ fn rootless_lifecycle_helper() {
     assert!(store.holds().unwrap().is_empty());
     eprintln!("rootless lifecycle: checked");
 }
+
+#[test]
+fn a_deep_image_runs_on_its_flattened_stack_and_writes_never_reach_the_layers() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let mut builder = ImageBuilder::from_image(&image);
+    for i in 0..molde_image::unpack::FLATTEN_MIN_LAYERS {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        let body = format!("layer {i}\n");
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "etc/deep", body.as_bytes())
+            .unwrap();
+        let layer = store
+            .add_layer(&tar.into_inner().unwrap()[..])
+            .unwrap()
+            .layer;
+        builder = builder.layer(layer, format!("deep {i}"));
+    }
+    let deep = store.commit(builder).unwrap();
+    let last = molde_image::unpack::FLATTEN_MIN_LAYERS - 1;
+    let out = sh(
+        &store,
+        &deep,
+        "cat /etc/deep /etc/motd; echo changed > /etc/deep; echo more >> /etc/motd; cat /etc/deep",
+    )
+    .output()
+    .unwrap();
+    assert!(
+        matches!(out.status, Status::Exited { code: Some(0), .. }),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("layer {last}\nhello from the image\nchanged\n")
+    );
+    // The writes were copied up: the flattened stack and the layers are as they were.
+    let flat = molde_image::unpack::flattened(&store, &deep)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(flat.join("etc/deep")).unwrap(),
+        format!("layer {last}\n")
+    );
+    assert_eq!(
+        fs::read_to_string(flat.join("etc/motd")).unwrap(),
+        "hello from the image\n"
+    );
+    let layers = molde_image::unpack::unpack(&store, &deep).unwrap();
+    assert_eq!(
+        fs::read_to_string(layers.last().unwrap().path.join("etc/deep")).unwrap(),
+        format!("layer {last}\n")
+    );
+    // A container's commit of a deep image is an image one layer deeper, with its change.
+    let mut c = sh(&store, &deep, "echo committed > /etc/deep")
+        .create()
+        .unwrap();
+    c.start().unwrap();
+    c.wait().unwrap();
+    let committed = c.commit("deep change").unwrap();
+    c.remove().unwrap();
+    assert_eq!(committed.layers().len(), deep.layers().len() + 1);
+    let out = sh(&store, &committed, "cat /etc/deep").output().unwrap();
+    assert_eq!(out.stdout, b"committed\n");
+}

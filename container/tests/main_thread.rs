@@ -26,7 +26,11 @@ fn main() {
 
     // A setup failure is the typed error of its stage, and the child is gone.
     let err = launch::spawn(&Spec::new(root.path(), "/no/such/program")).unwrap_err();
-    assert_eq!((err.stage, err.errno), (Stage::Exec, Errno::ENOENT), "{err}");
+    assert_eq!(
+        (err.stage, err.errno),
+        (Stage::Exec, Errno::ENOENT),
+        "{err}"
+    );
 
     // The program starts with nothing blocked or ignored, whatever this thread's mask (and a
     // Rust program ignores SIGPIPE); the main thread's own mask is left as it was.

@@ -414,7 +414,10 @@ fn device_nodes_cannot_be_made_for_host_devices() {
         .find_map(|d| std::fs::metadata(d).ok())
         .map(|m| {
             use std::os::unix::fs::MetadataExt;
-            (nix::sys::stat::major(m.rdev()), nix::sys::stat::minor(m.rdev()))
+            (
+                nix::sys::stat::major(m.rdev()),
+                nix::sys::stat::minor(m.rdev()),
+            )
         })
         .unwrap_or((8, 0));
     for dir in ["/dev", "/tmp", "/dev/shm"] {
@@ -428,7 +431,10 @@ fn device_nodes_cannot_be_made_for_host_devices() {
             out.contains("Operation not permitted") && !out.contains("MADE"),
             "a node for the host's disk was made in {dir}: {out}"
         );
-        assert!(out.ends_with("0\n"), "read the host's disk through {dir}: {out}");
+        assert!(
+            out.ends_with("0\n"),
+            "read the host's disk through {dir}: {out}"
+        );
     }
 }
 

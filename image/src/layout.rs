@@ -86,6 +86,14 @@ impl Layout {
     pub fn layer(&self, chain_id: &Digest) -> PathBuf {
         self.layers().join(chain_id.hex())
     }
+    /// The directory of flattened layer stacks (see [`crate::unpack::flattened`]).
+    pub fn flats(&self) -> PathBuf {
+        self.state().join("flat")
+    }
+    /// The flattened tree of the layer stack with this ChainID.
+    pub fn flat(&self, chain_id: &Digest) -> PathBuf {
+        self.flats().join(chain_id.hex())
+    }
 }
 
 /// The default store root: `$MOLDE_ROOT`, else `/var/lib/molde` for root, else

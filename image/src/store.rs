@@ -110,6 +110,15 @@ pub enum StoreError {
         #[source]
         source: molde_layerfs::apply::ApplyError,
     },
+    /// Flattening an image's layer stack into one lower directory failed.
+    #[error("flattening the layers of {top} into one directory: {source}")]
+    Flatten {
+        /// The ChainID of the stack.
+        top: Digest,
+        /// The cause.
+        #[source]
+        source: molde_layerfs::view::ViewError,
+    },
     /// A layer's content does not match the DiffID its image declares.
     #[error("layer {layer}: DiffID mismatch: expected {expected}, got {actual}")]
     DiffIdMismatch {
@@ -919,6 +928,7 @@ impl Store {
         let (layers, bytes) = crate::unpack::collect(self.layout(), &chains)?;
         report.layers = layers;
         report.bytes += bytes;
+        crate::unpack::collect_flats(self.layout(), &chains)?;
         blob::clear_leftovers(&self.layout().tmp())
             .map_err(io_err("clearing", &self.layout().tmp()))?;
         Ok(report)

@@ -2,6 +2,14 @@
 //! ChainID (`molde/layers/<chainid>/`), and shared by every image with that prefix. These
 //! directories are the lowerdirs of containers. The only caller of
 //! [`molde_layerfs::apply::apply`] in this crate.
+//!
+//! A deep image (at least [`FLATTEN_MIN_LAYERS`] layers) also gets a *flattened* tree of its
+//! whole stack (`molde/flat/<top chainid>/`, made on first use by [`flattened`]): the union
+//! of its layers as one directory, whiteouts applied, regular files hard links to the
+//! unpacked layers' files (no data copied). A container mounts it as its only lower
+//! directory: the kernel's cost of an overlay mount, of each lookup and of the mount's end
+//! grows with the number of lower layers (500 layers: ~9 ms to mount, ~3 ms to tear down
+//! here, against well under a millisecond for one).
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -76,6 +84,86 @@ pub fn unpack(store: &Store, image: &Image) -> Result<Vec<UnpackedLayer>, StoreE
         });
     }
     Ok(out)
+}
+
+/// The layer count from which an image's containers mount a flattened tree of its stack
+/// rather than one lower directory per layer.
+pub const FLATTEN_MIN_LAYERS: usize = 16;
+
+/// The flattened tree of `image`'s whole layer stack, made first if need be (its layers are
+/// unpacked first), when the image has at least [`FLATTEN_MIN_LAYERS`] layers: the one lower
+/// directory a container of it mounts. `None` for a shallower image. Treat it as read-only:
+/// its files are the layers' files. Made in a temporary directory and renamed into place, so
+/// it is whole or absent; kept as long as the stack's top layer is (GC).
+pub fn flattened(store: &Store, image: &Image) -> Result<Option<PathBuf>, StoreError> {
+    let chain_ids = image.chain_ids();
+    let Some(top) = chain_ids
+        .last()
+        .filter(|_| chain_ids.len() >= FLATTEN_MIN_LAYERS)
+    else {
+        return Ok(None);
+    };
+    let layout = store.layout();
+    let path = layout.flat(top);
+    if path.is_dir() {
+        return Ok(Some(path));
+    }
+    // GC waits while this holds the content lock: the layers stay until the tree is made.
+    let _content = store.content_lock(LockKind::Shared)?;
+    let layers = unpack(store, image)?;
+    let dir = layout.flats();
+    fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+    let lock_path = dir.join(format!("{}.lock", top.hex()));
+    let _lock = FileLock::acquire(&lock_path, LockKind::Exclusive)
+        .map_err(io_err("locking", &lock_path))?;
+    if path.is_dir() {
+        return Ok(Some(path));
+    }
+    let tmp = tmp_path(&path);
+    remove_tree(&tmp).map_err(io_err("removing", &tmp))?;
+    let lowers = layers.into_iter().rev().map(|l| l.path).collect();
+    let view =
+        molde_layerfs::view::UnionView::new(lowers, None, OverlayXattr::for_current_process());
+    if let Err(source) = view.link_to(&tmp) {
+        let _ = remove_tree(&tmp);
+        return Err(StoreError::Flatten { top: *top, source });
+    }
+    fs::rename(&tmp, &path).map_err(io_err("renaming into place", &path))?;
+    crate::blob::sync_dir(&dir).map_err(io_err("syncing", &dir))?;
+    Ok(Some(path))
+}
+
+/// Remove flattened trees whose stack is not in `keep`, and leftovers of interrupted ones.
+/// The caller holds the content lock exclusively.
+pub(crate) fn collect_flats(layout: &Layout, keep: &BTreeSet<Digest>) -> Result<(), StoreError> {
+    let dir = layout.flats();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(StoreError::Io {
+                op: "reading",
+                path: dir,
+                source: e,
+            });
+        }
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_err("reading", &dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let hex = name.strip_suffix(".tmp").unwrap_or(&name);
+        if name.ends_with(".lock") {
+            continue;
+        }
+        let kept = format!("sha256:{hex}")
+            .parse::<Digest>()
+            .is_ok_and(|d| keep.contains(&d) && !name.ends_with(".tmp"));
+        if !kept {
+            remove_tree(&entry.path()).map_err(io_err("removing", &entry.path()))?;
+            let _ = fs::remove_file(dir.join(format!("{hex}.lock")));
+        }
+    }
+    Ok(())
 }
 
 fn lock_path(layout: &Layout, chain_id: &Digest) -> PathBuf {

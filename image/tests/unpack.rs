@@ -136,3 +136,113 @@ fn a_layer_whose_content_does_not_match_its_diff_id_is_refused() {
         .count();
     assert_eq!(leftovers, 0);
 }
+
+/// A `.wh..wh..opq` entry making `dir` opaque in its layer.
+fn opaque(dir: &str) -> String {
+    format!("{dir}/.wh..wh..opq")
+}
+
+#[test]
+fn a_deep_image_is_flattened_once_into_links_of_its_layers_and_collected_with_it() {
+    use molde_image::unpack::{FLATTEN_MIN_LAYERS, flattened};
+    use std::os::unix::fs::MetadataExt;
+    let store = Store::temporary().unwrap();
+    let add =
+        |entries: &[(&str, Option<&[u8]>)]| store.add_layer(&tar_of(entries)[..]).unwrap().layer;
+    let opq = opaque("etc/old");
+    let mut builder = ImageBuilder::new()
+        .layer(
+            add(&[
+                ("etc/", None),
+                ("etc/keep", Some(b"base")),
+                ("etc/gone", Some(b"deleted later")),
+                ("etc/old/", None),
+                ("etc/old/hidden", Some(b"hidden by an opaque dir")),
+            ]),
+            "base",
+        )
+        .layer(add(&[("etc/.wh.gone", Some(b""))]), "delete")
+        .layer(
+            add(&[
+                ("etc/old/", None),
+                (&opq, Some(b"")),
+                ("etc/old/new", Some(b"new")),
+            ]),
+            "opaque",
+        );
+    for i in 3..FLATTEN_MIN_LAYERS {
+        let name = format!("layer-{i}");
+        builder = builder.layer(add(&[(&name, Some(name.as_bytes()))]), &name);
+    }
+    builder = builder.layer(add(&[("etc/keep", Some(b"top"))]), "top");
+    let deep = store.commit(builder).unwrap();
+    let shallow = store
+        .commit(ImageBuilder::new().layer(add(&[("x", Some(b"x"))]), "one"))
+        .unwrap();
+    assert_eq!(
+        flattened(&store, &shallow).unwrap(),
+        None,
+        "one layer: no flat tree"
+    );
+
+    let flat = flattened(&store, &deep)
+        .unwrap()
+        .expect("a deep image is flattened");
+    assert_eq!(
+        flattened(&store, &deep).unwrap().as_deref(),
+        Some(flat.as_path())
+    );
+    let read = |p: &str| fs::read_to_string(flat.join(p)).unwrap();
+    assert_eq!(read("etc/keep"), "top", "the topmost layer's file");
+    assert!(!flat.join("etc/gone").exists(), "whiteouts applied");
+    assert!(
+        !flat.join("etc/old/hidden").exists(),
+        "opaque directories applied"
+    );
+    assert_eq!(read("etc/old/new"), "new");
+    assert_eq!(
+        read(&format!("layer-{}", FLATTEN_MIN_LAYERS - 1)),
+        format!("layer-{}", FLATTEN_MIN_LAYERS - 1)
+    );
+    // No whiteout, no overlay xattr left: a plain tree.
+    let mut names = Vec::new();
+    for e in walk(&flat) {
+        let meta = fs::symlink_metadata(&e).unwrap();
+        assert!(meta.is_dir() || meta.is_file(), "{}", e.display());
+        names.push(e.strip_prefix(&flat).unwrap().to_owned());
+    }
+    assert_eq!(names.len(), 4 + FLATTEN_MIN_LAYERS - 3, "{names:?}");
+    // Files are the layers' own inodes: no data was copied.
+    let top_layer = unpack(&store, &deep).unwrap().last().unwrap().path.clone();
+    assert_eq!(
+        fs::metadata(flat.join("etc/keep")).unwrap().ino(),
+        fs::metadata(top_layer.join("etc/keep")).unwrap().ino()
+    );
+
+    // Kept while its image is; collected with it.
+    assert!(store.gc().is_ok());
+    assert!(flat.is_dir());
+    store.remove(&deep.manifest_digest().to_string()).unwrap();
+    store.gc().unwrap();
+    assert!(!flat.exists(), "the flat tree goes with its image");
+    assert!(
+        fs::read_dir(flat.parent().unwrap())
+            .unwrap()
+            .all(|e| { !e.unwrap().file_name().to_string_lossy().ends_with(".tmp") })
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}

@@ -336,6 +336,20 @@ impl UnionView {
     /// (rootless), those are skipped with a warning (`tracing`); as root every failure is an
     /// error.
     pub fn copy_to(&self, dest: &Path) -> Result<(), ViewError> {
+        self.materialize(dest, false)
+    }
+
+    /// Flatten the union into `dest` as [`copy_to`](Self::copy_to) does, except that regular
+    /// files are hard links to the layer file that provides them: no data is copied, and the
+    /// files keep their layer's inode (mode, owner, times, xattrs). The layers and `dest` must
+    /// be on one filesystem, and the result must be treated as read-only (a write through a
+    /// link would change the layer): it is meant as the single lower directory of an overlay,
+    /// which copies a file up before changing it.
+    pub fn link_to(&self, dest: &Path) -> Result<(), ViewError> {
+        self.materialize(dest, true)
+    }
+
+    fn materialize(&self, dest: &Path, link_files: bool) -> Result<(), ViewError> {
         fs::create_dir_all(dest).map_err(io_err("create directory", dest))?;
         let mut entries = fs::read_dir(dest).map_err(io_err("read directory", dest))?;
         if entries.next().is_some() {
@@ -386,6 +400,9 @@ impl UnionView {
                         dest: dst,
                         src: Some((src, meta)),
                     });
+                }
+                Node::Other { meta, .. } if link_files && meta.file_type().is_file() => {
+                    fs::hard_link(&src, &dst).map_err(io_err("hardlink", &dst))?;
                 }
                 Node::Other { layer, meta, .. } => {
                     let key = (layer, meta.dev(), meta.ino());

@@ -39,8 +39,15 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
     let image = b.image.clone();
     let xattr = OverlayXattr::for_current_process();
     // Everything that can be checked is checked before anything is made.
-    let unpacked = molde_image::unpack::unpack(&store, &image)?;
-    let lowers: Vec<PathBuf> = unpacked.into_iter().rev().map(|u| u.path).collect();
+    // A deep image's containers mount its flattened stack: one lower directory.
+    let lowers: Vec<PathBuf> = match molde_image::unpack::flattened(&store, &image)? {
+        Some(flat) => vec![flat],
+        None => molde_image::unpack::unpack(&store, &image)?
+            .into_iter()
+            .rev()
+            .map(|u| u.path)
+            .collect(),
+    };
     let view = UnionView::new(lowers.clone(), None, xattr);
     let identity = config::resolve_identity(
         &view,
