@@ -1,15 +1,16 @@
 //! Profiling aid: create + start + wait + remove of /bin/true containers in a loop.
-//! `cargo run --release --example start_loop -- [N] [ephemeral] [layers500]`
+//! `cargo run --release --example start_loop -- [N] [ephemeral] [hostnet] [layers500]`
 use std::path::Path;
 use std::time::Instant;
 
-use molde::container::{Container, Stdio};
+use molde::container::{Container, Network, Stdio};
 use molde::image::{ImageBuilder, Store, base};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(200);
     let ephemeral = args.iter().any(|a| a == "ephemeral");
+    let hostnet = args.iter().any(|a| a == "hostnet");
     let dir = std::env::var("START_DIR").unwrap_or_else(|_| "/var/tmp".into());
     let tmp = tempfile::Builder::new()
         .prefix("start-loop-")
@@ -46,6 +47,11 @@ fn main() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .ephemeral(ephemeral)
+            .network(if hostnet {
+                Network::Host
+            } else {
+                Network::Isolated
+            })
             .create()
             .unwrap();
         let t1 = Instant::now();

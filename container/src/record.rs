@@ -7,15 +7,22 @@
 //!                                             (state, pid, exit code, times): replaced
 //!                                             atomically at every start, exit and removal
 //! <store>/molde/containers/<id>/lock          flock'ed exclusively around every record update
-//! <store>/molde/containers/<id>/owner.lock    flock'ed by the process that owns the running
-//!                                             container's PID 1 (its parent), while it runs
-//! <store>/molde/containers/<id>/snapshot/     the writable layer (a layerfs snapshot)
-//! <store>/molde/containers/<id>/rootfs/       the empty directory the rootfs is mounted on,
-//!                                             inside the container's own mount namespace
+//! <store>/molde/containers/<id>/snapshot/     the writable layer (a layerfs snapshot); the
+//!                                             rootfs is mounted over it, inside the
+//!                                             container's own mount namespace only
 //! ```
 //!
-//! A record that says `running` while nobody holds its `owner.lock` and its process is gone
+//! The container's directory itself is the *owner lock*: `flock`ed by the process that owns
+//! the running container's PID 1 (its parent), while it runs. (An older molde used a separate
+//! `owner.lock` file and an empty `rootfs/` mount point: each directory made and deleted per
+//! container costs a block allocated and freed, and a synchronous TRIM on a `discard` mount.)
+//!
+//! A record that says `running` while nobody holds its owner lock and its process is gone
 //! is stale (its owner was killed): reading it marks it exited.
+//!
+//! The record file is written at creation and not rewritten by the lifecycle (only
+//! [`Record::update`] of fields beyond the state does), so a handle that made or opened a
+//! container reads only the state link again ([`Record::reload_state`]).
 //!
 //! **No fsync.** Records describe processes, which a host crash ends anyway; nothing here is
 //! content. The state changes at every start and exit, so it lives in a symlink's target
@@ -110,17 +117,18 @@ impl ContainerPaths {
     pub fn lock(&self) -> PathBuf {
         self.dir.join("lock")
     }
-    /// The owner lock.
+    /// The owner lock: the container's directory itself (`flock`ed).
     pub fn owner_lock(&self) -> PathBuf {
-        self.dir.join("owner.lock")
+        self.dir.clone()
     }
     /// The snapshot (writable layer) directory.
     pub fn snapshot(&self) -> PathBuf {
         self.dir.join("snapshot")
     }
-    /// The rootfs mount point.
+    /// The rootfs mount point: the snapshot directory, mounted over inside the container's
+    /// own mount namespace (the overlay's upper and work directories in it are opened before).
     pub fn rootfs(&self) -> PathBuf {
-        self.dir.join("rootfs")
+        self.snapshot()
     }
 }
 
@@ -320,17 +328,59 @@ impl Record {
         f: impl FnOnce(&mut Record),
     ) -> Result<Record, RecordError> {
         let _g = lock(paths)?;
-        let mut r = Record::read(paths)?;
-        let before = r.clone();
-        f(&mut r);
-        let mut rest = before;
-        StateLink::of(&r).apply(&mut rest);
-        if rest == r {
-            r.write_state(paths)?;
-        } else {
-            r.write(paths)?;
+        let r = Record::read(paths)?;
+        r.change(paths, |r| {
+            f(r);
+            true
+        })
+    }
+
+    /// Replace this record's lifecycle state with the one on disk (the state link), keeping
+    /// the rest: for a handle whose record came from this container's record file, which
+    /// the lifecycle never rewrites. A container without a readable state link (an older
+    /// molde's, or one being deleted) is read whole.
+    pub fn reload_state(&mut self, paths: &ContainerPaths) -> Result<(), RecordError> {
+        match read_state(paths)? {
+            Some(link) => link.apply(self),
+            None => *self = Record::read(paths)?,
         }
-        Ok(r)
+        Ok(())
+    }
+
+    /// [`Record::update`] for a handle that holds the record (`known`, see
+    /// [`Record::reload_state`]): under the update lock, the current state is read (the
+    /// state link only), `f` applied and, if it returns true, the change written. Returns
+    /// the record as it now is.
+    pub(crate) fn update_known(
+        known: &Record,
+        paths: &ContainerPaths,
+        f: impl FnOnce(&mut Record) -> bool,
+    ) -> Result<Record, RecordError> {
+        let _g = lock(paths)?;
+        let mut r = known.clone();
+        r.reload_state(paths)?;
+        r.change(paths, f)
+    }
+
+    /// Apply `f` to this record (read under the update lock) and, if it returns true, write
+    /// it: only the state link when `f` changed nothing else.
+    fn change(
+        mut self,
+        paths: &ContainerPaths,
+        f: impl FnOnce(&mut Record) -> bool,
+    ) -> Result<Record, RecordError> {
+        let before = self.clone();
+        if !f(&mut self) {
+            return Ok(self);
+        }
+        let mut rest = before;
+        StateLink::of(&self).apply(&mut rest);
+        if rest == self {
+            self.write_state(paths)?;
+        } else {
+            self.write(paths)?;
+        }
+        Ok(self)
     }
 }
 
@@ -500,24 +550,29 @@ pub fn lock(paths: &ContainerPaths) -> Result<FileLock, RecordError> {
     FileLock::acquire(&p, LockKind::Exclusive).map_err(io_err("locking", &p))
 }
 
-/// Take the owner lock without waiting: `None` if another handle (in this or another process)
-/// owns the running container.
+/// Take the owner lock (a `flock` on the container's directory) without waiting: `None` if
+/// another handle (in this or another process) owns the running container.
 pub fn try_own(paths: &ContainerPaths) -> Result<Option<FileLock>, RecordError> {
     let p = paths.owner_lock();
-    let f = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&p)
-        .map_err(io_err("opening", &p))?;
+    let f = File::open(&p).map_err(io_err("opening", &p))?;
     FileLock::try_exclusive(f).map_err(io_err("locking", &p))
 }
 
 /// The start time of `pid` (clock ticks since boot) and whether it is a zombie; `None` if
 /// there is no such process.
 pub fn pid_info(pid: u32) -> Option<(u64, bool)> {
-    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    use std::io::Read;
+    let mut file = File::open(format!("/proc/{pid}/stat")).ok()?;
+    // One read: the line is a few hundred bytes (a longer one is read to its end). The
+    // command name may be any bytes; the fields after it are ASCII.
+    let mut buf = [0u8; 1024];
+    let n = file.read(&mut buf).ok()?;
+    if n < buf.len() {
+        return parse_stat(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let mut text = buf.to_vec();
+    file.read_to_end(&mut text).ok()?;
+    parse_stat(&String::from_utf8_lossy(&text))
 }
 
 /// The start time and zombie state from the text of a `/proc/<pid>/stat`.
