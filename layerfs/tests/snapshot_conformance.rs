@@ -677,14 +677,19 @@ fn remove_sees_mounts_made_since_it_last_looked(backend: &dyn Backend) {
                 {
                     Ok(())
                 }
-                other => Err(format!("remove with a mount inside: {other:?}, kept {kept:?}")),
+                other => Err(format!(
+                    "remove with a mount inside: {other:?}, kept {kept:?}"
+                )),
             }
         })
         .join()
         .unwrap()
     };
     in_thread.unwrap_or_else(|e| panic!("{}: {e}", backend.name()));
-    assert!(!is_mounted(&inside), "the thread's mount stayed in its namespace");
+    assert!(
+        !is_mounted(&inside),
+        "the thread's mount stayed in its namespace"
+    );
 
     check_removed(backend, snapshot, tmp.path());
 }

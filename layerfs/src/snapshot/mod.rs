@@ -505,7 +505,9 @@ impl MountTable {
 fn with_mounts<R>(f: impl FnOnce(&[MountInfo]) -> R) -> R {
     use std::os::unix::fs::MetadataExt;
     static TABLE: std::sync::Mutex<Option<MountTable>> = std::sync::Mutex::new(None);
-    let mut table = TABLE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut table = TABLE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let ns = fs::metadata("/proc/thread-self/ns/mnt")
         .map(|m| (m.dev(), m.ino()))
         .ok();
