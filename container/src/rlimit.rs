@@ -159,4 +159,39 @@ mod tests {
     fn unknown_current_limit_leaves_the_request() {
         assert_eq!(clamp(nofile(1, 2), false, None), nofile(1, 2));
     }
+
+    /// `CAP_SYS_RESOURCE` in this thread's effective and bounding masks, as its
+    /// `/proc/thread-self/status` shows them.
+    fn status_says() -> bool {
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let mask = |field: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+                .unwrap()
+        };
+        mask("CapEff:") & mask("CapBnd:") & (1 << 24) != 0
+    }
+
+    /// The answer is this thread's, asked again at each call: a thread that drops the
+    /// capability from its effective set is told no, the others are not affected.
+    #[test]
+    fn the_capability_check_is_per_thread_and_current() {
+        let here = may_raise_hard_limits();
+        assert_eq!(here, status_says());
+        std::thread::spawn(|| {
+            assert_eq!(may_raise_hard_limits(), status_says());
+            let _ = caps::drop(
+                None,
+                caps::CapSet::Effective,
+                caps::Capability::CAP_SYS_RESOURCE,
+            );
+            assert!(!status_says());
+            assert!(!may_raise_hard_limits());
+        })
+        .join()
+        .unwrap();
+        assert_eq!(may_raise_hard_limits(), here);
+    }
 }
