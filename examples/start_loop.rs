@@ -1,9 +1,9 @@
 //! Profiling aid: create + start + wait + remove of /bin/true containers in a loop.
-//! `cargo run --release --example start_loop -- [N] [ephemeral] [layers500]`
+//! `cargo run --release --example start_loop -- [N] [ephemeral] [hostnet] [layers500]`
 use std::path::Path;
 use std::time::Instant;
 
-use molde::container::{Container, Stdio};
+use molde::container::{Container, Network, Stdio};
 use molde::image::{ImageBuilder, Store, base};
 
 fn main() {
@@ -48,9 +48,9 @@ fn main() {
             .stderr(Stdio::null())
             .ephemeral(ephemeral)
             .network(if hostnet {
-                molde::container::Network::Host
+                Network::Host
             } else {
-                molde::container::Network::Isolated
+                Network::Isolated
             })
             .create()
             .unwrap();

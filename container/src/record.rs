@@ -3,28 +3,45 @@
 //!
 //! ```text
 //! <store>/molde/containers/<id>/record.json   the record as created (written atomically)
-//! <store>/molde/containers/<id>/state         a symlink whose target is the lifecycle state
-//!                                             (state, pid, exit code, times): replaced
-//!                                             atomically at every start, exit and removal
-//! <store>/molde/containers/<id>/lock          flock'ed exclusively around every record update
-//! <store>/molde/containers/<id>/owner.lock    flock'ed by the process that owns the running
-//!                                             container's PID 1 (its parent), while it runs
-//! <store>/molde/containers/<id>/snapshot/     the writable layer (a layerfs snapshot)
-//! <store>/molde/containers/<id>/rootfs/       the empty directory the rootfs is mounted on,
-//!                                             inside the container's own mount namespace
+//! <store>/molde/containers/<id>/lock          flock'ed exclusively around every record update;
+//!                                             its extended attribute `user.molde.state` is
+//!                                             the lifecycle state (state, pid, exit code,
+//!                                             times), replaced at every start, exit and
+//!                                             removal
+//! <store>/molde/containers/<id>/state         the lifecycle state as a symlink's target,
+//!                                             where the filesystem has no user xattrs (and
+//!                                             as an older molde kept it)
+//! <store>/molde/containers/<id>/snapshot/     the writable layer (a layerfs snapshot); the
+//!                                             rootfs is mounted over it, inside the
+//!                                             container's own mount namespace only
 //! ```
 //!
-//! A record that says `running` while nobody holds its `owner.lock` and its process is gone
+//! The container's directory itself is the *owner lock*: `flock`ed by the process that owns
+//! the running container's PID 1 (its parent), while it runs.
+//!
+//! Every file or directory made and deleted per container costs an inode allocated and freed
+//! (and a directory a block, freed with a synchronous TRIM on a `discard` mount); on ext4
+//! without a journal each new inode is found by skipping every inode freed in the last minutes,
+//! so the churn of one container slows the next ones. Hence no `owner.lock` file and no empty
+//! `rootfs/` mount point (an older molde had both), and a state that changes in place (an
+//! xattr) rather than by renaming a new symlink over the old one.
+//!
+//! A record that says `running` while nobody holds its owner lock and its process is gone
 //! is stale (its owner was killed): reading it marks it exited.
 //!
+//! The record file is written at creation and not rewritten by the lifecycle (only
+//! [`Record::update`] of fields beyond the state does), so a handle that made or opened a
+//! container reads only the state again ([`Record::reload_state`]).
+//!
 //! **No fsync.** Records describe processes, which a host crash ends anyway; nothing here is
-//! content. The state changes at every start and exit, so it lives in a symlink's target
-//! (under 60 bytes: ext4 keeps it in the inode, so no data block is allocated, written back or
-//! freed; a rename replaces it atomically, so a reader sees the old or the new state, never a
-//! torn one). After a crash, whatever the disk kept is put right by `recover`: a `running`
-//! state is stale and marked exited; a record that never reached the disk (or did only in
-//! part) is an interrupted creation and is cleared with its writable layer; holds are taken
-//! again from the records (see `molde_container::recover`).
+//! content. The state changes at every start and exit, so it lives apart from the record file,
+//! in the lock file's inode (an xattr of under 60 bytes: ext4 keeps it in the inode, so no data
+//! block is allocated, written back or freed; `setxattr` replaces it atomically, so a reader
+//! sees the old or the new state, never a torn one), or in a symlink's target (the same size
+//! limit; a rename replaces it atomically). After a crash, whatever the disk kept is put right
+//! by `recover`: a `running` state is stale and marked exited; a record that never reached the
+//! disk (or did only in part) is an interrupted creation and is cleared with its writable
+//! layer; holds are taken again from the records (see `molde_container::recover`).
 
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -102,7 +119,7 @@ impl ContainerPaths {
     pub fn record(&self) -> PathBuf {
         self.dir.join("record.json")
     }
-    /// The state link.
+    /// The state link (where the lock file cannot hold the state xattr).
     pub fn state(&self) -> PathBuf {
         self.dir.join("state")
     }
@@ -110,17 +127,18 @@ impl ContainerPaths {
     pub fn lock(&self) -> PathBuf {
         self.dir.join("lock")
     }
-    /// The owner lock.
+    /// The owner lock: the container's directory itself (`flock`ed).
     pub fn owner_lock(&self) -> PathBuf {
-        self.dir.join("owner.lock")
+        self.dir.clone()
     }
     /// The snapshot (writable layer) directory.
     pub fn snapshot(&self) -> PathBuf {
         self.dir.join("snapshot")
     }
-    /// The rootfs mount point.
+    /// The rootfs mount point: the snapshot directory, mounted over inside the container's
+    /// own mount namespace (the overlay's upper and work directories in it are opened before).
     pub fn rootfs(&self) -> PathBuf {
-        self.dir.join("rootfs")
+        self.snapshot()
     }
 }
 
@@ -276,7 +294,7 @@ impl Record {
         Ok(r)
     }
 
-    /// Write the whole record atomically (the record file, then the state link). Not
+    /// Write the whole record atomically (the record file, then the state). Not
     /// fsynced: see the module's documentation.
     pub fn write(&self, paths: &ContainerPaths) -> Result<(), RecordError> {
         let p = paths.record();
@@ -296,9 +314,18 @@ impl Record {
     }
 
     /// Write only the lifecycle state (state, pid, exit code, times), atomically, without
-    /// rewriting the record file. The caller holds the update lock.
+    /// rewriting the record file: the lock file's `user.molde.state` xattr, or where the
+    /// filesystem has no user xattrs (or there is no lock file) the state link. The caller
+    /// holds the update lock.
     pub fn write_state(&self, paths: &ContainerPaths) -> Result<(), RecordError> {
         let target = StateLink::of(self).encode();
+        let lock = paths.lock();
+        match xattr::set(&lock, STATE_XATTR, target.as_bytes()) {
+            Ok(()) => return Ok(()),
+            // Neither can hold an xattr written before: the link is the state.
+            Err(e) if no_state_xattr(&e) => {}
+            Err(e) => return Err(io_err("writing the state xattr of", &lock)(e)),
+        }
         let tmp = paths.dir().join(".state.tmp");
         match std::os::unix::fs::symlink(&target, &tmp) {
             Ok(()) => {}
@@ -314,27 +341,69 @@ impl Record {
     }
 
     /// Take the update lock, read, apply `f`, write; returns the new record. Only the state
-    /// link is rewritten when `f` changed nothing else.
+    /// is rewritten when `f` changed nothing else.
     pub fn update(
         paths: &ContainerPaths,
         f: impl FnOnce(&mut Record),
     ) -> Result<Record, RecordError> {
         let _g = lock(paths)?;
-        let mut r = Record::read(paths)?;
-        let before = r.clone();
-        f(&mut r);
-        let mut rest = before;
-        StateLink::of(&r).apply(&mut rest);
-        if rest == r {
-            r.write_state(paths)?;
-        } else {
-            r.write(paths)?;
+        let r = Record::read(paths)?;
+        r.change(paths, |r| {
+            f(r);
+            true
+        })
+    }
+
+    /// Replace this record's lifecycle state with the one on disk (the lock file's xattr or
+    /// the state link), keeping the rest: for a handle whose record came from this
+    /// container's record file, which the lifecycle never rewrites. A container without a
+    /// readable state (an older molde's, or one being deleted) is read whole.
+    pub fn reload_state(&mut self, paths: &ContainerPaths) -> Result<(), RecordError> {
+        match read_state(paths)? {
+            Some(link) => link.apply(self),
+            None => *self = Record::read(paths)?,
         }
-        Ok(r)
+        Ok(())
+    }
+
+    /// [`Record::update`] for a handle that holds the record (`known`, see
+    /// [`Record::reload_state`]): under the update lock, the current state is read (not the
+    /// record file), `f` applied and, if it returns true, the change written. Returns the
+    /// record as it now is.
+    pub(crate) fn update_known(
+        known: &Record,
+        paths: &ContainerPaths,
+        f: impl FnOnce(&mut Record) -> bool,
+    ) -> Result<Record, RecordError> {
+        let _g = lock(paths)?;
+        let mut r = known.clone();
+        r.reload_state(paths)?;
+        r.change(paths, f)
+    }
+
+    /// Apply `f` to this record (read under the update lock) and, if it returns true, write
+    /// it: only the state when `f` changed nothing else.
+    fn change(
+        mut self,
+        paths: &ContainerPaths,
+        f: impl FnOnce(&mut Record) -> bool,
+    ) -> Result<Record, RecordError> {
+        let before = self.clone();
+        if !f(&mut self) {
+            return Ok(self);
+        }
+        let mut rest = before;
+        StateLink::of(&self).apply(&mut rest);
+        if rest == self {
+            self.write_state(paths)?;
+        } else {
+            self.write(paths)?;
+        }
+        Ok(self)
     }
 }
 
-/// The lifecycle state kept in the `state` symlink.
+/// The lifecycle state kept in the lock file's xattr (or the `state` symlink).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct StateLink {
     state: State,
@@ -483,9 +552,28 @@ fn expand_time(t: &str) -> String {
     }
 }
 
-/// The state link of a container, if it has one (a record written by an older molde has
-/// its state in the record file only).
+/// The extended attribute of a container's `lock` file that holds its lifecycle state.
+const STATE_XATTR: &str = "user.molde.state";
+
+/// Whether `e`, from reading or writing the state xattr, means there is none and can be none:
+/// the filesystem has no user xattrs, or there is no lock file.
+fn no_state_xattr(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::EOPNOTSUPP)
+}
+
+/// The lifecycle state of a container: its lock file's xattr, else its state link, else
+/// `None` (a record written by an older molde has its state in the record file only). A
+/// state this molde cannot decode is `None` too: the record file's state counts.
 fn read_state(paths: &ContainerPaths) -> Result<Option<StateLink>, RecordError> {
+    let lock = paths.lock();
+    match xattr::get(&lock, STATE_XATTR) {
+        Ok(Some(value)) => {
+            return Ok(std::str::from_utf8(&value).ok().and_then(StateLink::decode));
+        }
+        Ok(None) => {}
+        Err(e) if no_state_xattr(&e) => {}
+        Err(e) => return Err(io_err("reading the state xattr of", &lock)(e)),
+    }
     let p = paths.state();
     match fs::read_link(&p) {
         Ok(target) => Ok(target.to_str().and_then(StateLink::decode)),
@@ -500,24 +588,29 @@ pub fn lock(paths: &ContainerPaths) -> Result<FileLock, RecordError> {
     FileLock::acquire(&p, LockKind::Exclusive).map_err(io_err("locking", &p))
 }
 
-/// Take the owner lock without waiting: `None` if another handle (in this or another process)
-/// owns the running container.
+/// Take the owner lock (a `flock` on the container's directory) without waiting: `None` if
+/// another handle (in this or another process) owns the running container.
 pub fn try_own(paths: &ContainerPaths) -> Result<Option<FileLock>, RecordError> {
     let p = paths.owner_lock();
-    let f = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&p)
-        .map_err(io_err("opening", &p))?;
+    let f = File::open(&p).map_err(io_err("opening", &p))?;
     FileLock::try_exclusive(f).map_err(io_err("locking", &p))
 }
 
 /// The start time of `pid` (clock ticks since boot) and whether it is a zombie; `None` if
 /// there is no such process.
 pub fn pid_info(pid: u32) -> Option<(u64, bool)> {
-    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    use std::io::Read;
+    let mut file = File::open(format!("/proc/{pid}/stat")).ok()?;
+    // One read: the line is a few hundred bytes (a longer one is read to its end). The
+    // command name may be any bytes; the fields after it are ASCII.
+    let mut buf = [0u8; 1024];
+    let n = file.read(&mut buf).ok()?;
+    if n < buf.len() {
+        return parse_stat(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let mut text = buf.to_vec();
+    file.read_to_end(&mut text).ok()?;
+    parse_stat(&String::from_utf8_lossy(&text))
 }
 
 /// The start time and zombie state from the text of a `/proc/<pid>/stat`.
@@ -700,9 +793,56 @@ mod tests {
         let r = Record::update(&paths, |r| r.run.init = false).unwrap();
         assert_ne!(fs::read(paths.record()).unwrap(), before);
         assert_eq!(Record::read(&paths).unwrap(), r);
-        // A record without a state link (an older molde's) keeps its own state.
+        // A record without a state (an older molde's) keeps its own state.
         fs::remove_file(paths.state()).unwrap();
         assert_eq!(Record::read(&paths).unwrap(), r);
+        xattr::remove(paths.lock(), STATE_XATTR).unwrap();
+        assert_eq!(Record::read(&paths).unwrap(), r);
+    }
+
+    #[test]
+    fn the_state_changes_in_place_in_the_lock_file() {
+        use std::os::unix::fs::MetadataExt;
+        let store = Store::temporary().unwrap();
+        let paths = ContainerPaths::new(&store, "inplace");
+        fs::create_dir_all(paths.dir()).unwrap();
+        // Without a lock file (as an older molde's container may be): the state link.
+        let mut r = sample("inplace");
+        r.write(&paths).unwrap();
+        assert!(fs::symlink_metadata(paths.state()).unwrap().is_symlink());
+        drop(lock(&paths).unwrap());
+        let ino = fs::metadata(paths.lock()).unwrap().ino();
+        let names = || {
+            let mut n: Vec<_> = fs::read_dir(paths.dir())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            n.sort();
+            n
+        };
+        let before = names();
+        for (state, pid) in [(State::Running, Some(9)), (State::Exited, None)] {
+            r = Record::update(&paths, |r| {
+                r.state = state;
+                r.pid = pid;
+            })
+            .unwrap();
+            // The xattr wins over the stale link; no file was made or replaced.
+            assert_eq!(Record::read(&paths).unwrap(), r);
+            let mut reloaded = sample("inplace");
+            reloaded.reload_state(&paths).unwrap();
+            assert_eq!(reloaded, r);
+            assert_eq!(names(), before);
+            assert_eq!(fs::metadata(paths.lock()).unwrap().ino(), ino);
+        }
+        let value = xattr::get(paths.lock(), STATE_XATTR).unwrap().unwrap();
+        assert_eq!(
+            StateLink::decode(std::str::from_utf8(&value).unwrap()),
+            Some(StateLink::of(&r))
+        );
+        // An undecodable state (a newer molde's) leaves the record file's state.
+        xattr::set(paths.lock(), STATE_XATTR, b"9,z").unwrap();
+        assert_eq!(Record::read(&paths).unwrap().state, State::Created);
     }
 
     #[test]

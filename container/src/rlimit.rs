@@ -8,9 +8,6 @@
 
 pub use nix::sys::resource::Resource;
 
-/// `CAP_SYS_RESOURCE`'s bit in the capability masks of `/proc/<pid>/status`.
-const CAP_SYS_RESOURCE: u32 = 24;
-
 /// One resource limit: `soft` is what the kernel enforces, `hard` the ceiling up to which the
 /// process may raise `soft`. `u64::MAX` is unlimited (`RLIM_INFINITY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +51,9 @@ pub(crate) fn launch_limits(
     requested: &[crate::launch::Rlimit],
     new_userns: bool,
 ) -> Vec<crate::launch::Rlimit> {
+    if requested.is_empty() {
+        return Vec::new();
+    }
     let may_raise = !new_userns && may_raise_hard_limits();
     requested
         .iter()
@@ -73,29 +73,16 @@ fn current_hard(resource: libc::__rlimit_resource_t) -> Option<u64> {
 
 /// Whether this thread may raise hard limits: `CAP_SYS_RESOURCE` in both its effective and its
 /// bounding set (the launcher's child inherits the first and can never regain it past the
-/// second).
+/// second). Asked of the kernel (`capget`, `PR_CAPBSET_READ`) at each call: capabilities are
+/// per thread and may change.
 pub fn may_raise_hard_limits() -> bool {
-    let status = std::fs::read_to_string("/proc/thread-self/status")
-        .or_else(|_| std::fs::read_to_string("/proc/self/status"));
-    match status {
-        Ok(status) => {
-            has_cap(&status, "CapEff:", CAP_SYS_RESOURCE)
-                && has_cap(&status, "CapBnd:", CAP_SYS_RESOURCE)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read /proc/self/status; assuming no CAP_SYS_RESOURCE");
+    let has = |set| {
+        caps::has_cap(None, set, caps::Capability::CAP_SYS_RESOURCE).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read this thread's capabilities; assuming no CAP_SYS_RESOURCE");
             false
-        }
-    }
-}
-
-/// Whether the hex mask on the `field` line of a `/proc/<pid>/status` text has bit `cap`.
-fn has_cap(status: &str, field: &str, cap: u32) -> bool {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << cap) != 0)
+        })
+    };
+    has(caps::CapSet::Effective) && has(caps::CapSet::Bounding)
 }
 
 /// [`effective`] for one limit, given whether hard limits may rise and the current hard limit
@@ -173,15 +160,38 @@ mod tests {
         assert_eq!(clamp(nofile(1, 2), false, None), nofile(1, 2));
     }
 
+    /// `CAP_SYS_RESOURCE` in this thread's effective and bounding masks, as its
+    /// `/proc/thread-self/status` shows them.
+    fn status_says() -> bool {
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let mask = |field: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+                .unwrap()
+        };
+        mask("CapEff:") & mask("CapBnd:") & (1 << 24) != 0
+    }
+
+    /// The answer is this thread's, asked again at each call: a thread that drops the
+    /// capability from its effective set is told no, the others are not affected.
     #[test]
-    fn capability_masks_are_read_per_bit() {
-        let status = "Name:\tx\nCapEff:\t000001fffeffffff\nCapBnd:\t000001ffffffffff\n";
-        assert!(!has_cap(status, "CapEff:", CAP_SYS_RESOURCE));
-        assert!(has_cap(status, "CapBnd:", CAP_SYS_RESOURCE));
-        assert!(has_cap(status, "CapEff:", 23));
-        assert!(
-            !has_cap(status, "CapPrm:", 0),
-            "a missing line means no capability"
-        );
+    fn the_capability_check_is_per_thread_and_current() {
+        let here = may_raise_hard_limits();
+        assert_eq!(here, status_says());
+        std::thread::spawn(|| {
+            assert_eq!(may_raise_hard_limits(), status_says());
+            let _ = caps::drop(
+                None,
+                caps::CapSet::Effective,
+                caps::Capability::CAP_SYS_RESOURCE,
+            );
+            assert!(!status_says());
+            assert!(!may_raise_hard_limits());
+        })
+        .join()
+        .unwrap();
+        assert_eq!(may_raise_hard_limits(), here);
     }
 }

@@ -669,6 +669,80 @@ fn two_hundred_cycles_leave_no_trace() {
     assert!(store.holds().unwrap().is_empty());
 }
 
+/// A container's directory holds its update lock, its record and its writable layer, nothing
+/// more, in every state: the state changes in place (the lock file's xattr: same inode, no
+/// file made), the owner lock is the directory itself, and the rootfs is mounted over the
+/// writable layer's directory only in the container's own mount namespace.
+#[test]
+fn a_container_directory_holds_only_lock_record_and_snapshot() {
+    if !can_run() {
+        return;
+    }
+    use molde_container::record::{self, ContainerPaths};
+    let (dir, store, image) = setup();
+    let mut c = sh(&store, &image, "echo hi > /scratch/x; sleep 30")
+        .stdout(molde_container::Stdio::null())
+        .create()
+        .unwrap();
+    let paths = ContainerPaths::new(&store, c.id());
+    let names = || {
+        let mut n: Vec<String> = fs::read_dir(paths.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        n.sort();
+        n
+    };
+    let expected = ["lock", "record.json", "snapshot"];
+    let snapshot = paths.snapshot();
+    let snapshot_names = || {
+        let mut n: Vec<String> = fs::read_dir(&snapshot)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(), expected);
+    assert_eq!(snapshot_names(), ["upper", "work"]);
+    let lock_inode = fs::metadata(paths.lock()).unwrap().ino();
+    let mounts = mounts_mentioning(dir.path());
+    for run in 0..2 {
+        c.start().unwrap();
+        assert_eq!(names(), expected, "run {run}: running");
+        assert!(
+            record::try_own(&paths).unwrap().is_none(),
+            "the starting handle holds the owner lock"
+        );
+        let mut other = Container::open(&store, c.id()).unwrap();
+        assert_eq!(other.status().unwrap(), Status::Running);
+        for _ in 0..200 {
+            if c.read_file("/scratch/x").is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            c.read_file("/scratch/x").unwrap(),
+            b"hi\n",
+            "the rootfs works"
+        );
+        assert_eq!(
+            mounts_mentioning(dir.path()),
+            mounts,
+            "nothing mounted on the host"
+        );
+        assert_eq!(snapshot_names(), ["upper", "work"], "upper and work only");
+        c.stop(Duration::from_millis(100)).unwrap();
+        assert!(matches!(other.status().unwrap(), Status::Exited { .. }));
+        assert_eq!(names(), expected, "run {run}: exited");
+        assert_eq!(fs::metadata(paths.lock()).unwrap().ino(), lock_inode);
+        assert!(record::try_own(&paths).unwrap().is_some(), "released");
+    }
+    c.remove().unwrap();
+    assert!(!paths.dir().exists());
+}
+
 // ---- stale state (item 7, container side) ----
 
 #[test]

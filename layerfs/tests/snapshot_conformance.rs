@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use molde_layerfs::OverlayXattr;
 use molde_layerfs::diff::DiffOptions;
-use molde_layerfs::mount::overlay_supported;
+use molde_layerfs::mount::{Mount, overlay_supported};
 use molde_layerfs::snapshot::{Backend, CopyBackend, OverlayBackend, Snapshot, SnapshotError};
 use molde_layerfs::view::UnionView;
 use mount_support::{LayerDir, MountGuard, fingerprint, is_mounted, mounts_under, names};
@@ -601,6 +601,99 @@ fn remove_refuses_while_mounted(backend: &dyn Backend) {
     check_removed(backend, snapshot, tmp.path());
 }
 
+/// remove() keeps the mount table between calls (read again only once it changed): a mount
+/// made after an earlier remove() looked, a bind mount of the writable layer elsewhere and a
+/// mount inside the snapshot made in another thread's own mount namespace, are still seen;
+/// nothing is deleted through them.
+fn remove_sees_mounts_made_since_it_last_looked(backend: &dyn Backend) {
+    if !require_backend(backend) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let lowers = stack(tmp.path());
+    let first = backend.prepare(&lowers, &tmp.path().join("first")).unwrap();
+    let snapshot = backend.prepare(&lowers, &tmp.path().join("snap")).unwrap();
+    // Reads the mount table: nothing uses `first`.
+    backend.remove(first).unwrap();
+
+    fs::write(snapshot.changes_dir().join("precious"), b"p").unwrap();
+    let elsewhere = tmp.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    Mount::Bind {
+        source: snapshot.changes_dir().to_path_buf(),
+        read_only: false,
+    }
+    .mount_at(&elsewhere)
+    .unwrap();
+    let bound = MountGuard::new(&elsewhere);
+    for _ in 0..2 {
+        let err = backend.remove(snapshot.clone()).unwrap_err();
+        assert!(
+            matches!(&err, SnapshotError::Busy { mount_point, .. } if mount_point.ends_with("elsewhere")),
+            "{}: {err}",
+            backend.name()
+        );
+    }
+    assert_eq!(fs::read(elsewhere.join("precious")).unwrap(), b"p");
+    bound.unmount();
+
+    // A thread in a mount namespace of its own mounts inside the snapshot: its remove() sees
+    // that namespace's mounts, not the table kept for this one.
+    let inside = snapshot.dir.join("mnt-inside");
+    let in_thread = {
+        let (backend_name, snapshot, inside) = (backend.name(), snapshot.clone(), inside.clone());
+        std::thread::spawn(move || -> Result<(), String> {
+            use nix::mount::{MntFlags, MsFlags, mount, umount2};
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| e.to_string())?;
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .map_err(|e| e.to_string())?;
+            fs::create_dir(&inside).map_err(|e| e.to_string())?;
+            mount(
+                Some("tmpfs"),
+                &inside,
+                Some("tmpfs"),
+                MsFlags::empty(),
+                None::<&str>,
+            )
+            .map_err(|e| e.to_string())?;
+            fs::write(inside.join("precious"), b"p").map_err(|e| e.to_string())?;
+            let backend: Box<dyn Backend> = if backend_name == "overlay" {
+                Box::new(OverlayBackend::with_xattr(OverlayXattr::Trusted))
+            } else {
+                Box::new(CopyBackend::with_xattr(OverlayXattr::Trusted))
+            };
+            let result = backend.remove(snapshot);
+            let kept = fs::read(inside.join("precious")).ok();
+            umount2(&inside, MntFlags::MNT_DETACH).map_err(|e| e.to_string())?;
+            match result {
+                Err(SnapshotError::Busy { mount_point, .. })
+                    if mount_point.ends_with("mnt-inside") && kept.as_deref() == Some(b"p") =>
+                {
+                    Ok(())
+                }
+                other => Err(format!(
+                    "remove with a mount inside: {other:?}, kept {kept:?}"
+                )),
+            }
+        })
+        .join()
+        .unwrap()
+    };
+    in_thread.unwrap_or_else(|e| panic!("{}: {e}", backend.name()));
+    assert!(
+        !is_mounted(&inside),
+        "the thread's mount stayed in its namespace"
+    );
+
+    check_removed(backend, snapshot, tmp.path());
+}
+
 /// Bad input gets typed errors and touches nothing.
 fn refuses_bad_input(backend: &dyn Backend) {
     if !common::require(common::privileged(), "needs root to make whiteout devices") {
@@ -697,6 +790,11 @@ macro_rules! conformance {
             #[test]
             fn remove_refuses_while_mounted() {
                 super::remove_refuses_while_mounted(&*backend());
+            }
+
+            #[test]
+            fn remove_sees_mounts_made_since_it_last_looked() {
+                super::remove_sees_mounts_made_since_it_last_looked(&*backend());
             }
 
             #[test]

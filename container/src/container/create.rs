@@ -133,8 +133,9 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
             })?;
         }
         let backend = super::backend::for_container(&store);
+        // The rootfs is mounted over the snapshot directory itself, in the container's own
+        // mount namespace: no mount point of its own to make and delete.
         let snapshot = backend.prepare(&lowers, &snap_dir)?;
-        fs::create_dir(paths.rootfs()).map_err(io_err("creating", &paths.rootfs()))?;
         let record = Record {
             id: id.clone(),
             image: image.manifest_digest().to_string(),

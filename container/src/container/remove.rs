@@ -19,6 +19,7 @@ impl Container {
             return Ok(());
         }
         let mut errors = Vec::new();
+        let mut marked = false;
         if self.process.is_some() {
             if let Err(e) = self.kill() {
                 errors.push(e);
@@ -26,19 +27,39 @@ impl Container {
             if let Err(e) = self.wait_inner(false) {
                 errors.push(e);
             }
-        } else if matches!(self.status(), Ok(super::Status::Running)) {
-            // Started by another process: kill it and wait for its end.
-            if let Err(e) = self.kill() {
-                errors.push(e);
+        } else {
+            // Usually created or exited: marked `removing` at once, under the same lock that
+            // found it so (a start by another handle then refuses).
+            let updated = Record::update_known(&self.record, &self.paths, |r| {
+                marked = matches!(r.state, State::Created | State::Exited);
+                if marked {
+                    r.state = State::Removing;
+                }
+                marked
+            });
+            match updated {
+                Ok(r) if marked => self.record = r,
+                _ => marked = false,
             }
-            let _ = self.wait_timeout(Duration::from_secs(10));
+            if !marked && matches!(self.status(), Ok(super::Status::Running)) {
+                // Started by another process: kill it and wait for its end.
+                if let Err(e) = self.kill() {
+                    errors.push(e);
+                }
+                let _ = self.wait_timeout(Duration::from_secs(10));
+            }
         }
         if self.removed {
             return Ok(());
         }
-        match Record::update(&self.paths, |r| r.state = State::Removing) {
-            Ok(r) => self.record = r,
-            Err(e) => errors.push(e.into()),
+        if !marked {
+            match Record::update_known(&self.record, &self.paths, |r| {
+                r.state = State::Removing;
+                true
+            }) {
+                Ok(r) => self.record = r,
+                Err(e) => errors.push(e.into()),
+            }
         }
         let _owner = record::try_own(&self.paths);
         if self.record.storage == record::LayerStorage::Tmpfs {

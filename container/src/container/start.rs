@@ -32,7 +32,9 @@ impl Container {
     pub fn start(&mut self) -> Result<(), ContainerError> {
         self.check_not_removed("start")?;
         let guard = record::lock(&self.paths)?;
-        let current = Record::read(&self.paths)?;
+        // The record file is this handle's; only the state may have changed.
+        let mut current = self.record.clone();
+        current.reload_state(&self.paths)?;
         if !matches!(current.state, State::Created | State::Exited) {
             return Err(self.state_error(&current, "start"));
         }
@@ -223,7 +225,7 @@ impl Container {
                 });
             }
         }
-        let updated = Record::update(&self.paths, |r| {
+        let updated = Record::update_known(&self.record, &self.paths, |r| {
             r.state = State::Exited;
             r.pid = None;
             r.pid_start = None;
@@ -232,6 +234,7 @@ impl Container {
             r.exit_code = status.code();
             r.exit_signal = status.signal().map(|s| s as i32);
             r.finished = Some(molde_image::builder::now_rfc3339());
+            true
         });
         self.owner = None;
         match updated {

@@ -225,10 +225,52 @@ pub fn default_backend() -> Box<dyn Backend> {
     }
 }
 
+/// Whether `path` is already canonical (what `fs::canonicalize` would return): absolute, only
+/// plain components, and no symlink on the way, as one `openat2(RESOLVE_NO_SYMLINKS)` finds
+/// instead of a `readlink` per component. `Err` when it cannot be opened that way (missing, a
+/// symlink on the way, no `openat2`): the caller resolves it the slow way.
+fn is_canonical(path: &Path) -> nix::Result<()> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    let plain = path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !plain {
+        return Err(nix::errno::Errno::EINVAL);
+    }
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    nix::fcntl::openat2(nix::fcntl::AT_FDCWD, path, how).map(drop)
+}
+
+/// `fs::canonicalize(path)`, in one system call when `path` is canonical already (as the
+/// paths a store builds under its root usually are).
+fn canonical(path: &Path) -> io::Result<PathBuf> {
+    match is_canonical(path) {
+        Ok(()) => Ok(path.components().collect()),
+        Err(_) => fs::canonicalize(path),
+    }
+}
+
 /// `path` made absolute with every existing part resolved (symlinks included), the part that
 /// does not exist yet appended as given.
 fn resolve(path: &Path) -> io::Result<PathBuf> {
     let absolute = std::path::absolute(path)?;
+    // Usually: a canonical path, or a missing directory in a canonical parent (`ENOENT` for
+    // the path itself while its parent opens: its last component is what is missing; a
+    // symlink there would have been `ELOOP`).
+    match is_canonical(&absolute) {
+        Ok(()) => return Ok(absolute.components().collect()),
+        Err(nix::errno::Errno::ENOENT) => {
+            if let (Some(parent), Some(_)) = (absolute.parent(), absolute.file_name())
+                && is_canonical(parent).is_ok()
+            {
+                return Ok(absolute.components().collect());
+            }
+        }
+        Err(_) => {}
+    }
     let mut existing = absolute.as_path();
     let mut rest = Vec::new();
     loop {
@@ -269,7 +311,7 @@ fn check_lowers(lowers: &[PathBuf], dir: &Path, dir_abs: &Path) -> Result<(), Sn
                 let resolved = match parents.iter().find(|(p, _)| p == parent) {
                     Some((_, r)) => r.clone(),
                     None => {
-                        let r = fs::canonicalize(parent).map_err(lower_error)?;
+                        let r = canonical(parent).map_err(lower_error)?;
                         parents.push((parent.to_path_buf(), r.clone()));
                         r
                     }
@@ -306,7 +348,15 @@ fn prepare_dir(lowers: &[PathBuf], dir: &Path) -> Result<PathBuf, SnapshotError>
     };
     let dir_abs = resolve(dir).map_err(dir_error)?;
     check_lowers(lowers, dir, &dir_abs)?;
-    fs::create_dir_all(&dir_abs).map_err(dir_error)?;
+    match fs::create_dir(&dir_abs) {
+        // Made just now: empty.
+        Ok(()) => return Ok(dir_abs),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(&dir_abs).map_err(dir_error)?
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(dir_error(e)),
+    }
     if fs::read_dir(&dir_abs).map_err(dir_error)?.next().is_some() {
         return Err(SnapshotError::DirNotEmpty(dir.to_path_buf()));
     }
@@ -316,7 +366,7 @@ fn prepare_dir(lowers: &[PathBuf], dir: &Path) -> Result<PathBuf, SnapshotError>
 /// Check the lowers and that the snapshot directory `dir` and its `parts` exist as
 /// directories. Returns the resolved snapshot directory.
 fn open_dir(lowers: &[PathBuf], dir: &Path, parts: &[&str]) -> Result<PathBuf, SnapshotError> {
-    let dir_abs = fs::canonicalize(dir).map_err(|source| SnapshotError::Dir {
+    let dir_abs = canonical(dir).map_err(|source| SnapshotError::Dir {
         path: dir.to_path_buf(),
         source,
     })?;
@@ -382,10 +432,8 @@ struct MountInfo {
     options: String,
 }
 
-fn mountinfo() -> Vec<MountInfo> {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
+/// Parse the text of a `mountinfo` file.
+fn parse_mountinfo(info: &str) -> Vec<MountInfo> {
     info.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
@@ -401,12 +449,91 @@ fn mountinfo() -> Vec<MountInfo> {
         .collect()
 }
 
+/// The calling thread's mount table, parsed, with what tells whether it is still current.
+struct MountTable {
+    /// The mount namespace it describes (device and inode of `/proc/thread-self/ns/mnt`).
+    ns: (u64, u64),
+    /// `mountinfo`, opened in that namespace: `poll` reports `POLLPRI` once the namespace's
+    /// mounts changed since the last `poll` (or since the open).
+    file: fs::File,
+    mounts: Vec<MountInfo>,
+}
+
+impl MountTable {
+    /// Whether a mount was made or removed in the namespace since the last call (or the open).
+    fn changed(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut fd = libc::pollfd {
+            fd: self.file.as_raw_fd(),
+            events: libc::POLLPRI,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, an open descriptor, no waiting.
+        let n = unsafe { libc::poll(&mut fd, 1, 0) };
+        n != 0 && (n < 0 || fd.revents & (libc::POLLPRI | libc::POLLERR) != 0)
+    }
+
+    /// Read the table again from the start of the file.
+    fn reload(&mut self) -> io::Result<()> {
+        use std::io::{Read, Seek};
+        self.file.rewind()?;
+        let mut text = String::new();
+        self.file.read_to_string(&mut text)?;
+        self.mounts = parse_mountinfo(&text);
+        Ok(())
+    }
+
+    fn open() -> io::Result<MountTable> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata("/proc/thread-self/ns/mnt")?;
+        let mut file = fs::File::open("/proc/thread-self/mountinfo")?;
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        Ok(MountTable {
+            ns: (meta.dev(), meta.ino()),
+            file,
+            mounts: parse_mountinfo(&text),
+        })
+    }
+}
+
+/// The calling thread's mount table, read again only when its mount namespace changed (a
+/// mount or unmount in it, or the thread is in another namespace than at the last read):
+/// removing a snapshot costs a `stat` and a `poll` rather than reading and parsing the whole
+/// table. An empty table if `/proc` cannot tell.
+fn with_mounts<R>(f: impl FnOnce(&[MountInfo]) -> R) -> R {
+    use std::os::unix::fs::MetadataExt;
+    static TABLE: std::sync::Mutex<Option<MountTable>> = std::sync::Mutex::new(None);
+    let mut table = TABLE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let ns = fs::metadata("/proc/thread-self/ns/mnt")
+        .map(|m| (m.dev(), m.ino()))
+        .ok();
+    let current = match table.as_mut() {
+        Some(t) if Some(t.ns) == ns => !t.changed() || t.reload().is_ok(),
+        _ => false,
+    };
+    if !current {
+        *table = MountTable::open().ok();
+    }
+    match table.as_ref() {
+        Some(t) => f(&t.mounts),
+        None => f(&[]),
+    }
+}
+
 /// A mount of this mount namespace that uses the snapshot directory `dir` (resolved): one
 /// mounted at or under it, a bind mount of it or of something in it (found by the mount's
 /// root within the same filesystem), or an overlay whose `upperdir` is `upper` (as the
 /// mount was given it, so best effort). Returns its mount point.
 fn mount_using(dir: &Path, upper: Option<&Path>) -> Option<PathBuf> {
-    let mounts = mountinfo();
+    with_mounts(|mounts| mount_in(mounts, dir, upper))
+}
+
+/// [`mount_using`] in the table `mounts`.
+fn mount_in(mounts: &[MountInfo], dir: &Path, upper: Option<&Path>) -> Option<PathBuf> {
     // The mount holding `dir` (the last, i.e. topmost, with the longest mount point), and
     // `dir`'s path inside that filesystem.
     let holder = mounts
@@ -453,7 +580,7 @@ fn remove_dir(snapshot: &Snapshot, backend: &'static str) -> Result<(), Snapshot
             backend,
         });
     }
-    let dir = match fs::canonicalize(&snapshot.dir) {
+    let dir = match canonical(&snapshot.dir) {
         Ok(dir) => dir,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(source) => {
