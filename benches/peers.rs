@@ -80,7 +80,12 @@ fn main() {
     if wanted("digest") {
         figures.push(digest(&fixtures, pairs));
     }
-    figures.extend(start::figures(&fixtures, pairs, &wanted));
+    {
+        // The start figures' store (image, unpacked layers, writable layers) is on disk: a
+        // fresh ext4 made for this run (see FreshExt4).
+        let disk = FreshExt4::new();
+        figures.extend(start::figures(&disk.path(), pairs, &wanted));
+    }
     figures.extend(build::figures(&fixtures, pairs, &wanted));
     for f in &figures {
         println!("{}", f.line());
@@ -266,6 +271,59 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A fresh ext4 (made by `mkfs.ext4` with its defaults, journal included, and mounted
+/// without `discard`: the file system of a typical host's /var/lib) on a loop device over a
+/// sparse file in /var/tmp, unmounted and removed on drop. This VM's root ext4 has no journal
+/// and is mounted `discard`: there every block a container frees is a synchronous TRIM, and
+/// every new inode skips all those freed in the last minutes (`recently_deleted`), so a
+/// figure measured on it drifts with whatever ran before; no peer writes to disk to start a
+/// container, so the drift is molde's alone. docs/benchmarks-analysis.md gives the root ext4's
+/// figures too.
+struct FreshExt4 {
+    dir: tempfile::TempDir,
+}
+
+impl FreshExt4 {
+    fn new() -> FreshExt4 {
+        let dir = tempfile::Builder::new()
+            .prefix("molde-bench-ext4-")
+            .tempdir_in("/var/tmp")
+            .expect("tempdir");
+        let image = dir.path().join("fs.img");
+        fs::File::create(&image)
+            .and_then(|f| f.set_len(4 << 30))
+            .expect("sparse file for the ext4");
+        let ok = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&image)
+            .status()
+            .expect("mkfs.ext4 (apt-get install e2fsprogs)")
+            .success();
+        assert!(ok, "mkfs.ext4 failed");
+        let mnt = dir.path().join("mnt");
+        fs::create_dir(&mnt).unwrap();
+        let ok = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&mnt)
+            .status()
+            .expect("mount -o loop")
+            .success();
+        assert!(ok, "mount -o loop failed");
+        FreshExt4 { dir }
+    }
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+}
+
+impl Drop for FreshExt4 {
+    fn drop(&mut self) {
+        // The loop device was set up with autoclear: it goes with the mount.
+        let _ = nix::mount::umount2(&self.path(), nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
@@ -697,7 +755,9 @@ fn report(figures: &[Figure], pairs: usize) -> String {
          peer...; the first of each pair alternates) of the ratio molde/peer; lower is better. \
          molde runs as a Rust program calling the library (the bench binary re-executed in a \
          child mode), the peers as their command lines; every extraction goes into a fresh \
-         tmpfs. RSS is molde's peak resident memory over the runs.\n"
+         tmpfs, and the start figures' store (image, unpacked layers, writable layers) is on a \
+         fresh ext4 (journal, no `discard`) on a loop device. RSS is molde's peak resident \
+         memory over the runs.\n"
     );
     let _ = writeln!(s, "Machine: {}  ", machine());
     let _ = writeln!(

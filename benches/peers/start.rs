@@ -223,8 +223,8 @@ fn figure(
         rss_kib: rss,
         molde_cmd: molde_cmd.into(),
         peer_cmd: peer_cmd.into(),
-        note: "image from host binaries (/bin/true, /bin/sleep); writable layer on the root ext4 \
-               unless said"
+        note: "image from host binaries (/bin/true, /bin/sleep); store and writable layer on a \
+               fresh ext4 (journal, no discard) on a loop device, unless said"
             .into(),
     }
 }

@@ -17,6 +17,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("tar", "tar"),
     ("zstd", "zstd"),
     ("unshare", "util-linux"),
+    ("mkfs.ext4", "e2fsprogs"),
     ("setpriv", "util-linux"),
     ("perl", "perl"),
     ("awk", "mawk"),
