@@ -280,6 +280,11 @@ impl<R: BufRead> Archive<R> {
         }
     }
 
+    /// The stream this archive reads.
+    pub fn into_input(self) -> R {
+        self.body.input
+    }
+
     /// The next entry, or `None` at the end of the archive (a zero block, or the end of the
     /// stream at a block boundary). What the previous entry left unread is skipped.
     pub fn next_entry(&mut self) -> Result<Option<Header>, StreamError> {

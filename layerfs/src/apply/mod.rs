@@ -417,9 +417,10 @@ pub fn apply_in(
         };
         let mut archive = archive::Archive::new(feed);
         let parsed = run(&mut archive, &mut applier);
-        // Dropping the feed tells the reader to stop if the parser stopped early.
-        drop(archive);
-        (parsed, Some(reader.join()))
+        // Dropping the feed tells the reader to stop if the parser stopped early. Read to its
+        // end (when parsed), it has hashed a compressed layer's whole uncompressed stream.
+        let feed_diff_id = archive.into_input().diff_id();
+        (parsed.map(|()| feed_diff_id), Some(reader.join()))
     });
     let totals = match produced {
         None => {
@@ -443,10 +444,15 @@ pub fn apply_in(
         }
         Some(Ok(Ok(Some(totals)))) => totals,
     };
-    parsed?;
+    let feed_diff_id = parsed?;
+    let Some(diff_id) = totals.diff_id.or(feed_diff_id) else {
+        return Err(ApplyError::Thread(io::Error::other(
+            "the layer's DiffID was not computed",
+        )));
+    };
     let (counts, skipped, skipped_total) = applier.into_report();
     Ok(ApplyReport {
-        diff_id: totals.diff_id,
+        diff_id,
         digest: totals.digest,
         compressed_size: totals.compressed_size,
         uncompressed_size: totals.uncompressed_size,
