@@ -1738,3 +1738,28 @@ fn a_deep_image_runs_on_its_flattened_stack_and_writes_never_reach_the_layers() 
     let out = sh(&store, &committed, "cat /etc/deep").output().unwrap();
     assert_eq!(out.stdout, b"committed\n");
 }
+
+#[test]
+fn a_create_that_fails_leaves_no_volume_it_made() {
+    if !can_run() {
+        return;
+    }
+    let (dir, store, image) = setup();
+    let kept = molde_container::Volume::create(&store, "existing").unwrap();
+    let err = Container::builder(&store, &image)
+        .volume("existing", "/a")
+        .volume("fresh", "/b")
+        .mount_bind(dir.path().join("no-such-source"), "/c")
+        .create()
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-source"), "{err}");
+    assert!(
+        matches!(
+            molde_container::Volume::open(&store, "fresh"),
+            Err(molde_container::VolumeError::NotFound(_))
+        ),
+        "the volume the failed create made is gone"
+    );
+    assert!(kept.path().is_dir(), "a volume that existed before stays");
+    assert!(ids(&store).is_empty());
+}

@@ -34,6 +34,24 @@ pub(crate) fn parse_signal(name: Option<&str>) -> i32 {
         .map_or(libc::SIGTERM, |s| s as i32)
 }
 
+/// Volumes a create made, removed when it fails: each one still empty and mounted by no
+/// container (another container may have taken it up meanwhile: then it stays).
+struct NewVolumes {
+    store: molde_image::Store,
+    made: Vec<Volume>,
+}
+
+impl Drop for NewVolumes {
+    fn drop(&mut self) {
+        for volume in self.made.drain(..) {
+            let empty = fs::read_dir(volume.path()).is_ok_and(|mut d| d.next().is_none());
+            if empty {
+                let _ = volume.remove(&self.store);
+            }
+        }
+    }
+}
+
 pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
     let store = b.store.clone();
     let image = b.image.clone();
@@ -63,10 +81,19 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
     )?;
     let cwd = config::workdir(image.working_dir(), b.cwd.as_deref())?;
     let env = config::merge_env(image.env(), &b.env, identity.home.as_deref());
+    // The volumes this create makes: removed again if it fails (see NewVolumes).
+    let mut new_volumes = NewVolumes {
+        store: store.clone(),
+        made: Vec::new(),
+    };
     for m in &b.mounts {
         match m {
             MountRecord::Volume { name, .. } => {
-                Volume::create(&store, name)?;
+                let existed = Volume::open(&store, name).is_ok();
+                let volume = Volume::create(&store, name)?;
+                if !existed {
+                    new_volumes.made.push(volume);
+                }
             }
             MountRecord::Bind { source, .. } => {
                 fs::symlink_metadata(source).map_err(io_err("bind mount source", source))?;
@@ -166,6 +193,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
             return Err(e);
         }
     };
+    new_volumes.made.clear();
     Ok(Container {
         store,
         id,
