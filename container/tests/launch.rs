@@ -637,3 +637,26 @@ fn each_container_has_a_fresh_network_namespace_with_loopback_up_and_working_dev
         assert_eq!(lines[9], "3", "{out}");
     }
 }
+
+#[test]
+fn a_rootfs_mount_that_cannot_be_prepared_is_the_typed_cause() {
+    let Some(root) = ready() else { return };
+    let mut spec = Spec::new(root.path(), "true");
+    spec.rootfs_mounts = vec![Mount::Overlay(OverlayMount {
+        lowerdirs: Vec::new(),
+        upperdir: None,
+        workdir: None,
+        userxattr: false,
+        volatile: false,
+    })];
+    let err = launch::spawn(&spec).unwrap_err();
+    assert_eq!(err.stage, Stage::RootfsMount, "{err}");
+    let cause = std::error::Error::source(&err).expect("a source");
+    assert!(
+        cause
+            .downcast_ref::<molde_layerfs::mount::MountError>()
+            .is_some(),
+        "the MountError itself, not only its errno: {cause}"
+    );
+    assert!(err.cause.is_some());
+}

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use molde_layerfs::mount::MountError;
 use nix::errno::Errno;
 
 /// The setup step of a launch that failed.
@@ -169,18 +170,43 @@ impl fmt::Display for Stage {
 
 /// A container's setup failed: at which [`Stage`], with which errno, and on which path where
 /// one is known. Never an invented exit code.
-#[derive(Debug, thiserror::Error)]
-#[error("container setup failed at {stage}{}: {errno}{}",
-    path.as_ref().map(|p| format!(" ({})", p.display())).unwrap_or_default(),
-    hint(*stage, *errno))]
+///
+/// Its [`source`](std::error::Error::source) is the typed cause where there is one (a rootfs
+/// mount that could not even be prepared: [`MountError`]), else the errno.
+#[derive(Debug)]
+#[non_exhaustive]
 pub struct LaunchError {
     /// The step that failed.
     pub stage: Stage,
     /// Its error number.
-    #[source]
     pub errno: Errno,
     /// The path concerned (a mount target, the working directory, the program), where known.
     pub path: Option<PathBuf>,
+    /// The typed cause, where the step failed before the child ran (preparing a mount).
+    pub cause: Option<Box<MountError>>,
+}
+
+impl fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "container setup failed at {}", self.stage)?;
+        if let Some(p) = &self.path {
+            write!(f, " ({})", p.display())?;
+        }
+        write!(f, ": {}{}", self.errno, hint(self.stage, self.errno))?;
+        if let Some(cause) = &self.cause {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LaunchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.cause {
+            Some(cause) => Some(&**cause),
+            None => Some(&self.errno),
+        }
+    }
 }
 
 impl LaunchError {
@@ -189,6 +215,7 @@ impl LaunchError {
             stage,
             errno,
             path: None,
+            cause: None,
         }
     }
 
@@ -197,6 +224,17 @@ impl LaunchError {
             stage,
             errno,
             path: Some(path.into()),
+            cause: None,
+        }
+    }
+
+    /// The error of a mount that could not be prepared (before the child runs).
+    pub(crate) fn mount(stage: Stage, path: impl Into<PathBuf>, cause: MountError) -> LaunchError {
+        LaunchError {
+            stage,
+            errno: cause.errno().unwrap_or(Errno::EINVAL),
+            path: Some(path.into()),
+            cause: Some(Box::new(cause)),
         }
     }
 }

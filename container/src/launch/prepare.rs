@@ -360,13 +360,10 @@ fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchErr
     let root = cstring(spec.root.as_os_str().as_bytes(), &spec.root)?;
     let mut rootfs = Vec::with_capacity(spec.rootfs_mounts.len());
     for m in &spec.rootfs_mounts {
-        rootfs.push(m.prepare(&spec.root).map_err(|e| {
-            LaunchError::at(
-                Stage::RootfsMount,
-                e.errno().unwrap_or(Errno::EINVAL),
-                &spec.root,
-            )
-        })?);
+        rootfs.push(
+            m.prepare(&spec.root)
+                .map_err(|e| LaunchError::mount(Stage::RootfsMount, &spec.root, e))?,
+        );
         side.rootfs_targets.push(spec.root.clone());
     }
     let mut extra = Vec::with_capacity(spec.mounts.len());

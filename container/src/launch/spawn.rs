@@ -446,7 +446,9 @@ pub(crate) fn report_error(side: &ParentSide, stage: u32, errno: i32, index: u32
             .map(|c| c.to_string_lossy().into_owned().into()),
         _ => None,
     };
-    LaunchError { stage, errno, path }
+    let mut e = LaunchError::new(stage, errno);
+    e.path = path;
+    e
 }
 
 fn map_lines(map: &[IdMap]) -> String {
