@@ -192,6 +192,14 @@ fn test(args: &[String]) -> Result<(), String> {
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
+    // The private items' docs too: their links must resolve as well.
+    run(
+        "docs build (private items)",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps", "--document-private-items"])
+            .env("RUSTDOCFLAGS", "-D warnings")
+            .env("CARGO_TARGET_DIR", "target/doc-private"),
+    )?;
     run("tour", cargo().args(["run", "--example", "tour"]))?;
     if nix_is_root() {
         tour_unprivileged()?;

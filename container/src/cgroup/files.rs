@@ -29,7 +29,7 @@ pub(crate) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     write_raw(path, value).map_err(|e| error("write", path, e))
 }
 
-/// [`write`] keeping the raw error, for callers that handle particular errnos.
+/// [`write()`] keeping the raw error, for callers that handle particular errnos.
 pub(crate) fn write_raw(path: &Path, value: &str) -> io::Result<()> {
     let mut file = OpenOptions::new().write(true).open(path)?;
     // cgroupfs takes one value per write(2); `write_all` would retry a short write, which the

@@ -1,9 +1,9 @@
 //! Diff: turn the changes made to a tree back into a deterministic OCI layer tar.
 //!
-//! - [`native`]: from an overlay upper directory over its lower stack. Only the upper directory
+//! - [`native()`]: from an overlay upper directory over its lower stack. Only the upper directory
 //!   is walked (plus one lookup into the lowers per whiteout and per directory), so the cost is
 //!   proportional to what changed, not to the rootfs.
-//! - [`naive`]: between a base (any [`UnionView`], e.g. one plain directory) and a new plain
+//! - [`naive()`]: between a base (any [`UnionView`], e.g. one plain directory) and a new plain
 //!   tree. Every file is compared: type, mode, owner, size, link target, device numbers,
 //!   xattrs, and the contents when the sizes are equal, so an edit that keeps size and mtime is
 //!   still caught.
