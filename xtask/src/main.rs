@@ -197,8 +197,7 @@ fn test(args: &[String]) -> Result<(), String> {
         "docs build (private items)",
         cargo()
             .args(["doc", "--workspace", "--no-deps", "--document-private-items"])
-            .env("RUSTDOCFLAGS", "-D warnings")
-            .env("CARGO_TARGET_DIR", "target/doc-private"),
+            .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     run("tour", cargo().args(["run", "--example", "tour"]))?;
     if nix_is_root() {
