@@ -485,3 +485,42 @@ fn reproducible_in_two_stores() {
             .all(|h| h.created.as_deref() == Some("2020-09-13T12:26:40Z"))
     );
 }
+
+#[test]
+fn pruning_the_cache_drops_entries_whose_layers_were_collected() {
+    if !can_run() {
+        return;
+    }
+    let store = Store::temporary().unwrap();
+    let b = base(&store);
+    let ctx = tempfile::tempdir().unwrap();
+    fs::create_dir(ctx.path().join("src")).unwrap();
+    fs::write(ctx.path().join("src/a.txt"), "one").unwrap();
+    recipe(&b, ctx.path()).build(&store, "keep:1").unwrap();
+    fs::write(ctx.path().join("src/a.txt"), "two").unwrap();
+    let gone = recipe(&b, ctx.path()).build(&store, "gone:1").unwrap();
+    let cache_dir = store.layout().state().join("build-cache");
+    let count = || fs::read_dir(&cache_dir).unwrap().count();
+    let before = count();
+    // An entry that is not an entry at all goes too.
+    fs::write(cache_dir.join("ab".repeat(32)), b"not json").unwrap();
+    assert_eq!(
+        Build::prune_cache(&store).unwrap(),
+        1,
+        "only the unreadable one"
+    );
+    assert_eq!(count(), before);
+
+    store.remove("gone:1").unwrap();
+    store.gc().unwrap();
+    let pruned = Build::prune_cache(&store).unwrap();
+    // The second build's COPY, its RUN (random: a new layer) and the last RUN made layers no
+    // image uses any more; the first build's entries stay.
+    assert_eq!(pruned, 3, "{:?}", gone.steps);
+    assert_eq!(count(), before - 3);
+    let again = recipe(&b, ctx.path()).build(&store, "gone:2").unwrap();
+    assert_eq!(again.runs_executed(), 2, "pruned entries are misses");
+    fs::write(ctx.path().join("src/a.txt"), "one").unwrap();
+    let kept = recipe(&b, ctx.path()).build(&store, "keep:2").unwrap();
+    assert_eq!(kept.runs_executed(), 0, "the kept entries still hit");
+}

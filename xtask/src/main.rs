@@ -196,7 +196,12 @@ fn test(args: &[String]) -> Result<(), String> {
     run(
         "docs build (private items)",
         cargo()
-            .args(["doc", "--workspace", "--no-deps", "--document-private-items"])
+            .args([
+                "doc",
+                "--workspace",
+                "--no-deps",
+                "--document-private-items",
+            ])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     run("tour", cargo().args(["run", "--example", "tour"]))?;

@@ -4,7 +4,7 @@
 //! owner, content digest, link target of every entry; never mtimes). Entries live in the store,
 //! `<store>/molde/build-cache/<key>`, one small JSON file each, naming the layer (or none, for
 //! a `WORKDIR` that found its directory) and the history entry. A hit whose layer blob is gone
-//! (collected) is a miss.
+//! (collected) is a miss, and [`prune`] removes such entries.
 
 use std::fs;
 use std::io::{self, Write};
@@ -98,4 +98,43 @@ pub(crate) fn store_entry(store: &Store, key: &Digest, entry: &CacheEntry) -> io
     tmp.write_all(&serde_json::to_vec(&d).map_err(io::Error::other)?)?;
     tmp.persist(dir.join(key.hex())).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// Remove the entries that can never hit again: those whose layer blob is gone from the store
+/// (GC collected it once no image used it) and those that cannot be read as an entry. Files
+/// being written (`NamedTempFile`s, `.tmp*`) are left alone. Returns how many went.
+pub(crate) fn prune(store: &Store) -> io::Result<usize> {
+    let dir = dir(store);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(key) = name
+            .to_str()
+            .and_then(|n| format!("sha256:{n}").parse::<Digest>().ok())
+        else {
+            continue;
+        };
+        let dead = match fs::read(entry.path()) {
+            Ok(bytes) => match serde_json::from_slice::<OnDisk>(&bytes) {
+                Ok(d) => d.layer.is_some() && lookup(store, &key).is_none(),
+                Err(_) => true,
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        if dead {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
 }

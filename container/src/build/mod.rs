@@ -193,6 +193,13 @@ pub enum BuildError {
 }
 
 impl Build {
+    /// Remove the build cache entries of `store` that can never be used again: those whose
+    /// layer the store has collected (run [`Store::gc`] first) and unreadable ones. Returns
+    /// how many were removed. Entries are small files; nothing else holds on to them.
+    pub fn prune_cache(store: &Store) -> std::io::Result<usize> {
+        cache::prune(store)
+    }
+
     /// A recipe on top of `image` (`FROM image`), which must be in the store given to
     /// [`Build::build`].
     pub fn from_image(image: &Image) -> Build {
