@@ -524,3 +524,52 @@ fn pruning_the_cache_drops_entries_whose_layers_were_collected() {
     let kept = recipe(&b, ctx.path()).build(&store, "keep:2").unwrap();
     assert_eq!(kept.runs_executed(), 0, "the kept entries still hit");
 }
+
+#[test]
+fn build_args_are_in_the_environment_of_later_runs_only() {
+    if !can_run() {
+        return;
+    }
+    let store = Store::temporary().unwrap();
+    let b = base(&store);
+    let report = Build::from_image(&b)
+        .run("echo \"[$A]\" > /before")
+        .arg("A", "1")
+        .env("B", "from env")
+        .arg("B", "from arg")
+        .run("echo \"$A $B\" > /after; echo '$A' >> /after")
+        .cmd(["/bin/cat", "/before", "/after"])
+        .build(&store, "args:1")
+        .unwrap();
+    let out = molde_container::Container::builder(&store, &report.image)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "[]\n1 from env\n$A\n",
+        "an ARG is seen from its step on, an ENV of the same name wins, the shell expands"
+    );
+    assert_eq!(report.image.env_var("A"), None, "not in the image's config");
+    let created_by: Vec<String> = report
+        .image
+        .history()
+        .iter()
+        .filter_map(|h| h.created_by.clone())
+        .collect();
+    assert!(
+        created_by
+            .iter()
+            .any(|c| c.starts_with("RUN |1 A=1 /bin/sh -c echo")),
+        "{created_by:#?}"
+    );
+    // Another value: the RUN after it runs again, the one before does not.
+    let again = Build::from_image(&b)
+        .run("echo \"[$A]\" > /before")
+        .arg("A", "2")
+        .env("B", "from env")
+        .arg("B", "from arg")
+        .run("echo \"$A $B\" > /after; echo '$A' >> /after")
+        .build(&store, "args:2")
+        .unwrap();
+    assert_eq!(again.runs_executed(), 1);
+}

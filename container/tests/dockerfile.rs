@@ -72,11 +72,15 @@ CMD ["/srv/app/greeting.txt"]
         .collect();
     assert!(
         by.iter()
-            .any(|b| b.starts_with("RUN /bin/sh -c echo \"hello from $MODE\"")),
+            // The shell expanded the ARG from its environment; the history names it as
+            // BuildKit does.
+            .any(
+                |b| b.starts_with("RUN |1 GREETING=hello /bin/sh -c echo \"$GREETING from $MODE\"")
+            ),
         "{by:#?}"
     );
     assert_eq!(
-        String::from_utf8_lossy(&report.steps[5].output),
+        String::from_utf8_lossy(&report.steps[6].output),
         "index.html\n"
     );
     let out = Container::builder(&store, img).output().unwrap();
@@ -89,6 +93,26 @@ CMD ["/srv/app/greeting.txt"]
     let line = String::from_utf8_lossy(&out.stdout).into_owned();
     let f: Vec<&str> = line.split_whitespace().collect();
     assert_eq!((f[2], f[3]), ("33", "33"), "{line}");
+    assert!(by.contains(&"ARG GREETING=hello".to_owned()), "{by:#?}");
+    assert_eq!(
+        img.env_var("GREETING"),
+        None,
+        "an ARG is not in the image's config"
+    );
+    // Another value for the build arg: the RUN that sees it runs again.
+    let other = Dockerfile::parse(
+        text,
+        ctx.path(),
+        &[("BASE", "hostbase:1"), ("GREETING", "hey")],
+    )
+    .unwrap()
+    .into_build(&store)
+    .unwrap()
+    .build(&store, "site:other")
+    .unwrap();
+    assert_eq!(other.runs_executed(), 2);
+    let out = Container::builder(&store, &other.image).output().unwrap();
+    assert_eq!(out.stdout, b"hey from prod\n");
     // Rebuilt unchanged: no RUN runs.
     let again = df
         .into_build(&store)

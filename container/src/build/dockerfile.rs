@@ -6,8 +6,8 @@
 //! `LABEL`, `CMD`, `ENTRYPOINT`, `ARG` (defaults and build args), `STOPSIGNAL`, comments and
 //! line continuations. Variables (`$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR:+alt}`; `\$`
 //! escapes) are substituted from `ARG`s and `ENV`s in `FROM`, `COPY`, `ADD`, `ENV`, `EXPOSE`,
-//! `LABEL`, `STOPSIGNAL`, `USER`, `VOLUME`, `WORKDIR`; in `RUN`, `ARG`s only (the shell sees
-//! `ENV`s itself). Anything else (multi-stage builds, `COPY --from`, remote `ADD`, heredocs,
+//! `LABEL`, `STOPSIGNAL`, `USER`, `VOLUME`, `WORKDIR`; not in `RUN`, whose shell sees `ENV`s
+//! and, as Docker gives them, the `ARG`s declared after `FROM` in its environment. Anything else (multi-stage builds, `COPY --from`, remote `ADD`, heredocs,
 //! wildcards, `HEALTHCHECK`, `ONBUILD`, `SHELL`, `MAINTAINER`) is an error naming its line.
 //!
 //! ```no_run
@@ -323,8 +323,14 @@ impl Dockerfile {
                 if name.is_empty() || name.contains(char::is_whitespace) {
                     return Err(err(line, "ARG: expected ARG name[=default]"));
                 }
-                let value = given.get(&name).cloned().or(default).unwrap_or_default();
-                args.insert(name, value);
+                let value = given.get(&name).cloned().or(default);
+                if from.is_some()
+                    && let Some(v) = &value
+                {
+                    // In scope for the RUN steps after it, as their environment.
+                    steps.push((line, Step::Arg(name.clone(), v.clone())));
+                }
+                args.insert(name, value.unwrap_or_default());
                 continue;
             }
             if kw == "FROM" {
@@ -369,9 +375,8 @@ impl Dockerfile {
                         Some(v) if v.is_empty() => return Err(err(line, "RUN: empty command")),
                         Some(v) => Step::Run(RunCommand::Exec(v)),
                         None if rest.is_empty() => return Err(err(line, "RUN: empty command")),
-                        None => Step::Run(RunCommand::Shell(substitute_with(
-                            &rest, &args, line, true,
-                        )?)),
+                        // The shell expands variables itself: ARGs are in its environment.
+                        None => Step::Run(RunCommand::Shell(rest.clone())),
                     }
                 }
                 "CMD" | "ENTRYPOINT" => {
@@ -677,11 +682,12 @@ mod tests {
         assert_eq!(
             s,
             vec![
+                Step::Arg("VERSION".into(), "2.5".into()),
                 Step::Label("v".into(), "2.5".into()),
                 Step::Label("e".into(), "[]".into()),
                 Step::Label("d".into(), "dflt".into()),
                 Step::Label("p".into(), "set".into()),
-                Step::Run(RunCommand::Shell("echo 2.5 $HOME $PATH ${X}".into()))
+                Step::Run(RunCommand::Shell("echo $VERSION \\$HOME $PATH ${X}".into()))
             ]
         );
         let df = Dockerfile::parse("ARG B=x\nFROM $B", Path::new("/c"), &[("B", "y:1")]).unwrap();

@@ -251,6 +251,11 @@ impl Build {
     pub fn env(self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.step(Step::Env(key.into(), value.into()))
     }
+    /// `ARG key=value`: a build-time variable, in the environment of the `RUN` steps after it
+    /// (an `ENV` of the same name wins) and part of their cache key; not in the image.
+    pub fn arg(self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.step(Step::Arg(key.into(), value.into()))
+    }
     /// `WORKDIR dir` (relative to the previous one; made when missing).
     pub fn workdir(self, dir: impl Into<String>) -> Self {
         self.step(Step::Workdir(dir.into()))
@@ -451,7 +456,7 @@ impl Build {
                         ));
                     }
                 }
-                Step::Env(k, _) => {
+                Step::Env(k, _) | Step::Arg(k, _) => {
                     if k.is_empty() || k.contains('=') || k.contains('\0') {
                         return Err(invalid(i, s, format!("invalid variable name {k:?}")));
                     }
@@ -569,6 +574,8 @@ struct Executor<'a> {
     intermediates: Vec<Digest>,
     /// Whether a CMD step ran (an ENTRYPOINT then keeps it).
     cmd_set: bool,
+    /// The build-time variables so far (`ARG`), in order, each name once.
+    args: Vec<(String, String)>,
 }
 
 impl<'a> Executor<'a> {
@@ -586,6 +593,7 @@ impl<'a> Executor<'a> {
             current: None,
             intermediates: Vec::new(),
             cmd_set: false,
+            args: Vec::new(),
         }
     }
 
@@ -690,6 +698,10 @@ impl<'a> Executor<'a> {
     fn config_step(&mut self, step: &Step) -> Result<StepReport, StepError> {
         match step {
             Step::Env(k, v) => self.config.set_env(k, v),
+            Step::Arg(k, v) => match self.args.iter_mut().find(|(name, _)| name == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => self.args.push((k.clone(), v.clone())),
+            },
             Step::User(u) => {
                 if u.split(':').any(|p| p.parse::<u32>().is_err()) {
                     let (_, view) = self.current()?;
@@ -770,6 +782,7 @@ impl<'a> Executor<'a> {
                 format!("WORKDIR {}", self.config.absolute(d).display()),
                 None,
             ),
+            Step::Run(_) => (self.run_instruction(step), None),
             _ => (step.instruction(), None),
         };
         if let Step::Workdir(d) = step {
@@ -794,7 +807,7 @@ impl<'a> Executor<'a> {
         let (layer, created_by, output) = match step {
             Step::Run(cmd) => {
                 let (layer, out) = self.run(cmd)?;
-                (Some(layer), step.instruction(), out)
+                (Some(layer), self.run_instruction(step), out)
             }
             Step::Copy(c) => {
                 let (_, view) = self.current()?;
@@ -966,6 +979,34 @@ impl<'a> Executor<'a> {
     }
 
     /// Run a `RUN` step's container and make its writable layer a layer.
+    /// A `RUN` as its history and cache key name it: with the build-time variables it sees,
+    /// as BuildKit writes them (`RUN |2 A=1 B=2 /bin/sh -c ...`).
+    fn run_instruction(&self, step: &Step) -> String {
+        let args = self.run_args();
+        let instruction = step.instruction();
+        if args.is_empty() {
+            return instruction;
+        }
+        let rest = instruction.strip_prefix("RUN ").unwrap_or(&instruction);
+        let vars: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("RUN |{} {} {rest}", vars.len(), vars.join(" "))
+    }
+
+    /// The build-time variables a `RUN` gets: those no `ENV` of the same name hides.
+    fn run_args(&self) -> Vec<(String, String)> {
+        self.args
+            .iter()
+            .filter(|(k, _)| {
+                !self
+                    .config
+                    .env
+                    .iter()
+                    .any(|kv| kv.split_once('=').is_some_and(|(name, _)| name == k))
+            })
+            .cloned()
+            .collect()
+    }
+
     fn run(&mut self, cmd: &RunCommand) -> Result<(Layer, Vec<u8>), StepError> {
         let (image, view) = self.current()?;
         let argv: Vec<String> = match cmd {
@@ -980,6 +1021,7 @@ impl<'a> Executor<'a> {
         let mut child = ContainerBuilder::new(self.store, &image)
             .command(&argv[0])
             .args(&argv[1..])
+            .envs(self.run_args())
             .network(self.build.network)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -140,6 +140,10 @@ pub enum Step {
     },
     /// Set an environment variable.
     Env(String, String),
+    /// A build-time variable (`ARG`): in the environment of the `RUN` steps after it (unless
+    /// an `ENV` of the same name is set), part of their cache key, never in the image's
+    /// config.
+    Arg(String, String),
     /// Set the working directory (made, as a layer, when missing).
     Workdir(String),
     /// Set the user (`name`, `uid`, `name:group`, `uid:gid`).
@@ -171,6 +175,7 @@ impl Step {
             Step::Copy(_) => "COPY",
             Step::AddTar { .. } => "ADD",
             Step::Env(..) => "ENV",
+            Step::Arg(..) => "ARG",
             Step::Workdir(_) => "WORKDIR",
             Step::User(_) => "USER",
             Step::Expose(_) => "EXPOSE",
@@ -211,6 +216,7 @@ impl Step {
             }
             Step::AddTar { tar, dest } => format!("ADD {} {dest}", tar.display()),
             Step::Env(k, v) => format!("ENV {k}={v}"),
+            Step::Arg(k, v) => format!("ARG {k}={v}"),
             Step::Workdir(d) => format!("WORKDIR {d}"),
             Step::User(u) => format!("USER {u}"),
             Step::Expose(p) => format!("EXPOSE {p}"),
