@@ -354,6 +354,29 @@ pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> 
     common(run, |side| Ok((Some(root_setup(spec, side)?), None)))
 }
 
+/// Whether this process may make the container's device nodes with `mknod` (it holds
+/// `CAP_MKNOD`, and no device cgroup or security module refuses `/dev/null`'s numbers): tried
+/// once per process in a temporary directory. Where it may not, the launcher binds the host's
+/// nodes instead.
+fn mknod_works() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        if !caps::has_cap(None, CapSet::Effective, Capability::CAP_MKNOD).unwrap_or(false) {
+            return false;
+        }
+        let Ok(dir) = tempfile::Builder::new().prefix("molde-mknod-").tempdir() else {
+            return false;
+        };
+        let made = nix::sys::stat::mknod(
+            &dir.path().join("null"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            nix::sys::stat::makedev(1, 3),
+        );
+        made.is_ok()
+    })
+}
+
 /// The child's own root: rootfs, mounts, hostname, limits (mount targets recorded in `side`).
 fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchError> {
     let new_userns = spec.user_namespace.is_some();
@@ -438,8 +461,7 @@ fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchErr
         extra_trees: vec![-1; extra.len()],
         extra,
         device_trees: [-1; DEVICES.len()],
-        mknod_devices: !new_userns
-            && caps::has_cap(None, CapSet::Effective, Capability::CAP_MKNOD).unwrap_or(false),
+        mknod_devices: !new_userns && mknod_works(),
         sys_fallback: new_userns,
         sys_tree: -1,
         hostname,
