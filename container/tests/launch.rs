@@ -660,3 +660,52 @@ fn a_rootfs_mount_that_cannot_be_prepared_is_the_typed_cause() {
     );
     assert!(err.cause.is_some());
 }
+
+#[test]
+fn the_host_stays_dumpable_when_a_container_runs_as_another_user() {
+    let Some(root) = ready() else { return };
+    // SAFETY: plain integer arguments.
+    let dumpable = || unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+    assert_eq!(dumpable(), 1, "a test process starts dumpable");
+    let mut spec = sh(root.path(), "id -u");
+    spec.uid = 1000;
+    spec.gid = 1000;
+    let (status, out, err) = run(&spec);
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "1000\n");
+    assert_eq!(
+        dumpable(),
+        1,
+        "the child's change of ids made the shared memory (the host's) non-dumpable"
+    );
+}
+
+#[test]
+fn a_file_bind_onto_a_fifo_in_the_image_does_not_hang_the_launcher() {
+    let Some(root) = ready() else { return };
+    nix::unistd::mkfifo(
+        &root.path().join("etc/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let file = host.path().join("given");
+    std::fs::write(&file, "over the fifo\n").unwrap();
+    let mut spec = sh(root.path(), "cat /etc/fifo");
+    spec.mounts = vec![ContainerMount {
+        target: "/etc/fifo".into(),
+        kind: MountKind::Bind {
+            source: file,
+            read_only: true,
+        },
+    }];
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(run(&spec));
+    });
+    let (status, out, err) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the launch hung on the image's FIFO");
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "over the fifo\n");
+}

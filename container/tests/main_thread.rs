@@ -66,6 +66,15 @@ fn main() {
     }
     other.join().unwrap();
 
+    // A container of another user: its change of ids must not leave this process (whose
+    // memory the child shared until its exec) non-dumpable.
+    let mut other_user = sh(root.path(), "true");
+    other_user.uid = 1000;
+    other_user.gid = 1000;
+    assert!(run(&other_user).0.success());
+    // SAFETY: plain integer arguments.
+    assert_eq!(unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }, 1);
+
     // A long-running child outlives nothing it should not: killed, reaped.
     let mut p = launch::spawn(&sh(root.path(), "sleep 30")).unwrap();
     assert_eq!(p.wait_timeout(Duration::from_millis(50)).unwrap(), None);

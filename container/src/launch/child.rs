@@ -201,7 +201,9 @@ pub(crate) fn main(p: &mut Prepared) -> ! {
     // a non-dumpable process's /proc files belong to root, and an unprivileged parent could
     // not write the id maps. Dumpability belongs to the memory: a child sharing the host's
     // would make the host non-dumpable. Such a child is the first and only process of its new
-    // pid namespace until its exec, so no container process can reach it meanwhile.
+    // pid namespace until its exec, so no container process can reach it meanwhile. (Its
+    // change of ids below still makes the shared memory non-dumpable, as the kernel does for
+    // any change of ids; the parent restores the host's setting when `clone` returns.)
     if !p.shares_memory {
         step!(
             p,
@@ -709,6 +711,13 @@ fn credentials_and_exec(p: &Prepared) -> ! {
         Stage::Setuid,
         0,
         sys::check(unsafe { libc::syscall(libc::SYS_setresuid, p.uid, p.uid, p.uid) })
+    );
+    // A change of ids clears the parent-death signal: armed again (as runc does).
+    step!(
+        p,
+        Stage::DeathSignal,
+        0,
+        sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
     );
     step!(
         p,

@@ -2,8 +2,9 @@
 //! go-ahead, and reading the child's report from the error channel.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 
@@ -119,6 +120,10 @@ type CloneResult = Result<(u32, i32), LaunchError>;
 pub(crate) struct Cloning<'a> {
     rx: Option<mpsc::Receiver<CloneResult>>,
     sync_w: Option<OwnedFd>,
+    /// Where the kernel writes the child's pidfd before the child runs (-1 until then): a
+    /// child that never reaches its exec can be killed through it while the thread that made
+    /// it is still suspended in `clone`.
+    pidfd: Arc<AtomicI32>,
     /// The child's pid, once its first report told it.
     pid: Option<u32>,
     _prepared: std::marker::PhantomData<&'a mut Prepared>,
@@ -150,7 +155,11 @@ impl Cloning<'_> {
     /// Give up on the child: kill it if it is known to exist, wait for the clone, reap it.
     /// Returns `e`.
     pub(crate) fn give_up(mut self, e: LaunchError) -> LaunchError {
-        if let Some(pid) = self.pid.take() {
+        let pidfd = self.pidfd.load(Ordering::Acquire);
+        if pidfd >= 0 {
+            // Not closed before `finish` hands it to a Process: still the child's.
+            let _ = super::pidfd::send_signal(pidfd, libc::SIGKILL);
+        } else if let Some(pid) = self.pid.take() {
             // The child is ours and not reaped (only its pidfd's waitid reaps it), so `pid`
             // still names it.
             let _ = nix::sys::signal::kill(
@@ -173,6 +182,7 @@ impl Drop for Cloning<'_> {
             let this = Cloning {
                 rx: self.rx.take(),
                 sync_w: self.sync_w.take(),
+                pidfd: self.pidfd.clone(),
                 pid: self.pid.take(),
                 _prepared: std::marker::PhantomData,
             };
@@ -194,32 +204,35 @@ pub(crate) fn clone_child<'a>(
 ) -> Result<Cloning<'a>, LaunchError> {
     let shares_memory = prepared.shares_memory;
     let (tx, rx) = mpsc::channel();
+    let pidfd = Arc::new(AtomicI32::new(-1));
     if shares_memory && !prepared.handshake && on_main_thread() {
         // On the main thread, with nothing to write while the child waits: clone right here,
         // which saves two hand-offs between threads (on an idle core each costs a wake-up).
         // The main thread's end is the process's, so the child's parent-death signal keeps
         // its meaning. Signals are blocked around the clone, as on the launcher thread.
         let result = MAIN_STACK.with(|stack| {
-            with_signals_blocked(|| shared_clone(prepared, flags, &mut stack.borrow_mut()))
+            with_signals_blocked(|| shared_clone(prepared, flags, &mut stack.borrow_mut(), &pidfd))
         });
         drop(child_ends);
         let _ = tx.send(result);
         return Ok(Cloning {
             rx: Some(rx),
             sync_w,
+            pidfd,
             pid: None,
             _prepared: std::marker::PhantomData,
         });
     }
     let ptr = SendPtr(prepared);
+    let slot = pidfd.clone();
     let job: Job = Box::new(move |stack| {
         let ptr = ptr;
         // SAFETY: see SendPtr.
         let prepared = unsafe { &mut *ptr.0 };
         let result = if shares_memory {
-            shared_clone(prepared, flags, stack)
+            shared_clone(prepared, flags, stack, &slot)
         } else {
-            raw_clone(prepared, flags)
+            raw_clone(prepared, flags, &slot)
         };
         // After `clone` (and with CLONE_VFORK, after the child's exec): the error channel's
         // EOF now waits only for the child.
@@ -230,6 +243,7 @@ pub(crate) fn clone_child<'a>(
     Ok(Cloning {
         rx: Some(rx),
         sync_w,
+        pidfd,
         pid: None,
         _prepared: std::marker::PhantomData,
     })
@@ -271,29 +285,62 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
 
 /// `clone(CLONE_VM | CLONE_VFORK | flags)` on the child stack: returns once the child has
 /// exec'd or exited.
-fn shared_clone(prepared: &mut Prepared, flags: u64, stack: &mut ChildStack) -> CloneResult {
+fn shared_clone(
+    prepared: &mut Prepared,
+    flags: u64,
+    stack: &mut ChildStack,
+    pidfd: &AtomicI32,
+) -> CloneResult {
     let top = stack.top().map_err(|e| LaunchError::new(Stage::Clone, e))?;
-    let mut pidfd: libc::c_int = -1;
+    let dumpable = host_dumpable();
     let all =
         flags | (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD) as u64;
     // SAFETY: the child runs `child_entry` on `top`, a stack nothing else uses (this thread is
     // suspended until the child execs or exits); it shares this process's memory but writes
     // only to its stack and to `prepared`, which nobody else touches meanwhile, makes raw
     // syscalls only, and runs no signal handler (all signals blocked, then defaulted). With
-    // CLONE_PIDFD glibc's clone stores the pidfd at the parent_tid argument.
+    // CLONE_PIDFD glibc's clone stores the pidfd at the parent_tid argument (`pidfd`, which
+    // outlives the call), before the child runs.
     let ret = unsafe {
         libc::clone(
             child_entry,
             top,
             all as libc::c_int,
             (prepared as *mut Prepared).cast::<libc::c_void>(),
-            &mut pidfd as *mut libc::c_int,
+            pidfd.as_ptr(),
         )
     };
+    let errno = Errno::last();
+    // The child's change of ids (setresuid...) made the shared memory, the host's,
+    // non-dumpable (the kernel's commit_creds): the host gets its own setting back now that
+    // the child has its own memory.
+    restore_dumpable(dumpable);
     if ret < 0 {
-        return Err(LaunchError::new(Stage::Clone, Errno::last()));
+        return Err(LaunchError::new(Stage::Clone, errno));
     }
-    Ok((ret as u32, pidfd))
+    Ok((ret as u32, pidfd.load(Ordering::Acquire)))
+}
+
+/// This process's dumpable setting before its first `CLONE_VM` launch.
+fn host_dumpable() -> Option<libc::c_int> {
+    static DUMPABLE: std::sync::OnceLock<Option<libc::c_int>> = std::sync::OnceLock::new();
+    *DUMPABLE.get_or_init(|| {
+        // SAFETY: plain integer arguments.
+        let d = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+        // Only 0 and 1 can be set back with prctl.
+        matches!(d, 0 | 1).then_some(d)
+    })
+}
+
+/// Set this process's dumpable setting back to `dumpable` if it changed.
+fn restore_dumpable(dumpable: Option<libc::c_int>) {
+    let Some(d) = dumpable else { return };
+    // SAFETY: plain integer arguments.
+    unsafe {
+        if libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) != d {
+            libc::prctl(libc::PR_SET_DUMPABLE, d as libc::c_ulong, 0, 0, 0);
+        }
+    }
 }
 
 /// `struct clone_args` of `clone3(2)`.
@@ -313,11 +360,10 @@ struct CloneArgs {
     cgroup: u64,
 }
 
-fn raw_clone(prepared: &mut Prepared, flags: u64) -> CloneResult {
-    let mut pidfd: libc::c_int = -1;
+fn raw_clone(prepared: &mut Prepared, flags: u64, slot: &AtomicI32) -> CloneResult {
     let args = CloneArgs {
         flags: flags | libc::CLONE_PIDFD as u64,
-        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        pidfd: slot.as_ptr() as u64,
         exit_signal: libc::SIGCHLD as u64,
         ..CloneArgs::default()
     };
@@ -338,7 +384,7 @@ fn raw_clone(prepared: &mut Prepared, flags: u64) -> CloneResult {
                 libc::SYS_clone,
                 (flags | libc::CLONE_PIDFD as u64 | libc::SIGCHLD as u64) as libc::c_ulong,
                 0usize,
-                &mut pidfd as *mut libc::c_int,
+                slot.as_ptr(),
                 0usize,
                 0usize,
             )
@@ -347,7 +393,7 @@ fn raw_clone(prepared: &mut Prepared, flags: u64) -> CloneResult {
     match ret {
         0 => child::main(prepared),
         r if r < 0 => Err(LaunchError::new(Stage::Clone, Errno::last())),
-        pid => Ok((pid as u32, pidfd)),
+        pid => Ok((pid as u32, slot.load(Ordering::Acquire))),
     }
 }
 

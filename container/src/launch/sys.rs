@@ -130,20 +130,29 @@ pub(crate) fn real_dir(path: &CStr) -> Sys {
     Ok(0)
 }
 
-/// Create an empty file at `path` if nothing is there (a mount point for a file).
+/// Make an empty file at `path` if nothing is there (a mount point for a file), without
+/// opening anything: an existing entry is fine unless it is a directory (`EISDIR`) or a
+/// symlink (`ELOOP`: a mount would follow it). Opening the target instead would block on a
+/// FIFO the image put there, or open a device node as the launcher (all capabilities).
 pub(crate) fn touch(path: &CStr, mode: libc::mode_t) -> Sys {
-    // SAFETY: a valid NUL-terminated path; the fd is closed at once.
-    let fd = check(unsafe {
+    // SAFETY: a valid NUL-terminated path; plain integer arguments.
+    let made = check(unsafe {
         libc::syscall(
-            libc::SYS_openat,
+            libc::SYS_mknodat,
             libc::AT_FDCWD,
             path.as_ptr(),
-            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-            mode,
+            libc::S_IFREG | mode,
+            0,
         )
-    })?;
-    close(fd as i32);
-    Ok(0)
+    });
+    match made {
+        Err(libc::EEXIST) => match file_type(path)? {
+            libc::S_IFDIR => Err(libc::EISDIR),
+            libc::S_IFLNK => Err(libc::ELOOP),
+            _ => Ok(0),
+        },
+        other => other,
+    }
 }
 
 /// Close every descriptor from 3 up except `keep` (`close_range(2)`, twice).
