@@ -709,3 +709,45 @@ fn a_file_bind_onto_a_fifo_in_the_image_does_not_hang_the_launcher() {
     assert!(status.success(), "{err}");
     assert_eq!(out, "over the fifo\n");
 }
+
+#[test]
+fn device_nodes_the_image_ships_cannot_be_opened() {
+    let Some(lower) = ready() else { return };
+    // A node with /dev/null's numbers, as an image layer unpacked as root would carry one (the
+    // same for a disk's numbers): opening it must fail, whatever the rootfs mount.
+    nix::sys::stat::mknod(
+        &lower.path().join("etc/node"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let script = "echo x > /etc/node && echo OPENED; echo x > /dev/null && echo DEV-OK";
+    let tmp = tempfile::tempdir().unwrap();
+    let (upper, work, merged) = (
+        tmp.path().join("upper"),
+        tmp.path().join("work"),
+        tmp.path().join("merged"),
+    );
+    for d in [&upper, &work, &merged] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let overlay = vec![Mount::Overlay(OverlayMount {
+        lowerdirs: vec![lower.path().to_path_buf()],
+        upperdir: Some(upper),
+        workdir: Some(work),
+        userxattr: false,
+        volatile: false,
+    })];
+    for (what, root, mounts) in [
+        ("plain root", lower.path().to_path_buf(), Vec::new()),
+        ("overlay root", merged, overlay),
+    ] {
+        let mut spec = sh(&root, script);
+        spec.rootfs_mounts = mounts;
+        let (status, out, err) = run(&spec);
+        assert!(status.success(), "{what}: {err}");
+        assert_eq!(out, "DEV-OK\n", "{what}: {out} {err}");
+        assert!(err.contains("Permission denied"), "{what}: {err}");
+    }
+}

@@ -314,6 +314,15 @@ fn setup_root(err_w: i32, r: &mut RootSetup) {
             m.perform().map_err(|(_, errno)| errno as i32)
         );
     }
+    // No device node of the image can be opened: without a device cgroup, a node an image
+    // ships (a layer unpacked as root makes them) would reach the host's device. Only the
+    // container's own /dev (a tmpfs mounted later) allows them.
+    step!(
+        p,
+        Stage::RootfsMount,
+        0,
+        sys::set_mount_attr(libc::AT_FDCWD, &r.root, sys::MOUNT_ATTR_NODEV, true)
+    );
     // Host-side trees, taken while the host's tree is still reachable.
     for (i, m) in r.extra.iter().enumerate() {
         if let ExtraKind::Bind { source, read_only } = &m.kind {

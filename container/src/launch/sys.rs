@@ -67,8 +67,16 @@ const MOUNT_ATTR_RDONLY: u64 = 1;
 
 /// `mount_setattr(2)` making the mount at `dirfd`/`path` read-only (recursively if asked).
 pub(crate) fn make_read_only(dirfd: i32, path: &CStr, recursive: bool) -> Sys {
+    set_mount_attr(dirfd, path, MOUNT_ATTR_RDONLY, recursive)
+}
+
+/// `MOUNT_ATTR_NODEV`: device nodes on the mount cannot be opened.
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// `mount_setattr(2)` setting `attr_set` on the mount at `dirfd`/`path` (recursively if asked).
+pub(crate) fn set_mount_attr(dirfd: i32, path: &CStr, attr_set: u64, recursive: bool) -> Sys {
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
+        attr_set,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
