@@ -321,7 +321,16 @@ impl Record {
         let target = StateLink::of(self).encode();
         let lock = paths.lock();
         match xattr::set(&lock, STATE_XATTR, target.as_bytes()) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                // A state link an older molde wrote would go stale for one still reading it.
+                let link = paths.state();
+                return match fs::remove_file(&link) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        Err(io_err("removing the old state link", &link)(e))
+                    }
+                    _ => Ok(()),
+                };
+            }
             // Neither can hold an xattr written before: the link is the state.
             Err(e) if no_state_xattr(&e) => {}
             Err(e) => return Err(io_err("writing the state xattr of", &lock)(e)),
@@ -793,8 +802,9 @@ mod tests {
         let r = Record::update(&paths, |r| r.run.init = false).unwrap();
         assert_ne!(fs::read(paths.record()).unwrap(), before);
         assert_eq!(Record::read(&paths).unwrap(), r);
+        // The xattr replaced the state link (an older molde would have read it stale).
+        assert!(fs::symlink_metadata(paths.state()).is_err());
         // A record without a state (an older molde's) keeps its own state.
-        fs::remove_file(paths.state()).unwrap();
         assert_eq!(Record::read(&paths).unwrap(), r);
         xattr::remove(paths.lock(), STATE_XATTR).unwrap();
         assert_eq!(Record::read(&paths).unwrap(), r);
@@ -820,14 +830,15 @@ mod tests {
             n.sort();
             n
         };
-        let before = names();
+        // The first state written in place removes the link (an older molde reading it would
+        // see a stale state); after that no file is made or replaced.
+        let before: Vec<_> = names().into_iter().filter(|n| n != "state").collect();
         for (state, pid) in [(State::Running, Some(9)), (State::Exited, None)] {
             r = Record::update(&paths, |r| {
                 r.state = state;
                 r.pid = pid;
             })
             .unwrap();
-            // The xattr wins over the stale link; no file was made or replaced.
             assert_eq!(Record::read(&paths).unwrap(), r);
             let mut reloaded = sample("inplace");
             reloaded.reload_state(&paths).unwrap();

@@ -105,11 +105,11 @@ pub fn flattened(store: &Store, image: &Image) -> Result<Option<PathBuf>, StoreE
     };
     let layout = store.layout();
     let path = layout.flat(top);
+    // GC waits while this holds the content lock: what is found, or made, stays meanwhile.
+    let _content = store.content_lock(LockKind::Shared)?;
     if path.is_dir() {
         return Ok(Some(path));
     }
-    // GC waits while this holds the content lock: the layers stay until the tree is made.
-    let _content = store.content_lock(LockKind::Shared)?;
     let layers = unpack(store, image)?;
     let dir = layout.flats();
     fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;

@@ -114,15 +114,20 @@ pub(crate) fn prune(store: &Store) -> io::Result<usize> {
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
-        let Some(key) = name
+        let is_key = name
             .to_str()
-            .and_then(|n| format!("sha256:{n}").parse::<Digest>().ok())
-        else {
+            .is_some_and(|n| format!("sha256:{n}").parse::<Digest>().is_ok());
+        if !is_key {
             continue;
-        };
+        }
         let dead = match fs::read(entry.path()) {
             Ok(bytes) => match serde_json::from_slice::<OnDisk>(&bytes) {
-                Ok(d) => d.layer.is_some() && lookup(store, &key).is_none(),
+                // Decided on what was read: a blob that is gone (or a layer that names none).
+                Ok(d) => d.layer.is_some_and(|l| {
+                    l.digest
+                        .parse::<Digest>()
+                        .map_or(true, |digest| !store.has_blob(&digest))
+                }),
                 Err(_) => true,
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,

@@ -1018,7 +1018,10 @@ impl<'a> Executor<'a> {
             }
             RunCommand::Exec(v) => v.clone(),
         };
-        let mut child = ContainerBuilder::new(self.store, &image)
+        let mut builder = ContainerBuilder::new(self.store, &image);
+        // Each RUN runs on a new intermediate image: flattening it would be work for one use.
+        builder.flatten = false;
+        let mut child = builder
             .command(&argv[0])
             .args(&argv[1..])
             .envs(self.run_args())

@@ -107,6 +107,9 @@ pub struct ContainerBuilder {
     pub(crate) init: bool,
     pub(crate) storage: LayerStorage,
     pub(crate) stop_signal: Option<i32>,
+    /// Mount a deep image's flattened stack (made on first use); a build's RUN steps, each on
+    /// a new intermediate image, do not.
+    pub(crate) flatten: bool,
 }
 
 impl ContainerBuilder {
@@ -137,6 +140,7 @@ impl ContainerBuilder {
             init: false,
             storage: LayerStorage::Disk,
             stop_signal: None,
+            flatten: true,
         }
     }
 

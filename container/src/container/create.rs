@@ -57,8 +57,18 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
     let image = b.image.clone();
     let xattr = OverlayXattr::for_current_process();
     // Everything that can be checked is checked before anything is made.
-    // A deep image's containers mount its flattened stack: one lower directory.
-    let lowers: Vec<PathBuf> = match molde_image::unpack::flattened(&store, &image)? {
+    // A deep image's containers mount its flattened stack: one lower directory. Where it
+    // cannot be made (a hard link refused: EMLINK on a much-shared inode, EXDEV across
+    // mounts), the layers themselves.
+    let flat = if b.flatten {
+        molde_image::unpack::flattened(&store, &image).unwrap_or_else(|e| {
+            tracing::warn!("mounting the layers of {} one by one: {e}", image.id());
+            None
+        })
+    } else {
+        None
+    };
+    let lowers: Vec<PathBuf> = match flat {
         Some(flat) => vec![flat],
         None => molde_image::unpack::unpack(&store, &image)?
             .into_iter()

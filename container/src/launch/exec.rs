@@ -90,7 +90,8 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
     let (mut prepared, mut side) = prepare::common(run, |_| Ok((None, Some(enter))))?;
 
     let child_ends = std::mem::take(&mut side.child_ends);
-    let cloning = clone_child(&mut prepared, 0, child_ends, side.sync_w.take())?;
+    // SAFETY: `cloning` is finished at once, before `prepared` goes.
+    let cloning = unsafe { clone_child(&mut prepared, 0, child_ends, side.sync_w.take())? };
     // Made fork-style (no handshake: nothing to write for it): `clone` returned at once. The
     // intermediate: reaped whatever happens.
     let (_, intermediate_fd) = cloning.finish()?;

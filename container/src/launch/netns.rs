@@ -21,6 +21,9 @@ use std::sync::{Condvar, Mutex};
 const READY: usize = 2;
 
 struct Pool {
+    /// The process the pool belongs to: a child forked without exec gets its own (its copies
+    /// of the namespaces are its parent's too, and its maker thread is gone).
+    pid: u32,
     ready: Vec<OwnedFd>,
     /// The maker thread exists (started at the first `take`).
     started: bool,
@@ -29,6 +32,7 @@ struct Pool {
 }
 
 static POOL: Mutex<Pool> = Mutex::new(Pool {
+    pid: 0,
     ready: Vec::new(),
     started: false,
     off: false,
@@ -43,6 +47,14 @@ fn pool() -> std::sync::MutexGuard<'static, Pool> {
 /// next. `None`: make one at `clone`.
 pub(crate) fn take() -> Option<OwnedFd> {
     let mut pool = pool();
+    let pid = std::process::id();
+    if pool.pid != pid {
+        // First use, or a forked child: nothing made by another process is handed out.
+        pool.pid = pid;
+        pool.ready.clear();
+        pool.started = false;
+        pool.off = false;
+    }
     if pool.off {
         return None;
     }
@@ -71,6 +83,16 @@ fn maker() {
         Some(&nix::sys::signal::SigSet::all()),
         None,
     );
+    // Each namespace is made from the host's: a new one may copy its maker's settings
+    // (`net.core.devconf_inherit_init_net`), never those of the namespace made before.
+    let host = match open_own() {
+        Ok(fd) => fd,
+        Err(errno) => {
+            tracing::debug!("network namespace pool off: {errno}");
+            pool().off = true;
+            return;
+        }
+    };
     loop {
         {
             let mut pool = pool();
@@ -80,7 +102,7 @@ fn maker() {
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
             }
         }
-        match make() {
+        match make(&host) {
             Ok(fd) => pool().ready.push(fd),
             Err(errno) => {
                 tracing::debug!("network namespace pool off: {errno}");
@@ -93,10 +115,16 @@ fn maker() {
     }
 }
 
-/// A new network namespace (this thread moves into it) with loopback up.
-fn make() -> Result<OwnedFd, nix::errno::Errno> {
+/// A new network namespace, made from `host` (this thread moves into it), loopback up.
+fn make(host: &OwnedFd) -> Result<OwnedFd, nix::errno::Errno> {
+    nix::sched::setns(host, nix::sched::CloneFlags::CLONE_NEWNET)?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
     super::child::loopback_up().map_err(nix::errno::Errno::from_raw)?;
+    open_own()
+}
+
+/// This thread's network namespace.
+fn open_own() -> Result<OwnedFd, nix::errno::Errno> {
     nix::fcntl::open(
         "/proc/thread-self/ns/net",
         nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,

@@ -196,7 +196,12 @@ impl Drop for Cloning<'_> {
 /// child is made with `CLONE_VM | CLONE_VFORK` on the launcher's own child stack: nothing of
 /// this process's memory is copied. `child_ends` (this process's copies of the child's
 /// descriptors) are closed once `clone` returns; `sync_w` is the go-ahead.
-pub(crate) fn clone_child<'a>(
+///
+/// # Safety
+///
+/// The returned [`Cloning`] must be finished, given up or dropped, never leaked
+/// (`mem::forget`): until then the child, and the launcher thread, use `prepared`.
+pub(crate) unsafe fn clone_child<'a>(
     prepared: &'a mut Prepared,
     flags: u64,
     child_ends: Vec<OwnedFd>,
@@ -527,7 +532,9 @@ pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
     prepared.handshake = handshake;
     prepared.shares_memory = !spec.init;
     let child_ends = std::mem::take(&mut side.child_ends);
-    let mut cloning = clone_child(&mut prepared, flags, child_ends, side.sync_w.take())?;
+    // SAFETY: `cloning` is finished or given up on every path below (or dropped, which gives
+    // up), before `prepared` goes.
+    let mut cloning = unsafe { clone_child(&mut prepared, flags, child_ends, side.sync_w.take())? };
     if handshake {
         let pid = match read_report_from(&side.err_r) {
             Ok(Some(((0, _, _), Some(pid)))) => pid,
