@@ -355,7 +355,7 @@ pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> 
 }
 
 /// Whether this process may make the container's device nodes with `mknod` (it holds
-/// `CAP_MKNOD`, and no device cgroup or security module refuses `/dev/null`'s numbers): tried
+/// `CAP_MKNOD`, and no device cgroup or security module refuses their numbers): each tried
 /// once per process in a temporary directory. Where it may not, the launcher binds the host's
 /// nodes instead.
 fn mknod_works() -> bool {
@@ -367,13 +367,18 @@ fn mknod_works() -> bool {
         let Ok(dir) = tempfile::Builder::new().prefix("molde-mknod-").tempdir() else {
             return false;
         };
-        let made = nix::sys::stat::mknod(
-            &dir.path().join("null"),
-            nix::sys::stat::SFlag::S_IFCHR,
-            nix::sys::stat::Mode::from_bits_truncate(0o600),
-            nix::sys::stat::makedev(1, 3),
-        );
-        made.is_ok()
+        super::child::DEVICE_NUMBERS
+            .iter()
+            .enumerate()
+            .all(|(i, &dev)| {
+                nix::sys::stat::mknod(
+                    &dir.path().join(i.to_string()),
+                    nix::sys::stat::SFlag::S_IFCHR,
+                    nix::sys::stat::Mode::from_bits_truncate(0o600),
+                    dev,
+                )
+                .is_ok()
+            })
     })
 }
 
