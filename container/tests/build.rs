@@ -328,6 +328,14 @@ fn user_by_name_checked_at_its_step() {
     }
 }
 
+/// A build context with `src/a.txt` holding `text`.
+fn context(text: &str) -> tempfile::TempDir {
+    let ctx = tempfile::tempdir().unwrap();
+    fs::create_dir(ctx.path().join("src")).unwrap();
+    fs::write(ctx.path().join("src/a.txt"), text).unwrap();
+    ctx
+}
+
 fn recipe(base: &molde_image::Image, ctx: &Path) -> Build {
     Build::from_image(base)
         .copy(Copy::new(ctx.join("src"), "/src/"))
@@ -343,10 +351,8 @@ fn cache_hits_misses_and_invalidation() {
     }
     let store = Store::temporary().unwrap();
     let b = base(&store);
-    let ctx = tempfile::tempdir().unwrap();
-    fs::create_dir(ctx.path().join("src")).unwrap();
+    let ctx = context("one");
     let a = ctx.path().join("src/a.txt");
-    fs::write(&a, "one").unwrap();
     let t = Instant::now();
     let first = recipe(&b, ctx.path()).build(&store, "c:1").unwrap();
     let first_time = t.elapsed();
@@ -493,9 +499,7 @@ fn pruning_the_cache_drops_entries_whose_layers_were_collected() {
     }
     let store = Store::temporary().unwrap();
     let b = base(&store);
-    let ctx = tempfile::tempdir().unwrap();
-    fs::create_dir(ctx.path().join("src")).unwrap();
-    fs::write(ctx.path().join("src/a.txt"), "one").unwrap();
+    let ctx = context("one");
     recipe(&b, ctx.path()).build(&store, "keep:1").unwrap();
     fs::write(ctx.path().join("src/a.txt"), "two").unwrap();
     let gone = recipe(&b, ctx.path()).build(&store, "gone:1").unwrap();

@@ -387,18 +387,20 @@ fn readonly_rootfs_refuses_writes() {
     assert_eq!(run_ok(&spec), "x\n");
 }
 
+/// `upper`, `work` and `merged` directories made in `dir`, for an overlay rootfs.
+fn overlay_dirs(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let dirs = (dir.join("upper"), dir.join("work"), dir.join("merged"));
+    for d in [&dirs.0, &dirs.1, &dirs.2] {
+        std::fs::create_dir(d).unwrap();
+    }
+    dirs
+}
+
 #[test]
 fn overlay_rootfs_through_prepared_mounts() {
     let Some(lower) = ready() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let (upper, work, merged) = (
-        tmp.path().join("upper"),
-        tmp.path().join("work"),
-        tmp.path().join("merged"),
-    );
-    for d in [&upper, &work, &merged] {
-        std::fs::create_dir(d).unwrap();
-    }
+    let (upper, work, merged) = overlay_dirs(tmp.path());
     let before = mountinfo();
     let mut spec = sh(
         &merged,
@@ -724,14 +726,7 @@ fn device_nodes_the_image_ships_cannot_be_opened() {
     .unwrap();
     let script = "echo x > /etc/node && echo OPENED; echo x > /dev/null && echo DEV-OK";
     let tmp = tempfile::tempdir().unwrap();
-    let (upper, work, merged) = (
-        tmp.path().join("upper"),
-        tmp.path().join("work"),
-        tmp.path().join("merged"),
-    );
-    for d in [&upper, &work, &merged] {
-        std::fs::create_dir(d).unwrap();
-    }
+    let (upper, work, merged) = overlay_dirs(tmp.path());
     let overlay = vec![Mount::Overlay(OverlayMount {
         lowerdirs: vec![lower.path().to_path_buf()],
         upperdir: Some(upper),
