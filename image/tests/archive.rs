@@ -1,6 +1,9 @@
 //! Import and export: OCI layout directories, oci-archives, docker-archives and rootfs
 //! tarballs; round trips keep digests; bad input is a typed error and stores no image.
 
+mod common;
+
+use common::require;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -728,16 +731,6 @@ fn a_nested_index_imports_the_manifest_of_this_platform() {
 }
 
 // ---- real peers ----
-
-fn require(ok: bool, why: &str) -> bool {
-    if !ok {
-        if std::env::var("MOLDE_REQUIRE_ALL").as_deref() == Ok("1") {
-            panic!("required but missing: {why}");
-        }
-        eprintln!("skipping: {why}");
-    }
-    ok
-}
 
 fn have(tool: &str) -> bool {
     std::process::Command::new(tool)

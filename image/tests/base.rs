@@ -1,6 +1,9 @@
 //! Base images from host binaries: the layer holds the binaries, their ELF interpreter and
 //! every DT_NEEDED library, so the programs run chrooted into it.
 
+mod common;
+
+use common::require;
 use std::path::Path;
 use std::process::Command;
 
@@ -8,16 +11,6 @@ use molde_image::Store;
 use molde_image::base::{BaseError, from_host};
 use molde_image::layerfs::apply::{ApplyOptions, apply};
 use molde_image::layerfs::{Format, privilege};
-
-fn require(ok: bool, why: &str) -> bool {
-    if !ok {
-        if std::env::var("MOLDE_REQUIRE_ALL").as_deref() == Ok("1") {
-            panic!("required but missing: {why}");
-        }
-        eprintln!("skipping: {why}");
-    }
-    ok
-}
 
 #[test]
 fn host_binaries_run_inside_their_own_layer() {

@@ -109,8 +109,8 @@ struct SendPtr(*mut Prepared);
 // of it meanwhile.
 unsafe impl Send for SendPtr {}
 
-/// What the launcher thread's `clone` gave: the child's pid and pidfd.
-type CloneResult = Result<(u32, i32), LaunchError>;
+/// What `clone` gave: the child's pid (its pidfd is in the [`Cloning`]'s slot).
+type CloneResult = Result<u32, LaunchError>;
 
 /// A child being made on the launcher thread, which may still be using the [`Prepared`] data
 /// it borrows (and, made with `CLONE_VM`, this process's memory): until its `execve` or exit
@@ -143,23 +143,36 @@ impl Cloning<'_> {
     /// has exec'd or exited); its pid and pidfd. A child still waiting for the go-ahead gets
     /// EOF and exits.
     pub(crate) fn finish(mut self) -> Result<(u32, OwnedFd), LaunchError> {
-        self.sync_w = None;
-        let rx = self.rx.take().expect("a Cloning is finished once");
-        let (pid, pidfd) = rx
-            .recv()
-            .map_err(|_| LaunchError::new(Stage::Clone, Errno::EAGAIN))??;
-        // SAFETY: CLONE_PIDFD gave us a new pidfd that nothing else owns.
-        Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
+        self.wait_clone()
     }
 
     /// Give up on the child: kill it if it is known to exist, wait for the clone, reap it.
     /// Returns `e`.
     pub(crate) fn give_up(mut self, e: LaunchError) -> LaunchError {
+        self.stop();
+        e
+    }
+
+    fn wait_clone(&mut self) -> Result<(u32, OwnedFd), LaunchError> {
+        self.sync_w = None;
+        let Some(rx) = self.rx.take() else {
+            return Err(LaunchError::new(Stage::Clone, Errno::ECHILD));
+        };
+        let pid = rx
+            .recv()
+            .map_err(|_| LaunchError::new(Stage::Clone, Errno::EAGAIN))??;
+        // SAFETY: CLONE_PIDFD stored a new pidfd in the slot, which nothing else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(self.pidfd.load(Ordering::Acquire)) };
+        Ok((pid, pidfd))
+    }
+
+    /// Kill the child if it is known to exist, wait for the clone, reap the child.
+    fn stop(&mut self) {
         let pidfd = self.pidfd.load(Ordering::Acquire);
         if pidfd >= 0 {
-            // Not closed before `finish` hands it to a Process: still the child's.
+            // Not closed before `wait_clone` hands it to a Process: still the child's.
             let _ = super::pidfd::send_signal(pidfd, libc::SIGKILL);
-        } else if let Some(pid) = self.pid.take() {
+        } else if let Some(pid) = self.pid {
             // The child is ours and not reaped (only its pidfd's waitid reaps it), so `pid`
             // still names it.
             let _ = nix::sys::signal::kill(
@@ -167,26 +180,18 @@ impl Cloning<'_> {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        if let Ok((pid, pidfd)) = self.finish() {
+        if let Ok((pid, pidfd)) = self.wait_clone() {
             let mut process = Process::new(pid, pidfd, None, None, None);
             let _ = process.kill();
             let _ = process.wait();
         }
-        e
     }
 }
 
 impl Drop for Cloning<'_> {
     fn drop(&mut self) {
         if self.rx.is_some() {
-            let this = Cloning {
-                rx: self.rx.take(),
-                sync_w: self.sync_w.take(),
-                pidfd: self.pidfd.clone(),
-                pid: self.pid.take(),
-                _prepared: std::marker::PhantomData,
-            };
-            let _ = this.give_up(LaunchError::new(Stage::Sync, Errno::ECANCELED));
+            self.stop();
         }
     }
 }
@@ -323,7 +328,7 @@ fn shared_clone(
     if ret < 0 {
         return Err(LaunchError::new(Stage::Clone, errno));
     }
-    Ok((ret as u32, pidfd.load(Ordering::Acquire)))
+    Ok(ret as u32)
 }
 
 /// This process's dumpable setting before its first `CLONE_VM` launch.
@@ -398,7 +403,7 @@ fn raw_clone(prepared: &mut Prepared, flags: u64, slot: &AtomicI32) -> CloneResu
     match ret {
         0 => child::main(prepared),
         r if r < 0 => Err(LaunchError::new(Stage::Clone, Errno::last())),
-        pid => Ok((pid as u32, slot.load(Ordering::Acquire))),
+        pid => Ok(pid as u32),
     }
 }
 
@@ -546,14 +551,13 @@ pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
             }
             // No child: `clone` failed (its error), or the child died before a word.
             Ok(None) => {
-                let e = match cloning.finish() {
+                return Err(match cloning.finish() {
                     Err(e) => e,
-                    Ok((pid, pidfd)) => {
-                        let mut process = Process::new(pid, pidfd, None, None, None);
-                        abandon(&mut process, LaunchError::new(Stage::Sync, Errno::EPIPE))
-                    }
-                };
-                return Err(e);
+                    Ok((pid, pidfd)) => abandon(
+                        &mut Process::new(pid, pidfd, None, None, None),
+                        LaunchError::new(Stage::Sync, Errno::EPIPE),
+                    ),
+                });
             }
             Err(e) => return Err(cloning.give_up(e)),
         };
