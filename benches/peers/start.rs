@@ -242,6 +242,7 @@ pub fn figures(fixtures: &Path, pairs: usize, wanted: &dyn Fn(&str) -> bool) -> 
         "start-ephemeral",
         "layers-500",
         "start-many",
+        "start-host-mounts",
     ];
     if !names.iter().any(|n| wanted(n)) {
         return Vec::new();
@@ -336,7 +337,102 @@ pub fn figures(fixtures: &Path, pairs: usize, wanted: &dyn Fn(&str) -> bool) -> 
     if wanted("start-many") {
         out.push(start_many(store, image, rootfs, pairs));
     }
+    if wanted("start-host-mounts") {
+        out.push(host_mounts(store, image, pairs));
+    }
     out
+}
+
+/// Extra mounts in the launching thread's mount namespace for `start-host-mounts`.
+const HOST_MOUNTS: usize = 1000;
+/// Starts per side of a `start-host-mounts` pair (their median is the side's time).
+const STARTS_PER_SIDE: usize = 5;
+
+/// `start-host-mounts`: the same start from a mount namespace holding [`HOST_MOUNTS`] more
+/// mounts (a node running other containers, a desktop with snaps) against the host's. The
+/// bench's main thread (which launches: the clone happens on it) moves between its own
+/// namespace and a private copy with the extra mounts (tmpfs under a temporary directory),
+/// so the host's mount table is never touched; both are gone when the figure is done.
+fn host_mounts(store: &Store, image: &Image, pairs: usize) -> Figure {
+    use nix::mount::{MntFlags, MsFlags};
+    use nix::sched::{CloneFlags, setns, unshare};
+    let own_ns =
+        || fs::File::open("/proc/thread-self/ns/mnt").expect("open this thread's mount namespace");
+    let home = own_ns();
+    let cwd = std::env::current_dir().expect("cwd");
+    unshare(CloneFlags::CLONE_NEWNS).expect("unshare the mount namespace");
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .expect("make the copy private");
+    let dir = tempfile::tempdir().expect("tempdir");
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir.path(),
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .expect("tmpfs for the mount points");
+    for i in 0..HOST_MOUNTS {
+        let point = dir.path().join(i.to_string());
+        fs::create_dir(&point).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &point,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=4k"),
+        )
+        .expect("extra mount");
+    }
+    let crowded = own_ns();
+    let enter = |ns: &fs::File| {
+        setns(ns, CloneFlags::CLONE_NEWNS).expect("setns");
+        std::env::set_current_dir(&cwd).expect("cwd");
+    };
+    // Each side of a pair is the median of a few starts: the first start after the thread
+    // changed namespace reads that namespace's mount table once (snapshot removal keeps the
+    // calling thread's current namespace's table, parsed), which a program that stays in one
+    // namespace pays once.
+    let median_of_starts = || {
+        let mut runs: Vec<(Duration, u64)> = (0..STARTS_PER_SIDE)
+            .map(|_| molde_true(store, image, false))
+            .collect();
+        runs.sort();
+        runs[STARTS_PER_SIDE / 2]
+    };
+    // Warm up in the crowded namespace (the first launches there may copy it).
+    for _ in 0..3 {
+        molde_true(store, image, false);
+    }
+    let figure = figure(
+        "start-host-mounts",
+        "molde, host's mounts",
+        1.15,
+        pairs,
+        || {
+            enter(&crowded);
+            median_of_starts()
+        },
+        || {
+            enter(&home);
+            median_of_starts().0
+        },
+        "start /bin/true from a mount namespace with 1000 more mounts (tmpfs; median of 5 \
+         starts)",
+        "start /bin/true from the bench's own mount namespace (median of 5 starts)",
+    );
+    // The crowded namespace ends with its last reference.
+    enter(&crowded);
+    let _ = nix::mount::umount2(dir.path(), MntFlags::MNT_DETACH);
+    enter(&home);
+    drop(crowded);
+    figure
 }
 
 /// Containers alive at once in `start-many`.

@@ -242,6 +242,8 @@ fn tour_unprivileged() -> Result<(), String> {
 fn bench(args: &[String]) -> Result<(), String> {
     install(BENCH_PACKAGES)?;
     let mut cmd = cargo();
+    // `cargo xtask bench -- --only X` and `cargo xtask bench --only X` both work.
+    let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
     cmd.args(["bench", "--package", "molde", "--bench", "peers", "--"])
         .args(args);
     run("benchmarks", &mut cmd)

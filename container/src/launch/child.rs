@@ -102,6 +102,12 @@ pub(crate) struct RootSetup {
     pub netns: i32,
     /// Bring loopback up (a network namespace of the child's own making).
     pub loopback: bool,
+    /// A mount namespace made ahead ([`super::mntns`]) to join, or -1 (the child was made in
+    /// a copy of the host's). Joining it, the rootfs mounts are made detached before (in
+    /// `rootfs_trees`) and attached on [`super::mntns::ROOTFS_DIR`].
+    pub mntns: i32,
+    /// The detached rootfs mounts (`rootfs`, or the bind of `root`), filled in by the child.
+    pub rootfs_trees: Vec<i32>,
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
 }
 
@@ -275,17 +281,10 @@ fn enter_container(err_w: i32, e: &Enter) {
     let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0);
 }
 
-fn setup_root(err_w: i32, r: &mut RootSetup) {
-    let p = err_w;
-    if r.netns >= 0 {
-        // SAFETY: plain integer arguments.
-        step!(
-            p,
-            Stage::Setns,
-            0,
-            sys::check(unsafe { libc::syscall(libc::SYS_setns, r.netns, libc::CLONE_NEWNET) })
-        );
-    }
+/// The rootfs in the copy of the host's mount namespace the child was made in: `/` made a
+/// recursive slave first (no mount of the container propagates to the host), the rootfs
+/// mounted on the root directory.
+fn mount_root_in_copy(p: i32, r: &mut RootSetup) {
     step!(
         p,
         Stage::Propagation,
@@ -323,6 +322,52 @@ fn setup_root(err_w: i32, r: &mut RootSetup) {
         0,
         sys::set_mount_attr(libc::AT_FDCWD, &r.root, sys::MOUNT_ATTR_NODEV, true)
     );
+}
+
+/// The rootfs for a mount namespace made ahead: made as detached mounts here, while their
+/// sources (the host's paths) can be reached, and attached once the child has joined it. The
+/// namespace is private and holds nothing of the host: there is nothing to propagate. No
+/// device node of the image can be opened (see `mount_root_in_copy`).
+fn join_mount_namespace(p: i32, r: &mut RootSetup) {
+    if r.rootfs.is_empty() {
+        let fd = step!(p, Stage::RootBind, 0, sys::open_tree_clone(&r.root)) as i32;
+        r.rootfs_trees[0] = fd;
+    }
+    for (i, m) in r.rootfs.iter().enumerate() {
+        let fd = step!(
+            p,
+            Stage::RootfsMount,
+            i,
+            m.detach().map_err(|(_, errno)| errno as i32)
+        );
+        r.rootfs_trees[i] = fd;
+    }
+    for (i, &fd) in r.rootfs_trees.iter().enumerate() {
+        step!(
+            p,
+            Stage::RootfsMount,
+            i,
+            sys::set_mount_attr(fd, c"", sys::MOUNT_ATTR_NODEV, true)
+        );
+    }
+}
+
+fn setup_root(err_w: i32, r: &mut RootSetup) {
+    let p = err_w;
+    if r.netns >= 0 {
+        // SAFETY: plain integer arguments.
+        step!(
+            p,
+            Stage::Setns,
+            0,
+            sys::check(unsafe { libc::syscall(libc::SYS_setns, r.netns, libc::CLONE_NEWNET) })
+        );
+    }
+    if r.mntns >= 0 {
+        join_mount_namespace(p, r);
+    } else {
+        mount_root_in_copy(p, r);
+    }
     // Host-side trees, taken while the host's tree is still reachable.
     for (i, m) in r.extra.iter().enumerate() {
         if let ExtraKind::Bind { source, read_only } = &m.kind {
@@ -344,7 +389,28 @@ fn setup_root(err_w: i32, r: &mut RootSetup) {
         r.sys_tree = fd;
     }
 
-    step!(p, Stage::PivotRoot, 0, sys::chdir(&r.root));
+    if r.mntns >= 0 {
+        // The namespace made ahead: now that nothing of the host is needed any more.
+        // SAFETY: plain integer arguments.
+        step!(
+            p,
+            Stage::Setns,
+            0,
+            sys::check(unsafe { libc::syscall(libc::SYS_setns, r.mntns, libc::CLONE_NEWNS) })
+        );
+        for (i, &fd) in r.rootfs_trees.iter().enumerate() {
+            step!(
+                p,
+                Stage::RootfsMount,
+                i,
+                sys::move_mount(fd, super::mntns::ROOTFS_DIR)
+            );
+            sys::close(fd);
+        }
+        step!(p, Stage::PivotRoot, 0, sys::chdir(super::mntns::ROOTFS_DIR));
+    } else {
+        step!(p, Stage::PivotRoot, 0, sys::chdir(&r.root));
+    }
     // /proc and /sys before pivot_root, relative to the new root: in a user namespace the
     // kernel mounts a new proc or sysfs only where one is already fully visible in the mount
     // namespace (`mount_too_revealing`), which the host's stops being once detached.

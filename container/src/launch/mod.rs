@@ -11,8 +11,11 @@
 //! blocked until the exec); parent-death signal; announce the host pid (first report); wait
 //! for the parent (id maps and cgroups written); not dumpable until exec (children made
 //! fork-style; a container's first process is made with `CLONE_VM | CLONE_VFORK` and copies
-//! nothing of the host's memory); `/` made a recursive slave; the rootfs mounted at
-//! the root directory; host trees for bind mounts and device nodes taken (`open_tree`);
+//! nothing of the host's memory); network and mount namespaces made ahead joined where the
+//! launch got them (privileged launches); in a copy of the host's mount namespace `/` made a
+//! recursive slave and the rootfs mounted at the root directory, else the rootfs made
+//! detached and attached in the namespace joined; host trees for bind mounts and device nodes
+//! taken (`open_tree`);
 //! `/proc` and `/sys` (read-only) mounted in the new root; `pivot_root(".", ".")` and the old
 //! root detached; `/dev` (tmpfs, host device nodes bound, devpts, shm); further mounts; masked
 //! and read-only paths; read-only root; hostname; loopback; rlimits; stdio, every other fd
@@ -24,6 +27,7 @@ mod child;
 mod error;
 mod exec;
 mod init;
+mod mntns;
 mod netns;
 pub(crate) mod pidfd;
 mod prepare;
@@ -36,7 +40,17 @@ pub use error::{LaunchError, Stage};
 pub use exec::exec;
 pub use process::{ChildStderr, ChildStdin, ChildStdout, ExitStatus, Process};
 pub use spawn::spawn;
+
 pub use spec::{
     Capability, ContainerMount, DEFAULT_PATH, ExecSpec, IdMap, IdMaps, MountKind, Network, Rlimit,
     Spec, Stdio, default_capabilities,
 };
+
+/// How many launches of this process so far were given a mount namespace made ahead (a
+/// privileged launch joins one instead of copying the host's mount table; see the launch
+/// sequence in docs/ARCHITECTURE.md). For tests and diagnostics: a launch that finds none
+/// ready copies the host's, which only costs time.
+#[doc(hidden)]
+pub fn mount_namespaces_made_ahead() -> u64 {
+    mntns::handed_out()
+}

@@ -459,8 +459,22 @@ fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchErr
         },
         _ => -1,
     };
+    // A mount namespace made ahead, where the rootfs can be made detached before joining it.
+    let mntns = if !new_userns && rootfs.iter().all(|m| m.can_detach()) {
+        match super::mntns::take() {
+            Some(fd) => {
+                let raw = fd.as_raw_fd();
+                side.child_ends.push(fd);
+                raw
+            }
+            None => -1,
+        }
+    } else {
+        -1
+    };
     Ok(RootSetup {
         root,
+        rootfs_trees: vec![-1; rootfs.len().max(1)],
         rootfs,
         readonly_rootfs: spec.readonly_rootfs,
         extra_trees: vec![-1; extra.len()],
@@ -471,6 +485,7 @@ fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchErr
         sys_tree: -1,
         hostname,
         netns,
+        mntns,
         loopback: spec.network == super::spec::Network::Isolated && netns < 0,
         rlimits: rlimits(&spec.rlimits, new_userns),
     })

@@ -517,12 +517,15 @@ fn map_lines(map: &[IdMap]) -> String {
 /// exec'd (or the init has started it), or with the setup step that failed.
 pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
     let (mut prepared, mut side) = prepare::spawn(spec)?;
-    let mut flags = (libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWCGROUP) as u64;
+    let mut flags =
+        (libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWCGROUP)
+            as u64;
     let joins_netns = prepared.root.as_ref().is_some_and(|r| r.netns >= 0);
+    let joins_mntns = prepared.root.as_ref().is_some_and(|r| r.mntns >= 0);
+    // A child joining a mount namespace made ahead does not copy the host's.
+    if !joins_mntns {
+        flags |= libc::CLONE_NEWNS as u64;
+    }
     if spec.network == Network::Isolated && !joins_netns {
         flags |= libc::CLONE_NEWNET as u64;
     }
@@ -583,6 +586,9 @@ pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
         }
     };
     let (pid, pidfd) = cloning.finish()?;
+    if joins_mntns {
+        super::mntns::refill();
+    }
     // From here on a failure must not leave the child behind: Process's Drop kills and reaps.
     let mut process = Process::new(
         pid,

@@ -24,7 +24,7 @@ use nix::errno::Errno;
 use super::overlay;
 use super::syscalls::{
     FSCONFIG_CMD_CREATE, FSCONFIG_SET_FLAG, FSCONFIG_SET_STRING, FSMOUNT_CLOEXEC, FSOPEN_CLOEXEC,
-    MOUNT_ATTR_RDONLY, MOVE_MOUNT_F_EMPTY_PATH,
+    MOUNT_ATTR_RDONLY, MOVE_MOUNT_F_EMPTY_PATH, OPEN_TREE_CLONE,
 };
 use super::{Mount, MountApi, MountError, OverlayMount, c_path};
 
@@ -43,8 +43,11 @@ pub enum PreparedStep {
     MoveMount,
     /// `mount(2)`.
     Mount,
-    /// `mount(2)` remounting a bind read-only.
+    /// `mount(2)` remounting a bind read-only, or `mount_setattr(2)` making a detached bind
+    /// read-only.
     Remount,
+    /// `open_tree(2)` taking a detached copy of a bind's source.
+    OpenTree,
     /// Changing the working directory to `/proc/self/fd` for a mount whose options name
     /// directories by descriptor, or back.
     Chdir,
@@ -198,6 +201,29 @@ fn check(ret: libc::c_long) -> Result<libc::c_long, Errno> {
     if ret < 0 { Err(Errno::last()) } else { Ok(ret) }
 }
 
+/// `mount_setattr(2)` making the (detached) mount `fd` read-only, not recursively: as the
+/// read-only remount of a bind made with `mount(2)`.
+fn set_read_only(fd: libc::c_long) -> Result<(), Errno> {
+    let attr = super::syscalls::MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `attr` and the empty path live across the call; the size is passed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const super::syscalls::MountAttr,
+            std::mem::size_of::<super::syscalls::MountAttr>(),
+        )
+    })
+    .map(|_| ())
+}
+
 /// Close `fd`, ignoring errors (nothing to do about them here).
 fn close(fd: libc::c_long) {
     // SAFETY: `fd` is a descriptor this module opened and nothing else uses.
@@ -290,11 +316,81 @@ impl PreparedMount {
         }
     }
 
+    /// Whether [`PreparedMount::detach`] can make this mount: a bind, or an overlay through the
+    /// new mount API (not one that needs `mount(2)`).
+    pub fn can_detach(&self) -> bool {
+        match &self.how {
+            How::Bind { .. } => true,
+            How::Overlay { new_api, .. } => *new_api,
+        }
+    }
+
+    /// Make the mount without attaching it anywhere: the returned descriptor (close-on-exec)
+    /// holds the detached tree, to be attached later with `move_mount(2)`, for example after
+    /// joining another mount namespace, where the paths this mount names may not exist. The
+    /// target given at preparation is not used. Allocates nothing and takes no lock, as
+    /// [`PreparedMount::perform`]; only where [`PreparedMount::can_detach`] (`EINVAL`
+    /// otherwise). On failure nothing is left open.
+    pub fn detach(&self) -> Result<RawFd, (PreparedStep, Errno)> {
+        match &self.how {
+            How::Bind { source, read_only } => {
+                // SAFETY: a valid NUL-terminated path; plain flags.
+                let fd = check(unsafe {
+                    libc::syscall(
+                        libc::SYS_open_tree,
+                        libc::AT_FDCWD,
+                        source.as_ptr(),
+                        OPEN_TREE_CLONE
+                            | libc::AT_RECURSIVE as libc::c_uint
+                            | libc::O_CLOEXEC as libc::c_uint,
+                    )
+                })
+                .map_err(|e| (PreparedStep::OpenTree, e))?;
+                if *read_only && let Err(e) = set_read_only(fd) {
+                    close(fd);
+                    return Err((PreparedStep::Remount, e));
+                }
+                Ok(fd as RawFd)
+            }
+            How::Overlay {
+                params,
+                new_api: true,
+                read_only,
+                ..
+            } => self
+                .overlay_detached(params, *read_only)
+                .map(|fd| fd as RawFd),
+            How::Overlay { .. } => Err((PreparedStep::Fsopen, Errno::EINVAL)),
+        }
+    }
+
     fn overlay_new_api(
         &self,
         params: &[(&'static CStr, Option<CString>)],
         read_only: bool,
     ) -> Result<(), (PreparedStep, Errno)> {
+        let mnt = self.overlay_detached(params, read_only)?;
+        // SAFETY: the empty string and the target are NUL-terminated strings.
+        let moved = check(unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                mnt,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                self.target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        });
+        close(mnt);
+        moved.map(|_| ()).map_err(|e| (PreparedStep::MoveMount, e))
+    }
+
+    /// The overlay as a detached mount (`fsopen`, `fsconfig`, `fsmount`).
+    fn overlay_detached(
+        &self,
+        params: &[(&'static CStr, Option<CString>)],
+        read_only: bool,
+    ) -> Result<libc::c_long, (PreparedStep, Errno)> {
         // SAFETY: a valid NUL-terminated string; plain flags.
         let fs =
             check(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })
@@ -325,7 +421,7 @@ impl PreparedMount {
             .map_err(|e| (PreparedStep::Create, e))?;
             let attrs = if read_only { MOUNT_ATTR_RDONLY } else { 0 };
             // SAFETY: plain integer arguments.
-            let mnt = check(unsafe {
+            check(unsafe {
                 libc::syscall(
                     libc::SYS_fsmount,
                     fs,
@@ -333,20 +429,7 @@ impl PreparedMount {
                     attrs as libc::c_uint,
                 )
             })
-            .map_err(|e| (PreparedStep::Fsmount, e))?;
-            // SAFETY: the empty string and the target are NUL-terminated strings.
-            let moved = check(unsafe {
-                libc::syscall(
-                    libc::SYS_move_mount,
-                    mnt,
-                    c"".as_ptr(),
-                    libc::AT_FDCWD,
-                    self.target.as_ptr(),
-                    MOVE_MOUNT_F_EMPTY_PATH,
-                )
-            });
-            close(mnt);
-            moved.map(|_| ()).map_err(|e| (PreparedStep::MoveMount, e))
+            .map_err(|e| (PreparedStep::Fsmount, e))
         })();
         close(fs);
         result

@@ -1,0 +1,198 @@
+//! Privileged launches join mount namespaces made ahead by a background thread instead of
+//! copying the host's mount table. One test in its own process: every launch counted here is
+//! this test's.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use molde_container::launch::{self, ContainerMount, ExitStatus, MountKind, Spec, Stdio};
+use molde_layerfs::mount::{Mount, OverlayMount};
+
+use common::busybox::{run, sh};
+
+fn host_mounts() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap()
+}
+
+/// The mount points of a `/proc/self/mountinfo`.
+fn mount_points(mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .collect()
+}
+
+/// The container's mount table holds its root and what the launcher mounts in it: nothing of
+/// the host's, nothing of the namespace it joined, nothing of another container.
+fn assert_only_own_mounts(mountinfo: &str, bind_target: Option<&str>) {
+    let points = mount_points(mountinfo);
+    assert_eq!(
+        points.iter().filter(|p| *p == "/").count(),
+        1,
+        "one root:\n{mountinfo}"
+    );
+    for p in &points {
+        let own = p == "/"
+            || ["/proc", "/sys", "/dev"]
+                .iter()
+                .any(|d| p == d || p.starts_with(&format!("{d}/")))
+            || Some(p.as_str()) == bind_target;
+        assert!(own, "mount point {p} is not the container's:\n{mountinfo}");
+    }
+    if let Some(t) = bind_target {
+        assert!(points.iter().any(|p| p == t), "{t} missing:\n{mountinfo}");
+    }
+}
+
+fn overlay(spec: &mut Spec, lower: &Path, dir: &Path) -> PathBuf {
+    let (upper, work) = (dir.join("upper"), dir.join("work"));
+    std::fs::create_dir(&upper).unwrap();
+    std::fs::create_dir(&work).unwrap();
+    spec.rootfs_mounts = vec![Mount::Overlay(OverlayMount {
+        lowerdirs: vec![lower.to_path_buf()],
+        upperdir: Some(upper.clone()),
+        workdir: Some(work),
+        userxattr: false,
+        volatile: false,
+    })];
+    upper
+}
+
+/// A container printing its mount table, the bind at /data and its root's listing; on an
+/// overlay in `dir` if given (its upper returned).
+fn inspecting(root: &Path, host: &Path, dir: Option<&Path>) -> (Spec, Option<PathBuf>) {
+    let mut spec = sh(
+        root,
+        "cat /proc/self/mountinfo; echo ---; cat /data/given; ls /; echo x > /tmp/new",
+    );
+    spec.mounts = vec![ContainerMount {
+        target: PathBuf::from("/data"),
+        kind: MountKind::Bind {
+            source: host.to_path_buf(),
+            read_only: true,
+        },
+    }];
+    let upper = dir.map(|dir| {
+        let target = dir.join("merged");
+        std::fs::create_dir_all(&target).unwrap();
+        spec.root = target;
+        overlay(&mut spec, root, dir)
+    });
+    (spec, upper)
+}
+
+fn check_inspecting(spec: &Spec, upper: Option<&Path>) {
+    let (status, out, err) = run(spec);
+    assert_eq!(status, ExitStatus::Exited(0), "{out}\n{err}");
+    let (table, rest) = out.split_once("---\n").unwrap();
+    assert_only_own_mounts(table, Some("/data"));
+    assert!(rest.starts_with("from the host\n"), "{rest}");
+    assert!(rest.lines().any(|l| l == "bin"), "the rootfs at /: {rest}");
+    if let Some(upper) = upper {
+        assert_eq!(
+            std::fs::read_to_string(upper.join("tmp/new")).unwrap(),
+            "x\n"
+        );
+        let root_line = table
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .unwrap();
+        assert!(root_line.contains(" - overlay "), "{table}");
+    }
+}
+
+/// Launch with `launch` until one joins a namespace made ahead (the first launch of a process
+/// starts the maker; a launch that finds none ready copies the host's, as before). What the
+/// joining launch returned.
+fn joining<T>(mut launch: impl FnMut(usize) -> T) -> T {
+    for i in 0..50 {
+        let counted = launch::mount_namespaces_made_ahead();
+        let got = launch(i);
+        if launch::mount_namespaces_made_ahead() > counted {
+            return got;
+        }
+        drop(got);
+        // Give the maker its moment.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("no launch joined a mount namespace made ahead");
+}
+
+#[test]
+fn privileged_launches_join_namespaces_made_ahead_holding_only_the_container() {
+    let Some(root) = common::busybox::ready(&[]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let host = tmp.path().join("host-dir");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("given"), "from the host\n").unwrap();
+    let before = host_mounts();
+    let dir = |name: String| tmp.path().join(name);
+
+    // The plain rootfs (a bind of a directory) and an overlay, each in a namespace made ahead.
+    joining(|i| {
+        let (spec, _) = inspecting(root.path(), &host, None);
+        check_inspecting(&spec, None);
+        i
+    });
+    joining(|i| {
+        let d = dir(format!("overlay-{i}"));
+        let (spec, upper) = inspecting(root.path(), &host, Some(&d));
+        check_inspecting(&spec, upper.as_deref());
+    });
+
+    // Two containers that stay up (one joined a namespace made ahead): their mounts show in no
+    // other container, nor on the host.
+    let mut long_lived = Vec::new();
+    for n in 0..2 {
+        let p = joining(|i| {
+            let d = dir(format!("long-{n}-{i}"));
+            let mut spec = sh(root.path(), "sleep 30");
+            let target = d.join("merged");
+            std::fs::create_dir_all(&target).unwrap();
+            spec.root = target;
+            overlay(&mut spec, root.path(), &d);
+            spec.stdout = Stdio::Null;
+            spec.stderr = Stdio::Null;
+            launch::spawn(&spec).unwrap()
+        });
+        long_lived.push(p);
+    }
+    joining(|i| {
+        let d = dir(format!("meanwhile-{i}"));
+        let (spec, upper) = inspecting(root.path(), &host, Some(&d));
+        check_inspecting(&spec, upper.as_deref());
+    });
+
+    // An outside tool entering a container's mount namespace lands in its root, as with any
+    // runtime's containers (pivot_root made it the namespace's root).
+    if common::require(common::have_tool("nsenter"), "needs nsenter (util-linux)") {
+        let pid = long_lived[1].pid();
+        let out = Command::new("nsenter")
+            .args([
+                "--target",
+                &pid.to_string(),
+                "--mount",
+                "--",
+                "/bin/ls",
+                "/",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let listed = String::from_utf8_lossy(&out.stdout);
+        assert!(listed.lines().any(|l| l == "bin"), "{listed}");
+    }
+
+    for mut p in long_lived {
+        p.kill().unwrap();
+        assert_eq!(
+            p.wait().unwrap().signal(),
+            Some(nix::sys::signal::Signal::SIGKILL)
+        );
+    }
+    assert_eq!(host_mounts(), before, "the host's mount table changed");
+}
