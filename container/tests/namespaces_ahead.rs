@@ -1,11 +1,15 @@
 //! Privileged launches join mount namespaces made ahead by a background thread instead of
 //! copying the host's mount table. One test in its own process: every launch counted here is
-//! this test's.
+//! this test's, and its thread (from which the launcher's threads are made) works in a private
+//! mount namespace of its own, where it makes shared mounts as a systemd host has them.
 
 mod common;
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use std::ffi::OsString;
 
 use molde_container::launch::{self, ContainerMount, ExitStatus, MountKind, Spec, Stdio};
 use molde_layerfs::mount::{Mount, OverlayMount};
@@ -13,7 +17,7 @@ use molde_layerfs::mount::{Mount, OverlayMount};
 use common::busybox::{run, sh};
 
 fn host_mounts() -> String {
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap()
+    std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap()
 }
 
 /// The mount points of a `/proc/self/mountinfo`.
@@ -58,6 +62,65 @@ fn overlay(spec: &mut Spec, lower: &Path, dir: &Path) -> PathBuf {
         volatile: false,
     })];
     upper
+}
+
+/// Copy the busybox rootfs `from` (directories, files, symlinks) to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().unwrap();
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src).unwrap(), &dst).unwrap();
+        } else if kind.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// `NS_GET_MNTNS_ID` (`_IOR(0xb7, 5, u64)`): a mount namespace's 64-bit id, never reused and
+/// growing with each namespace made.
+fn mntns_id(ns_file: &Path) -> u64 {
+    const NS_GET_MNTNS_ID: libc::c_ulong = 0x8008_b705;
+    let f = std::fs::File::open(ns_file).unwrap();
+    let mut id = 0u64;
+    // SAFETY: the ioctl writes one u64 into `id`.
+    let ret = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_MNTNS_ID, &mut id as *mut u64) };
+    assert_eq!(
+        ret,
+        0,
+        "NS_GET_MNTNS_ID: {}",
+        std::io::Error::last_os_error()
+    );
+    id
+}
+
+/// The id of a mount namespace made now (by a thread that leaves at once).
+fn fresh_mntns_id() -> u64 {
+    std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+        mntns_id(Path::new("/proc/thread-self/ns/mnt"))
+    })
+    .join()
+    .unwrap()
+}
+
+/// Make `dir` a mount of its own, shared (as systemd makes every mount): a clone of it is its
+/// peer unless made otherwise.
+fn shared_mount(dir: &Path) {
+    use nix::mount::MsFlags;
+    nix::mount::mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
+    nix::mount::mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
 }
 
 /// A container printing its mount table, the bind at /data and its root's listing; on an
@@ -125,10 +188,28 @@ fn privileged_launches_join_namespaces_made_ahead_holding_only_the_container() {
     let Some(root) = common::busybox::ready(&[]) else {
         return;
     };
+    // This thread's own namespace, decoupled from the host's; the launcher's threads are made
+    // from this thread at its first launch, and so live in it too.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let host = tmp.path().join("host-dir");
     std::fs::create_dir(&host).unwrap();
     std::fs::write(host.join("given"), "from the host\n").unwrap();
+    shared_mount(&host);
+    // A rootfs directory on a shared mount, used as it is (a bind of it is the root).
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    shared_mount(&shared);
+    let shared_root = shared.join("root");
+    copy_tree(root.path(), &shared_root);
     let before = host_mounts();
     let dir = |name: String| tmp.path().join(name);
 
@@ -137,6 +218,26 @@ fn privileged_launches_join_namespaces_made_ahead_holding_only_the_container() {
         let (spec, _) = inspecting(root.path(), &host, None);
         check_inspecting(&spec, None);
         i
+    });
+    // A root on a shared mount: its bind must not be the host's peer (pivot_root refuses a
+    // shared root, and the container's /proc and /sys would appear on the host). A container
+    // that may mount (CAP_SYS_ADMIN) mounts in the shared bind at /data: not on the host.
+    joining(|_| {
+        let (mut spec, _) = inspecting(&shared_root, &host, None);
+        spec.capabilities.push(launch::Capability::CAP_SYS_ADMIN);
+        spec.args[1] = OsString::from(
+            "mount -t tmpfs none /data && cat /proc/self/mountinfo && echo --- && \
+             echo from the host && ls /",
+        );
+        let (status, out, err) = run(&spec);
+        assert_eq!(status, ExitStatus::Exited(0), "{out}\n{err}");
+        let (table, _) = out.split_once("---\n").unwrap();
+        assert_only_own_mounts(table, Some("/data"));
+        assert_eq!(
+            host_mounts(),
+            before,
+            "a container's mounts reached the host"
+        );
     });
     joining(|i| {
         let d = dir(format!("overlay-{i}"));
@@ -148,17 +249,28 @@ fn privileged_launches_join_namespaces_made_ahead_holding_only_the_container() {
     // other container, nor on the host.
     let mut long_lived = Vec::new();
     for n in 0..2 {
-        let p = joining(|i| {
+        let (p, made_before) = joining(|i| {
             let d = dir(format!("long-{n}-{i}"));
             let mut spec = sh(root.path(), "sleep 30");
-            let target = d.join("merged");
-            std::fs::create_dir_all(&target).unwrap();
-            spec.root = target;
-            overlay(&mut spec, root.path(), &d);
+            if n == 0 {
+                let target = d.join("merged");
+                std::fs::create_dir_all(&target).unwrap();
+                spec.root = target;
+                overlay(&mut spec, root.path(), &d);
+            } else {
+                spec.root = shared_root.clone();
+            }
             spec.stdout = Stdio::Null;
             spec.stderr = Stdio::Null;
-            launch::spawn(&spec).unwrap()
+            let made_before = fresh_mntns_id();
+            (launch::spawn(&spec).unwrap(), made_before)
         });
+        // Its namespace was made before the launch, not copied from this one at `clone`.
+        let ns = mntns_id(Path::new(&format!("/proc/{}/ns/mnt", p.pid())));
+        assert!(
+            ns < made_before,
+            "the container's mount namespace ({ns}) was made at its launch, after {made_before}"
+        );
         long_lived.push(p);
     }
     joining(|i| {
@@ -195,4 +307,7 @@ fn privileged_launches_join_namespaces_made_ahead_holding_only_the_container() {
         );
     }
     assert_eq!(host_mounts(), before, "the host's mount table changed");
+    for m in [&shared, &host] {
+        nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    }
 }

@@ -325,31 +325,58 @@ fn mount_root_in_copy(p: i32, r: &mut RootSetup) {
 }
 
 /// The rootfs for a mount namespace made ahead: made as detached mounts here, while their
-/// sources (the host's paths) can be reached, and attached once the child has joined it. The
-/// namespace is private and holds nothing of the host: there is nothing to propagate. No
-/// device node of the image can be opened (see `mount_root_in_copy`).
+/// sources (the host's paths) can be reached, and attached once the child has joined it. Each
+/// is made a recursive slave: a clone of a shared host mount would otherwise be its peer
+/// (mounts in the container would appear on the host, and `pivot_root` refuses a shared
+/// root). No device node of the image can be opened (see `mount_root_in_copy`).
 fn join_mount_namespace(p: i32, r: &mut RootSetup) {
     if r.rootfs.is_empty() {
-        let fd = step!(p, Stage::RootBind, 0, sys::open_tree_clone(&r.root)) as i32;
-        r.rootfs_trees[0] = fd;
+        r.rootfs_trees[0] = step!(p, Stage::RootBind, 0, sys::open_tree_clone(&r.root)) as i32;
     }
     for (i, m) in r.rootfs.iter().enumerate() {
-        let fd = step!(
+        r.rootfs_trees[i] = step!(
             p,
             Stage::RootfsMount,
             i,
             m.detach().map_err(|(_, errno)| errno as i32)
         );
-        r.rootfs_trees[i] = fd;
     }
+    let stage = if r.rootfs.is_empty() {
+        Stage::RootBind
+    } else {
+        Stage::RootfsMount
+    };
     for (i, &fd) in r.rootfs_trees.iter().enumerate() {
+        step!(p, Stage::Propagation, i, sys::make_slave(fd));
         step!(
             p,
-            Stage::RootfsMount,
+            stage,
             i,
             sys::set_mount_attr(fd, c"", sys::MOUNT_ATTR_NODEV, true)
         );
     }
+}
+
+/// Join the mount namespace made ahead (nothing of the host is needed any more) and attach
+/// the rootfs on its [`super::mntns::ROOTFS_DIR`], the new root's working directory.
+fn attach_root(p: i32, r: &RootSetup) {
+    // SAFETY: plain integer arguments.
+    step!(
+        p,
+        Stage::JoinNamespace,
+        1,
+        sys::check(unsafe { libc::syscall(libc::SYS_setns, r.mntns, libc::CLONE_NEWNS) })
+    );
+    let stage = if r.rootfs.is_empty() {
+        Stage::RootBind
+    } else {
+        Stage::RootfsMount
+    };
+    for (i, &fd) in r.rootfs_trees.iter().enumerate() {
+        step!(p, stage, i, sys::move_mount(fd, super::mntns::ROOTFS_DIR));
+        sys::close(fd);
+    }
+    step!(p, stage, 0, sys::chdir(super::mntns::ROOTFS_DIR));
 }
 
 fn setup_root(err_w: i32, r: &mut RootSetup) {
@@ -358,7 +385,7 @@ fn setup_root(err_w: i32, r: &mut RootSetup) {
         // SAFETY: plain integer arguments.
         step!(
             p,
-            Stage::Setns,
+            Stage::JoinNamespace,
             0,
             sys::check(unsafe { libc::syscall(libc::SYS_setns, r.netns, libc::CLONE_NEWNET) })
         );
@@ -373,6 +400,10 @@ fn setup_root(err_w: i32, r: &mut RootSetup) {
         if let ExtraKind::Bind { source, read_only } = &m.kind {
             let fd = step!(p, Stage::Mount, i, sys::open_tree_clone(source)) as i32;
             r.extra_trees[i] = fd;
+            if r.mntns >= 0 {
+                // Cloned from the host's tree itself, not from a slave copy of it.
+                step!(p, Stage::Mount, i, sys::make_slave(fd));
+            }
             if *read_only {
                 step!(p, Stage::Mount, i, sys::make_read_only(fd, c"", true));
             }
@@ -381,6 +412,9 @@ fn setup_root(err_w: i32, r: &mut RootSetup) {
     if !r.mknod_devices {
         for (i, dev) in DEVICES.iter().enumerate() {
             r.device_trees[i] = step!(p, Stage::Dev, 0, sys::open_tree_clone(dev)) as i32;
+            if r.mntns >= 0 {
+                step!(p, Stage::Dev, 0, sys::make_slave(r.device_trees[i]));
+            }
         }
     }
     if r.sys_fallback {
@@ -390,24 +424,7 @@ fn setup_root(err_w: i32, r: &mut RootSetup) {
     }
 
     if r.mntns >= 0 {
-        // The namespace made ahead: now that nothing of the host is needed any more.
-        // SAFETY: plain integer arguments.
-        step!(
-            p,
-            Stage::Setns,
-            0,
-            sys::check(unsafe { libc::syscall(libc::SYS_setns, r.mntns, libc::CLONE_NEWNS) })
-        );
-        for (i, &fd) in r.rootfs_trees.iter().enumerate() {
-            step!(
-                p,
-                Stage::RootfsMount,
-                i,
-                sys::move_mount(fd, super::mntns::ROOTFS_DIR)
-            );
-            sys::close(fd);
-        }
-        step!(p, Stage::PivotRoot, 0, sys::chdir(super::mntns::ROOTFS_DIR));
+        attach_root(p, r);
     } else {
         step!(p, Stage::PivotRoot, 0, sys::chdir(&r.root));
     }

@@ -78,11 +78,14 @@ pub enum Stage {
     Exec,
     /// Resetting signal dispositions to their defaults and unblocking signals for the program.
     Signals,
+    /// Joining a namespace made ahead (`setns`): the network namespace (index 0) or the mount
+    /// namespace (index 1).
+    JoinNamespace,
 }
 
 impl Stage {
     /// Every stage, for decoding the number the child reports.
-    const ALL: [Stage; 33] = [
+    const ALL: [Stage; 34] = [
         Stage::Prepare,
         Stage::Clone,
         Stage::UidMap,
@@ -116,6 +119,7 @@ impl Stage {
         Stage::Setns,
         Stage::Exec,
         Stage::Signals,
+        Stage::JoinNamespace,
     ];
 
     /// The stage with this number, as the child reported it.
@@ -158,6 +162,7 @@ impl Stage {
             Stage::Setns => "entering the container's namespaces",
             Stage::Exec => "exec of the program",
             Stage::Signals => "resetting signal dispositions and mask",
+            Stage::JoinNamespace => "joining a namespace made ahead",
         }
     }
 }

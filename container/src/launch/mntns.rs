@@ -1,30 +1,36 @@
 //! Mount namespaces made ahead of need, for privileged launches: each holds nothing of the
-//! host, only a tmpfs root with the directory `/r`, on which the child attaches its rootfs.
+//! host, only a read-only tmpfs root with the directory `/r`, on which the child attaches its
+//! rootfs.
 //!
 //! A child made with `CLONE_NEWNS` gets a copy of every mount of the host, and detaching the
 //! old root after `pivot_root` unmounts all of those copies again: the launch's cost grows
-//! with the host's mount table (about 2 microseconds per mount here: with 300 more mounts a
-//! start took 0.6-0.7 ms longer; a host running other containers, or a desktop with snaps,
-//! has hundreds to thousands). A child that joins a namespace from here (`setns`) copies
-//! nothing of the host and detaches one mount. A background thread makes the next one once
-//! the child has exec'd (not meanwhile: both would take the kernel's mount lock); each is
-//! handed out once.
+//! with the host's mount table (about 1.5-2 microseconds per mount here: with 1000 more mounts
+//! a start took 3.8 ms instead of 2.3 ms; a host running other containers, or a desktop with
+//! snaps, has hundreds to thousands). A child that joins a namespace from here (`setns`)
+//! copies nothing of the host and detaches one mount. The maker thread makes the next one
+//! when a launch that took one ends (its child has exec'd, or it failed), not meanwhile: both
+//! would take the kernel's mount lock. Each is handed out once.
 //!
 //! The maker thread has a home namespace, never handed out: it leaves the host's tree once (a
 //! private copy, a new tmpfs holding `/r` pivoted in as its root, the copy of the host's tree
 //! detached). Every namespace it hands out is a copy of its home (`unshare`: two mounts, the
 //! tmpfs root a new mount of the same tmpfs), after which it goes back home, so that no
 //! container's `pivot_root` (which moves every task whose root is the old root) moves the
-//! maker. No mount is shared with the host or between namespaces: nothing propagates either
-//! way. The tmpfs is mounted `nodev,nosuid,noexec`, nothing is ever written in it, and a
-//! container's copy of it is detached before its program runs.
+//! maker. These mounts are private: none propagates to the host, to home or to another
+//! namespace, though all share the tmpfs (propagation follows peer groups, not
+//! filesystems). The tmpfs is read-only, `nodev,nosuid,noexec`, and a container's copy of it
+//! is detached before its program runs. What the child attaches is made a slave of the host
+//! (the binds of host paths are clones of the host's own mounts; see
+//! [`child`](super::child)).
 //!
-//! Only for a child outside a user namespace (a namespace made here belongs to the host's
-//! user namespace, over which a rootless container's has no privilege), and where the rootfs
-//! can be made as a detached mount before joining (the new mount API; see
-//! [`PreparedMount::detach`](molde_layerfs::mount::PreparedMount::detach)). Where this
-//! process cannot make such namespaces, the pool switches itself off and launches copy the
-//! host's with `CLONE_NEWNS`, as they would anyway.
+//! Only for a child outside a user namespace of a process in the initial one (a namespace
+//! made here belongs to the process's user namespace: a rootless container's has no privilege
+//! over it, and in another than the initial one the kernel would not mount the container's
+//! proc in it), and where the rootfs can be made as a detached mount before joining (the new
+//! mount API; see [`PreparedMount::detach`](molde_layerfs::mount::PreparedMount::detach)).
+//! Where this process cannot make such namespaces (no `fsopen`, no `pivot_root` of its root),
+//! the pool switches itself off and launches copy the host's with `CLONE_NEWNS`, as they
+//! would anyway.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,7 +74,8 @@ fn pool() -> std::sync::MutexGuard<'static, Pool> {
 }
 
 /// A fresh mount namespace (see the module docs), if one is ready; the caller asks for the
-/// next with [`refill`] once its child has exec'd. `None`: copy the host's at `clone`.
+/// next by dropping a [`Refill`] once its child has exec'd. `None`: copy the host's at
+/// `clone` (the maker is asked for more, in case a failed launch never asked).
 pub(crate) fn take() -> Option<OwnedFd> {
     let mut pool = pool();
     let pid = std::process::id();
@@ -105,11 +112,16 @@ pub(crate) fn take() -> Option<OwnedFd> {
     got
 }
 
-/// Ask the maker for the next namespace: called once the child that took one has exec'd (or
-/// failed), so that the making does not compete with that child's setup for the kernel's
-/// mount lock.
-pub(crate) fn refill() {
-    WANTED.notify_one();
+/// Asks the maker for the next namespace when dropped: held by a launch that took one, until
+/// its child has exec'd (or the launch failed), so that the making does not compete with that
+/// child's setup for the kernel's mount lock.
+#[derive(Debug)]
+pub(crate) struct Refill;
+
+impl Drop for Refill {
+    fn drop(&mut self) {
+        WANTED.notify_one();
+    }
 }
 
 /// The maker thread: keeps [`READY`] namespaces made. It blocks every signal; its mount
@@ -183,6 +195,8 @@ fn leave_host(proc_dir: &OwnedFd) -> Result<OwnedFd, Errno> {
         &ROOTFS_DIR.to_bytes()[1..],
         nix::sys::stat::Mode::from_bits_truncate(0o755),
     )?;
+    // Nothing is written in it again (a mount on `/r` needs no write); every copy inherits it.
+    read_only(&root)?;
     // Stacked on the current root, made the root with pivot_root(".", "."), the old one
     // detached beneath it.
     // SAFETY: valid NUL-terminated strings; plain flags.
@@ -271,6 +285,36 @@ fn new_tmpfs() -> Result<OwnedFd, Errno> {
         )
     })?;
     Ok(owned(mnt))
+}
+
+/// `mount_setattr(2)` making the detached mount `fd` read-only.
+fn read_only(fd: &OwnedFd) -> Result<(), Errno> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 1;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `attr` and the empty path live across the call; the size is passed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(drop)
 }
 
 fn check(ret: libc::c_long) -> Result<libc::c_long, Errno> {

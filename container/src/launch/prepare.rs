@@ -30,6 +30,9 @@ pub(crate) struct ParentSide {
     /// Mount targets, to name them in an error.
     pub rootfs_targets: Vec<PathBuf>,
     pub extra_targets: Vec<PathBuf>,
+    /// A mount namespace made ahead was taken: the next is asked for when this side is
+    /// dropped, at the launch's end (the child exec'd, or the launch failed).
+    pub refill_mntns: Option<super::mntns::Refill>,
 }
 
 fn prep_err(errno: Errno, path: impl Into<PathBuf>) -> LaunchError {
@@ -293,6 +296,7 @@ pub(crate) fn common(
         candidates: Vec::new(),
         rootfs_targets: Vec::new(),
         extra_targets: Vec::new(),
+        refill_mntns: None,
     };
     let stdio_fds = stdio(run.stdio, &mut side)?;
     let (root, enter) = place(&mut side)?;
@@ -460,17 +464,20 @@ fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchErr
         _ => -1,
     };
     // A mount namespace made ahead, where the rootfs can be made detached before joining it.
-    let mntns = if !new_userns && rootfs.iter().all(|m| m.can_detach()) {
-        match super::mntns::take() {
-            Some(fd) => {
-                let raw = fd.as_raw_fd();
-                side.child_ends.push(fd);
-                raw
-            }
-            None => -1,
+    // Not for a root of another user namespace than the initial one: a made namespace would
+    // belong to it, and the kernel mounts a new proc there only where one is fully visible
+    // (`mount_too_revealing`), which nothing is in a made namespace.
+    let joinable = !new_userns
+        && molde_layerfs::privilege::is_privileged()
+        && rootfs.iter().all(|m| m.can_detach());
+    let mntns = match joinable.then(super::mntns::take).flatten() {
+        Some(fd) => {
+            let raw = fd.as_raw_fd();
+            side.child_ends.push(fd);
+            side.refill_mntns = Some(super::mntns::Refill);
+            raw
         }
-    } else {
-        -1
+        None => -1,
     };
     Ok(RootSetup {
         root,

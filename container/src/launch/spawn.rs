@@ -586,9 +586,6 @@ pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
         }
     };
     let (pid, pidfd) = cloning.finish()?;
-    if joins_mntns {
-        super::mntns::refill();
-    }
     // From here on a failure must not leave the child behind: Process's Drop kills and reaps.
     let mut process = Process::new(
         pid,

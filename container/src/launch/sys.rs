@@ -98,6 +98,29 @@ pub(crate) fn set_mount_attr(dirfd: i32, path: &CStr, attr_set: u64, recursive: 
     })
 }
 
+/// `mount_setattr(2)` making the (detached) tree `fd` a recursive slave: it keeps receiving
+/// the mounts and unmounts of the peers it was cloned from (the host's, when a host mount is
+/// shared), and nothing mounted in it propagates back.
+pub(crate) fn make_slave(fd: i32) -> Sys {
+    let attr = MountAttr {
+        attr_set: 0,
+        attr_clr: 0,
+        propagation: libc::MS_SLAVE,
+        userns_fd: 0,
+    };
+    // SAFETY: `attr` and the empty path live across the call; the size is passed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd,
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+}
+
 /// `move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`.
 pub(crate) fn move_mount(fd: i32, target: &CStr) -> Sys {
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
