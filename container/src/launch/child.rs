@@ -104,7 +104,7 @@ pub(crate) struct RootSetup {
     pub loopback: bool,
     /// A mount namespace made ahead ([`super::mntns`]) to join, or -1 (the child was made in
     /// a copy of the host's). Joining it, the rootfs mounts are made detached before (in
-    /// `rootfs_trees`) and attached on [`super::mntns::ROOTFS_DIR`].
+    /// `rootfs_trees`) and attached on the namespace's root.
     pub mntns: i32,
     /// The detached rootfs mounts (`rootfs`, or the bind of `root`), filled in by the child.
     pub rootfs_trees: Vec<i32>,
@@ -357,8 +357,12 @@ fn join_mount_namespace(p: i32, r: &mut RootSetup) {
     }
 }
 
-/// Join the mount namespace made ahead (nothing of the host is needed any more) and attach
-/// the rootfs on its [`super::mntns::ROOTFS_DIR`], the new root's working directory.
+/// Join the mount namespace made ahead (nothing of the host is needed any more), attach the
+/// rootfs on its root and make it this process's root and working directory. The
+/// namespace's own root (a read-only empty tmpfs) stays beneath, shadowed: joining the
+/// namespace (`setns`, as `nsenter --mount` does) lands on the topmost mount, the rootfs, and
+/// no path from the rootfs leads down to it. No `pivot_root`, so no old root to detach, and
+/// no wait for the RCU grace period an unmount takes.
 fn attach_root(p: i32, r: &RootSetup) {
     // SAFETY: plain integer arguments.
     step!(
@@ -372,11 +376,29 @@ fn attach_root(p: i32, r: &RootSetup) {
     } else {
         Stage::RootfsMount
     };
+    let mut top = -1;
     for (i, &fd) in r.rootfs_trees.iter().enumerate() {
-        step!(p, stage, i, sys::move_mount(fd, super::mntns::ROOTFS_DIR));
-        sys::close(fd);
+        step!(p, stage, i, sys::move_mount(fd, c"/"));
+        if top >= 0 {
+            sys::close(top);
+        }
+        top = fd;
     }
-    step!(p, stage, 0, sys::chdir(super::mntns::ROOTFS_DIR));
+    // SAFETY: plain integer argument.
+    step!(
+        p,
+        stage,
+        0,
+        sys::check(unsafe { libc::syscall(libc::SYS_fchdir, top) })
+    );
+    sys::close(top);
+    // SAFETY: a valid NUL-terminated path.
+    step!(
+        p,
+        Stage::PivotRoot,
+        0,
+        sys::check(unsafe { libc::syscall(libc::SYS_chroot, c".".as_ptr()) })
+    );
 }
 
 fn setup_root(err_w: i32, r: &mut RootSetup) {
@@ -466,21 +488,28 @@ fn setup_root(err_w: i32, r: &mut RootSetup) {
         step!(p, Stage::Sys, 0, sys::move_mount(r.sys_tree, c"sys"));
     }
 
-    // pivot_root(".", "."): the old root ends up stacked under the new one, detached at once.
-    // SAFETY: valid NUL-terminated paths.
-    step!(
-        p,
-        Stage::PivotRoot,
-        0,
-        sys::check(unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) })
-    );
-    // SAFETY: a valid NUL-terminated path.
-    step!(
-        p,
-        Stage::PivotRoot,
-        0,
-        sys::check(unsafe { libc::syscall(libc::SYS_umount2, c".".as_ptr(), libc::MNT_DETACH) })
-    );
+    if r.mntns < 0 {
+        // pivot_root(".", "."): the old root (the copy of the host's tree) ends up stacked
+        // under the new one, detached at once.
+        // SAFETY: valid NUL-terminated paths.
+        step!(
+            p,
+            Stage::PivotRoot,
+            0,
+            sys::check(unsafe {
+                libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr())
+            })
+        );
+        // SAFETY: a valid NUL-terminated path.
+        step!(
+            p,
+            Stage::PivotRoot,
+            0,
+            sys::check(unsafe {
+                libc::syscall(libc::SYS_umount2, c".".as_ptr(), libc::MNT_DETACH)
+            })
+        );
+    }
     step!(p, Stage::PivotRoot, 0, sys::chdir(c"/"));
 
     setup_dev(p, r);

@@ -1,27 +1,27 @@
 //! Mount namespaces made ahead of need, for privileged launches: each holds nothing of the
-//! host, only a read-only tmpfs root with the directory `/r`, on which the child attaches its
-//! rootfs.
+//! host, only an empty read-only tmpfs as its root, on which the child stacks its rootfs.
 //!
 //! A child made with `CLONE_NEWNS` gets a copy of every mount of the host, and detaching the
 //! old root after `pivot_root` unmounts all of those copies again: the launch's cost grows
 //! with the host's mount table (about 1.5-2 microseconds per mount here: with 1000 more mounts
 //! a start took 3.8 ms instead of 2.3 ms; a host running other containers, or a desktop with
-//! snaps, has hundreds to thousands). A child that joins a namespace from here (`setns`)
-//! copies nothing of the host and detaches one mount. The maker thread makes the next one
-//! when a launch that took one ends (its child has exec'd, or it failed), not meanwhile: both
-//! would take the kernel's mount lock. Each is handed out once.
+//! snaps, has hundreds to thousands), and the unmount waits for an RCU grace period. A child
+//! that joins a namespace from here (`setns`) copies nothing of the host and unmounts nothing:
+//! it stacks its rootfs on the namespace's root and makes it its root (`chroot`); there is no
+//! old root to detach, since nothing of the host was ever in the namespace (see
+//! [`child`](super::child)). The maker thread makes the next one when a launch that took one
+//! ends (its child has exec'd, or it failed), not meanwhile: both would take the kernel's
+//! mount lock. Each is handed out once.
 //!
 //! The maker thread has a home namespace, never handed out: it leaves the host's tree once (a
-//! private copy, a new tmpfs holding `/r` pivoted in as its root, the copy of the host's tree
-//! detached). Every namespace it hands out is a copy of its home (`unshare`: two mounts, the
-//! tmpfs root a new mount of the same tmpfs), after which it goes back home, so that no
-//! container's `pivot_root` (which moves every task whose root is the old root) moves the
-//! maker. These mounts are private: none propagates to the host, to home or to another
-//! namespace, though all share the tmpfs (propagation follows peer groups, not
-//! filesystems). The tmpfs is read-only, `nodev,nosuid,noexec`, and a container's copy of it
-//! is detached before its program runs. What the child attaches is made a slave of the host
-//! (the binds of host paths are clones of the host's own mounts; see
-//! [`child`](super::child)).
+//! private copy, a new tmpfs pivoted in as its root, the copy of the host's tree detached).
+//! Every namespace it hands out is a copy of its home (`unshare`: two mounts, the tmpfs root a
+//! new mount of the same tmpfs), after which it goes back home: a copy of the namespace it
+//! just handed out would hold that container's mounts. These mounts are private: none
+//! propagates to the host, to home or to another namespace, though all share the tmpfs
+//! (propagation follows peer groups, not filesystems). The tmpfs is empty, read-only,
+//! `nodev,nosuid,noexec`. What the child attaches is made a slave of the host (the binds of
+//! host paths are clones of the host's own mounts).
 //!
 //! Only for a child outside a user namespace of a process in the initial one (a namespace
 //! made here belongs to the process's user namespace: a rootless container's has no privilege
@@ -32,6 +32,7 @@
 //! the pool switches itself off and launches copy the host's with `CLONE_NEWNS`, as they
 //! would anyway.
 
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -41,13 +42,11 @@ use nix::errno::Errno;
 /// How many namespaces to keep ready (as for network namespaces: a burst of two starts).
 const READY: usize = 2;
 
-/// The directory of a made namespace's root on which the container's rootfs is attached.
-pub(crate) const ROOTFS_DIR: &std::ffi::CStr = c"/r";
-
 struct Pool {
     /// The process the pool belongs to: a child forked without exec gets its own.
     pid: u32,
-    ready: Vec<OwnedFd>,
+    /// Oldest first.
+    ready: VecDeque<OwnedFd>,
     /// The maker thread exists (started at the first `take`).
     started: bool,
     /// Making namespaces failed: every `take` is `None`.
@@ -56,7 +55,7 @@ struct Pool {
 
 static POOL: Mutex<Pool> = Mutex::new(Pool {
     pid: 0,
-    ready: Vec::new(),
+    ready: VecDeque::new(),
     started: false,
     off: false,
 });
@@ -100,7 +99,7 @@ pub(crate) fn take() -> Option<OwnedFd> {
         }
         return None;
     }
-    let got = pool.ready.pop();
+    let got = pool.ready.pop_front();
     match got {
         Some(_) => {
             HANDED_OUT.fetch_add(1, Ordering::Relaxed);
@@ -162,7 +161,7 @@ fn maker() {
             return switch_off(errno);
         }
         match made {
-            Ok(fd) => pool().ready.push(fd),
+            Ok(fd) => pool().ready.push_back(fd),
             Err(errno) => return switch_off(errno),
         }
     }
@@ -175,9 +174,8 @@ fn switch_off(errno: Errno) {
     pool.ready.clear();
 }
 
-/// Move this thread into its home: a private copy of the host's mount namespace with a new
-/// tmpfs (holding [`ROOTFS_DIR`]) pivoted in as its root and the host's tree detached. Its
-/// descriptor.
+/// Move this thread into its home: a private copy of the host's mount namespace with a new,
+/// empty, read-only tmpfs pivoted in as its root and the host's tree detached. Its descriptor.
 fn leave_host(proc_dir: &OwnedFd) -> Result<OwnedFd, Errno> {
     use nix::mount::MsFlags;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
@@ -190,12 +188,7 @@ fn leave_host(proc_dir: &OwnedFd) -> Result<OwnedFd, Errno> {
         None::<&str>,
     )?;
     let root = new_tmpfs()?;
-    nix::sys::stat::mkdirat(
-        &root,
-        &ROOTFS_DIR.to_bytes()[1..],
-        nix::sys::stat::Mode::from_bits_truncate(0o755),
-    )?;
-    // Nothing is written in it again (a mount on `/r` needs no write); every copy inherits it.
+    // Nothing is ever written in it; every copy inherits it.
     read_only(&root)?;
     // Stacked on the current root, made the root with pivot_root(".", "."), the old one
     // detached beneath it.
@@ -219,10 +212,9 @@ fn leave_host(proc_dir: &OwnedFd) -> Result<OwnedFd, Errno> {
     own_namespace(proc_dir)
 }
 
-/// A copy of home (its tmpfs root, nothing else reachable), which this thread moves into; its
-/// descriptor. The copies' roots are mounts of one tmpfs: each namespace attaches its
-/// container's rootfs on `ROOTFS_DIR` in its own mount table, and detaches that root at
-/// `pivot_root`.
+/// A copy of home (its tmpfs root, nothing else), which this thread moves into; its
+/// descriptor. The copies' roots are mounts of one tmpfs: each namespace stacks its
+/// container's rootfs on its own.
 fn copy_of_home(proc_dir: &OwnedFd) -> Result<OwnedFd, Errno> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
     own_namespace(proc_dir)

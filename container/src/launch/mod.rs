@@ -11,13 +11,14 @@
 //! blocked until the exec); parent-death signal; announce the host pid (first report); wait
 //! for the parent (id maps and cgroups written); not dumpable until exec (children made
 //! fork-style; a container's first process is made with `CLONE_VM | CLONE_VFORK` and copies
-//! nothing of the host's memory); network and mount namespaces made ahead joined where the
-//! launch got them (privileged launches); in a copy of the host's mount namespace `/` made a
-//! recursive slave and the rootfs mounted at the root directory, else the rootfs made
-//! detached and attached in the namespace joined; host trees for bind mounts and device nodes
-//! taken (`open_tree`);
-//! `/proc` and `/sys` (read-only) mounted in the new root; `pivot_root(".", ".")` and the old
-//! root detached; `/dev` (tmpfs, host device nodes bound, devpts, shm); further mounts; masked
+//! nothing of the host's memory); the network namespace made ahead joined where the launch
+//! got one; in a copy of the host's mount namespace, `/` made a recursive slave and the rootfs
+//! mounted at the root directory; host trees for bind mounts and device nodes taken
+//! (`open_tree`); where the launch got a mount namespace made ahead (which holds nothing of the
+//! host), the rootfs made detached before it is joined, then stacked on its root and made the
+//! root (`chroot`); `/proc` and `/sys` (read-only) mounted in the new root; in a copy,
+//! `pivot_root(".", ".")` and the old root detached; `/dev` (tmpfs, device nodes, devpts,
+//! shm); further mounts; masked
 //! and read-only paths; read-only root; hostname; loopback; rlimits; stdio, every other fd
 //! closed; capabilities bounded; groups, gid, uid; capabilities set; cwd (checked to be inside
 //! the root); no_new_privs; (init: fork, supervise); signal mask emptied; exec.
