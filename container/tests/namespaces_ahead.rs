@@ -318,6 +318,14 @@ fn privileged_launches_join_namespaces_made_ahead_holding_only_the_container() {
         assert!(listed.lines().any(|l| l == "bin"), "{listed}");
     }
 
+    // A chroot escape (Docker's default capabilities hold CAP_SYS_CHROOT) climbs no higher
+    // than the container's root: `..` at a mount stacked on its parent's root leads nowhere.
+    joining(|i| {
+        let (root, escaped) = escape(&dir(format!("escape-{i}")));
+        assert!(root.contains(&"usr".to_owned()), "{root:?}");
+        assert_eq!(escaped, root, "a chroot escape left the container's root");
+    });
+
     for mut p in long_lived {
         p.kill().unwrap();
         assert_eq!(
@@ -329,4 +337,57 @@ fn privileged_launches_join_namespaces_made_ahead_holding_only_the_container() {
     for m in [&shared, &host] {
         nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH).unwrap();
     }
+}
+
+/// Run [`escape_helper`] in a container (this test binary and its libraries as the image, an
+/// overlay over it as the rootfs): the listing of its root, and of where the escape ended.
+fn escape(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let store = molde_container::image::Store::open(dir.join("store")).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let image = molde_container::image::base::from_host(&store, &[&exe]).unwrap();
+    let layers = molde_container::image::unpack::unpack(&store, &image).unwrap();
+    let target = dir.join("merged");
+    std::fs::create_dir_all(&target).unwrap();
+    let mut spec = Spec::new(&target, exe.as_os_str());
+    overlay(&mut spec, &layers[0].path, dir);
+    spec.args = ["--exact", "escape_helper", "--ignored", "--nocapture"]
+        .map(OsString::from)
+        .to_vec();
+    spec.stdout = Stdio::Piped;
+    spec.stderr = Stdio::Piped;
+    let (status, out, err) = run(&spec);
+    assert_eq!(status, ExitStatus::Exited(0), "{out}\n{err}");
+    let listed = |prefix: &str| -> Vec<String> {
+        out.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}: {out}\n{err}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    (listed("ROOT: "), listed("ESCAPED TO: "))
+}
+
+/// Inside a container: the classic chroot escape (a chroot into a subdirectory leaves the
+/// working directory outside the new root, from where `..` climbs), then a listing of where
+/// it ended.
+#[test]
+#[ignore = "run inside a container by the test above"]
+fn escape_helper() {
+    let list = || {
+        let mut names: Vec<String> = std::fs::read_dir("/")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names.join(" ")
+    };
+    println!("ROOT: {}", list());
+    std::fs::create_dir_all("/tmp/escape").unwrap();
+    nix::unistd::chroot("/tmp/escape").unwrap();
+    for _ in 0..64 {
+        let _ = std::env::set_current_dir("..");
+    }
+    nix::unistd::chroot(".").unwrap();
+    println!("ESCAPED TO: {}", list());
 }

@@ -188,8 +188,6 @@ fn leave_host(proc_dir: &OwnedFd) -> Result<OwnedFd, Errno> {
         None::<&str>,
     )?;
     let root = new_tmpfs()?;
-    // Nothing is ever written in it; every copy inherits it.
-    read_only(&root)?;
     // Stacked on the current root, made the root with pivot_root(".", "."), the old one
     // detached beneath it.
     // SAFETY: valid NUL-terminated strings; plain flags.
@@ -230,9 +228,11 @@ fn own_namespace(proc_dir: &OwnedFd) -> Result<OwnedFd, Errno> {
     )
 }
 
-/// A new, detached tmpfs (mode 0755, no device nodes, no set-id, no execution).
+/// A new, detached, empty tmpfs: read-only, mode 0755, no device nodes, no set-id, no
+/// execution.
 fn new_tmpfs() -> Result<OwnedFd, Errno> {
     const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
     const FSCONFIG_SET_STRING: libc::c_uint = 1;
     const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
     const FSMOUNT_CLOEXEC: libc::c_uint = 1;
@@ -243,7 +243,7 @@ fn new_tmpfs() -> Result<OwnedFd, Errno> {
     let fs = owned(check(unsafe {
         libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), FSOPEN_CLOEXEC)
     })?);
-    for (key, value) in [(c"mode", c"0755"), (c"size", c"64k")] {
+    for (key, value) in [(c"mode", c"0755"), (c"size", c"4k")] {
         // SAFETY: NUL-terminated strings living across the call.
         check(unsafe {
             libc::syscall(
@@ -256,6 +256,19 @@ fn new_tmpfs() -> Result<OwnedFd, Errno> {
             )
         })?;
     }
+    // Read-only as a filesystem, not only as a mount: every namespace's root is a mount of
+    // this one tmpfs, and making one such mount writable again must not make it writable.
+    // SAFETY: a NUL-terminated key; a flag takes no value.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_FLAG,
+            c"ro".as_ptr(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    })?;
     // SAFETY: a command takes NULL key and value.
     check(unsafe {
         libc::syscall(
@@ -277,36 +290,6 @@ fn new_tmpfs() -> Result<OwnedFd, Errno> {
         )
     })?;
     Ok(owned(mnt))
-}
-
-/// `mount_setattr(2)` making the detached mount `fd` read-only.
-fn read_only(fd: &OwnedFd) -> Result<(), Errno> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    const MOUNT_ATTR_RDONLY: u64 = 1;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: `attr` and the empty path live across the call; the size is passed.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    })
-    .map(drop)
 }
 
 fn check(ret: libc::c_long) -> Result<libc::c_long, Errno> {
