@@ -98,6 +98,49 @@ fn mntns_id(ns_file: &Path) -> u64 {
     id
 }
 
+/// How many mounts the mount namespace `ns_id` holds under its root mount, reachable from its
+/// processes' roots or not (`listmount(2)` from the namespace's root, Linux 6.8).
+fn mounts_in_namespace(ns_id: u64) -> usize {
+    #[repr(C)]
+    struct MntIdReq {
+        size: u32,
+        spare: u32,
+        mnt_id: u64,
+        param: u64,
+        mnt_ns_id: u64,
+    }
+    const SYS_LISTMOUNT: libc::c_long = 458;
+    const LSMT_ROOT: u64 = u64::MAX;
+    let mut ids = vec![0u64; 4096];
+    let mut count = 0;
+    let mut last = 0u64;
+    loop {
+        let req = MntIdReq {
+            size: std::mem::size_of::<MntIdReq>() as u32,
+            spare: 0,
+            mnt_id: LSMT_ROOT,
+            param: last,
+            mnt_ns_id: ns_id,
+        };
+        // SAFETY: `req` and `ids` live across the call; the count is passed.
+        let n = unsafe {
+            libc::syscall(
+                SYS_LISTMOUNT,
+                &req as *const MntIdReq,
+                ids.as_mut_ptr(),
+                ids.len(),
+                0u32,
+            )
+        };
+        assert!(n >= 0, "listmount: {}", std::io::Error::last_os_error());
+        if n == 0 {
+            return count;
+        }
+        count += n as usize;
+        last = ids[n as usize - 1];
+    }
+}
+
 /// The id of a mount namespace made now (by a thread that leaves at once).
 fn fresh_mntns_id() -> u64 {
     std::thread::spawn(|| {
@@ -288,8 +331,40 @@ fn privileged_launches_join_namespaces_made_ahead_holding_only_the_container() {
             let made_before = fresh_mntns_id();
             let p = launch::spawn(&spec).unwrap();
             let ns = mntns_id(Path::new(&format!("/proc/{}/ns/mnt", p.pid())));
-            (ns < made_before).then_some(p)
+            (ns < made_before).then_some((p, ns))
         });
+        // Everything in its namespace under the kernel's initial rootfs (its root, which
+        // listmount leaves out): the empty tmpfs beneath the container's root and the
+        // container's own mounts, nothing else (no copy of the host's, nor another
+        // container's).
+        let (p, ns) = p;
+        let visible = std::fs::read_to_string(format!("/proc/{}/mountinfo", p.pid())).unwrap();
+        assert_only_own_mounts(&visible, None);
+        assert_eq!(
+            mounts_in_namespace(ns),
+            1 + visible.lines().count(),
+            "more in the namespace than the container's mounts:\n{visible}"
+        );
+        long_lived.push(p);
+    }
+    // A burst of starts drains the pool; the maker makes the next ones from its home, never
+    // from a namespace a container uses (whose mounts a copy would hold).
+    for i in 0..6 {
+        let d = dir(format!("burst-{i}"));
+        let target = d.join("merged");
+        std::fs::create_dir_all(&target).unwrap();
+        let mut spec = sh(root.path(), "sleep 30");
+        spec.root = target;
+        overlay(&mut spec, root.path(), &d);
+        spec.stdout = Stdio::Null;
+        spec.stderr = Stdio::Null;
+        let counted = launch::mount_namespaces_made_ahead();
+        let p = launch::spawn(&spec).unwrap();
+        if launch::mount_namespaces_made_ahead() > counted {
+            let ns = mntns_id(Path::new(&format!("/proc/{}/ns/mnt", p.pid())));
+            let visible = std::fs::read_to_string(format!("/proc/{}/mountinfo", p.pid())).unwrap();
+            assert_eq!(mounts_in_namespace(ns), 1 + visible.lines().count());
+        }
         long_lived.push(p);
     }
     joining(|i| {

@@ -106,6 +106,8 @@ pub(crate) struct RootSetup {
     /// a copy of the host's). Joining it, the rootfs mounts are made detached before (in
     /// `rootfs_trees`) and attached on the namespace's root.
     pub mntns: i32,
+    /// The unique id of the root mount of `mntns`, as made: checked once joined.
+    pub mntns_root: u64,
     /// The detached rootfs mounts (`rootfs`, or the bind of `root`), filled in by the child.
     pub rootfs_trees: Vec<i32>,
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
@@ -327,8 +329,8 @@ fn mount_root_in_copy(p: i32, r: &mut RootSetup) {
 /// The rootfs for a mount namespace made ahead: made as detached mounts here, while their
 /// sources (the host's paths) can be reached, and attached once the child has joined it. Each
 /// is made a recursive slave: a clone of a shared host mount would otherwise be its peer
-/// (mounts in the container would appear on the host, and `pivot_root` refuses a shared
-/// root). No device node of the image can be opened (see `mount_root_in_copy`).
+/// (mounts in the container would appear on the host). No device node of the image can be
+/// opened (see `mount_root_in_copy`).
 fn join_mount_namespace(p: i32, r: &mut RootSetup) {
     if r.rootfs.is_empty() {
         r.rootfs_trees[0] = step!(p, Stage::RootBind, 0, sys::open_tree_clone(&r.root)) as i32;
@@ -371,6 +373,11 @@ fn attach_root(p: i32, r: &RootSetup) {
         1,
         sys::check(unsafe { libc::syscall(libc::SYS_setns, r.mntns, libc::CLONE_NEWNS) })
     );
+    // The root it landed on is the namespace's empty tmpfs as made, with nothing stacked on
+    // it: what the rootfs is about to cover, and all that is beneath.
+    if step!(p, Stage::JoinNamespace, 1, sys::root_mount_id()) != r.mntns_root {
+        fail(p, Stage::JoinNamespace, libc::EXDEV, 1);
+    }
     let stage = if r.rootfs.is_empty() {
         Stage::RootBind
     } else {

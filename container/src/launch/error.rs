@@ -40,7 +40,8 @@ pub enum Stage {
     Dev,
     /// Mounting `/sys` read-only.
     Sys,
-    /// `pivot_root` into the new root, or detaching the old root.
+    /// Making the rootfs the root: `pivot_root` and detaching the old root, or, in a mount
+    /// namespace made ahead, `chroot`.
     PivotRoot,
     /// Masking paths (`/proc/kcore` etc.).
     MaskPaths,
@@ -143,7 +144,7 @@ impl Stage {
             Stage::Proc => "mounting /proc",
             Stage::Dev => "setting up /dev",
             Stage::Sys => "mounting /sys",
-            Stage::PivotRoot => "pivot_root",
+            Stage::PivotRoot => "making the rootfs the root (pivot_root or chroot)",
             Stage::MaskPaths => "masking paths",
             Stage::ReadonlyPaths => "making paths read-only",
             Stage::ReadonlyRoot => "remounting the root read-only",

@@ -46,7 +46,7 @@ struct Pool {
     /// The process the pool belongs to: a child forked without exec gets its own.
     pid: u32,
     /// Oldest first.
-    ready: VecDeque<OwnedFd>,
+    ready: VecDeque<Made>,
     /// The maker thread exists (started at the first `take`).
     started: bool,
     /// Making namespaces failed: every `take` is `None`.
@@ -72,10 +72,20 @@ fn pool() -> std::sync::MutexGuard<'static, Pool> {
     POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A namespace made ahead.
+#[derive(Debug)]
+pub(crate) struct Made {
+    pub(crate) ns: OwnedFd,
+    /// The unique id of its root mount (the tmpfs copy): what a child joining it must find as
+    /// its root. Anything stacked on it, or a namespace other than the one made, shows as
+    /// another id.
+    pub(crate) root_mount: u64,
+}
+
 /// A fresh mount namespace (see the module docs), if one is ready; the caller asks for the
 /// next by dropping a [`Refill`] once its child has exec'd. `None`: copy the host's at
 /// `clone` (the maker is asked for more, in case a failed launch never asked).
-pub(crate) fn take() -> Option<OwnedFd> {
+pub(crate) fn take() -> Option<Made> {
     let mut pool = pool();
     let pid = std::process::id();
     if pool.pid != pid {
@@ -161,7 +171,7 @@ fn maker() {
             return switch_off(errno);
         }
         match made {
-            Ok(fd) => pool().ready.push_back(fd),
+            Ok(made) => pool().ready.push_back(made),
             Err(errno) => return switch_off(errno),
         }
     }
@@ -187,6 +197,17 @@ fn leave_host(proc_dir: &OwnedFd) -> Result<OwnedFd, Errno> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )?;
+    // Only for a process whose root is its namespace's (not one in a chroot): pivot_root
+    // below would detach only the tree under this root, and whatever surrounds it would stay
+    // in every namespace made. Joining the namespace (here, the copy) lands on its root.
+    let own_root = root_mount_id()?;
+    nix::sched::setns(
+        &own_namespace(proc_dir)?,
+        nix::sched::CloneFlags::CLONE_NEWNS,
+    )?;
+    if root_mount_id()? != own_root {
+        return Err(Errno::EXDEV);
+    }
     let root = new_tmpfs()?;
     // Stacked on the current root, made the root with pivot_root(".", "."), the old one
     // detached beneath it.
@@ -213,9 +234,17 @@ fn leave_host(proc_dir: &OwnedFd) -> Result<OwnedFd, Errno> {
 /// A copy of home (its tmpfs root, nothing else), which this thread moves into; its
 /// descriptor. The copies' roots are mounts of one tmpfs: each namespace stacks its
 /// container's rootfs on its own.
-fn copy_of_home(proc_dir: &OwnedFd) -> Result<OwnedFd, Errno> {
+fn copy_of_home(proc_dir: &OwnedFd) -> Result<Made, Errno> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-    own_namespace(proc_dir)
+    Ok(Made {
+        ns: own_namespace(proc_dir)?,
+        root_mount: root_mount_id()?,
+    })
+}
+
+/// The unique id of the mount of this thread's root.
+fn root_mount_id() -> Result<u64, Errno> {
+    super::sys::root_mount_id().map_err(Errno::from_raw)
 }
 
 /// This thread's mount namespace.
@@ -257,7 +286,9 @@ fn new_tmpfs() -> Result<OwnedFd, Errno> {
         })?;
     }
     // Read-only as a filesystem, not only as a mount: every namespace's root is a mount of
-    // this one tmpfs, and making one such mount writable again must not make it writable.
+    // this one tmpfs, and making one such mount writable (a per-mount flag) must not make the
+    // tmpfs writable. (A container holding CAP_SYS_ADMIN could still reconfigure it, after
+    // unmounting its own root to reach it: such a container is the host's root anyway.)
     // SAFETY: a NUL-terminated key; a flag takes no value.
     check(unsafe {
         libc::syscall(

@@ -470,14 +470,14 @@ fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchErr
     let joinable = !new_userns
         && molde_layerfs::privilege::is_privileged()
         && rootfs.iter().all(|m| m.can_detach());
-    let mntns = match joinable.then(super::mntns::take).flatten() {
-        Some(fd) => {
-            let raw = fd.as_raw_fd();
-            side.child_ends.push(fd);
+    let (mntns, mntns_root) = match joinable.then(super::mntns::take).flatten() {
+        Some(made) => {
+            let raw = made.ns.as_raw_fd();
+            side.child_ends.push(made.ns);
             side.refill_mntns = Some(super::mntns::Refill);
-            raw
+            (raw, made.root_mount)
         }
-        None => -1,
+        None => (-1, 0),
     };
     Ok(RootSetup {
         root,
@@ -493,6 +493,7 @@ fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchErr
         hostname,
         netns,
         mntns,
+        mntns_root,
         loopback: spec.network == super::spec::Network::Isolated && netns < 0,
         rlimits: rlimits(&spec.rlimits, new_userns),
     })

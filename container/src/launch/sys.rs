@@ -121,6 +121,27 @@ pub(crate) fn make_slave(fd: i32) -> Sys {
     })
 }
 
+/// The unique id (`STATX_MNT_ID_UNIQUE`, never reused) of the mount of this thread's root
+/// directory: `Err(errno)`, `ENOSYS` when the kernel does not report one (before 6.8).
+pub(crate) fn root_mount_id() -> Result<u64, i32> {
+    // SAFETY: all-zero is a valid `struct statx` (plain integers).
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a buffer the kernel fills.
+    check(unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c"/".as_ptr(),
+            libc::AT_NO_AUTOMOUNT,
+            libc::STATX_MNT_ID_UNIQUE,
+            &mut buf,
+        )
+    } as libc::c_long)?;
+    if buf.stx_mask & libc::STATX_MNT_ID_UNIQUE == 0 {
+        return Err(libc::ENOSYS);
+    }
+    Ok(buf.stx_mnt_id)
+}
+
 /// `move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`.
 pub(crate) fn move_mount(fd: i32, target: &CStr) -> Sys {
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
