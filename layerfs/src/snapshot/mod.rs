@@ -534,12 +534,22 @@ fn mount_using(dir: &Path, upper: Option<&Path>) -> Option<PathBuf> {
 
 /// [`mount_using`] in the table `mounts`.
 fn mount_in(mounts: &[MountInfo], dir: &Path, upper: Option<&Path>) -> Option<PathBuf> {
+    // `a` is `b` or under it. The byte prefix is the cheap necessary condition (a host may
+    // have thousands of mounts, and this runs at every removal); the component-wise check
+    // decides.
+    use std::os::unix::ffi::OsStrExt;
+    let under = |a: &Path, b: &Path| {
+        a.as_os_str()
+            .as_bytes()
+            .starts_with(b.as_os_str().as_bytes())
+            && a.starts_with(b)
+    };
     // The mount holding `dir` (the last, i.e. topmost, with the longest mount point), and
     // `dir`'s path inside that filesystem.
     let holder = mounts
         .iter()
         .enumerate()
-        .filter(|(_, m)| dir.starts_with(&m.point))
+        .filter(|(_, m)| under(dir, &m.point))
         .max_by_key(|(i, m)| (m.point.as_os_str().len(), *i))
         .map(|(i, _)| i);
     let inside = holder.and_then(|i| {
@@ -548,11 +558,11 @@ fn mount_in(mounts: &[MountInfo], dir: &Path, upper: Option<&Path>) -> Option<Pa
         Some((i, m.device.clone(), m.root.join(rest)))
     });
     for (i, m) in mounts.iter().enumerate() {
-        if m.point.starts_with(dir) {
+        if under(&m.point, dir) {
             return Some(m.point.clone());
         }
         if let Some((holder, device, dir_in_fs)) = &inside {
-            if i != *holder && m.device == *device && m.root.starts_with(dir_in_fs) {
+            if i != *holder && m.device == *device && under(&m.root, dir_in_fs) {
                 return Some(m.point.clone());
             }
         }
