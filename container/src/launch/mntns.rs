@@ -32,44 +32,17 @@
 //! the pool switches itself off and launches copy the host's with `CLONE_NEWNS`, as they
 //! would anyway.
 
-use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
 
-/// How many namespaces to keep ready (as for network namespaces: a burst of two starts).
-const READY: usize = 2;
+use super::ahead::Ahead;
 
-struct Pool {
-    /// The process the pool belongs to: a child forked without exec gets its own.
-    pid: u32,
-    /// Oldest first.
-    ready: VecDeque<Made>,
-    /// The maker thread exists (started at the first `take`).
-    started: bool,
-    /// Making namespaces failed: every `take` is `None`.
-    off: bool,
-}
-
-static POOL: Mutex<Pool> = Mutex::new(Pool {
-    pid: 0,
-    ready: VecDeque::new(),
-    started: false,
-    off: false,
-});
-static WANTED: Condvar = Condvar::new();
-/// How many namespaces were handed out, in this process and its forked ancestors.
-static HANDED_OUT: AtomicU64 = AtomicU64::new(0);
+static POOL: Ahead<Made> = Ahead::new("molde-mntns");
 
 /// How many namespaces were handed out so far ([`super::mount_namespaces_made_ahead`]).
 pub(crate) fn handed_out() -> u64 {
-    HANDED_OUT.load(Ordering::Relaxed)
-}
-
-fn pool() -> std::sync::MutexGuard<'static, Pool> {
-    POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    POOL.handed_out()
 }
 
 /// A namespace made ahead.
@@ -86,37 +59,9 @@ pub(crate) struct Made {
 /// next by dropping a [`Refill`] once its child has exec'd. `None`: copy the host's at
 /// `clone` (the maker is asked for more, in case a failed launch never asked).
 pub(crate) fn take() -> Option<Made> {
-    let mut pool = pool();
-    let pid = std::process::id();
-    if pool.pid != pid {
-        // First use, or a forked child: nothing made by another process is handed out.
-        pool.pid = pid;
-        pool.ready.clear();
-        pool.started = false;
-        pool.off = false;
-    }
-    if pool.off {
-        return None;
-    }
-    if !pool.started {
-        pool.started = true;
-        if std::thread::Builder::new()
-            .name("molde-mntns".into())
-            .spawn(maker)
-            .is_err()
-        {
-            pool.off = true;
-        }
-        return None;
-    }
-    let got = pool.ready.pop_front();
-    match got {
-        Some(_) => {
-            HANDED_OUT.fetch_add(1, Ordering::Relaxed);
-        }
-        // None ready: the maker may be waiting for a `refill` that a failed launch never
-        // sent.
-        None => WANTED.notify_one(),
+    let got = POOL.take(maker);
+    if got.is_none() {
+        POOL.wake();
     }
     got
 }
@@ -129,19 +74,14 @@ pub(crate) struct Refill;
 
 impl Drop for Refill {
     fn drop(&mut self) {
-        WANTED.notify_one();
+        POOL.wake();
     }
 }
 
-/// The maker thread: keeps [`READY`] namespaces made. It blocks every signal; its mount
-/// namespace, root and working directory are its own (`unshare(CLONE_NEWNS)` unshares them
-/// from the rest of the process, which stays where it was).
-fn maker() {
-    let _ = nix::sys::signal::pthread_sigmask(
-        nix::sys::signal::SigmaskHow::SIG_SETMASK,
-        Some(&nix::sys::signal::SigSet::all()),
-        None,
-    );
+/// The maker thread: keeps the pool filled. Its mount namespace, root and working directory
+/// are its own (`unshare(CLONE_NEWNS)` unshares them from the rest of the process, which
+/// stays where it was).
+fn maker(pool: &'static Ahead<Made>) {
     // The host's /proc, to name the namespaces made once this thread has left the host's
     // tree (a lookup from a descriptor needs no path in the current namespace).
     let proc_dir = match nix::fcntl::open(
@@ -150,38 +90,24 @@ fn maker() {
         nix::sys::stat::Mode::empty(),
     ) {
         Ok(fd) => fd,
-        Err(errno) => return switch_off(errno),
+        Err(errno) => return pool.switch_off(errno),
     };
     let home = match leave_host(&proc_dir) {
         Ok(fd) => fd,
-        Err(errno) => return switch_off(errno),
+        Err(errno) => return pool.switch_off(errno),
     };
     loop {
-        {
-            let mut pool = pool();
-            while pool.ready.len() >= READY {
-                pool = WANTED
-                    .wait(pool)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-            }
-        }
+        pool.wait_until_wanted();
         let made = copy_of_home(&proc_dir);
         // Home again, whatever happened.
         if let Err(errno) = nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNS) {
-            return switch_off(errno);
+            return pool.switch_off(errno);
         }
         match made {
-            Ok(made) => pool().ready.push_back(made),
-            Err(errno) => return switch_off(errno),
+            Ok(made) => pool.push(made),
+            Err(errno) => return pool.switch_off(errno),
         }
     }
-}
-
-fn switch_off(errno: Errno) {
-    tracing::debug!("mount namespace pool off: {errno}");
-    let mut pool = pool();
-    pool.off = true;
-    pool.ready.clear();
 }
 
 /// Move this thread into its home: a private copy of the host's mount namespace with a new,
@@ -208,7 +134,7 @@ fn leave_host(proc_dir: &OwnedFd) -> Result<OwnedFd, Errno> {
     if root_mount_id()? != own_root {
         return Err(Errno::EXDEV);
     }
-    let root = new_tmpfs()?;
+    let root = molde_layerfs::mount::detached_tmpfs(c"4k", true)?;
     // Stacked on the current root, made the root with pivot_root(".", "."), the old one
     // detached beneath it.
     // SAFETY: valid NUL-terminated strings; plain flags.
@@ -257,78 +183,6 @@ fn own_namespace(proc_dir: &OwnedFd) -> Result<OwnedFd, Errno> {
     )
 }
 
-/// A new, detached, empty tmpfs: read-only, mode 0755, no device nodes, no set-id, no
-/// execution.
-fn new_tmpfs() -> Result<OwnedFd, Errno> {
-    const FSOPEN_CLOEXEC: libc::c_uint = 1;
-    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
-    const FSCONFIG_SET_STRING: libc::c_uint = 1;
-    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-    const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
-    const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
-    const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
-    // SAFETY: a valid NUL-terminated string; plain flags.
-    let fs = owned(check(unsafe {
-        libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), FSOPEN_CLOEXEC)
-    })?);
-    for (key, value) in [(c"mode", c"0755"), (c"size", c"4k")] {
-        // SAFETY: NUL-terminated strings living across the call.
-        check(unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                FSCONFIG_SET_STRING,
-                key.as_ptr(),
-                value.as_ptr(),
-                0,
-            )
-        })?;
-    }
-    // Read-only as a filesystem, not only as a mount: every namespace's root is a mount of
-    // this one tmpfs, and making one such mount writable (a per-mount flag) must not make the
-    // tmpfs writable. (A container holding CAP_SYS_ADMIN could still reconfigure it, after
-    // unmounting its own root to reach it: such a container is the host's root anyway.)
-    // SAFETY: a NUL-terminated key; a flag takes no value.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_SET_FLAG,
-            c"ro".as_ptr(),
-            std::ptr::null::<libc::c_char>(),
-            0,
-        )
-    })?;
-    // SAFETY: a command takes NULL key and value.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_char>(),
-            0,
-        )
-    })?;
-    // SAFETY: plain integer arguments.
-    let mnt = check(unsafe {
-        libc::syscall(
-            libc::SYS_fsmount,
-            fs.as_raw_fd(),
-            FSMOUNT_CLOEXEC,
-            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-        )
-    })?;
-    Ok(owned(mnt))
-}
-
 fn check(ret: libc::c_long) -> Result<libc::c_long, Errno> {
     if ret < 0 { Err(Errno::last()) } else { Ok(ret) }
-}
-
-/// Own a descriptor a system call just returned.
-fn owned(fd: libc::c_long) -> OwnedFd {
-    // SAFETY: `fd` is a new descriptor nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(fd as i32) }
 }

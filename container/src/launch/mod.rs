@@ -24,6 +24,7 @@
 //! the root); no_new_privs; (init: fork, supervise); signal mask emptied; exec.
 //! docs/ARCHITECTURE.md ("Launch sequence") gives the reason for each step.
 
+mod ahead;
 mod child;
 mod error;
 mod exec;

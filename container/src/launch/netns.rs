@@ -14,103 +14,35 @@
 //! switches itself off and launches make their own with `CLONE_NEWNET`, as they would anyway.
 
 use std::os::fd::OwnedFd;
-use std::sync::{Condvar, Mutex};
 
-/// How many namespaces to keep ready: enough for a burst of two starts, few enough that an
-/// idle host holds almost nothing (a namespace with only loopback is a few pages).
-const READY: usize = 2;
+use super::ahead::Ahead;
 
-struct Pool {
-    /// The process the pool belongs to: a child forked without exec gets its own (its copies
-    /// of the namespaces are its parent's too, and its maker thread is gone).
-    pid: u32,
-    ready: Vec<OwnedFd>,
-    /// The maker thread exists (started at the first `take`).
-    started: bool,
-    /// Making namespaces failed: every `take` is `None`.
-    off: bool,
-}
-
-static POOL: Mutex<Pool> = Mutex::new(Pool {
-    pid: 0,
-    ready: Vec::new(),
-    started: false,
-    off: false,
-});
-static WANTED: Condvar = Condvar::new();
-
-fn pool() -> std::sync::MutexGuard<'static, Pool> {
-    POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+/// The namespaces made ahead (a namespace with only loopback is a few pages).
+static POOL: Ahead<OwnedFd> = Ahead::new("molde-netns");
 
 /// A fresh network namespace with loopback up, if one is ready; the maker is asked for the
 /// next. `None`: make one at `clone`.
 pub(crate) fn take() -> Option<OwnedFd> {
-    let mut pool = pool();
-    let pid = std::process::id();
-    if pool.pid != pid {
-        // First use, or a forked child: nothing made by another process is handed out.
-        pool.pid = pid;
-        pool.ready.clear();
-        pool.started = false;
-        pool.off = false;
-    }
-    if pool.off {
-        return None;
-    }
-    if !pool.started {
-        pool.started = true;
-        if std::thread::Builder::new()
-            .name("molde-netns".into())
-            .spawn(maker)
-            .is_err()
-        {
-            pool.off = true;
-        }
-        return None;
-    }
-    let got = pool.ready.pop();
-    WANTED.notify_one();
+    let got = POOL.take(maker);
+    POOL.wake();
     got
 }
 
-/// The maker thread: keeps [`READY`] namespaces made. It blocks every signal, and unshares its
-/// own network namespace once per namespace made (a thread's network namespace is its own;
-/// the rest of the process is untouched).
-fn maker() {
-    let _ = nix::sys::signal::pthread_sigmask(
-        nix::sys::signal::SigmaskHow::SIG_SETMASK,
-        Some(&nix::sys::signal::SigSet::all()),
-        None,
-    );
+/// The maker thread: keeps the pool filled. It unshares its own network namespace once per
+/// namespace made (a thread's network namespace is its own; the rest of the process is
+/// untouched).
+fn maker(pool: &'static Ahead<OwnedFd>) {
     // Each namespace is made from the host's: a new one may copy its maker's settings
     // (`net.core.devconf_inherit_init_net`), never those of the namespace made before.
     let host = match open_own() {
         Ok(fd) => fd,
-        Err(errno) => {
-            tracing::debug!("network namespace pool off: {errno}");
-            pool().off = true;
-            return;
-        }
+        Err(errno) => return pool.switch_off(errno),
     };
     loop {
-        {
-            let mut pool = pool();
-            while pool.ready.len() >= READY {
-                pool = WANTED
-                    .wait(pool)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-            }
-        }
+        pool.wait_until_wanted();
         match make(&host) {
-            Ok(fd) => pool().ready.push(fd),
-            Err(errno) => {
-                tracing::debug!("network namespace pool off: {errno}");
-                let mut pool = pool();
-                pool.off = true;
-                pool.ready.clear();
-                return;
-            }
+            Ok(fd) => pool.push(fd),
+            Err(errno) => return pool.switch_off(errno),
         }
     }
 }

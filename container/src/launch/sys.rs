@@ -75,12 +75,39 @@ pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
 
 /// `mount_setattr(2)` setting `attr_set` on the mount at `dirfd`/`path` (recursively if asked).
 pub(crate) fn set_mount_attr(dirfd: i32, path: &CStr, attr_set: u64, recursive: bool) -> Sys {
-    let attr = MountAttr {
-        attr_set,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
+    mount_setattr(
+        dirfd,
+        path,
+        &MountAttr {
+            attr_set,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        },
+        recursive,
+    )
+}
+
+/// `mount_setattr(2)` making the (detached) tree `fd` a recursive slave: it keeps receiving
+/// the mounts and unmounts of the peers it was cloned from (the host's, when a host mount is
+/// shared), and nothing mounted in it propagates back.
+pub(crate) fn make_slave(fd: i32) -> Sys {
+    mount_setattr(
+        fd,
+        c"",
+        &MountAttr {
+            attr_set: 0,
+            attr_clr: 0,
+            propagation: libc::MS_SLAVE,
+            userns_fd: 0,
+        },
+        true,
+    )
+}
+
+/// `mount_setattr(2)` of the mount at `dirfd`/`path` (the mount `dirfd` itself when `path` is
+/// empty), recursively if asked.
+fn mount_setattr(dirfd: i32, path: &CStr, attr: &MountAttr, recursive: bool) -> Sys {
     let mut flags = if recursive { libc::AT_RECURSIVE } else { 0 };
     if path.is_empty() {
         flags |= libc::AT_EMPTY_PATH;
@@ -92,30 +119,7 @@ pub(crate) fn set_mount_attr(dirfd: i32, path: &CStr, attr_set: u64, recursive: 
             dirfd,
             path.as_ptr(),
             flags as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    })
-}
-
-/// `mount_setattr(2)` making the (detached) tree `fd` a recursive slave: it keeps receiving
-/// the mounts and unmounts of the peers it was cloned from (the host's, when a host mount is
-/// shared), and nothing mounted in it propagates back.
-pub(crate) fn make_slave(fd: i32) -> Sys {
-    let attr = MountAttr {
-        attr_set: 0,
-        attr_clr: 0,
-        propagation: libc::MS_SLAVE,
-        userns_fd: 0,
-    };
-    // SAFETY: `attr` and the empty path live across the call; the size is passed.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd,
-            c"".as_ptr(),
-            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
-            &attr as *const MountAttr,
+            attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     })

@@ -201,29 +201,6 @@ fn check(ret: libc::c_long) -> Result<libc::c_long, Errno> {
     if ret < 0 { Err(Errno::last()) } else { Ok(ret) }
 }
 
-/// `mount_setattr(2)` making the (detached) mount `fd` read-only, not recursively: as the
-/// read-only remount of a bind made with `mount(2)`.
-fn set_read_only(fd: libc::c_long) -> Result<(), Errno> {
-    let attr = super::syscalls::MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: `attr` and the empty path live across the call; the size is passed.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd,
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
-            &attr as *const super::syscalls::MountAttr,
-            std::mem::size_of::<super::syscalls::MountAttr>(),
-        )
-    })
-    .map(|_| ())
-}
-
 /// Close `fd`, ignoring errors (nothing to do about them here).
 fn close(fd: libc::c_long) {
     // SAFETY: `fd` is a descriptor this module opened and nothing else uses.
@@ -346,7 +323,12 @@ impl PreparedMount {
                     )
                 })
                 .map_err(|e| (PreparedStep::OpenTree, e))?;
-                if *read_only && let Err(e) = set_read_only(fd) {
+                // SAFETY: `fd` is the descriptor just opened, open across the call.
+                let tree = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd as RawFd) };
+                // As the read-only remount of a bind made with `mount(2)`: not recursive.
+                if *read_only
+                    && let Err(e) = super::syscalls::mount_setattr(tree, MOUNT_ATTR_RDONLY)
+                {
                     close(fd);
                     return Err((PreparedStep::Remount, e));
                 }

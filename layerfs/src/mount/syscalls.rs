@@ -30,11 +30,11 @@ pub(crate) const OPEN_TREE_CLONE: libc::c_uint = 0x1;
 /// `struct mount_attr` of `mount_setattr(2)`.
 #[repr(C)]
 #[derive(Debug, Default)]
-pub(crate) struct MountAttr {
-    pub(crate) attr_set: u64,
-    pub(crate) attr_clr: u64,
-    pub(crate) propagation: u64,
-    pub(crate) userns_fd: u64,
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
 }
 
 fn fd_result(ret: libc::c_long) -> Result<OwnedFd, Errno> {
