@@ -3,18 +3,24 @@
 //!
 //! The pool belongs to one process: a child forked without exec gets a fresh one (its copies
 //! of what its parent made are its parent's too, and the maker thread is gone). A maker that
-//! fails switches the pool off for the rest of the process: every `take` is then `None`, and
-//! launches make what they need themselves, as they would without it.
+//! fails switches the pool off: every `take` is then `None`, and launches make what they need
+//! themselves, as they would without it, until a `take` some seconds later starts a new maker
+//! (the failure may have been passing: a limit such as `user.max_net_namespaces` reached for a
+//! moment).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
 /// How many to keep ready: enough for a burst of two starts, few enough that an idle host
 /// holds almost nothing.
 const READY: usize = 2;
+
+/// How long a pool whose maker failed stays off before a `take` starts a new maker.
+pub(crate) const RETRY: Duration = Duration::from_secs(10);
 
 struct State<T> {
     /// The process the pool belongs to.
@@ -23,14 +29,16 @@ struct State<T> {
     ready: VecDeque<T>,
     /// The maker thread exists (started at the first `take`).
     started: bool,
-    /// Making failed: every `take` is `None`.
-    off: bool,
+    /// Making failed, then: every `take` is `None` until `retry` has passed.
+    off: Option<Instant>,
 }
 
 /// A pool of `T` kept filled by a maker thread (see the module docs).
 pub(crate) struct Ahead<T> {
     /// The maker thread's name.
     name: &'static str,
+    /// How long the pool stays off after the maker failed.
+    retry: Duration,
     state: Mutex<State<T>>,
     /// Signalled when the maker should look again (something was taken or asked for).
     wanted: Condvar,
@@ -39,15 +47,17 @@ pub(crate) struct Ahead<T> {
 }
 
 impl<T: Send + 'static> Ahead<T> {
-    /// An empty pool whose maker thread will be called `name`.
-    pub(crate) const fn new(name: &'static str) -> Ahead<T> {
+    /// An empty pool whose maker thread will be called `name`, off for `retry` after a
+    /// failure.
+    pub(crate) const fn new(name: &'static str, retry: Duration) -> Ahead<T> {
         Ahead {
             name,
+            retry,
             state: Mutex::new(State {
                 pid: 0,
                 ready: VecDeque::new(),
                 started: false,
-                off: false,
+                off: None,
             }),
             wanted: Condvar::new(),
             handed_out: AtomicU64::new(0),
@@ -71,10 +81,15 @@ impl<T: Send + 'static> Ahead<T> {
             state.pid = pid;
             state.ready.clear();
             state.started = false;
-            state.off = false;
+            state.off = None;
         }
-        if state.off {
-            return None;
+        if let Some(since) = state.off {
+            if since.elapsed() < self.retry {
+                return None;
+            }
+            // Try again: the failed maker has returned.
+            state.off = None;
+            state.started = false;
         }
         if !state.started {
             state.started = true;
@@ -88,7 +103,9 @@ impl<T: Send + 'static> Ahead<T> {
                     );
                     maker(self);
                 });
-            state.off = spawned.is_err();
+            if spawned.is_err() {
+                state.off = Some(Instant::now());
+            }
             return None;
         }
         let got = state.ready.pop_front();
@@ -119,17 +136,69 @@ impl<T: Send + 'static> Ahead<T> {
         self.state().ready.push_back(made);
     }
 
-    /// For the maker, which returns after: making failed with `errno`; the pool is off for the
-    /// rest of the process.
+    /// For the maker, which returns after: making failed with `errno`; the pool is off for a
+    /// while.
     pub(crate) fn switch_off(&self, errno: Errno) {
-        tracing::debug!("{} off: {errno}", self.name);
+        tracing::debug!("{} off for {:?}: {errno}", self.name, self.retry);
         let mut state = self.state();
-        state.off = true;
+        state.off = Some(Instant::now());
         state.ready.clear();
     }
 
     /// How many were handed out so far.
     pub(crate) fn handed_out(&self) -> u64 {
         self.handed_out.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    static POOL: Ahead<u32> = Ahead::new("ahead-test", Duration::from_millis(100));
+    /// How many makers were started; the first fails at once.
+    static MAKERS: AtomicU32 = AtomicU32::new(0);
+
+    fn maker(pool: &'static Ahead<u32>) {
+        let n = MAKERS.fetch_add(1, Ordering::SeqCst);
+        if n == 0 {
+            return pool.switch_off(Errno::ENOSPC);
+        }
+        let mut made = 0;
+        loop {
+            pool.wait_until_wanted();
+            made += 1;
+            pool.push(n * 1000 + made);
+        }
+    }
+
+    /// Take until something comes or `limit` passes (the pool fills on its thread).
+    fn take_within(limit: Duration) -> Option<u32> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Some(got) = POOL.take(maker) {
+                POOL.wake();
+                return Some(got);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    #[test]
+    fn a_failed_maker_switches_the_pool_off_for_a_while_then_a_new_one_starts() {
+        // The first maker fails: the pool is off, nothing is handed out meanwhile.
+        assert_eq!(POOL.take(maker), None);
+        assert_eq!(take_within(Duration::from_millis(50)), None);
+        assert_eq!(MAKERS.load(Ordering::SeqCst), 1);
+        // After the retry delay a take starts a second maker, whose first is handed out
+        // first, each once.
+        let first = take_within(Duration::from_secs(5)).expect("a second maker");
+        assert_eq!(MAKERS.load(Ordering::SeqCst), 2);
+        assert_eq!(first, 1001);
+        let second = take_within(Duration::from_secs(5)).unwrap();
+        assert_eq!(second, 1002);
+        assert_eq!(POOL.handed_out(), 2);
     }
 }

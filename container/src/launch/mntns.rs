@@ -29,8 +29,8 @@
 //! proc in it), and where the rootfs can be made as a detached mount before joining (the new
 //! mount API; see [`PreparedMount::detach`](molde_layerfs::mount::PreparedMount::detach)).
 //! Where this process cannot make such namespaces (no `fsopen`, no `pivot_root` of its root),
-//! the pool switches itself off and launches copy the host's with `CLONE_NEWNS`, as they
-//! would anyway.
+//! the pool switches itself off for a while ([`super::ahead`]) and launches copy the host's
+//! with `CLONE_NEWNS`, as they would anyway.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -38,7 +38,7 @@ use nix::errno::Errno;
 
 use super::ahead::Ahead;
 
-static POOL: Ahead<Made> = Ahead::new("molde-mntns");
+static POOL: Ahead<Made> = Ahead::new("molde-mntns", super::ahead::RETRY);
 
 /// How many namespaces were handed out so far ([`super::mount_namespaces_made_ahead`]).
 pub(crate) fn handed_out() -> u64 {

@@ -11,14 +11,15 @@
 //! Only for a child outside a user namespace: a namespace made here belongs to the host's
 //! user namespace, which a rootless container's user namespace has no privilege over (it
 //! could not mount its `/sys`). Where this process may not make network namespaces, the pool
-//! switches itself off and launches make their own with `CLONE_NEWNET`, as they would anyway.
+//! switches itself off for a while ([`super::ahead`]) and launches make their own with
+//! `CLONE_NEWNET`, as they would anyway.
 
 use std::os::fd::OwnedFd;
 
 use super::ahead::Ahead;
 
 /// The namespaces made ahead (a namespace with only loopback is a few pages).
-static POOL: Ahead<OwnedFd> = Ahead::new("molde-netns");
+static POOL: Ahead<OwnedFd> = Ahead::new("molde-netns", super::ahead::RETRY);
 
 /// A fresh network namespace with loopback up, if one is ready; the maker is asked for the
 /// next. `None`: make one at `clone`.
