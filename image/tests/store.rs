@@ -1,6 +1,8 @@
 //! The store: OCI layout on disk, blob ingest (verification, crash leftovers, concurrency),
 //! images and their invariant, tags, holds, remove, prune and GC.
 
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -726,11 +728,7 @@ fn holds_block_removal_and_remove_prune_gc_free_space() {
 #[test]
 fn umoci_unpacks_a_tagged_image_in_place() {
     let have = Command::new("umoci").arg("--version").output().is_ok();
-    if !have {
-        if std::env::var("MOLDE_REQUIRE_ALL").as_deref() == Ok("1") {
-            panic!("required but missing: umoci");
-        }
-        eprintln!("skipping: umoci is not installed");
+    if !common::require(have, "umoci is not installed (apt-get install umoci)") {
         return;
     }
     let store = Store::temporary().unwrap();
