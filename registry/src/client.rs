@@ -127,23 +127,22 @@ fn install_crypto() {
 }
 
 impl Remote {
-    pub fn new(
+    /// Connect to the registry of `reference`: HTTPS, or, where plain HTTP is allowed
+    /// (loopback, or [`RegistryOptions::insecure`]), HTTPS if the registry speaks it and
+    /// plain HTTP otherwise, as Docker does for insecure registries.
+    pub async fn connect(
         reference: &molde_image::Reference,
         options: &RegistryOptions,
+        operation: oci_client::RegistryOperation,
     ) -> Result<Remote, RegistryError> {
         install_crypto();
         let oci = reference.distribution().clone();
         let registry = oci.resolve_registry().to_owned();
-        let plain = is_loopback(&registry)
+        let plain_allowed = is_loopback(&registry)
             || options
                 .insecure
                 .iter()
                 .any(|r| r == &registry || r == oci.registry());
-        let protocol = if plain {
-            ClientProtocol::HttpsExcept(vec![registry.clone()])
-        } else {
-            ClientProtocol::Https
-        };
         let mut certs = Vec::new();
         for (what, pem) in &options.extra_ca {
             certs.push(certificate(what, pem.clone())?);
@@ -151,28 +150,25 @@ impl Remote {
         for dir in &options.certs_dirs {
             certs.extend(certs_in(&dir.join(oci.registry()))?);
         }
-        let config = ClientConfig {
-            protocol,
-            extra_root_certificates: certs,
-            platform_resolver: None,
-            connect_timeout: Some(Duration::from_secs(30)),
-            read_timeout: Some(Duration::from_secs(60)),
-            use_monolithic_push: true,
-            user_agent: concat!("molde/", env!("CARGO_PKG_VERSION")),
-            ..ClientConfig::default()
-        };
-        let client =
-            oci_client::Client::try_from(config).map_err(|e| RegistryError::Certificate {
-                what: format!("client for {registry}"),
-                reason: e.to_string(),
-            })?;
         let credentials = match &options.credentials {
             Some(c) => c.clone(),
             None => auth::credentials_for(oci.registry())?,
         };
+        let auth = credentials.to_oci();
+        let mut client = build_client(&registry, ClientProtocol::Https, certs.clone())?;
+        if plain_allowed {
+            // The first request of every transfer: asks /v2/ (and a token if challenged).
+            if let Err(e) = client.auth(&oci, &auth, operation).await
+                && matches!(&e, OciDistributionError::RequestError(r) if r.is_connect() || r.is_request())
+            {
+                tracing::debug!(%registry, error = %e, "no HTTPS; using plain HTTP");
+                let plain = ClientProtocol::HttpsExcept(vec![registry.clone()]);
+                client = build_client(&registry, plain, certs)?;
+            }
+        }
         Ok(Remote {
             client,
-            auth: credentials.to_oci(),
+            auth,
             name: reference.to_string(),
             registry,
             reference: oci,
@@ -213,6 +209,27 @@ impl Remote {
     pub fn policy(&self) -> (u32, Duration) {
         (self.attempts, self.backoff)
     }
+}
+
+fn build_client(
+    registry: &str,
+    protocol: ClientProtocol,
+    certs: Vec<Certificate>,
+) -> Result<oci_client::Client, RegistryError> {
+    let config = ClientConfig {
+        protocol,
+        extra_root_certificates: certs,
+        platform_resolver: None,
+        connect_timeout: Some(Duration::from_secs(30)),
+        read_timeout: Some(Duration::from_secs(60)),
+        use_monolithic_push: true,
+        user_agent: concat!("molde/", env!("CARGO_PKG_VERSION")),
+        ..ClientConfig::default()
+    };
+    oci_client::Client::try_from(config).map_err(|e| RegistryError::Certificate {
+        what: format!("client for {registry}"),
+        reason: e.to_string(),
+    })
 }
 
 fn certificate(what: &str, data: Vec<u8>) -> Result<Certificate, RegistryError> {

@@ -114,9 +114,18 @@ pub enum Progress {
         /// Its new state.
         status: LayerStatus,
     },
-    /// The end: the digest (of the manifest or index as the registry serves it) and a
-    /// status line (`Downloaded newer image for alpine:latest`, `Image is up to date
-    /// for ...`, or for a push `latest: digest: sha256:... size: 528`).
+    /// The end of a push: `latest: digest: sha256:... size: 528`.
+    Pushed {
+        /// The tag pushed.
+        tag: String,
+        /// The manifest's digest.
+        digest: Digest,
+        /// The manifest's size.
+        size: u64,
+    },
+    /// The end of a pull: the digest (of the manifest or index as the registry serves it)
+    /// and a status line (`Downloaded newer image for alpine:latest`, `Image is up to date
+    /// for ...`).
     Done {
         /// The digest.
         digest: Digest,
@@ -228,6 +237,14 @@ impl DisplayState {
                 } else if changed {
                     writeln!(self.out, "{}: {status}", &digest.hex()[..12])?;
                 }
+            }
+            Progress::Pushed { tag, digest, size } => {
+                if self.live {
+                    self.redraw()?;
+                }
+                writeln!(self.out, "{tag}: digest: {digest} size: {size}")?;
+                self.lines.clear();
+                self.drawn = 0;
             }
             Progress::Done { digest, status } => {
                 if self.live {

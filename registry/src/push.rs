@@ -134,7 +134,9 @@ impl Push {
     /// Run the push on the caller's tokio runtime.
     pub async fn run_async(self) -> Result<PushReport, RegistryError> {
         let target = Reference::parse(&self.target)?;
-        let remote = Arc::new(Remote::new(&target, &self.options)?);
+        let remote = Arc::new(
+            Remote::connect(&target, &self.options, oci_client::RegistryOperation::Push).await?,
+        );
         let (store, what) = (self.store.clone(), self.image.clone());
         let image = blocking(&remote.name, move || store.resolve(&what)).await?;
         let mut blobs: Vec<(Digest, u64)> =
@@ -166,12 +168,10 @@ impl Push {
             bytes_sent: sent.load(std::sync::atomic::Ordering::Relaxed),
         };
         if let Some(p) = &self.progress {
-            p(&Progress::Done {
+            p(&Progress::Pushed {
+                tag: report.target.tag().unwrap_or("latest").to_owned(),
                 digest,
-                status: format!(
-                    "{}: digest: {digest} size: {size}",
-                    report.target.tag().unwrap_or("latest")
-                ),
+                size,
             });
         }
         Ok(report)

@@ -182,7 +182,14 @@ impl Pull {
         self.emit(Progress::Resolving {
             reference: reference.to_string(),
         });
-        let remote = Arc::new(Remote::new(&reference, &self.options)?);
+        let remote = Arc::new(
+            Remote::connect(
+                &reference,
+                &self.options,
+                oci_client::RegistryOperation::Pull,
+            )
+            .await?,
+        );
         let resolved = manifest::resolve(&remote, &self.platform).await?;
         let store = self.store.clone();
         let name = remote.name.clone();
