@@ -30,6 +30,9 @@ enum Reply {
     Cut(Vec<u8>, usize),
 }
 
+/// (method, path, range start) of each request served.
+type Log = Arc<Mutex<Vec<(String, String, Option<u64>)>>>;
+
 type Handler = dyn Fn(&Request, usize) -> Option<Reply> + Send + Sync;
 
 /// The stand-in: serves `image` (from `store`) as `test/app:v1`, unless `handler` answers
@@ -37,7 +40,7 @@ type Handler = dyn Fn(&Request, usize) -> Option<Reply> + Send + Sync;
 struct Server {
     addr: String,
     stop: Arc<AtomicBool>,
-    pub log: Arc<Mutex<Vec<(String, String, Option<u64>)>>>,
+    pub log: Log,
 }
 
 impl Drop for Server {
