@@ -19,6 +19,12 @@
 //! # let _ = report; Ok(()) }
 //! ```
 
+mod shell;
+pub mod syntax;
+mod words;
+
+pub use shell::ShellError;
+
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
