@@ -90,7 +90,10 @@ fn steps_layers_history_and_config() {
     assert_eq!(by[2], "WORKDIR /app");
     assert!(hist[2].layer.is_some());
     // Sources named by their file names, never by their host paths.
-    assert_eq!(by[3], "COPY --chown=1000:1001 --chmod=640 hello.txt hello.txt");
+    assert_eq!(
+        by[3],
+        "COPY --chown=1000:1001 --chmod=640 hello.txt hello.txt"
+    );
     assert_eq!(by[4], "COPY site /srv/www/");
     assert!(by[5].starts_with("RUN /bin/sh -c echo"), "{}", by[5]);
     assert_eq!(by[6], r#"RUN ["/bin/mkdir","-p","/data/x"]"#);

@@ -86,8 +86,14 @@ CMD ["/srv/app/greeting.txt"]
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&ls.output), "index.html\n");
     // One history entry per instruction, as Docker writes it; context paths, not host ones.
-    assert!(by.contains(&"ENV APP_HOME=/srv/app MODE=prod".to_owned()), "{by:#?}");
-    assert!(by.contains(&"COPY --chown=33:33 www/ ./www/".to_owned()), "{by:#?}");
+    assert!(
+        by.contains(&"ENV APP_HOME=/srv/app MODE=prod".to_owned()),
+        "{by:#?}"
+    );
+    assert!(
+        by.contains(&"COPY --chown=33:33 www/ ./www/".to_owned()),
+        "{by:#?}"
+    );
     let out = Container::builder(&store, img).output().unwrap();
     assert!(out.success());
     assert_eq!(out.stdout, b"hello from prod\n");

@@ -7,11 +7,16 @@ use molde_image::Store;
 use super::ignore::has_wildcards;
 use super::state::{check_user_spec, view_of};
 use super::step::{RunCommand, RunMount, Step};
-use super::{Base, Build, BuildError, copy};
+use super::{Base, Build, BuildError, Settings, copy};
 
 impl Build {
     /// Check the recipe (`stage` names it in errors) before any work.
-    pub(crate) fn check(&self, store: &Store, stage: &str) -> Result<(), BuildError> {
+    pub(crate) fn check(
+        &self,
+        store: &Store,
+        stage: &str,
+        settings: &Settings,
+    ) -> Result<(), BuildError> {
         let invalid = |i: usize, s: &Step, reason: String| BuildError::Invalid {
             stage: stage.to_owned(),
             step: i + 1,
@@ -50,7 +55,7 @@ impl Build {
                         if let RunMount::Secret {
                             id, required: true, ..
                         } = m
-                            && !self.settings.secrets.contains_key(id)
+                            && !settings.secrets.contains_key(id)
                         {
                             return Err(invalid(
                                 i,
@@ -129,7 +134,7 @@ impl Build {
                     }
                 }
                 Step::AddUrl { url, .. } => {
-                    if self.settings.fetcher.is_none() {
+                    if settings.fetcher.is_none() {
                         return Err(invalid(
                             i,
                             s,

@@ -241,9 +241,18 @@ impl Executor<'_> {
                 matches.push((real, meta));
             }
         }
+        // Into a directory: `dest/`, `.`, several sources, a directory source, or a
+        // destination the image has as a directory.
         let into_dir = c.dest.ends_with('/')
+            || c.dest == "."
+            || c.dest.ends_with("/.")
             || matches.len() + c.inline.len() > 1
-            || matches.first().is_some_and(|(_, m)| m.is_dir());
+            || matches.first().is_some_and(|(_, m)| m.is_dir())
+            || view.is_some_and(|v| {
+                v.open(&Path::new("/").join(&dest))
+                    .and_then(|f| f.metadata())
+                    .is_ok_and(|m| m.is_dir())
+            });
         let mut plan = copy::Plan::new();
         for (p, meta) in matches {
             let target = if c.parents {

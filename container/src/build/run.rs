@@ -144,6 +144,7 @@ impl Executor<'_> {
                     source,
                     from,
                     rw,
+                    ..
                 } => {
                     let host = self.bind_source(source, from.as_ref(), *rw, held)?;
                     let t = self.config.absolute(target);

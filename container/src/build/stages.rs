@@ -200,7 +200,7 @@ impl Stages {
         }
         for &i in &needed {
             let (_, b) = &self.stages[i];
-            b.check(store, &self.label(i))?;
+            b.check(store, &self.label(i), &self.settings)?;
         }
         let commit_err = |source| BuildError::Commit {
             reference: reference.to_owned(),

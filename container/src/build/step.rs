@@ -285,6 +285,9 @@ pub enum RunMount {
         from: Option<CopyFrom>,
         /// Writable (the writes are thrown away).
         rw: bool,
+        /// The build context a host `source` is in: descriptions name the source relative
+        /// to it, never as a host path.
+        context: Option<PathBuf>,
     },
     /// An empty tmpfs: `type=tmpfs`.
     Tmpfs {
@@ -325,18 +328,28 @@ impl RunMount {
                 source,
                 from,
                 rw,
+                context,
             } => {
                 let from = match from {
                     None => String::new(),
                     Some(CopyFrom::Stage(s)) => format!(",from={s}"),
                     Some(CopyFrom::Image(i)) => format!(",from={}", i.id()),
                 };
-                format!(
-                    "type=bind,source={}{from},target={target},rw={rw}",
-                    source.display()
-                )
+                let shown = match context.as_deref().map(|c| source.strip_prefix(c)) {
+                    Some(Ok(r)) if r.as_os_str().is_empty() => ".".to_owned(),
+                    Some(Ok(r)) => r.display().to_string(),
+                    _ if from.is_empty() => source
+                        .file_name()
+                        .map_or_else(|| ".".into(), |n| n.to_string_lossy().into_owned()),
+                    _ => source.display().to_string(),
+                };
+                let rw = if *rw { ",rw" } else { "" };
+                format!("type=bind,source={shown}{from},target={target}{rw}")
             }
-            RunMount::Tmpfs { target, size } => format!("type=tmpfs,target={target},size={size:?}"),
+            RunMount::Tmpfs { target, size } => match size {
+                Some(n) => format!("type=tmpfs,target={target},size={n}"),
+                None => format!("type=tmpfs,target={target}"),
+            },
             RunMount::Secret {
                 id,
                 target,

@@ -497,6 +497,7 @@ impl Converter<'_> {
                     source,
                     from,
                     rw: flag(&["rw", "readwrite"])?,
+                    context: Some(self.df.context.clone()),
                 }
             }
             "tmpfs" => RunMount::Tmpfs {

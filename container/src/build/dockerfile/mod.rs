@@ -218,3 +218,6 @@ impl Dockerfile {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
