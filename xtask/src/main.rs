@@ -24,6 +24,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("umoci", "umoci"),
     ("busybox", "busybox-static"),
     ("skopeo", "skopeo"),
+    ("buildah", "buildah"),
 ];
 
 /// Debian packages the benchmarks compare against.
