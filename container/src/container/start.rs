@@ -368,6 +368,8 @@ impl Container {
         spec.uid = run.uid;
         spec.gid = run.gid;
         spec.groups = run.groups.clone();
+        spec.ambient_capabilities = run.ambient_capabilities.clone();
+        spec.no_new_privs = run.no_new_privileges;
         spec.network = if run.host_network {
             Network::Host
         } else {

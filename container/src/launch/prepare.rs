@@ -165,6 +165,28 @@ pub(crate) fn capability_mask(wanted: &[Capability], new_userns: bool) -> (u64, 
     (mask, last)
 }
 
+/// The ambient capability bits: each one asked for must be among the capabilities kept
+/// (`EINVAL` otherwise: the bounding set would refuse it) and one the child can hold (`EPERM`
+/// otherwise: the caller lacks it).
+fn ambient_mask(
+    ambient: &[Capability],
+    wanted: &[Capability],
+    held: u64,
+) -> Result<u64, LaunchError> {
+    let mut mask = 0u64;
+    for cap in ambient {
+        let bit = 1u64 << cap.index();
+        if !wanted.contains(cap) {
+            return Err(LaunchError::new(Stage::Capabilities, Errno::EINVAL));
+        }
+        if held & bit == 0 {
+            return Err(LaunchError::new(Stage::Capabilities, Errno::EPERM));
+        }
+        mask |= bit;
+    }
+    Ok(mask)
+}
+
 /// The highest capability number from the text of `/proc/sys/kernel/cap_last_cap` (40 when
 /// unreadable), at most 63: the child shifts `1u64` by every number up to it.
 fn last_cap(text: Option<&str>) -> u32 {
@@ -265,6 +287,8 @@ pub(crate) struct Run<'a> {
     pub path_dirs: &'a [PathBuf],
     /// The capabilities asked for.
     pub capabilities: &'a [Capability],
+    /// The ambient capabilities asked for by name.
+    pub ambient_capabilities: &'a [Capability],
     /// Whether the process is in a user namespace new to it (it may hold every capability).
     pub new_userns: bool,
     pub cwd: &'a Path,
@@ -303,6 +327,7 @@ pub(crate) fn common(
     let program = program(run.program, run.arg0, run.args, run.env, run.path_dirs)?;
     side.candidates = program.candidate_paths;
     let (caps, last_cap) = capability_mask(run.capabilities, run.new_userns);
+    let ambient = ambient_mask(run.ambient_capabilities, run.capabilities, caps)?;
     if run.setgroups_denied && !run.groups.is_empty() {
         return Err(LaunchError::new(Stage::Setgroups, Errno::EPERM));
     }
@@ -320,6 +345,7 @@ pub(crate) fn common(
         setgroups_denied: run.setgroups_denied,
         caps,
         last_cap,
+        ambient,
         no_new_privs: run.no_new_privs,
         init: run.init,
         handshake: false,
@@ -346,6 +372,7 @@ pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> 
         env: &spec.env,
         path_dirs: &spec.path_dirs,
         capabilities: &spec.capabilities,
+        ambient_capabilities: &spec.ambient_capabilities,
         new_userns,
         cwd: &spec.cwd,
         uid: spec.uid,
