@@ -39,6 +39,7 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("bwrap", "bubblewrap"),
     ("crun", "crun"),
     ("runc", "runc"),
+    ("buildah", "buildah"),
 ];
 
 fn main() -> ExitCode {
