@@ -25,6 +25,9 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("busybox", "busybox-static"),
     ("skopeo", "skopeo"),
     ("buildah", "buildah"),
+    ("docker-registry", "docker-registry"),
+    ("htpasswd", "apache2-utils"),
+    ("openssl", "openssl"),
 ];
 
 /// Debian packages the benchmarks compare against.
