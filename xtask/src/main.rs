@@ -24,6 +24,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("umoci", "umoci"),
     ("busybox", "busybox-static"),
     ("skopeo", "skopeo"),
+    ("buildah", "buildah"),
     ("docker-registry", "docker-registry"),
     ("htpasswd", "apache2-utils"),
     ("openssl", "openssl"),
@@ -41,6 +42,7 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("bwrap", "bubblewrap"),
     ("crun", "crun"),
     ("runc", "runc"),
+    ("buildah", "buildah"),
 ];
 
 fn main() -> ExitCode {

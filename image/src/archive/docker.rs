@@ -217,6 +217,7 @@ pub(super) fn import_scanned(
             config_digest,
             parsed,
         )
+        .map(|i| i.with_docker_fields(&config))
         .map_err(|source| ArchiveError::Image { what, source })?;
         plan.push(Planned {
             image,

@@ -447,6 +447,7 @@ impl Store {
     /// Write the config and manifest blobs of the image a builder describes, without adding
     /// it to the index. The caller holds the content lock (shared).
     pub(crate) fn write_image(&self, builder: ImageBuilder) -> Result<Image, StoreError> {
+        let docker = builder.docker_fields().clone();
         let (config, layers) = builder.into_config();
         for l in &layers {
             if !self.has_blob(&l.digest) {
@@ -456,16 +457,28 @@ impl Store {
                 });
             }
         }
-        let config_bytes = canonical_json("image config", &config)?;
+        let config_bytes = if docker.is_empty() {
+            canonical_json("image config", &config)?
+        } else {
+            let err = |source| StoreError::Json {
+                what: "image config".into(),
+                source,
+            };
+            let mut doc = serde_json::to_value(&config).map_err(err)?;
+            if let Some(run) = doc.get_mut("config").and_then(|c| c.as_object_mut()) {
+                run.extend(docker);
+            }
+            canonical_json("image config", &doc)?
+        };
         let cfg = blob::ingest_bytes(self.layout(), &config_bytes)?;
         let (manifest, manifest_bytes) = manifest_for(cfg.digest, cfg.size, &layers)?;
         let m = blob::ingest_bytes(self.layout(), &manifest_bytes)?;
-        Image::from_documents(m.digest, m.size, manifest, cfg.digest, config).map_err(|source| {
-            StoreError::Image {
+        Image::from_documents(m.digest, m.size, manifest, cfg.digest, config)
+            .map(|i| i.with_docker_fields(&config_bytes))
+            .map_err(|source| StoreError::Image {
                 manifest: m.digest,
                 source,
-            }
-        })
+            })
     }
 
     /// Add several images (each with an optional tag) to the index in one atomic update: all
@@ -640,6 +653,7 @@ impl Store {
             config_digest,
             config,
         )
+        .map(|i| i.with_docker_fields(&cbytes))
         .map_err(|source| StoreError::Image {
             manifest: manifest_digest,
             source,
