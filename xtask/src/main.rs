@@ -25,6 +25,9 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("busybox", "busybox-static"),
     ("skopeo", "skopeo"),
     ("buildah", "buildah"),
+    // The seccomp escape helper (container/tests/seccomp.rs), linked static.
+    ("gcc", "gcc"),
+    ("gcc", "libc6-dev"),
 ];
 
 /// Debian packages the benchmarks compare against.
