@@ -22,6 +22,7 @@ pub mod error;
 pub mod launch;
 pub mod record;
 pub mod rlimit;
+pub mod seccomp;
 pub mod volume;
 
 pub use build::{Build, BuildError, BuildReport};
@@ -31,4 +32,5 @@ pub use container::{ContainerBuilder, Stdio};
 pub use error::ContainerError;
 pub use launch::{ExitStatus, Network};
 pub use molde_image as image;
+pub use seccomp::{Seccomp, SeccompError};
 pub use volume::{Volume, VolumeError};

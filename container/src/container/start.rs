@@ -375,6 +375,7 @@ impl Container {
         spec.groups = run.groups.clone();
         spec.ambient_capabilities = run.ambient_capabilities.clone();
         spec.no_new_privs = run.no_new_privileges;
+        spec.seccomp = run.seccomp.clone();
         spec.network = if run.host_network {
             Network::Host
         } else {
