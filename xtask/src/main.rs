@@ -25,6 +25,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("busybox", "busybox-static"),
     ("skopeo", "skopeo"),
     ("buildah", "buildah"),
+    ("newuidmap", "uidmap"),
 ];
 
 /// Debian packages the benchmarks compare against.
@@ -46,12 +47,14 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("test-unprivileged") => unprivileged::run_tests(),
         Some("install") => install(TEST_PACKAGES).and_then(|()| install(BENCH_PACKAGES)),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  test   install the peer tools, then fmt, clippy, every test (MOLDE_REQUIRE_ALL=1), fuzz, tour\n  \
+                 test-unprivileged  only the second pass of test: every test binary as molde-rootless\n  \
                  bench  install the peers, run the benchmark suite, write docs/benchmarks.md\n  \
                  install  only install the Debian packages tests and benchmarks use"
             );
@@ -66,6 +69,8 @@ fn main() -> ExitCode {
         }
     }
 }
+
+mod unprivileged;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -170,6 +175,9 @@ fn test(args: &[String]) -> Result<(), String> {
             .env("MOLDE_REQUIRE_ALL", "1")
             .env("RUST_BACKTRACE", "1"),
     )?;
+    if nix_is_root() {
+        unprivileged::run_tests()?;
+    }
     if !quick {
         // A longer, bounded fuzz pass over layer apply: random and mutated tars.
         run(
