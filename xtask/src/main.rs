@@ -31,6 +31,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     // The seccomp escape helper (container/tests/seccomp.rs), linked static.
     ("gcc", "gcc"),
     ("gcc", "libc6-dev"),
+    ("newuidmap", "uidmap"),
 ];
 
 /// Debian packages the benchmarks compare against.
@@ -53,12 +54,14 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("test-unprivileged") => unprivileged::run_tests(),
         Some("install") => install(TEST_PACKAGES).and_then(|()| install(BENCH_PACKAGES)),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  test   install the peer tools, then fmt, clippy, every test (MOLDE_REQUIRE_ALL=1), fuzz, tour\n  \
+                 test-unprivileged  only the second pass of test: every test binary as molde-rootless\n  \
                  bench  install the peers, run the benchmark suite, write docs/benchmarks.md\n  \
                  install  only install the Debian packages tests and benchmarks use"
             );
@@ -73,6 +76,8 @@ fn main() -> ExitCode {
         }
     }
 }
+
+mod unprivileged;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -177,6 +182,9 @@ fn test(args: &[String]) -> Result<(), String> {
             .env("MOLDE_REQUIRE_ALL", "1")
             .env("RUST_BACKTRACE", "1"),
     )?;
+    if nix_is_root() {
+        unprivileged::run_tests()?;
+    }
     if !quick {
         // The launcher's and the lifecycle's tests again with every core busy: races that an
         // idle machine hides (a timeout reported as a plain kill) show here, not in users'
