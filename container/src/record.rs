@@ -226,6 +226,9 @@ pub struct RunConfig {
     pub stop_signal: i32,
     /// The wall-clock timeout of a run, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Keep stdout and stderr in the container's log files (see [`crate::logs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<crate::logs::LogConfig>,
 }
 
 /// How the writable layer is stored.
@@ -729,6 +732,7 @@ mod tests {
                 init: true,
                 stop_signal: 15,
                 timeout_ms: None,
+                logs: None,
             },
         }
     }

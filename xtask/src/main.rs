@@ -6,6 +6,10 @@
 //!   tool fails instead), a bounded fuzz pass over layer apply, and the tour example.
 //! - `cargo xtask bench`: installs the peers, then runs the benchmark suite (`benches/peers.rs`),
 //!   which measures molde against them and writes docs/benchmarks.md.
+//! - `cargo xtask fixtures`: the Debian images tests and benchmarks run (see [`fixtures`]);
+//!   `test` and `bench` make them first (cached under `target/fixtures`).
+
+mod fixtures;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -24,6 +28,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("umoci", "umoci"),
     ("busybox", "busybox-static"),
     ("skopeo", "skopeo"),
+    ("mmdebstrap", "mmdebstrap"),
 ];
 
 /// Debian packages the benchmarks compare against.
@@ -45,6 +50,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("fixtures") => install(&[("mmdebstrap", "mmdebstrap")])
+            .and_then(|()| fixtures::make(&workspace_root())),
         Some("install") => install(TEST_PACKAGES).and_then(|()| install(BENCH_PACKAGES)),
         _ => {
             eprintln!(
@@ -52,6 +59,7 @@ fn main() -> ExitCode {
                  commands:\n  \
                  test   install the peer tools, then fmt, clippy, every test (MOLDE_REQUIRE_ALL=1), fuzz, tour\n  \
                  bench  install the peers, run the benchmark suite, write docs/benchmarks.md\n  \
+                 fixtures  make the Debian test images (target/fixtures, cached)\n  \
                  install  only install the Debian packages tests and benchmarks use"
             );
             return ExitCode::from(2);
@@ -150,6 +158,7 @@ fn nix_is_root() -> bool {
 fn test(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     install(TEST_PACKAGES)?;
+    fixtures::make(&workspace_root())?;
     run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",
@@ -167,6 +176,7 @@ fn test(args: &[String]) -> Result<(), String> {
         cargo()
             .args(["test", "--workspace", "--no-fail-fast"])
             .env("MOLDE_REQUIRE_ALL", "1")
+            .env("MOLDE_FIXTURES", fixtures::dir(&workspace_root()))
             .env("RUST_BACKTRACE", "1"),
     )?;
     if !quick {
@@ -241,7 +251,10 @@ fn tour_unprivileged() -> Result<(), String> {
 
 fn bench(args: &[String]) -> Result<(), String> {
     install(BENCH_PACKAGES)?;
+    install(&[("mmdebstrap", "mmdebstrap")])?;
+    fixtures::make(&workspace_root())?;
     let mut cmd = cargo();
+    cmd.env("MOLDE_FIXTURES", fixtures::dir(&workspace_root()));
     // `cargo xtask bench -- --only X` and `cargo xtask bench --only X` both work.
     let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
     cmd.args(["bench", "--package", "molde", "--bench", "peers", "--"])

@@ -110,6 +110,7 @@ pub struct ContainerBuilder {
     /// Mount a deep image's flattened stack (made on first use); a build's RUN steps, each on
     /// a new intermediate image, do not.
     pub(crate) flatten: bool,
+    pub(crate) logs: Option<crate::logs::LogConfig>,
 }
 
 impl ContainerBuilder {
@@ -141,6 +142,7 @@ impl ContainerBuilder {
             storage: LayerStorage::Disk,
             stop_signal: None,
             flatten: true,
+            logs: None,
         }
     }
 
@@ -225,6 +227,14 @@ impl ContainerBuilder {
     /// Standard error (default: inherit; piped for [`ContainerBuilder::output`]).
     pub fn stderr(mut self, s: impl Into<Stdio>) -> Self {
         self.stderr = Some(s.into());
+        self
+    }
+    /// Keep stdout and stderr in the store (bounded and rotated as `config` says), to read back
+    /// with [`Container::logs`] or follow with [`Container::follow_logs`]; this replaces
+    /// [`ContainerBuilder::stdout`] and [`ContainerBuilder::stderr`]. A container dropped while
+    /// its thread panics prints its last log lines.
+    pub fn logs(mut self, config: crate::logs::LogConfig) -> Self {
+        self.logs = Some(config);
         self
     }
     /// The container's hostname.

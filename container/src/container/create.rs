@@ -131,6 +131,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
             .stop_signal
             .unwrap_or_else(|| parse_signal(image.stop_signal())),
         timeout_ms: b.timeout.map(|d| d.as_millis() as u64),
+        logs: b.logs,
     };
 
     let limits = crate::cgroup::Limits {
@@ -221,6 +222,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         owner: None,
         deadline: None,
         remove_on_drop: true,
+        log_pump: None,
         removed: false,
     })
 }

@@ -54,7 +54,21 @@ impl Container {
                 source,
             })?;
         }
+        let mut pump = None;
+        if let Some(config) = self.record.run.logs {
+            let (out, err, p) = crate::logs::pump::start(self.paths.dir().to_owned(), config)
+                .map_err(|source| ContainerError::Process {
+                    id: self.id.clone(),
+                    op: "starting the log pump",
+                    source,
+                })?;
+            spec.stdout = launch::Stdio::Fd(out);
+            spec.stderr = launch::Stdio::Fd(err);
+            pump = Some(p);
+        }
         let mut process = launch::spawn(&spec)?;
+        // The pump sees the end once the container's processes closed their copies.
+        drop(spec);
         // Taken before the watchdog starts its own count: a waiter's deadline passes first,
         // so a run the watchdog killed is always reported as timed out.
         let deadline = self
@@ -95,6 +109,9 @@ impl Container {
         self.process = Some(process);
         self.cgroup = cgroup;
         self.owner = Some(owner);
+        if pump.is_some() {
+            self.log_pump = pump;
+        }
         Ok(())
     }
 
