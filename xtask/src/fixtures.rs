@@ -202,6 +202,10 @@ fn import_and_export(
         std::io::BufWriter::new(tmp.as_file()),
     )
     .map_err(|e| format!("exporting {}: {e}", recipe.tag))?;
+    // Readable by every user: rootless tests import it too.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
+        .map_err(|e| format!("{}: {e}", tmp.path().display()))?;
     tmp.persist(archive)
         .map_err(|e| format!("{}: {e}", archive.display()))?;
     Ok(())

@@ -198,6 +198,11 @@ impl Container {
         &self.id
     }
 
+    /// The store it belongs to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The image it was made from.
     pub fn image(&self) -> &Image {
         &self.image

@@ -232,6 +232,11 @@ impl Container {
     pub(crate) fn finish(&mut self, status: ExitStatus) -> Result<(), ContainerError> {
         self.process = None;
         self.deadline = None;
+        if let Some(mut pump) = self.log_pump.take() {
+            // Once the end is known, so is all the output (the pump ends at the pipes' EOF,
+            // which the end of the pid namespace brings).
+            pump.wait(Duration::from_secs(1));
+        }
         let mut errors = Vec::new();
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.kill_all();
