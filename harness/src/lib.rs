@@ -35,15 +35,26 @@
 mod fixture;
 mod owner;
 pub mod ready;
+pub mod services;
 
 use std::ops::{Deref, DerefMut};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use molde_container::{Container, ContainerBuilder, ContainerError, LogConfig};
 use molde_image::{Image, Store, StoreError};
 
 pub use fixture::{Fixture, FixtureError};
+
+/// The oci-archive of fixture image `name` that `cargo xtask fixtures` made (`debian`,
+/// `services`): in `$MOLDE_FIXTURES`, else this workspace's `target/fixtures`; `None` if it
+/// is not there.
+pub fn fixture_archive(name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("MOLDE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fixtures"));
+    Some(dir.join(format!("{name}.oci.tar"))).filter(|p| p.is_file())
+}
 
 /// Why the harness failed.
 #[derive(Debug, thiserror::Error)]
