@@ -28,6 +28,10 @@ use molde::layerfs::{Digest, Format, OverlayXattr};
 
 #[path = "peers/build.rs"]
 mod build;
+#[path = "peers/dockerfile.rs"]
+mod dockerfile;
+#[path = "peers/harness.rs"]
+mod harness;
 #[path = "peers/start.rs"]
 mod start;
 
@@ -87,6 +91,8 @@ fn main() {
         figures.extend(start::figures(&disk.path(), pairs, &wanted));
     }
     figures.extend(build::figures(&fixtures, pairs, &wanted));
+    figures.extend(dockerfile::figures(&fixtures, pairs, &wanted));
+    figures.extend(harness::figures(pairs, &wanted));
     for f in &figures {
         println!("{}", f.line());
     }

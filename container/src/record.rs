@@ -229,6 +229,16 @@ pub struct RunConfig {
     /// Keep stdout and stderr in the container's log files (see [`crate::logs`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<crate::logs::LogConfig>,
+    /// Capabilities raised as ambient, asked for by name (a non-root user holds no others).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ambient_capabilities: Vec<crate::launch::Capability>,
+    /// Set `PR_SET_NO_NEW_PRIVS` (absent in older records: set).
+    #[serde(default = "yes")]
+    pub no_new_privileges: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// How the writable layer is stored.
@@ -732,6 +742,8 @@ mod tests {
                 init: true,
                 stop_signal: 15,
                 timeout_ms: None,
+                ambient_capabilities: vec![crate::launch::Capability::CAP_NET_BIND_SERVICE],
+                no_new_privileges: false,
                 logs: None,
             },
         }

@@ -63,27 +63,43 @@ pub fn unpack(store: &Store, image: &Image) -> Result<Vec<UnpackedLayer>, StoreE
             })
             .collect());
     }
-    let mut out = Vec::new();
-    for (layer, chain_id) in image.layers().iter().zip(image.chain_ids()) {
-        let path = layout.layer(&chain_id);
-        let mut existed = path.is_dir();
+    image
+        .layers()
+        .iter()
+        .zip(chain_ids)
+        .map(|(layer, chain_id)| unpack_layer(store, layer, chain_id))
+        .collect()
+}
+
+/// Unpack one layer (its blob in the store) as the top of the stack `chain_id` names,
+/// unless that is unpacked already. A layer's overlay-format directory does not depend on
+/// the layers below it, so layers may be unpacked in any order as their blobs arrive (a
+/// pull does), with one rule: the *top* layer of an image last, once every layer below it
+/// is in place ([`unpack`] takes a present top as proof that the whole stack is). Hold a
+/// [`Store::pin`] guard while the image is not yet in the index, or GC may free it.
+pub fn unpack_layer(
+    store: &Store,
+    layer: &crate::layer::Layer,
+    chain_id: Digest,
+) -> Result<UnpackedLayer, StoreError> {
+    let layout = store.layout();
+    let path = layout.layer(&chain_id);
+    let mut existed = path.is_dir();
+    if !existed {
+        let lock_path = lock_path(layout, &chain_id);
+        let _lock = FileLock::acquire(&lock_path, LockKind::Exclusive)
+            .map_err(io_err("locking", &lock_path))?;
+        existed = path.is_dir();
         if !existed {
-            let lock_path = lock_path(layout, &chain_id);
-            let _lock = FileLock::acquire(&lock_path, LockKind::Exclusive)
-                .map_err(io_err("locking", &lock_path))?;
-            existed = path.is_dir();
-            if !existed {
-                unpack_one(store, layer.digest, layer.diff_id, &path)?;
-            }
+            unpack_one(store, layer.digest, layer.diff_id, &path)?;
         }
-        out.push(UnpackedLayer {
-            chain_id,
-            digest: layer.digest,
-            path,
-            existed,
-        });
     }
-    Ok(out)
+    Ok(UnpackedLayer {
+        chain_id,
+        digest: layer.digest,
+        path,
+        existed,
+    })
 }
 
 /// The layer count from which an image's containers mount a flattened tree of its stack

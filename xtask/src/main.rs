@@ -28,6 +28,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("umoci", "umoci"),
     ("busybox", "busybox-static"),
     ("skopeo", "skopeo"),
+    ("buildah", "buildah"),
+    ("docker-registry", "docker-registry"),
+    ("htpasswd", "apache2-utils"),
+    ("openssl", "openssl"),
     ("mmdebstrap", "mmdebstrap"),
 ];
 
@@ -43,6 +47,10 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("bwrap", "bubblewrap"),
     ("crun", "crun"),
     ("runc", "runc"),
+    ("buildah", "buildah"),
+    // The host's PostgreSQL 15: postgres-floor's peer.
+    ("pg_ctlcluster", "postgresql-15"),
+    ("setpriv", "util-linux"),
 ];
 
 fn main() -> ExitCode {

@@ -131,6 +131,8 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
             .stop_signal
             .unwrap_or_else(|| parse_signal(image.stop_signal())),
         timeout_ms: b.timeout.map(|d| d.as_millis() as u64),
+        ambient_capabilities: b.ambient_capabilities.clone(),
+        no_new_privileges: b.no_new_privileges,
         logs: b.logs,
     };
 
@@ -220,7 +222,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         process: None,
         cgroup: None,
         owner: None,
-        deadline: None,
+        timeout: None,
         remove_on_drop: true,
         log_pump: None,
         removed: false,

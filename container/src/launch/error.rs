@@ -279,6 +279,12 @@ fn hint(stage: Stage, errno: Errno) -> &'static str {
         (Stage::Rlimit, Errno::EPERM) => {
             " (raising a hard limit needs CAP_SYS_RESOURCE, which the caller lacks)"
         }
+        (Stage::Capabilities, Errno::EINVAL) => {
+            " (an ambient capability must also be one of the process's capabilities)"
+        }
+        (Stage::Capabilities, Errno::EPERM) => {
+            " (an ambient capability asked for is not one this process can grant)"
+        }
         (Stage::Setns, Errno::ESRCH) => " (the container's process has exited)",
         _ => "",
     }

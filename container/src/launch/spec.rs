@@ -53,10 +53,17 @@ pub struct Spec {
     pub stdout: Stdio,
     /// Standard error.
     pub stderr: Stdio,
-    /// The capabilities the process keeps (bounding, permitted, effective, inheritable and, for
-    /// a non-root uid, ambient). Default: [`default_capabilities`], Docker's set without
-    /// `CAP_MKNOD`.
+    /// The capabilities the process may hold: its bounding set, and for uid 0 its permitted
+    /// and effective sets. A process of any other uid holds none of them (as with runc, crun
+    /// and Docker) but those in `ambient_capabilities`; a setuid-root binary it runs may gain
+    /// them where `no_new_privs` is off. Default: [`default_capabilities`], Docker's set
+    /// without `CAP_MKNOD`.
     pub capabilities: Vec<Capability>,
+    /// Capabilities raised as ambient (so also inheritable, permitted and effective) for any
+    /// uid: a non-root process keeps these across `execve`. Each must be in `capabilities`
+    /// (else the launch fails at [`Stage::Capabilities`](super::Stage::Capabilities) with
+    /// `EINVAL`) and one the launcher can grant (else `EPERM`). Default: none.
+    pub ambient_capabilities: Vec<Capability>,
     /// Set `PR_SET_NO_NEW_PRIVS` (no privilege gain through setuid binaries or file caps).
     pub no_new_privs: bool,
     /// Resource limits. A limit above the current hard limit is clamped to it when the caller
@@ -96,6 +103,7 @@ impl Spec {
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
             capabilities: default_capabilities(),
+            ambient_capabilities: Vec::new(),
             no_new_privs: true,
             rlimits: Vec::new(),
             cgroup_procs: Vec::new(),
@@ -261,8 +269,11 @@ pub struct ExecSpec {
     pub stdout: Stdio,
     /// Standard error.
     pub stderr: Stdio,
-    /// The capabilities the process keeps.
+    /// The capabilities the process may hold: as [`Spec::capabilities`] (none for a non-root
+    /// uid but the ambient ones).
     pub capabilities: Vec<Capability>,
+    /// Capabilities raised as ambient for any uid: as [`Spec::ambient_capabilities`].
+    pub ambient_capabilities: Vec<Capability>,
     /// Set `PR_SET_NO_NEW_PRIVS`.
     pub no_new_privs: bool,
     /// Open `cgroup.procs` / `tasks` files of the container's cgroups: the process joins them
@@ -291,6 +302,7 @@ impl ExecSpec {
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
             capabilities: default_capabilities(),
+            ambient_capabilities: Vec::new(),
             no_new_privs: true,
             cgroup_procs: Vec::new(),
             target_start: None,
