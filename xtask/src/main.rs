@@ -6,6 +6,10 @@
 //!   tool fails instead), a bounded fuzz pass over layer apply, and the tour example.
 //! - `cargo xtask bench`: installs the peers, then runs the benchmark suite (`benches/peers.rs`),
 //!   which measures molde against them and writes docs/benchmarks.md.
+//! - `cargo xtask fixtures`: the Debian images tests and benchmarks run (see [`fixtures`]);
+//!   `test` and `bench` make them first (cached under `target/fixtures`).
+
+mod fixtures;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -32,6 +36,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("gcc", "gcc"),
     ("gcc", "libc6-dev"),
     ("newuidmap", "uidmap"),
+    ("mmdebstrap", "mmdebstrap"),
 ];
 
 /// Debian packages the benchmarks compare against.
@@ -47,6 +52,9 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("crun", "crun"),
     ("runc", "runc"),
     ("buildah", "buildah"),
+    // The host's PostgreSQL 15: postgres-floor's peer.
+    ("pg_ctlcluster", "postgresql-15"),
+    ("setpriv", "util-linux"),
 ];
 
 fn main() -> ExitCode {
@@ -55,6 +63,8 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("test-unprivileged") => unprivileged::run_tests(),
+        Some("fixtures") => install(&[("mmdebstrap", "mmdebstrap")])
+            .and_then(|()| fixtures::make(&workspace_root())),
         Some("install") => install(TEST_PACKAGES).and_then(|()| install(BENCH_PACKAGES)),
         _ => {
             eprintln!(
@@ -63,6 +73,7 @@ fn main() -> ExitCode {
                  test   install the peer tools, then fmt, clippy, every test (MOLDE_REQUIRE_ALL=1), fuzz, tour\n  \
                  test-unprivileged  only the second pass of test: every test binary as molde-rootless\n  \
                  bench  install the peers, run the benchmark suite, write docs/benchmarks.md\n  \
+                 fixtures  make the Debian test images (target/fixtures, cached)\n  \
                  install  only install the Debian packages tests and benchmarks use"
             );
             return ExitCode::from(2);
@@ -163,6 +174,7 @@ fn nix_is_root() -> bool {
 fn test(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     install(TEST_PACKAGES)?;
+    fixtures::make(&workspace_root())?;
     run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",
@@ -180,6 +192,7 @@ fn test(args: &[String]) -> Result<(), String> {
         cargo()
             .args(["test", "--workspace", "--no-fail-fast"])
             .env("MOLDE_REQUIRE_ALL", "1")
+            .env("MOLDE_FIXTURES", fixtures::dir(&workspace_root()))
             .env("RUST_BACKTRACE", "1"),
     )?;
     if nix_is_root() {
@@ -322,7 +335,10 @@ fn tour_unprivileged() -> Result<(), String> {
 
 fn bench(args: &[String]) -> Result<(), String> {
     install(BENCH_PACKAGES)?;
+    install(&[("mmdebstrap", "mmdebstrap")])?;
+    fixtures::make(&workspace_root())?;
     let mut cmd = cargo();
+    cmd.env("MOLDE_FIXTURES", fixtures::dir(&workspace_root()));
     // `cargo xtask bench -- --only X` and `cargo xtask bench --only X` both work.
     let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
     cmd.args(["bench", "--package", "molde", "--bench", "peers", "--"])
