@@ -329,7 +329,7 @@ impl Build {
         self
     }
     /// Say where the base comes from (the `FROM` line).
-    pub(crate) fn from_at(mut self, origin: String) -> Self {
+    pub(crate) fn base_at(mut self, origin: String) -> Self {
         self.origins[0] = origin;
         self
     }

@@ -265,7 +265,7 @@ impl Converter<'_> {
             shell: st.shell.clone(),
             onbuild,
         });
-        let mut b = build.from_at(at(from));
+        let mut b = build.base_at(at(from));
         for (s, o) in st.steps.into_iter().zip(origins) {
             b = b.step_at(s, o);
         }
