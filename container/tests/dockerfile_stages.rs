@@ -226,6 +226,15 @@ fn run_mounts_leave_nothing_in_the_image() {
     // A required secret not given: refused before anything runs.
     let err = stages.clone().build(&store, "m:0").unwrap_err();
     assert!(err.to_string().contains("token"), "{err}");
+    assert!(err.to_string().starts_with("Dockerfile:4:1: "), "{err}");
+    // A step failing while it runs names its line too.
+    let err = Dockerfile::parse("FROM busybox:test\n\n  RUN exit 3\n", ctx.path(), &[])
+        .unwrap()
+        .into_build(&store)
+        .unwrap()
+        .build(&store, "fails:1")
+        .unwrap_err();
+    assert!(err.to_string().starts_with("Dockerfile:3:3: "), "{err}");
     let report = stages
         .secret("token", &secret)
         .build(&store, "m:1")

@@ -128,6 +128,7 @@ impl Stages {
                     Ok(())
                 }
                 None => Err(BuildError::Invalid {
+                    at: build.origin(step),
                     stage: label.clone(),
                     step,
                     instruction: what,
@@ -166,6 +167,7 @@ impl Stages {
     pub fn build(&self, store: &Store, reference: &str) -> Result<BuildReport, BuildError> {
         let start = Instant::now();
         let tag = Reference::parse(reference).map_err(|e| BuildError::Invalid {
+            at: String::new(),
             stage: String::new(),
             step: 0,
             instruction: format!("tag {reference}"),
@@ -175,6 +177,7 @@ impl Stages {
         let target = match &self.target {
             None if n == 0 => {
                 return Err(BuildError::Invalid {
+                    at: String::new(),
                     stage: String::new(),
                     step: 0,
                     instruction: "FROM".into(),
@@ -183,6 +186,7 @@ impl Stages {
             }
             None => n - 1,
             Some(t) => self.find(t, n).ok_or_else(|| BuildError::Invalid {
+                at: String::new(),
                 stage: String::new(),
                 step: 0,
                 instruction: format!("target {t}"),
@@ -215,6 +219,7 @@ impl Stages {
             .get(&target)
             .cloned()
             .ok_or_else(|| BuildError::Invalid {
+                at: String::new(),
                 stage: self.label(target),
                 step: 0,
                 instruction: "FROM".into(),
@@ -311,6 +316,7 @@ impl Stages {
         for (k, step) in build.steps.iter().enumerate() {
             let t = Instant::now();
             let mut r = exec.step(step).map_err(|source| BuildError::Step {
+                at: build.origin(k + 1),
                 stage: label.clone(),
                 step: k + 1,
                 instruction: step.instruction(),
@@ -322,6 +328,7 @@ impl Stages {
             steps.push(r);
         }
         let image = exec.finish().map_err(|source| BuildError::Step {
+            at: String::new(),
             stage: label.clone(),
             step: build.steps.len(),
             instruction: "commit".into(),

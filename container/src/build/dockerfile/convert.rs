@@ -224,6 +224,9 @@ impl Converter<'_> {
     /// One stage: its `FROM` and its instructions.
     fn stage(&mut self, from: &Node, body: &[Node]) -> Result<(String, Build), DockerfileError> {
         let (name, build, mut st, triggers) = self.from(from)?;
+        let at = |n: &Node| format!("{}:{}:{}", self.df.file, n.start_line, n.column);
+        // Where each step comes from, for the errors of the build.
+        let mut origins: Vec<String> = Vec::new();
         for t in &triggers {
             let parsed = super::syntax::parse(t).map_err(|e| {
                 self.err(
@@ -238,6 +241,7 @@ impl Converter<'_> {
                         format!("ONBUILD trigger {t:?} of the base image: {e}"),
                     )
                 })?;
+                origins.resize(st.steps.len(), format!("{} (ONBUILD {t})", at(from)));
             }
         }
         for n in body {
@@ -245,6 +249,7 @@ impl Converter<'_> {
                 continue;
             }
             self.instruction(&mut st, n).map_err(|m| self.err(n, m))?;
+            origins.resize(st.steps.len(), at(n));
         }
         let onbuild = st
             .steps
@@ -260,9 +265,9 @@ impl Converter<'_> {
             shell: st.shell.clone(),
             onbuild,
         });
-        let mut b = build;
-        for s in st.steps {
-            b = b.step(s);
+        let mut b = build.base_at(at(from));
+        for (s, o) in st.steps.into_iter().zip(origins) {
+            b = b.step_at(s, o);
         }
         Ok((name, b))
     }
