@@ -155,6 +155,7 @@ fn diff_options() -> DiffOptions {
     DiffOptions {
         mtime_clamp: None,
         xattr: OverlayXattr::Trusted,
+        owners: None,
     }
 }
 

@@ -28,6 +28,9 @@ pub use molde_registry as registry;
 
 use std::path::PathBuf;
 
+mod probe;
+pub use probe::{Probe, Support, probe};
+
 /// Open (or create) the store at `root` and clear the stale container state a killed process
 /// left in it: a container recorded `running` whose process and owner are gone is marked
 /// exited (code unknown) and its cgroup removed; interrupted creations and removals are

@@ -23,6 +23,7 @@ pub mod launch;
 pub mod logs;
 pub mod record;
 pub mod rlimit;
+pub mod seccomp;
 pub mod volume;
 
 pub use build::{Build, BuildError, BuildReport};
@@ -33,4 +34,5 @@ pub use error::ContainerError;
 pub use launch::{ExitStatus, Network};
 pub use logs::{LogConfig, LogFollower, LogLine, Stream};
 pub use molde_image as image;
+pub use seccomp::{Seccomp, SeccompError};
 pub use volume::{Volume, VolumeError};

@@ -235,6 +235,13 @@ pub struct RunConfig {
     /// Set `PR_SET_NO_NEW_PRIVS` (absent in older records: set).
     #[serde(default = "yes")]
     pub no_new_privileges: bool,
+    /// The system call filter (absent in older records: the default profile).
+    #[serde(default, skip_serializing_if = "is_default_seccomp")]
+    pub seccomp: crate::seccomp::Seccomp,
+}
+
+fn is_default_seccomp(s: &crate::seccomp::Seccomp) -> bool {
+    *s == crate::seccomp::Seccomp::Default
 }
 
 fn yes() -> bool {
@@ -744,6 +751,7 @@ mod tests {
                 timeout_ms: None,
                 ambient_capabilities: vec![crate::launch::Capability::CAP_NET_BIND_SERVICE],
                 no_new_privileges: false,
+                seccomp: crate::seccomp::Seccomp::Unconfined,
                 logs: None,
             },
         }

@@ -205,3 +205,41 @@ fn a_digest_reference_pins_content_and_tags_nothing() {
     assert!(report.tag.is_none());
     assert!(b.tags_of(&report.image).unwrap().is_empty());
 }
+
+#[test]
+fn two_pulls_of_one_image_at_once_store_one_copy_of_each_blob() {
+    if !registry_or_skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let a = tmp_store();
+    let layers: Vec<Vec<u8>> = (0..4).map(|i| noise(20 + i, 300_000)).collect();
+    let image = image_of(&a, &layers, "twice:v1");
+    let target = reg.reference("twice:v1");
+    Push::new(&a, "twice:v1", &target).run().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let pulls: Vec<_> = (0..2)
+        .map(|_| {
+            // Each with a store of its own opened on the same root, as two processes would.
+            let store = molde_image::Store::open(dir.path()).unwrap();
+            let target = target.clone();
+            std::thread::spawn(move || Pull::new(&store, &target).run().unwrap())
+        })
+        .collect();
+    for p in pulls {
+        assert_eq!(
+            p.join().unwrap().image.manifest_digest(),
+            image.manifest_digest()
+        );
+    }
+    let store = molde_image::Store::open(dir.path()).unwrap();
+    let (blobs, unpacked) = store.counts().unwrap();
+    assert_eq!(
+        blobs,
+        4 + 2,
+        "4 layers, the config and the manifest, once each"
+    );
+    assert_eq!(unpacked, 4);
+    assert_eq!(std::fs::read_dir(store.layout().tmp()).unwrap().count(), 0);
+}

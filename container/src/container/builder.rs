@@ -112,6 +112,7 @@ pub struct ContainerBuilder {
     pub(crate) flatten: bool,
     pub(crate) ambient_capabilities: Vec<Capability>,
     pub(crate) no_new_privileges: bool,
+    pub(crate) seccomp: crate::seccomp::Seccomp,
     pub(crate) logs: Option<crate::logs::LogConfig>,
 }
 
@@ -146,6 +147,7 @@ impl ContainerBuilder {
             flatten: true,
             ambient_capabilities: Vec::new(),
             no_new_privileges: true,
+            seccomp: crate::seccomp::Seccomp::Default,
             logs: None,
         }
     }
@@ -237,6 +239,14 @@ impl ContainerBuilder {
     /// non-root user must become root through `su` or `sudo`.
     pub fn no_new_privileges(mut self, yes: bool) -> Self {
         self.no_new_privileges = yes;
+        self
+    }
+    /// The system call filter of the container's processes, exec'd ones too (default:
+    /// [`Seccomp::Default`](crate::Seccomp::Default), moby's profile; a profile of one's own
+    /// from [`Seccomp::from_json`](crate::Seccomp::from_json); or
+    /// [`Seccomp::Unconfined`](crate::Seccomp::Unconfined)).
+    pub fn seccomp(mut self, seccomp: crate::seccomp::Seccomp) -> Self {
+        self.seccomp = seccomp;
         self
     }
     /// The primary group: a name (looked up in the image's `/etc/group`) or a gid.

@@ -133,6 +133,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         timeout_ms: b.timeout.map(|d| d.as_millis() as u64),
         ambient_capabilities: b.ambient_capabilities.clone(),
         no_new_privileges: b.no_new_privileges,
+        seccomp: b.seccomp.clone(),
         logs: b.logs,
     };
 

@@ -397,14 +397,14 @@ impl Container {
         spec.groups = run.groups.clone();
         spec.ambient_capabilities = run.ambient_capabilities.clone();
         spec.no_new_privs = run.no_new_privileges;
+        spec.seccomp = run.seccomp.clone();
         spec.network = if run.host_network {
             Network::Host
         } else {
             Network::Isolated
         };
-        if !molde_layerfs::privilege::is_privileged() {
-            spec.user_namespace = Some(IdMaps::rootless());
-        }
+        // Unprivileged: the user's subordinate ranges where it has them, else its own ids.
+        spec.user_namespace = IdMaps::for_current_process().cloned();
         let stdio = |s: &Option<super::builder::Stdio>| -> Result<launch::Stdio, ContainerError> {
             match s {
                 Some(s) => s.to_launch().map_err(|source| ContainerError::Process {
