@@ -32,6 +32,8 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "tokio")]
+pub mod asynch;
 mod fixture;
 mod owner;
 pub mod ready;

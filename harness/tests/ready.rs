@@ -204,3 +204,35 @@ fn a_unix_socket_in_a_bound_directory_and_no_healthcheck() {
     let e = ready::wait(&mut c, &[WaitFor::healthcheck()]).unwrap_err();
     assert!(matches!(e, ReadyError::NoHealthcheck { .. }), "{e}");
 }
+
+#[test]
+fn the_image_s_healthcheck() {
+    use molde_container::build::{Build, Healthcheck};
+    let Some((_d, harness, image)) = setup() else {
+        return;
+    };
+    let check = |test: &[&str]| Healthcheck {
+        test: test.iter().map(|s| s.to_string()).collect(),
+        interval: 0,
+        timeout: 0,
+        start_period: 0,
+        start_interval: 0,
+        retries: 0,
+    };
+    let healthy = Build::from_image(&image)
+        .healthcheck(check(&["CMD-SHELL", "test -e /healthy"]))
+        .build(harness.store(), "with-health:1")
+        .unwrap()
+        .image;
+    let mut c = sh(&harness, &healthy, "sleep 0.2; touch /healthy; sleep 30");
+    let took = ready::wait(&mut c, &[WaitFor::healthcheck()]).unwrap();
+    assert!(took >= Duration::from_millis(150), "{took:?}");
+    let none = Build::from_image(&image)
+        .healthcheck(check(&["NONE"]))
+        .build(harness.store(), "no-health:1")
+        .unwrap()
+        .image;
+    let mut c = sh(&harness, &none, "sleep 30");
+    let e = ready::wait(&mut c, &[WaitFor::healthcheck()]).unwrap_err();
+    assert!(e.to_string().contains("HEALTHCHECK NONE"), "{e}");
+}

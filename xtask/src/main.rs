@@ -195,6 +195,20 @@ fn test(args: &[String]) -> Result<(), String> {
             .env("MOLDE_FIXTURES", fixtures::dir(&workspace_root()))
             .env("RUST_BACKTRACE", "1"),
     )?;
+    run(
+        "harness async API (feature tokio)",
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "molde-harness",
+                "--features",
+                "tokio",
+                "--test",
+                "async_api",
+            ])
+            .env("MOLDE_REQUIRE_ALL", "1"),
+    )?;
     if nix_is_root() {
         unprivileged::run_tests()?;
     }

@@ -198,6 +198,13 @@ impl Container {
         &self.id
     }
 
+    /// The pidfd of the process this handle started, while this handle owns it: it becomes
+    /// readable when the process ends (register it with an event loop, then call
+    /// [`Container::status`] to collect the end).
+    pub fn pidfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.process.as_ref().map(|p| p.pidfd())
+    }
+
     /// The store it belongs to.
     pub fn store(&self) -> &Store {
         &self.store

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Both streams go through pipes to a pump thread of the process that started the container
-//! ([`pump`]), which writes one record per line, in the order they arrived:
+//! (the `pump` module), which writes one record per line, in the order they arrived:
 //!
 //! ```text
 //! oF 1733600000.123456789 a whole line of stdout
