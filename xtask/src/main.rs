@@ -49,6 +49,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         Some("install") => install(TEST_PACKAGES).and_then(|()| install(BENCH_PACKAGES)),
         _ => {
             eprintln!(
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
                  commands:\n  \
                  test   install the peer tools, then fmt, clippy, every test (MOLDE_REQUIRE_ALL=1), fuzz, tour\n  \
                  bench  install the peers, run the benchmark suite, write docs/benchmarks.md\n  \
+                 fuzz   the fuzz targets, long (--cases N per property, default 2000; release)\n  \
                  install  only install the Debian packages tests and benchmarks use"
             );
             return ExitCode::from(2);
@@ -227,6 +229,36 @@ fn test(args: &[String]) -> Result<(), String> {
         tour_unprivileged()?;
     }
     eprintln!("\nall checks passed");
+    Ok(())
+}
+
+/// The proptest fuzz targets of parsers of outside data: (package, test file).
+const FUZZ_TARGETS: &[(&str, &str)] = &[
+    ("molde-layerfs", "apply_fuzz"),
+    ("molde-image", "archive_fuzz"),
+    ("molde-container", "parsers_fuzz"),
+];
+
+/// `cargo xtask fuzz [--cases N]`: every fuzz target with N cases per property (default
+/// 2000), in release mode. `cargo xtask test` runs them short, in its test pass. A failing
+/// case is written to the target's `.proptest-regressions` file: commit it, and it is replayed
+/// first by every later run.
+fn fuzz(args: &[String]) -> Result<(), String> {
+    let cases = match args {
+        [] => "2000".to_owned(),
+        [flag, n] if flag == "--cases" && n.parse::<u32>().is_ok() => n.clone(),
+        _ => return Err("usage: cargo xtask fuzz [--cases N]".into()),
+    };
+    install(TEST_PACKAGES)?;
+    for (package, target) in FUZZ_TARGETS {
+        run(
+            &format!("fuzz {target} ({cases} cases per property)"),
+            cargo()
+                .args(["test", "--release", "-p", package, "--test", target])
+                .env("MOLDE_REQUIRE_ALL", "1")
+                .env("PROPTEST_CASES", &cases),
+        )?;
+    }
     Ok(())
 }
 
