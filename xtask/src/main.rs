@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
+        Some("soak") => soak(&args[1..]),
         Some("install") => install(TEST_PACKAGES).and_then(|()| install(BENCH_PACKAGES)),
         _ => {
             eprintln!(
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
                  test   install the peer tools, then fmt, clippy, every test (MOLDE_REQUIRE_ALL=1), fuzz, tour\n  \
                  bench  install the peers, run the benchmark suite, write docs/benchmarks.md\n  \
                  fuzz   the fuzz targets, long (--cases N per property, default 2000; release)\n  \
+                 soak   2000 container cycles on 4 threads with random SIGKILLs, then a leak check (--cycles N)\n  \
                  install  only install the Debian packages tests and benchmarks use"
             );
             return ExitCode::from(2);
@@ -260,6 +262,33 @@ fn fuzz(args: &[String]) -> Result<(), String> {
         )?;
     }
     Ok(())
+}
+
+/// `cargo xtask soak [--cycles N]`: container/tests/soak.rs in release mode (as root): N
+/// create/start/exec/stop/remove cycles (default 2000) across 4 threads, with random SIGKILLs
+/// of containers and of a second process sharing the store; then mounts, cgroups, descriptors,
+/// children and the store's containers must be as before, and the image must still run.
+fn soak(args: &[String]) -> Result<(), String> {
+    let cycles = match args {
+        [] => "2000".to_owned(),
+        [flag, n] if flag == "--cycles" && n.parse::<u32>().is_ok() => n.clone(),
+        _ => return Err("usage: cargo xtask soak [--cycles N]".into()),
+    };
+    run(
+        &format!("soak ({cycles} cycles)"),
+        cargo()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "molde-container",
+                "--test",
+                "soak",
+            ])
+            .args(["--", "--ignored", "--exact", "soak", "--nocapture"])
+            .env("MOLDE_REQUIRE_ALL", "1")
+            .env("MOLDE_SOAK_CYCLES", &cycles),
+    )
 }
 
 /// The container test files run a second time under load by `cargo xtask test`.
