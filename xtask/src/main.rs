@@ -65,6 +65,8 @@ fn main() -> ExitCode {
         Some("test-unprivileged") => unprivileged::run_tests(),
         Some("fixtures") => install(&[("mmdebstrap", "mmdebstrap")])
             .and_then(|()| fixtures::make(&workspace_root())),
+        Some("fuzz") => fuzz(&args[1..]),
+        Some("soak") => soak(&args[1..]),
         Some("install") => install(TEST_PACKAGES).and_then(|()| install(BENCH_PACKAGES)),
         _ => {
             eprintln!(
@@ -74,6 +76,8 @@ fn main() -> ExitCode {
                  test-unprivileged  only the second pass of test: every test binary as molde-rootless\n  \
                  bench  install the peers, run the benchmark suite, write docs/benchmarks.md\n  \
                  fixtures  make the Debian test images (target/fixtures, cached)\n  \
+                 fuzz   the fuzz targets, long (--cases N per property, default 2000; release)\n  \
+                 soak   2000 container cycles on 4 threads with random SIGKILLs, then a leak check (--cycles N)\n  \
                  install  only install the Debian packages tests and benchmarks use"
             );
             return ExitCode::from(2);
@@ -267,6 +271,63 @@ fn test(args: &[String]) -> Result<(), String> {
     }
     eprintln!("\nall checks passed");
     Ok(())
+}
+
+/// The proptest fuzz targets of parsers of outside data: (package, test file).
+const FUZZ_TARGETS: &[(&str, &str)] = &[
+    ("molde-layerfs", "apply_fuzz"),
+    ("molde-image", "archive_fuzz"),
+    ("molde-container", "parsers_fuzz"),
+];
+
+/// `cargo xtask fuzz [--cases N]`: every fuzz target with N cases per property (default
+/// 2000), in release mode. `cargo xtask test` runs them short, in its test pass. A failing
+/// case is written to the target's `.proptest-regressions` file: commit it, and it is replayed
+/// first by every later run.
+fn fuzz(args: &[String]) -> Result<(), String> {
+    let cases = match args {
+        [] => "2000".to_owned(),
+        [flag, n] if flag == "--cases" && n.parse::<u32>().is_ok() => n.clone(),
+        _ => return Err("usage: cargo xtask fuzz [--cases N]".into()),
+    };
+    install(TEST_PACKAGES)?;
+    for (package, target) in FUZZ_TARGETS {
+        run(
+            &format!("fuzz {target} ({cases} cases per property)"),
+            cargo()
+                .args(["test", "--release", "-p", package, "--test", target])
+                .env("MOLDE_REQUIRE_ALL", "1")
+                .env("PROPTEST_CASES", &cases),
+        )?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask soak [--cycles N]`: container/tests/soak.rs in release mode (as root): N
+/// create/start/exec/stop/remove cycles (default 2000) across 4 threads, with random SIGKILLs
+/// of containers and of a second process sharing the store; then mounts, cgroups, descriptors,
+/// children and the store's containers must be as before, and the image must still run.
+fn soak(args: &[String]) -> Result<(), String> {
+    let cycles = match args {
+        [] => "2000".to_owned(),
+        [flag, n] if flag == "--cycles" && n.parse::<u32>().is_ok() => n.clone(),
+        _ => return Err("usage: cargo xtask soak [--cycles N]".into()),
+    };
+    run(
+        &format!("soak ({cycles} cycles)"),
+        cargo()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "molde-container",
+                "--test",
+                "soak",
+            ])
+            .args(["--", "--ignored", "--exact", "soak", "--nocapture"])
+            .env("MOLDE_REQUIRE_ALL", "1")
+            .env("MOLDE_SOAK_CYCLES", &cycles),
+    )
 }
 
 /// The container test files run a second time under load by `cargo xtask test`.

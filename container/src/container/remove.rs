@@ -66,6 +66,11 @@ impl Container {
             }
         }
         let _owner = record::try_own(&self.paths);
+        if matches!(_owner, Ok(Some(_))) {
+            // A cgroup named after it that no live owner holds: left by an owner killed between
+            // making the cgroup and recording the start (the soak test's finding).
+            list::clear_cgroup(&self.id);
+        }
         if self.record.storage == record::LayerStorage::Tmpfs {
             // The snapshot lives on a tmpfs mounted on its directory: unmounting frees it.
             if let Err(e) =
