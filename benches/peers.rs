@@ -28,6 +28,8 @@ use molde::layerfs::{Digest, Format, OverlayXattr};
 
 #[path = "peers/build.rs"]
 mod build;
+#[path = "peers/dockerfile.rs"]
+mod dockerfile;
 #[path = "peers/start.rs"]
 mod start;
 
@@ -87,6 +89,7 @@ fn main() {
         figures.extend(start::figures(&disk.path(), pairs, &wanted));
     }
     figures.extend(build::figures(&fixtures, pairs, &wanted));
+    figures.extend(dockerfile::figures(&fixtures, pairs, &wanted));
     for f in &figures {
         println!("{}", f.line());
     }

@@ -25,6 +25,9 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("busybox", "busybox-static"),
     ("skopeo", "skopeo"),
     ("buildah", "buildah"),
+    ("docker-registry", "docker-registry"),
+    ("htpasswd", "apache2-utils"),
+    ("openssl", "openssl"),
     ("newuidmap", "uidmap"),
 ];
 
@@ -40,6 +43,7 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("bwrap", "bubblewrap"),
     ("crun", "crun"),
     ("runc", "runc"),
+    ("buildah", "buildah"),
 ];
 
 fn main() -> ExitCode {

@@ -50,6 +50,7 @@ pub mod dockerfile;
 mod exec;
 pub mod ignore;
 mod run;
+mod run_step;
 mod stages;
 mod state;
 pub mod step;

@@ -221,7 +221,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         process: None,
         cgroup: None,
         owner: None,
-        deadline: None,
+        timeout: None,
         remove_on_drop: true,
         removed: false,
     })

@@ -110,6 +110,9 @@ pub(crate) struct RootSetup {
     pub mntns_root: u64,
     /// The detached rootfs mounts (`rootfs`, or the bind of `root`), filled in by the child.
     pub rootfs_trees: Vec<i32>,
+    /// The resource limits asked for; `rlimits` is what may be set of them, settled on the
+    /// cloning thread ([`super::thread_caps::fit`]).
+    pub wanted_rlimits: Vec<super::spec::Rlimit>,
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
 }
 
@@ -138,8 +141,12 @@ pub(crate) struct Prepared {
     pub groups: Vec<libc::gid_t>,
     /// Whether `setgroups` is denied in the user namespace (skip it).
     pub setgroups_denied: bool,
+    /// The capabilities (bits) asked for, and whether the child is in a new user namespace.
+    pub wanted_caps: u64,
+    pub new_userns: bool,
     /// The capabilities (bits) kept in the bounding set, and for uid 0 also permitted and
-    /// effective; the last capability of the kernel.
+    /// effective: of `wanted_caps`, those the cloning thread can pass on (settled on it by
+    /// [`super::thread_caps::fit`]); the last capability of the kernel.
     pub caps: u64,
     pub last_cap: u32,
     /// The ambient capabilities (bits, a subset of `caps`): also inheritable, permitted and

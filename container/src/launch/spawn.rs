@@ -2,7 +2,7 @@
 //! go-ahead, and reading the child's report from the error channel.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +24,21 @@ type Job = Box<dyn FnOnce(&mut ChildStack) + Send>;
 /// each child starts with all blocked (no host handler runs in a child). Made at the first
 /// launch (a failure to make it is that launch's error, and the next launch tries again).
 static LAUNCHER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+
+/// The process whose launcher thread `LAUNCHER` feeds (0: none yet), claimed before `LAUNCHER`
+/// is first locked. A child forked without exec is another process: its copy of the lock may
+/// have been held by a thread of its parent at the fork, and the launcher thread is not in it,
+/// so it never uses either (see [`clone_child`]).
+static LAUNCHER_PID: AtomicU32 = AtomicU32::new(0);
+
+/// Whether this process owns the launcher thread (claiming it if nobody does).
+fn owns_launcher() -> bool {
+    let pid = std::process::id();
+    match LAUNCHER_PID.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => true,
+        Err(owner) => owner == pid,
+    }
+}
 
 /// Run `job` on the launcher thread.
 fn on_launcher(job: Job) -> Result<(), LaunchError> {
@@ -213,16 +228,30 @@ pub(crate) unsafe fn clone_child<'a>(
     child_ends: Vec<OwnedFd>,
     sync_w: Option<OwnedFd>,
 ) -> Result<Cloning<'a>, LaunchError> {
+    let forked = !owns_launcher();
+    if forked && prepared.handshake {
+        // Cloned on this thread, which must stay free to write the id maps and cgroups while
+        // the child waits: fork-style, not suspended until the child's exec.
+        prepared.shares_memory = false;
+    }
     let shares_memory = prepared.shares_memory;
     let (tx, rx) = mpsc::channel();
     let pidfd = Arc::new(AtomicI32::new(-1));
-    if shares_memory && !prepared.handshake && on_main_thread() {
+    if forked || (shares_memory && !prepared.handshake && on_main_thread()) {
         // On the main thread, with nothing to write while the child waits: clone right here,
         // which saves two hand-offs between threads (on an idle core each costs a wake-up).
         // The main thread's end is the process's, so the child's parent-death signal keeps
-        // its meaning. Signals are blocked around the clone, as on the launcher thread.
+        // its meaning. Signals are blocked around the clone, as on the launcher thread. In a
+        // child forked without exec (no launcher thread in it), always here: its children's
+        // parent-death signal then follows this thread.
         let result = MAIN_STACK.with(|stack| {
-            with_signals_blocked(|| shared_clone(prepared, flags, &mut stack.borrow_mut(), &pidfd))
+            with_signals_blocked(|| {
+                if shares_memory {
+                    shared_clone(prepared, flags, &mut stack.borrow_mut(), &pidfd)
+                } else {
+                    raw_clone(prepared, flags, &pidfd)
+                }
+            })
         });
         drop(child_ends);
         let _ = tx.send(result);
@@ -302,6 +331,7 @@ fn shared_clone(
     stack: &mut ChildStack,
     pidfd: &AtomicI32,
 ) -> CloneResult {
+    super::thread_caps::fit(prepared)?;
     let top = stack.top().map_err(|e| LaunchError::new(Stage::Clone, e))?;
     let dumpable = host_dumpable();
     let all =
@@ -372,6 +402,7 @@ struct CloneArgs {
 }
 
 fn raw_clone(prepared: &mut Prepared, flags: u64, slot: &AtomicI32) -> CloneResult {
+    super::thread_caps::fit(prepared)?;
     let args = CloneArgs {
         flags: flags | libc::CLONE_PIDFD as u64,
         pidfd: slot.as_ptr() as u64,

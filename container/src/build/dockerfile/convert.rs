@@ -51,6 +51,8 @@ pub(super) struct StageInfo {
     pub name: String,
     pub env: Vec<(String, String)>,
     pub shell: Option<Vec<String>>,
+    /// The `ONBUILD` triggers the stage stored: a stage `FROM` it runs them.
+    pub onbuild: Vec<String>,
 }
 
 /// One stage being converted.
@@ -244,10 +246,19 @@ impl Converter<'_> {
             }
             self.instruction(&mut st, n).map_err(|m| self.err(n, m))?;
         }
+        let onbuild = st
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::OnBuild(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
         self.stages.push(StageInfo {
             name: name.clone(),
             env: st.env.clone(),
             shell: st.shell.clone(),
+            onbuild,
         });
         let mut b = build;
         for s in st.steps {
@@ -315,6 +326,7 @@ impl Converter<'_> {
             let s = &self.stages[i];
             st.env = s.env.clone();
             st.shell = s.shell.clone();
+            triggers = s.onbuild.clone();
             Build::from_stage(s.name.clone().if_empty(i.to_string()))
         } else if self.dry {
             Build::scratch()
