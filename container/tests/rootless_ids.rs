@@ -319,6 +319,16 @@ fn many_owners_survive_a_rootless_run_and_commit() {
         ),
         "{status:?}"
     );
+    // `docker diff` lists what the user's 0700 home holds, which the caller cannot read.
+    let changes: Vec<String> = c.diff().unwrap().iter().map(|c| c.to_string()).collect();
+    for line in [
+        "A /home/appuser2",
+        "A /home/appuser2/.profile",
+        "C /etc/shadow",
+        "A /var/mail/appuser2",
+    ] {
+        assert!(changes.iter().any(|c| c == line), "{line} in {changes:?}");
+    }
     let committed = c.commit("useradd -m appuser2").unwrap();
     let top = *committed.layers().last().unwrap();
     let mut bytes = Vec::new();
