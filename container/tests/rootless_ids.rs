@@ -5,7 +5,8 @@
 //!
 //! As root, the test runs itself again as [`USER`] (made by `cargo xtask test` with a
 //! subordinate range; `useradd -m molde-rootless` on Debian gives one). Run as that user (the
-//! xtask's unprivileged pass), it runs directly.
+//! xtask's unprivileged pass), it runs directly. The single-id case (umoci's
+//! `user.rootlesscontainers` record) runs as nobody, who has no range.
 
 mod common;
 
@@ -19,7 +20,9 @@ use molde_layerfs::idmap::IdMaps;
 
 /// The unprivileged user with subordinate ranges the tests run as.
 const USER: &str = "molde-rootless";
-/// Set for the run as [`USER`] (so that it does not try to switch again).
+/// The unprivileged user without subordinate ranges.
+const NOBODY: u32 = 65534;
+/// Set for the run as [`USER`] or nobody (so that it does not try to switch again).
 const INNER_ENV: &str = "MOLDE_TEST_ROOTLESS_IDS";
 
 const APPLETS: &[&str] = &[
@@ -192,22 +195,35 @@ fn as_unprivileged_user(test: &str) -> bool {
         return false;
     }
     let user = user.unwrap();
+    let groups = "--init-groups".to_owned();
+    run_as(
+        test,
+        user.uid.as_raw(),
+        user.gid.as_raw(),
+        &groups,
+        &user.dir,
+    );
+    false
+}
+
+/// Run `test` of this binary again as `uid`:`gid` (through setpriv), with
+/// `MOLDE_REQUIRE_ALL=1`; it must pass.
+fn run_as(test: &str, uid: u32, gid: u32, groups: &str, home: &Path) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let exe = dir.path().join("rootless_ids");
     std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let home = user.dir.clone();
     let out = std::process::Command::new("setpriv")
-        .arg(format!("--reuid={}", user.uid))
-        .arg(format!("--regid={}", user.gid))
-        .arg("--init-groups")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg(groups)
         .arg(&exe)
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env(INNER_ENV, "1")
-        .env("HOME", &home)
+        .env("HOME", home)
         .env("TMPDIR", "/tmp")
         .env("MOLDE_REQUIRE_ALL", "1")
         .current_dir("/")
@@ -218,8 +234,29 @@ fn as_unprivileged_user(test: &str) -> bool {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "as {USER}: {text}");
+    assert!(out.status.success(), "as {uid}: {text}");
     assert!(text.contains("1 passed"), "the inner test ran: {text}");
+}
+
+/// Whether this run is the one that does the work, as `nobody` (no subordinate range); as
+/// root, runs this test again as nobody and returns false. Run directly as another
+/// unprivileged user (the xtask's second pass), it skips: that user may have ranges.
+fn as_nobody(test: &str) -> bool {
+    if std::env::var_os(INNER_ENV).is_some() {
+        assert!(
+            !common::privileged(),
+            "still root after switching to nobody"
+        );
+        return true;
+    }
+    if !common::privileged() {
+        eprintln!("skipping: runs as nobody, started from a root run");
+        return false;
+    }
+    if !common::require(common::have_tool("setpriv"), "needs setpriv(1)") {
+        return false;
+    }
+    run_as(test, NOBODY, NOBODY, "--clear-groups", Path::new("/"));
     false
 }
 
@@ -282,6 +319,16 @@ fn many_owners_survive_a_rootless_run_and_commit() {
         ),
         "{status:?}"
     );
+    // `docker diff` lists what the user's 0700 home holds, which the caller cannot read.
+    let changes: Vec<String> = c.diff().unwrap().iter().map(|c| c.to_string()).collect();
+    for line in [
+        "A /home/appuser2",
+        "A /home/appuser2/.profile",
+        "C /etc/shadow",
+        "A /var/mail/appuser2",
+    ] {
+        assert!(changes.iter().any(|c| c == line), "{line} in {changes:?}");
+    }
     let committed = c.commit("useradd -m appuser2").unwrap();
     let top = *committed.layers().last().unwrap();
     let mut bytes = Vec::new();
@@ -354,4 +401,84 @@ fn many_owners_survive_a_rootless_run_and_commit() {
     );
     drop(store);
     dir.close().unwrap();
+}
+
+/// With the caller's own id alone, every file shows root inside, and the owners the layer
+/// recorded stay in `user.rootlesscontainers` (as umoci keeps them): a commit writes them
+/// back, for files the container changed (copied up with their xattrs) as for new ones.
+#[test]
+fn one_id_keeps_owners_in_the_xattr_and_commits_them() {
+    if !as_nobody("one_id_keeps_owners_in_the_xattr_and_commits_them") {
+        return;
+    }
+    assert!(
+        IdMaps::subordinate_for_current_process().is_none(),
+        "nobody has no range"
+    );
+    let busybox = molde_container::image::base::static_busybox();
+    if !common::require(busybox.is_some(), "needs busybox-static") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    let image = many_ids_image(&store, &busybox.unwrap());
+    assert_eq!(
+        sh(
+            &store,
+            &image,
+            "stat -c '%n %u %g' /etc/shadow /home/appuser"
+        ),
+        "/etc/shadow 0 0\n/home/appuser 0 0\n",
+        "one id: root owns everything inside"
+    );
+    let mut c = Container::builder(&store, &image)
+        .command("/bin/sh")
+        .args([
+            "-c",
+            "echo 'appuser2:!:19000::::::' >> /etc/shadow && echo more >> /home/appuser/notes \
+             && echo new > /etc/new",
+        ])
+        .create()
+        .unwrap();
+    c.start().unwrap();
+    let status = c.wait().unwrap();
+    assert!(
+        matches!(
+            status,
+            molde_container::Status::Exited { code: Some(0), .. }
+        ),
+        "{status:?}"
+    );
+    let committed = c.commit("append").unwrap();
+    let top = *committed.layers().last().unwrap();
+    let mut bytes = Vec::new();
+    store
+        .open_blob(&top.digest)
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let entries = owners(&bytes);
+    let find = |name: &str| -> (u64, u64, u32) {
+        let e = entries
+            .iter()
+            .find(|e| e.0.trim_end_matches('/') == name)
+            .unwrap_or_else(|| panic!("{name} in {entries:?}"));
+        (e.1, e.2, e.3)
+    };
+    assert_eq!(find("etc/shadow"), (0, 42, 0o640));
+    assert_eq!(find("home/appuser"), (1000, 1000, 0o700));
+    assert_eq!(find("home/appuser/notes"), (1000, 1000, 0o600));
+    assert_eq!(find("etc/new"), (0, 0, 0o644));
+    // The record itself is not part of the layer.
+    let mut archive = tar::Archive::new(&bytes[..]);
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        if let Some(ext) = e.pax_extensions().unwrap() {
+            for x in ext {
+                let key = x.unwrap().key().unwrap().to_owned();
+                assert!(!key.contains("rootlesscontainers"), "{key}");
+            }
+        }
+    }
+    c.remove().unwrap();
 }

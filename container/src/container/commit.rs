@@ -133,7 +133,9 @@ pub(crate) fn changes_of(
     tmp_dir: &Path,
 ) -> Result<Vec<Change>, ContainerError> {
     let lowers = UnionView::new(snapshot.lowers.clone(), None, xattr);
-    if snapshot.backend() != "copy" {
+    // With subordinate ids the upper may hold directories the caller cannot read: the names
+    // come from the layer, diffed where they can be read (see `write_diff`).
+    if snapshot.backend() != "copy" && IdMaps::subordinate_for_current_process().is_none() {
         return diff::changes(snapshot.changes_dir(), &lowers, xattr).map_err(|source| {
             ContainerError::Snapshot(molde_layerfs::snapshot::SnapshotError::Diff {
                 dir: snapshot.dir.clone(),
