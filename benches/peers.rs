@@ -28,6 +28,14 @@ use molde::layerfs::{Digest, Format, OverlayXattr};
 
 #[path = "peers/build.rs"]
 mod build;
+#[path = "peers/dockerfile.rs"]
+mod dockerfile;
+#[path = "peers/harness.rs"]
+mod harness;
+#[path = "../registry/tests/common/mod.rs"]
+mod regcommon;
+#[path = "peers/registry.rs"]
+mod registry;
 #[path = "peers/start.rs"]
 mod start;
 
@@ -65,10 +73,16 @@ fn main() {
 
     let fixtures = fixtures_dir();
     let mut figures = Vec::new();
-    if wanted("apply-tar") || wanted("apply-umoci") || wanted("commit-1pct") {
+    if ["apply-tar", "apply-floor", "apply-umoci", "commit-1pct"]
+        .iter()
+        .any(|n| wanted(n))
+    {
         let layer = layer_fixture(&fixtures);
         if wanted("apply-tar") {
             figures.push(apply_tar(&layer, pairs));
+        }
+        if wanted("apply-floor") {
+            figures.push(apply_floor(&layer, pairs));
         }
         if wanted("apply-umoci") {
             figures.push(apply_umoci(&layer, pairs));
@@ -87,6 +101,9 @@ fn main() {
         figures.extend(start::figures(&disk.path(), pairs, &wanted));
     }
     figures.extend(build::figures(&fixtures, pairs, &wanted));
+    figures.extend(dockerfile::figures(&fixtures, pairs, &wanted));
+    figures.extend(harness::figures(pairs, &wanted));
+    figures.extend(registry::figures(&fixtures, pairs, &wanted));
     for f in &figures {
         println!("{}", f.line());
     }
@@ -102,6 +119,7 @@ fn main() {
 
 fn child(args: &[String]) {
     match args.first().map(String::as_str) {
+        Some("pull" | "push") => registry::child(args),
         Some("apply") => {
             let file = File::open(&args[1]).expect("open layer");
             let report = apply(
@@ -149,6 +167,7 @@ fn diff_options() -> DiffOptions {
     DiffOptions {
         mtime_clamp: None,
         xattr: OverlayXattr::Trusted,
+        owners: None,
     }
 }
 
@@ -383,6 +402,40 @@ fn apply_tar(layer: &LayerFixture, pairs: usize) -> Figure {
         rss_kib: rss,
         molde_cmd: "molde_layerfs::apply::apply(<layer.tar>, <fresh tmpfs>, Flat)".into(),
         peer_cmd: "tar -xf layer.tar -C <fresh tmpfs>".into(),
+        note: format!("{FILES} files, {} MB uncompressed", layer.bytes / 1_000_000),
+    }
+}
+
+/// `apply-floor`: a verified apply cannot beat the slower of its two streams, writing the tree
+/// and hashing its bytes (DESIGN.md, "apply-tar's limit"): molde's apply against the larger
+/// of `tar -x` and `sha256sum` of the same tar, both timed in the same pair.
+fn apply_floor(layer: &LayerFixture, pairs: usize) -> Figure {
+    eprintln!("apply-floor: molde apply vs max(tar -x, sha256sum) ({pairs} pairs)");
+    let tar = layer.tar.to_str().unwrap();
+    let (ratios, molde, peers, rss) = interleave(
+        pairs,
+        || {
+            let fs = Tmpfs::new();
+            run_child(&["apply", tar, fs.path().to_str().unwrap()])
+        },
+        || {
+            let fs = Tmpfs::new();
+            let x = run_peer(Command::new("tar").args(["-xf", tar, "-C"]).arg(fs.path()));
+            let h = run_peer(Command::new("sha256sum").arg(tar));
+            x.max(h)
+        },
+    );
+    Figure {
+        name: "apply-floor",
+        peer: "max(tar -x, sha256sum)",
+        goal: 1.1,
+        ratios,
+        molde,
+        peers,
+        rss_kib: rss,
+        molde_cmd: "molde_layerfs::apply::apply(<layer.tar>, <fresh tmpfs>, Flat)".into(),
+        peer_cmd: "max(tar -xf layer.tar -C <fresh tmpfs>, sha256sum layer.tar), timed apart"
+            .into(),
         note: format!("{FILES} files, {} MB uncompressed", layer.bytes / 1_000_000),
     }
 }

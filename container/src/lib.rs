@@ -20,6 +20,7 @@ pub mod config;
 pub mod container;
 pub mod error;
 pub mod launch;
+pub mod logs;
 pub mod record;
 pub mod rlimit;
 pub mod seccomp;
@@ -31,6 +32,7 @@ pub use container::{Child, Container, ContainerSummary, ExecBuilder, ExecChild, 
 pub use container::{ContainerBuilder, Stdio};
 pub use error::ContainerError;
 pub use launch::{ExitStatus, Network};
+pub use logs::{LogConfig, LogFollower, LogLine, Stream};
 pub use molde_image as image;
 pub use seccomp::{Seccomp, SeccompError};
 pub use volume::{Volume, VolumeError};

@@ -226,6 +226,9 @@ pub struct RunConfig {
     pub stop_signal: i32,
     /// The wall-clock timeout of a run, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Keep stdout and stderr in the container's log files (see [`crate::logs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<crate::logs::LogConfig>,
     /// Capabilities raised as ambient, asked for by name (a non-root user holds no others).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ambient_capabilities: Vec<crate::launch::Capability>,
@@ -749,6 +752,7 @@ mod tests {
                 ambient_capabilities: vec![crate::launch::Capability::CAP_NET_BIND_SERVICE],
                 no_new_privileges: false,
                 seccomp: crate::seccomp::Seccomp::Unconfined,
+                logs: None,
             },
         }
     }

@@ -6,6 +6,10 @@
 //!   tool fails instead), a bounded fuzz pass over layer apply, and the tour example.
 //! - `cargo xtask bench`: installs the peers, then runs the benchmark suite (`benches/peers.rs`),
 //!   which measures molde against them and writes docs/benchmarks.md.
+//! - `cargo xtask fixtures`: the Debian images tests and benchmarks run (see [`fixtures`]);
+//!   `test` and `bench` make them first (cached under `target/fixtures`).
+
+mod fixtures;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -25,9 +29,14 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("busybox", "busybox-static"),
     ("skopeo", "skopeo"),
     ("buildah", "buildah"),
+    ("docker-registry", "docker-registry"),
+    ("htpasswd", "apache2-utils"),
+    ("openssl", "openssl"),
     // The seccomp escape helper (container/tests/seccomp.rs), linked static.
     ("gcc", "gcc"),
     ("gcc", "libc6-dev"),
+    ("newuidmap", "uidmap"),
+    ("mmdebstrap", "mmdebstrap"),
 ];
 
 /// Debian packages the benchmarks compare against.
@@ -42,6 +51,10 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("bwrap", "bubblewrap"),
     ("crun", "crun"),
     ("runc", "runc"),
+    ("buildah", "buildah"),
+    // The host's PostgreSQL 15: postgres-floor's peer.
+    ("pg_ctlcluster", "postgresql-15"),
+    ("setpriv", "util-linux"),
 ];
 
 fn main() -> ExitCode {
@@ -49,6 +62,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("test-unprivileged") => unprivileged::run_tests(),
+        Some("fixtures") => install(&[("mmdebstrap", "mmdebstrap")])
+            .and_then(|()| fixtures::make(&workspace_root())),
         Some("fuzz") => fuzz(&args[1..]),
         Some("soak") => soak(&args[1..]),
         Some("install") => install(TEST_PACKAGES).and_then(|()| install(BENCH_PACKAGES)),
@@ -57,7 +73,9 @@ fn main() -> ExitCode {
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  test   install the peer tools, then fmt, clippy, every test (MOLDE_REQUIRE_ALL=1), fuzz, tour\n  \
+                 test-unprivileged  only the second pass of test: every test binary as molde-rootless\n  \
                  bench  install the peers, run the benchmark suite, write docs/benchmarks.md\n  \
+                 fixtures  make the Debian test images (target/fixtures, cached)\n  \
                  fuzz   the fuzz targets, long (--cases N per property, default 2000; release)\n  \
                  soak   2000 container cycles on 4 threads with random SIGKILLs, then a leak check (--cycles N)\n  \
                  install  only install the Debian packages tests and benchmarks use"
@@ -73,6 +91,8 @@ fn main() -> ExitCode {
         }
     }
 }
+
+mod unprivileged;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -158,6 +178,7 @@ fn nix_is_root() -> bool {
 fn test(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     install(TEST_PACKAGES)?;
+    fixtures::make(&workspace_root())?;
     run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",
@@ -175,8 +196,26 @@ fn test(args: &[String]) -> Result<(), String> {
         cargo()
             .args(["test", "--workspace", "--no-fail-fast"])
             .env("MOLDE_REQUIRE_ALL", "1")
+            .env("MOLDE_FIXTURES", fixtures::dir(&workspace_root()))
             .env("RUST_BACKTRACE", "1"),
     )?;
+    run(
+        "harness async API (feature tokio)",
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "molde-harness",
+                "--features",
+                "tokio",
+                "--test",
+                "async_api",
+            ])
+            .env("MOLDE_REQUIRE_ALL", "1"),
+    )?;
+    if nix_is_root() {
+        unprivileged::run_tests()?;
+    }
     if !quick {
         // The launcher's and the lifecycle's tests again with every core busy: races that an
         // idle machine hides (a timeout reported as a plain kill) show here, not in users'
@@ -371,7 +410,10 @@ fn tour_unprivileged() -> Result<(), String> {
 
 fn bench(args: &[String]) -> Result<(), String> {
     install(BENCH_PACKAGES)?;
+    install(&[("mmdebstrap", "mmdebstrap")])?;
+    fixtures::make(&workspace_root())?;
     let mut cmd = cargo();
+    cmd.env("MOLDE_FIXTURES", fixtures::dir(&workspace_root()));
     // `cargo xtask bench -- --only X` and `cargo xtask bench --only X` both work.
     let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
     cmd.args(["bench", "--package", "molde", "--bench", "peers", "--"])

@@ -113,6 +113,7 @@ pub struct ContainerBuilder {
     pub(crate) ambient_capabilities: Vec<Capability>,
     pub(crate) no_new_privileges: bool,
     pub(crate) seccomp: crate::seccomp::Seccomp,
+    pub(crate) logs: Option<crate::logs::LogConfig>,
 }
 
 impl ContainerBuilder {
@@ -147,6 +148,7 @@ impl ContainerBuilder {
             ambient_capabilities: Vec::new(),
             no_new_privileges: true,
             seccomp: crate::seccomp::Seccomp::Default,
+            logs: None,
         }
     }
 
@@ -265,6 +267,14 @@ impl ContainerBuilder {
     /// Standard error (default: inherit; piped for [`ContainerBuilder::output`]).
     pub fn stderr(mut self, s: impl Into<Stdio>) -> Self {
         self.stderr = Some(s.into());
+        self
+    }
+    /// Keep stdout and stderr in the store (bounded and rotated as `config` says), to read back
+    /// with [`Container::logs`] or follow with [`Container::follow_logs`]; this replaces
+    /// [`ContainerBuilder::stdout`] and [`ContainerBuilder::stderr`]. A container dropped while
+    /// its thread panics prints its last log lines.
+    pub fn logs(mut self, config: crate::logs::LogConfig) -> Self {
+        self.logs = Some(config);
         self
     }
     /// The container's hostname.

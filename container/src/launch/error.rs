@@ -261,8 +261,10 @@ fn hint(stage: Stage, errno: Errno) -> &'static str {
             " (the kernel lacks one of the namespaces asked for: check CONFIG_*_NS)"
         }
         (Stage::UidMap | Stage::GidMap, Errno::EPERM) => {
-            " (an unprivileged caller may only map its own uid and gid, once: use \
-             IdMaps::rootless(), or newuidmap/newgidmap ranges as root)"
+            " (an unprivileged caller may map only its own uid and gid itself; more ids go \
+             through newuidmap/newgidmap (Debian's uidmap), which need the user's ranges in \
+             /etc/subuid and /etc/subgid: usermod --add-subuids 100000-165535 \
+             --add-subgids 100000-165535 USER)"
         }
         (Stage::Proc | Stage::Sys, Errno::ENOTDIR) => {
             " (in the image it is not a directory: a symlink or a file)"

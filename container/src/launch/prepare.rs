@@ -358,7 +358,10 @@ pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> 
         uid: spec.uid,
         gid: spec.gid,
         groups: &spec.groups,
-        setgroups_denied: new_userns && !molde_layerfs::privilege::is_privileged(),
+        setgroups_denied: spec
+            .user_namespace
+            .as_ref()
+            .is_some_and(|maps| !maps.setgroups_allowed()),
         no_new_privs: spec.no_new_privs,
         seccomp: &spec.seccomp,
         init: spec.init,

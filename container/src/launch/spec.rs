@@ -182,44 +182,7 @@ pub enum Network {
     Host,
 }
 
-/// One line of a `uid_map` or `gid_map`: `count` ids from `inside` map to `outside`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdMap {
-    /// The first id inside the namespace.
-    pub inside: u32,
-    /// The first id outside (in the parent namespace).
-    pub outside: u32,
-    /// How many consecutive ids.
-    pub count: u32,
-}
-
-/// The id maps of a user namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdMaps {
-    /// The `uid_map` lines.
-    pub uid_map: Vec<IdMap>,
-    /// The `gid_map` lines.
-    pub gid_map: Vec<IdMap>,
-}
-
-impl IdMaps {
-    /// Maps container root (0) to the caller's effective uid and gid: the one mapping an
-    /// unprivileged process may write for itself.
-    pub fn rootless() -> IdMaps {
-        IdMaps {
-            uid_map: vec![IdMap {
-                inside: 0,
-                outside: nix::unistd::geteuid().as_raw(),
-                count: 1,
-            }],
-            gid_map: vec![IdMap {
-                inside: 0,
-                outside: nix::unistd::getegid().as_raw(),
-                count: 1,
-            }],
-        }
-    }
-}
+pub use molde_layerfs::idmap::{IdMap, IdMaps};
 
 /// Where a standard stream of the process goes.
 #[derive(Debug, Default)]

@@ -1,4 +1,5 @@
-//! The Dockerfile frontend: parse a Dockerfile into [`Stages`] of typed [`Build`] recipes.
+//! The Dockerfile frontend: parse a Dockerfile into [`Stages`] of typed
+//! [`Build`](super::Build) recipes.
 //!
 //! The parser ([`syntax`]) follows BuildKit's (its test data are this crate's conformance
 //! suite): parser directives (`# syntax`, `# escape`, `# check`), continuations with either
@@ -21,8 +22,10 @@
 //! ```
 
 mod convert;
+mod dump;
 mod flags;
 mod instr;
+mod run;
 mod shell;
 pub mod syntax;
 mod words;
@@ -35,8 +38,6 @@ use molde_image::{Image, Store};
 
 pub use shell::ShellError;
 
-#[allow(unused_imports)]
-use super::Build;
 use super::Stages;
 use super::ignore::Ignore;
 
