@@ -30,6 +30,8 @@ use molde::layerfs::{Digest, Format, OverlayXattr};
 mod build;
 #[path = "peers/dockerfile.rs"]
 mod dockerfile;
+#[path = "peers/harness.rs"]
+mod harness;
 #[path = "../registry/tests/common/mod.rs"]
 mod regcommon;
 #[path = "peers/registry.rs"]
@@ -100,6 +102,7 @@ fn main() {
     }
     figures.extend(build::figures(&fixtures, pairs, &wanted));
     figures.extend(dockerfile::figures(&fixtures, pairs, &wanted));
+    figures.extend(harness::figures(pairs, &wanted));
     figures.extend(registry::figures(&fixtures, pairs, &wanted));
     for f in &figures {
         println!("{}", f.line());
@@ -164,6 +167,7 @@ fn diff_options() -> DiffOptions {
     DiffOptions {
         mtime_clamp: None,
         xattr: OverlayXattr::Trusted,
+        owners: None,
     }
 }
 

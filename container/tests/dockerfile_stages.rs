@@ -226,6 +226,15 @@ fn run_mounts_leave_nothing_in_the_image() {
     // A required secret not given: refused before anything runs.
     let err = stages.clone().build(&store, "m:0").unwrap_err();
     assert!(err.to_string().contains("token"), "{err}");
+    assert!(err.to_string().starts_with("Dockerfile:4:1: "), "{err}");
+    // A step failing while it runs names its line too.
+    let err = Dockerfile::parse("FROM busybox:test\n\n  RUN exit 3\n", ctx.path(), &[])
+        .unwrap()
+        .into_build(&store)
+        .unwrap()
+        .build(&store, "fails:1")
+        .unwrap_err();
+    assert!(err.to_string().starts_with("Dockerfile:3:3: "), "{err}");
     let report = stages
         .secret("token", &secret)
         .build(&store, "m:1")
@@ -314,7 +323,7 @@ fn onbuild_healthcheck_and_shell_are_kept_in_the_config() {
     let parent = build(
         &store,
         ctx.path(),
-        "FROM busybox:test\nSHELL [\"/bin/sh\", \"-ec\"]\nHEALTHCHECK --interval=5s --retries=2 CMD [\"/bin/true\"]\nONBUILD COPY f.txt /from-trigger.txt\nONBUILD RUN echo triggered > /trig\nMAINTAINER someone\nSTOPSIGNAL SIGINT\nUSER 1000:1000\nEXPOSE 8000-8001/udp\n",
+        "FROM busybox:test\nRUN mkdir -m 1777 /shared\nSHELL [\"/bin/sh\", \"-ec\"]\nHEALTHCHECK --interval=5s --retries=2 CMD [\"/bin/true\"]\nONBUILD COPY f.txt /from-trigger.txt\nONBUILD RUN echo triggered > /shared/trig\nMAINTAINER someone\nSTOPSIGNAL SIGINT\nUSER 1000:1000\nEXPOSE 8000-8001/udp\n",
         "parent:1",
     );
     let p = &parent.image;
@@ -342,7 +351,7 @@ fn onbuild_healthcheck_and_shell_are_kept_in_the_config() {
     let child = build(
         &store,
         ctx.path(),
-        "FROM parent:1\nUSER 0\nRUN cat /trig /from-trigger.txt > /both\n",
+        "FROM parent:1\nUSER 0\nRUN cat /shared/trig /from-trigger.txt > /both\n",
         "child:1",
     );
     let c = &child.image;

@@ -18,6 +18,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use molde_layerfs::apply::{ApplyOptions, apply};
+use molde_layerfs::idmap::IdMaps;
+use molde_layerfs::userns;
 use molde_layerfs::{Digest, Format, OverlayXattr};
 
 use crate::image::Image;
@@ -224,6 +226,14 @@ fn unpack_one(
             actual: report.diff_id,
         });
     }
+    // Rootless with subordinate ids: the owners the tar recorded (kept in an xattr where the
+    // caller could not set them) made real through the maps containers run with.
+    if let Some(maps) = IdMaps::subordinate_for_current_process()
+        && let Err(e) = userns::restore_owners(maps, &tmp)
+    {
+        let _ = remove_tree(&tmp);
+        return Err(io_err("giving their recorded owners to the files of", &tmp)(e));
+    }
     fs::rename(&tmp, path).map_err(io_err("renaming into place", path))?;
     crate::blob::sync_dir(&store.layout().layers()).map_err(io_err("syncing", path))
 }
@@ -330,7 +340,14 @@ fn remove_tree(path: &Path) -> io::Result<()> {
                     }
                 }
             }
-            fs::remove_dir_all(path).map_err(|_| first)
+            match fs::remove_dir_all(path) {
+                Ok(()) => Ok(()),
+                // Owned by subordinate ids (given their owners by `restore_owners`).
+                Err(_) => match IdMaps::subordinate_for_current_process() {
+                    Some(maps) => userns::remove_tree(maps, path).map_err(|_| first),
+                    None => Err(first),
+                },
+            }
         }
     }
 }

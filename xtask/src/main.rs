@@ -6,6 +6,10 @@
 //!   tool fails instead), a bounded fuzz pass over layer apply, and the tour example.
 //! - `cargo xtask bench`: installs the peers, then runs the benchmark suite (`benches/peers.rs`),
 //!   which measures molde against them and writes docs/benchmarks.md.
+//! - `cargo xtask fixtures`: the Debian images tests and benchmarks run (see [`fixtures`]);
+//!   `test` and `bench` make them first (cached under `target/fixtures`).
+
+mod fixtures;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -28,6 +32,11 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("docker-registry", "docker-registry"),
     ("htpasswd", "apache2-utils"),
     ("openssl", "openssl"),
+    // The seccomp escape helper (container/tests/seccomp.rs), linked static.
+    ("gcc", "gcc"),
+    ("gcc", "libc6-dev"),
+    ("newuidmap", "uidmap"),
+    ("mmdebstrap", "mmdebstrap"),
 ];
 
 /// Debian packages the benchmarks compare against.
@@ -43,6 +52,9 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("crun", "crun"),
     ("runc", "runc"),
     ("buildah", "buildah"),
+    // The host's PostgreSQL 15: postgres-floor's peer.
+    ("pg_ctlcluster", "postgresql-15"),
+    ("setpriv", "util-linux"),
 ];
 
 fn main() -> ExitCode {
@@ -50,13 +62,22 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("test-unprivileged") => unprivileged::run_tests(),
+        Some("fixtures") => install(&[("mmdebstrap", "mmdebstrap")])
+            .and_then(|()| fixtures::make(&workspace_root())),
+        Some("fuzz") => fuzz(&args[1..]),
+        Some("soak") => soak(&args[1..]),
         Some("install") => install(TEST_PACKAGES).and_then(|()| install(BENCH_PACKAGES)),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  test   install the peer tools, then fmt, clippy, every test (MOLDE_REQUIRE_ALL=1), fuzz, tour\n  \
+                 test-unprivileged  only the second pass of test: every test binary as molde-rootless\n  \
                  bench  install the peers, run the benchmark suite, write docs/benchmarks.md\n  \
+                 fixtures  make the Debian test images (target/fixtures, cached)\n  \
+                 fuzz   the fuzz targets, long (--cases N per property, default 2000; release)\n  \
+                 soak   2000 container cycles on 4 threads with random SIGKILLs, then a leak check (--cycles N)\n  \
                  install  only install the Debian packages tests and benchmarks use"
             );
             return ExitCode::from(2);
@@ -70,6 +91,8 @@ fn main() -> ExitCode {
         }
     }
 }
+
+mod unprivileged;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -155,6 +178,7 @@ fn nix_is_root() -> bool {
 fn test(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     install(TEST_PACKAGES)?;
+    fixtures::make(&workspace_root())?;
     run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",
@@ -172,9 +196,41 @@ fn test(args: &[String]) -> Result<(), String> {
         cargo()
             .args(["test", "--workspace", "--no-fail-fast"])
             .env("MOLDE_REQUIRE_ALL", "1")
+            .env("MOLDE_FIXTURES", fixtures::dir(&workspace_root()))
             .env("RUST_BACKTRACE", "1"),
     )?;
+    run(
+        "harness async API (feature tokio)",
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "molde-harness",
+                "--features",
+                "tokio",
+                "--test",
+                "async_api",
+            ])
+            .env("MOLDE_REQUIRE_ALL", "1"),
+    )?;
+    if nix_is_root() {
+        unprivileged::run_tests()?;
+    }
     if !quick {
+        // The launcher's and the lifecycle's tests again with every core busy: races that an
+        // idle machine hides (a timeout reported as a plain kill) show here, not in users'
+        // pipelines.
+        let hogs = Hogs::start();
+        let loaded = run(
+            "container tests under load (a CPU hog per core)",
+            cargo()
+                .args(["test", "-p", "molde-container", "--no-fail-fast"])
+                .args(LOADED_TESTS.iter().flat_map(|t| ["--test", t]))
+                .env("MOLDE_REQUIRE_ALL", "1")
+                .env("RUST_BACKTRACE", "1"),
+        );
+        drop(hogs);
+        loaded?;
         // A longer, bounded fuzz pass over layer apply: random and mutated tars.
         run(
             "fuzz (apply, bounded)",
@@ -217,6 +273,114 @@ fn test(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The proptest fuzz targets of parsers of outside data: (package, test file).
+const FUZZ_TARGETS: &[(&str, &str)] = &[
+    ("molde-layerfs", "apply_fuzz"),
+    ("molde-image", "archive_fuzz"),
+    ("molde-container", "parsers_fuzz"),
+];
+
+/// `cargo xtask fuzz [--cases N]`: every fuzz target with N cases per property (default
+/// 2000), in release mode. `cargo xtask test` runs them short, in its test pass. A failing
+/// case is written to the target's `.proptest-regressions` file: commit it, and it is replayed
+/// first by every later run.
+fn fuzz(args: &[String]) -> Result<(), String> {
+    let cases = match args {
+        [] => "2000".to_owned(),
+        [flag, n] if flag == "--cases" && n.parse::<u32>().is_ok() => n.clone(),
+        _ => return Err("usage: cargo xtask fuzz [--cases N]".into()),
+    };
+    install(TEST_PACKAGES)?;
+    for (package, target) in FUZZ_TARGETS {
+        run(
+            &format!("fuzz {target} ({cases} cases per property)"),
+            cargo()
+                .args(["test", "--release", "-p", package, "--test", target])
+                .env("MOLDE_REQUIRE_ALL", "1")
+                .env("PROPTEST_CASES", &cases),
+        )?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask soak [--cycles N]`: container/tests/soak.rs in release mode (as root): N
+/// create/start/exec/stop/remove cycles (default 2000) across 4 threads, with random SIGKILLs
+/// of containers and of a second process sharing the store; then mounts, cgroups, descriptors,
+/// children and the store's containers must be as before, and the image must still run.
+fn soak(args: &[String]) -> Result<(), String> {
+    let cycles = match args {
+        [] => "2000".to_owned(),
+        [flag, n] if flag == "--cycles" && n.parse::<u32>().is_ok() => n.clone(),
+        _ => return Err("usage: cargo xtask soak [--cycles N]".into()),
+    };
+    run(
+        &format!("soak ({cycles} cycles)"),
+        cargo()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "molde-container",
+                "--test",
+                "soak",
+            ])
+            .args(["--", "--ignored", "--exact", "soak", "--nocapture"])
+            .env("MOLDE_REQUIRE_ALL", "1")
+            .env("MOLDE_SOAK_CYCLES", &cycles),
+    )
+}
+
+/// The container test files run a second time under load by `cargo xtask test`.
+const LOADED_TESTS: &[&str] = &[
+    "launch",
+    "lifecycle",
+    "security",
+    "capabilities",
+    "seccomp",
+    "namespaces_ahead",
+    "forked",
+    "cgroup",
+];
+
+/// Busy loops, one per core, each a shell that ends by itself after 30 minutes (should this
+/// process die first) and is killed by its pid when dropped.
+struct Hogs(Vec<std::process::Child>);
+
+impl Hogs {
+    fn start() -> Hogs {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let script = "end=$(( $(date +%s) + 1800 )); while [ $(date +%s) -lt $end ]; do \
+                      i=0; while [ $i -lt 100000 ]; do i=$((i + 1)); done; done";
+        let hogs = (0..cores)
+            .filter_map(|_| {
+                Command::new("sh")
+                    .args(["-c", script])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .map_err(|e| eprintln!("xtask: a CPU hog did not start: {e}"))
+                    .ok()
+            })
+            .collect::<Vec<_>>();
+        eprintln!(
+            "\n==> {} CPU hogs: {:?}",
+            hogs.len(),
+            hogs.iter().map(|h| h.id()).collect::<Vec<_>>()
+        );
+        Hogs(hogs)
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for hog in &mut self.0 {
+            let _ = hog.kill();
+            let _ = hog.wait();
+        }
+    }
+}
+
 /// Run the tour again as an unprivileged user (nobody), as a rootless user would: it must enter
 /// a user namespace of its own and tell the same story.
 fn tour_unprivileged() -> Result<(), String> {
@@ -246,7 +410,10 @@ fn tour_unprivileged() -> Result<(), String> {
 
 fn bench(args: &[String]) -> Result<(), String> {
     install(BENCH_PACKAGES)?;
+    install(&[("mmdebstrap", "mmdebstrap")])?;
+    fixtures::make(&workspace_root())?;
     let mut cmd = cargo();
+    cmd.env("MOLDE_FIXTURES", fixtures::dir(&workspace_root()));
     // `cargo xtask bench -- --only X` and `cargo xtask bench --only X` both work.
     let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
     cmd.args(["bench", "--package", "molde", "--bench", "peers", "--"])

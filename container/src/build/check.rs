@@ -18,6 +18,7 @@ impl Build {
         settings: &Settings,
     ) -> Result<(), BuildError> {
         let invalid = |i: usize, s: &Step, reason: String| BuildError::Invalid {
+            at: self.origin(i + 1),
             stage: stage.to_owned(),
             step: i + 1,
             instruction: s.instruction(),
@@ -26,6 +27,7 @@ impl Build {
         let base_view = match &self.base {
             Base::Image(b) => {
                 let from = |reason| BuildError::Invalid {
+                    at: self.origin(0),
                     stage: stage.to_owned(),
                     step: 0,
                     instruction: format!("FROM {}", b.id()),

@@ -120,6 +120,9 @@ pub struct Build {
     pub(crate) base: Base,
     pub(crate) steps: Vec<Step>,
     pub(crate) settings: Settings,
+    /// Where each step comes from (`Dockerfile:12:1`), index 0 for the base; empty for steps
+    /// of the typed API.
+    pub(crate) origins: Vec<String>,
 }
 
 /// What a build did.
@@ -217,8 +220,14 @@ pub enum StepError {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// The recipe cannot work; found before any work was done.
-    #[error("{}step {step} ({instruction}): {reason}", stage_prefix(stage))]
+    #[error(
+        "{}{}step {step} ({instruction}): {reason}",
+        at_prefix(at),
+        stage_prefix(stage)
+    )]
     Invalid {
+        /// Where the step comes from (`Dockerfile:12:1`), when from a Dockerfile.
+        at: String,
         /// The stage.
         stage: String,
         /// The step's number (0 for the base or the tag).
@@ -229,8 +238,14 @@ pub enum BuildError {
         reason: String,
     },
     /// A step failed while running.
-    #[error("{}step {step} ({instruction}): {source}", stage_prefix(stage))]
+    #[error(
+        "{}{}step {step} ({instruction}): {source}",
+        at_prefix(at),
+        stage_prefix(stage)
+    )]
     Step {
+        /// Where the step comes from (`Dockerfile:12:1`), when from a Dockerfile.
+        at: String,
         /// The stage.
         stage: String,
         /// The step's number.
@@ -250,6 +265,14 @@ pub enum BuildError {
         #[source]
         source: Box<StoreError>,
     },
+}
+
+fn at_prefix(at: &str) -> String {
+    if at.is_empty() {
+        String::new()
+    } else {
+        format!("{at}: ")
+    }
 }
 
 fn stage_prefix(stage: &str) -> String {
@@ -273,6 +296,7 @@ impl Build {
             base,
             steps: Vec::new(),
             settings: Settings::default(),
+            origins: vec![String::new()],
         }
     }
     /// A recipe on top of `image` (`FROM image`), which must be in the store given to
@@ -295,7 +319,23 @@ impl Build {
     /// Add a step given as data.
     pub fn step(mut self, step: Step) -> Self {
         self.steps.push(step);
+        self.origins.push(String::new());
         self
+    }
+    /// Add a step that comes from `origin` (`Dockerfile:12:1`), named in its errors.
+    pub(crate) fn step_at(mut self, step: Step, origin: String) -> Self {
+        self.steps.push(step);
+        self.origins.push(origin);
+        self
+    }
+    /// Say where the base comes from (the `FROM` line).
+    pub(crate) fn base_at(mut self, origin: String) -> Self {
+        self.origins[0] = origin;
+        self
+    }
+    /// Where step `n` (from 1; 0 for the base) comes from, if known.
+    pub(crate) fn origin(&self, n: usize) -> String {
+        self.origins.get(n).cloned().unwrap_or_default()
     }
     /// `RUN` in shell form: `/bin/sh -c command`.
     pub fn run(self, command: impl Into<String>) -> Self {

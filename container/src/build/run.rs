@@ -4,7 +4,7 @@
 //! from the writable layer before the diff, so no mount leaves a trace in the image.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Seek, SeekFrom};
+use std::io::{self, BufReader, Seek, SeekFrom};
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
 
@@ -19,7 +19,6 @@ use super::state::view_of;
 use super::step::{CopyFrom, Run, RunCommand, RunMount, RunNetwork, Sharing};
 use super::{StepError, copy};
 use crate::container::{Container, Status};
-use crate::error::ContainerError;
 use crate::launch::Network;
 use crate::{ContainerBuilder, Stdio};
 
@@ -313,18 +312,16 @@ impl Executor<'_> {
         let tmp_dir = self.store.layout().tmp();
         let mut tmp =
             tempfile::tempfile_in(&tmp_dir).map_err(io_err("creating a file in", &tmp_dir))?;
-        {
-            let mut w = BufWriter::with_capacity(1 << 20, &mut tmp);
-            let opts = DiffOptions {
-                mtime_clamp: self.settings.epoch,
-                ..DiffOptions::default()
-            };
-            container
-                .backend
-                .diff(&container.snapshot, &mut w, &opts)
-                .map_err(ContainerError::from)?;
-            io::Write::flush(&mut w).map_err(io_err("writing a layer in", &tmp_dir))?;
-        }
+        let opts = DiffOptions {
+            mtime_clamp: self.settings.epoch,
+            ..DiffOptions::default()
+        };
+        crate::container::commit::write_diff(
+            container.backend.as_ref(),
+            &container.snapshot,
+            &mut tmp,
+            opts,
+        )?;
         tmp.seek(SeekFrom::Start(0))
             .map_err(io_err("rewinding a layer in", &tmp_dir))?;
         let layer = self

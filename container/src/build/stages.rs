@@ -9,6 +9,7 @@ use std::time::Instant;
 use molde_image::{Image, Reference, Store};
 
 use super::exec::Executor;
+use super::state::remove_untagged;
 use super::step::{CopyFrom, RunMount, Step};
 use super::{Base, Build, BuildError, BuildReport, Settings, StepReport};
 
@@ -127,6 +128,7 @@ impl Stages {
                     Ok(())
                 }
                 None => Err(BuildError::Invalid {
+                    at: build.origin(step),
                     stage: label.clone(),
                     step,
                     instruction: what,
@@ -165,6 +167,7 @@ impl Stages {
     pub fn build(&self, store: &Store, reference: &str) -> Result<BuildReport, BuildError> {
         let start = Instant::now();
         let tag = Reference::parse(reference).map_err(|e| BuildError::Invalid {
+            at: String::new(),
             stage: String::new(),
             step: 0,
             instruction: format!("tag {reference}"),
@@ -174,6 +177,7 @@ impl Stages {
         let target = match &self.target {
             None if n == 0 => {
                 return Err(BuildError::Invalid {
+                    at: String::new(),
                     stage: String::new(),
                     step: 0,
                     instruction: "FROM".into(),
@@ -182,6 +186,7 @@ impl Stages {
             }
             None => n - 1,
             Some(t) => self.find(t, n).ok_or_else(|| BuildError::Invalid {
+                at: String::new(),
                 stage: String::new(),
                 step: 0,
                 instruction: format!("target {t}"),
@@ -214,6 +219,7 @@ impl Stages {
             .get(&target)
             .cloned()
             .ok_or_else(|| BuildError::Invalid {
+                at: String::new(),
                 stage: self.label(target),
                 step: 0,
                 instruction: "FROM".into(),
@@ -221,12 +227,8 @@ impl Stages {
             })?;
         store.tag(&image, &tag.to_string()).map_err(commit_err)?;
         for (i, img) in &images {
-            let md = img.manifest_digest();
-            if *i != target
-                && md != image.manifest_digest()
-                && let Err(e) = store.remove(&md.to_string())
-            {
-                tracing::debug!("removing the image of stage {i}: {e}");
+            if *i != target && img.manifest_digest() != image.manifest_digest() {
+                remove_untagged(store, img);
             }
         }
         Ok(BuildReport {
@@ -287,7 +289,7 @@ impl Stages {
         });
         if let Some(e) = failure {
             for img in done.values() {
-                let _ = store.remove(&img.manifest_digest().to_string());
+                remove_untagged(store, img);
             }
             return Err(e);
         }
@@ -314,6 +316,7 @@ impl Stages {
         for (k, step) in build.steps.iter().enumerate() {
             let t = Instant::now();
             let mut r = exec.step(step).map_err(|source| BuildError::Step {
+                at: build.origin(k + 1),
                 stage: label.clone(),
                 step: k + 1,
                 instruction: step.instruction(),
@@ -325,6 +328,7 @@ impl Stages {
             steps.push(r);
         }
         let image = exec.finish().map_err(|source| BuildError::Step {
+            at: String::new(),
             stage: label.clone(),
             step: build.steps.len(),
             instruction: "commit".into(),

@@ -52,6 +52,10 @@ impl Container {
         if self.removed {
             return Ok(());
         }
+        if let Some(pump) = self.log_pump.as_mut() {
+            // Its last writes land before the directory goes.
+            pump.wait(Duration::from_secs(1));
+        }
         if !marked {
             match Record::update_known(&self.record, &self.paths, |r| {
                 r.state = State::Removing;
@@ -62,6 +66,11 @@ impl Container {
             }
         }
         let _owner = record::try_own(&self.paths);
+        if matches!(_owner, Ok(Some(_))) {
+            // A cgroup named after it that no live owner holds: left by an owner killed between
+            // making the cgroup and recording the start (the soak test's finding).
+            list::clear_cgroup(&self.id);
+        }
         if self.record.storage == record::LayerStorage::Tmpfs {
             // The snapshot lives on a tmpfs mounted on its directory: unmounting frees it.
             if let Err(e) =

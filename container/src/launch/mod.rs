@@ -25,6 +25,7 @@
 //! docs/ARCHITECTURE.md ("Launch sequence") gives the reason for each step.
 
 mod ahead;
+mod bundle;
 mod child;
 mod error;
 mod exec;
@@ -39,6 +40,7 @@ mod spec;
 mod sys;
 mod thread_caps;
 
+pub use bundle::{BundleError, spec_from_bundle};
 pub use error::{LaunchError, Stage};
 pub use exec::exec;
 pub use process::{ChildStderr, ChildStdin, ChildStdout, ExitStatus, Process};

@@ -12,7 +12,8 @@ use super::child::{self, Prepared, REPORT_LEN};
 use super::error::{LaunchError, Stage};
 use super::prepare::{self, ParentSide, io_errno};
 use super::process::Process;
-use super::spec::{IdMap, Network, Spec};
+use super::spec::{Network, Spec};
+use molde_layerfs::idmap::IdMapError;
 
 /// Work for the launcher thread; it lends the stack children made with `CLONE_VM` run on.
 type Job = Box<dyn FnOnce(&mut ChildStack) + Send>;
@@ -538,12 +539,6 @@ pub(crate) fn report_error(side: &ParentSide, stage: u32, errno: i32, index: u32
     e
 }
 
-fn map_lines(map: &[IdMap]) -> String {
-    map.iter()
-        .map(|m| format!("{} {} {}\n", m.inside, m.outside, m.count))
-        .collect()
-}
-
 /// Start a container's first process as `spec` says. Returns once the program has been
 /// exec'd (or the init has started it), or with the setup step that failed.
 pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
@@ -660,16 +655,7 @@ pub(crate) fn abandon(process: &mut Process, e: LaunchError) -> LaunchError {
 /// Write the id maps and cgroup membership (the child waits for the go-ahead meanwhile).
 fn release(spec: &Spec, pid: u32) -> Result<(), LaunchError> {
     if let Some(maps) = &spec.user_namespace {
-        let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
-        let write = |name: &str, content: &str, stage: Stage| {
-            std::fs::write(proc_dir.join(name), content)
-                .map_err(|e| LaunchError::at(stage, io_errno(&e), proc_dir.join(name)))
-        };
-        write("uid_map", &map_lines(&maps.uid_map), Stage::UidMap)?;
-        if !molde_layerfs::privilege::is_privileged() {
-            write("setgroups", "deny", Stage::GidMap)?;
-        }
-        write("gid_map", &map_lines(&maps.gid_map), Stage::GidMap)?;
+        maps.write_for(pid).map_err(|e| map_error(e, pid))?;
     }
     let pid_text = pid.to_string();
     for fd in &spec.cgroup_procs {
@@ -677,4 +663,32 @@ fn release(spec: &Spec, pid: u32) -> Result<(), LaunchError> {
             .map_err(|e| LaunchError::new(Stage::Cgroup, e))?;
     }
     Ok(())
+}
+
+/// The launch error of a map that could not be written: the stage, the errno and the file
+/// or helper (`newuidmap`/`newgidmap`, whose refusal is EPERM).
+fn map_error(e: IdMapError, pid: u32) -> LaunchError {
+    let (stage, errno, path) = match &e {
+        IdMapError::Write { path, source } => {
+            let stage = if path.ends_with("uid_map") {
+                Stage::UidMap
+            } else {
+                Stage::GidMap
+            };
+            (stage, io_errno(source), path.clone())
+        }
+        IdMapError::Spawn { tool, source } => (tool_stage(tool), io_errno(source), tool.into()),
+        IdMapError::Refused { tool, .. } => (tool_stage(tool), Errno::EPERM, tool.into()),
+        IdMapError::Read { path, source } => (Stage::UidMap, io_errno(source), path.clone()),
+    };
+    tracing::debug!(pid, error = %e, "writing the id maps failed");
+    LaunchError::at(stage, errno, path)
+}
+
+fn tool_stage(tool: &str) -> Stage {
+    if tool == "newuidmap" {
+        Stage::UidMap
+    } else {
+        Stage::GidMap
+    }
 }

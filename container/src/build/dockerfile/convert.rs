@@ -51,6 +51,8 @@ pub(super) struct StageInfo {
     pub name: String,
     pub env: Vec<(String, String)>,
     pub shell: Option<Vec<String>>,
+    /// The `ONBUILD` triggers the stage stored: a stage `FROM` it runs them.
+    pub onbuild: Vec<String>,
 }
 
 /// One stage being converted.
@@ -222,6 +224,9 @@ impl Converter<'_> {
     /// One stage: its `FROM` and its instructions.
     fn stage(&mut self, from: &Node, body: &[Node]) -> Result<(String, Build), DockerfileError> {
         let (name, build, mut st, triggers) = self.from(from)?;
+        let at = |n: &Node| format!("{}:{}:{}", self.df.file, n.start_line, n.column);
+        // Where each step comes from, for the errors of the build.
+        let mut origins: Vec<String> = Vec::new();
         for t in &triggers {
             let parsed = super::syntax::parse(t).map_err(|e| {
                 self.err(
@@ -236,6 +241,7 @@ impl Converter<'_> {
                         format!("ONBUILD trigger {t:?} of the base image: {e}"),
                     )
                 })?;
+                origins.resize(st.steps.len(), format!("{} (ONBUILD {t})", at(from)));
             }
         }
         for n in body {
@@ -243,15 +249,25 @@ impl Converter<'_> {
                 continue;
             }
             self.instruction(&mut st, n).map_err(|m| self.err(n, m))?;
+            origins.resize(st.steps.len(), at(n));
         }
+        let onbuild = st
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::OnBuild(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
         self.stages.push(StageInfo {
             name: name.clone(),
             env: st.env.clone(),
             shell: st.shell.clone(),
+            onbuild,
         });
-        let mut b = build;
-        for s in st.steps {
-            b = b.step(s);
+        let mut b = build.base_at(at(from));
+        for (s, o) in st.steps.into_iter().zip(origins) {
+            b = b.step_at(s, o);
         }
         Ok((name, b))
     }
@@ -315,6 +331,7 @@ impl Converter<'_> {
             let s = &self.stages[i];
             st.env = s.env.clone();
             st.shell = s.shell.clone();
+            triggers = s.onbuild.clone();
             Build::from_stage(s.name.clone().if_empty(i.to_string()))
         } else if self.dry {
             Build::scratch()

@@ -61,6 +61,15 @@ fn stages_and_targets() {
     assert_eq!(froms[1], Some(CopyFrom::Stage("build".into())));
     assert!(matches!(froms[2], Some(CopyFrom::Image(_))));
     assert_eq!(err("FROM a AS x\nFROM b AS X\n").line, 2);
+    // A stage FROM a stage that stored ONBUILD triggers runs them first.
+    let s = stages_of("FROM a AS p\nONBUILD ENV T=1\nFROM p\nLABEL t=$T\n", &[]).unwrap();
+    assert_eq!(
+        s.stages()[1].1.steps(),
+        [
+            Step::Env(vec![("T".into(), "1".into())]),
+            Step::Label(vec![("t".into(), "1".into())])
+        ]
+    );
     assert_eq!(err("FROM a AS 1x\n").line, 1);
     let e = Dockerfile::parse("FROM scratch\n", Path::new("/c"), &[])
         .unwrap()
