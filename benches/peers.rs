@@ -30,6 +30,8 @@ use molde::layerfs::{Digest, Format, OverlayXattr};
 mod build;
 #[path = "peers/dockerfile.rs"]
 mod dockerfile;
+#[path = "peers/harness.rs"]
+mod harness;
 #[path = "peers/start.rs"]
 mod start;
 
@@ -90,6 +92,7 @@ fn main() {
     }
     figures.extend(build::figures(&fixtures, pairs, &wanted));
     figures.extend(dockerfile::figures(&fixtures, pairs, &wanted));
+    figures.extend(harness::figures(pairs, &wanted));
     for f in &figures {
         println!("{}", f.line());
     }

@@ -9,6 +9,8 @@
 //! - [`registry`] (cargo feature `registry`, on by default): pull from and push to OCI
 //!   registries, as `docker pull` / `docker push` do. Without the feature no HTTP stack is
 //!   compiled.
+//! - [`harness`] (cargo feature `harness`): test fixtures built once and shared across test
+//!   processes, a fresh copy-on-write container per test, readiness waits, logs on failure.
 //!
 //! `use molde::prelude::*;` brings the everyday types into scope.
 //!
@@ -17,6 +19,8 @@
 //! (molde-image knows nothing of containers).
 
 pub use molde_container as container;
+#[cfg(feature = "harness")]
+pub use molde_harness as harness;
 pub use molde_image as image;
 pub use molde_layerfs as layerfs;
 #[cfg(feature = "registry")]

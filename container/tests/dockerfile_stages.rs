@@ -314,7 +314,7 @@ fn onbuild_healthcheck_and_shell_are_kept_in_the_config() {
     let parent = build(
         &store,
         ctx.path(),
-        "FROM busybox:test\nSHELL [\"/bin/sh\", \"-ec\"]\nHEALTHCHECK --interval=5s --retries=2 CMD [\"/bin/true\"]\nONBUILD COPY f.txt /from-trigger.txt\nONBUILD RUN echo triggered > /trig\nMAINTAINER someone\nSTOPSIGNAL SIGINT\nUSER 1000:1000\nEXPOSE 8000-8001/udp\n",
+        "FROM busybox:test\nRUN mkdir -m 1777 /shared\nSHELL [\"/bin/sh\", \"-ec\"]\nHEALTHCHECK --interval=5s --retries=2 CMD [\"/bin/true\"]\nONBUILD COPY f.txt /from-trigger.txt\nONBUILD RUN echo triggered > /shared/trig\nMAINTAINER someone\nSTOPSIGNAL SIGINT\nUSER 1000:1000\nEXPOSE 8000-8001/udp\n",
         "parent:1",
     );
     let p = &parent.image;
@@ -342,7 +342,7 @@ fn onbuild_healthcheck_and_shell_are_kept_in_the_config() {
     let child = build(
         &store,
         ctx.path(),
-        "FROM parent:1\nUSER 0\nRUN cat /trig /from-trigger.txt > /both\n",
+        "FROM parent:1\nUSER 0\nRUN cat /shared/trig /from-trigger.txt > /both\n",
         "child:1",
     );
     let c = &child.image;

@@ -10,7 +10,7 @@ use molde_image::{Image, ImageBuilder, Layer, Store};
 use molde_layerfs::view::UnionView;
 use molde_layerfs::{Digest, chain_id};
 
-use super::state::{ConfigState, healthcheck_json, view_of};
+use super::state::{ConfigState, healthcheck_json, remove_untagged, view_of};
 use super::step::Step;
 use super::{Settings, StepError, StepReport, cache, copy};
 
@@ -37,7 +37,7 @@ pub(crate) struct Executor<'a> {
     /// The image of the current state, once made (for a RUN, or to look inside).
     current: Option<(Image, UnionView)>,
     /// Intermediate images made, removed at the end.
-    intermediates: Vec<Digest>,
+    intermediates: Vec<Image>,
     /// Whether a CMD step ran (an ENTRYPOINT then keeps it).
     cmd_set: bool,
     /// The build-time variables so far (`ARG`), in order, each name once.
@@ -121,24 +121,46 @@ impl<'a> Executor<'a> {
         let image = self
             .store
             .commit(self.builder().created(self.timestamp()))?;
-        self.intermediates.push(image.manifest_digest());
+        self.intermediates.push(image.clone());
         let view = view_of(self.store, &image)?;
         self.current = Some((image.clone(), view.clone()));
         Ok((image, view))
     }
 
-    /// Commit the stage's image (untagged) and drop the intermediate images.
+    /// Commit the stage's image (untagged) and drop the intermediate images. A stage whose
+    /// final state (layers, config, history) a build has made before gets that image back:
+    /// nothing is written.
     pub(crate) fn finish(self) -> Result<Image, StepError> {
+        let mut text = format!(
+            "STAGE base {:?}\n",
+            self.base.as_ref().map(Image::manifest_digest)
+        );
+        for a in &self.added {
+            text += &format!("{} {}\n", a.layer.is_some(), a.created_by);
+        }
+        let key = cache::key(&self.parent(), &text, None);
+        if !self.settings.no_cache
+            && let Some(md) = cache::lookup_image(self.store, &key)
+            && let Ok(image) = self.store.load(md)
+        {
+            self.drop_intermediates(None);
+            return Ok(image);
+        }
         let created = self.timestamp();
         let image = self.store.commit(self.builder().created(created))?;
-        for md in &self.intermediates {
-            if *md != image.manifest_digest()
-                && let Err(e) = self.store.remove(&md.to_string())
-            {
-                tracing::debug!("removing intermediate image {md}: {e}");
+        if let Err(e) = cache::store_image(self.store, &key, &image.manifest_digest()) {
+            tracing::warn!("recording the image of a stage: {e}");
+        }
+        self.drop_intermediates(Some(image.manifest_digest()));
+        Ok(image)
+    }
+
+    fn drop_intermediates(&self, keep: Option<Digest>) {
+        for image in &self.intermediates {
+            if Some(image.manifest_digest()) != keep {
+                remove_untagged(self.store, image);
             }
         }
-        Ok(image)
     }
 
     fn record(&mut self, layer: Option<Layer>, created_by: String, created: String) {

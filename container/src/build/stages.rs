@@ -9,6 +9,7 @@ use std::time::Instant;
 use molde_image::{Image, Reference, Store};
 
 use super::exec::Executor;
+use super::state::remove_untagged;
 use super::step::{CopyFrom, RunMount, Step};
 use super::{Base, Build, BuildError, BuildReport, Settings, StepReport};
 
@@ -221,12 +222,8 @@ impl Stages {
             })?;
         store.tag(&image, &tag.to_string()).map_err(commit_err)?;
         for (i, img) in &images {
-            let md = img.manifest_digest();
-            if *i != target
-                && md != image.manifest_digest()
-                && let Err(e) = store.remove(&md.to_string())
-            {
-                tracing::debug!("removing the image of stage {i}: {e}");
+            if *i != target && img.manifest_digest() != image.manifest_digest() {
+                remove_untagged(store, img);
             }
         }
         Ok(BuildReport {
@@ -287,7 +284,7 @@ impl Stages {
         });
         if let Some(e) = failure {
             for img in done.values() {
-                let _ = store.remove(&img.manifest_digest().to_string());
+                remove_untagged(store, img);
             }
             return Err(e);
         }

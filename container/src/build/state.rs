@@ -156,6 +156,23 @@ pub fn onbuild_triggers(image: &Image) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Remove an image a build made from the index, unless something tagged it (the same image
+/// may be a tagged result of an earlier build: removing by digest would untag it too).
+pub(crate) fn remove_untagged(store: &Store, image: &Image) {
+    match store.tags_of(image) {
+        Ok(tags) if tags.is_empty() => {
+            if let Err(e) = store.remove(&image.manifest_digest().to_string()) {
+                tracing::debug!(
+                    "removing the build's image {}: {e}",
+                    image.manifest_digest()
+                );
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!("looking at the tags of {}: {e}", image.manifest_digest()),
+    }
+}
+
 /// The union view of an image's layers (unpacked first if needed).
 pub(crate) fn view_of(store: &Store, image: &Image) -> Result<UnionView, StoreError> {
     let unpacked = molde_image::unpack::unpack(store, image)?;

@@ -112,6 +112,8 @@ pub struct ContainerBuilder {
     pub(crate) flatten: bool,
     pub(crate) ambient_capabilities: Vec<Capability>,
     pub(crate) no_new_privileges: bool,
+    pub(crate) seccomp: crate::seccomp::Seccomp,
+    pub(crate) logs: Option<crate::logs::LogConfig>,
 }
 
 impl ContainerBuilder {
@@ -145,6 +147,8 @@ impl ContainerBuilder {
             flatten: true,
             ambient_capabilities: Vec::new(),
             no_new_privileges: true,
+            seccomp: crate::seccomp::Seccomp::Default,
+            logs: None,
         }
     }
 
@@ -237,6 +241,14 @@ impl ContainerBuilder {
         self.no_new_privileges = yes;
         self
     }
+    /// The system call filter of the container's processes, exec'd ones too (default:
+    /// [`Seccomp::Default`](crate::Seccomp::Default), moby's profile; a profile of one's own
+    /// from [`Seccomp::from_json`](crate::Seccomp::from_json); or
+    /// [`Seccomp::Unconfined`](crate::Seccomp::Unconfined)).
+    pub fn seccomp(mut self, seccomp: crate::seccomp::Seccomp) -> Self {
+        self.seccomp = seccomp;
+        self
+    }
     /// The primary group: a name (looked up in the image's `/etc/group`) or a gid.
     pub fn group(mut self, group: impl Into<String>) -> Self {
         self.group = Some(group.into());
@@ -255,6 +267,14 @@ impl ContainerBuilder {
     /// Standard error (default: inherit; piped for [`ContainerBuilder::output`]).
     pub fn stderr(mut self, s: impl Into<Stdio>) -> Self {
         self.stderr = Some(s.into());
+        self
+    }
+    /// Keep stdout and stderr in the store (bounded and rotated as `config` says), to read back
+    /// with [`Container::logs`] or follow with [`Container::follow_logs`]; this replaces
+    /// [`ContainerBuilder::stdout`] and [`ContainerBuilder::stderr`]. A container dropped while
+    /// its thread panics prints its last log lines.
+    pub fn logs(mut self, config: crate::logs::LogConfig) -> Self {
+        self.logs = Some(config);
         self
     }
     /// The container's hostname.

@@ -133,6 +133,8 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         timeout_ms: b.timeout.map(|d| d.as_millis() as u64),
         ambient_capabilities: b.ambient_capabilities.clone(),
         no_new_privileges: b.no_new_privileges,
+        seccomp: b.seccomp.clone(),
+        logs: b.logs,
     };
 
     let limits = crate::cgroup::Limits {
@@ -223,6 +225,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         owner: None,
         timeout: None,
         remove_on_drop: true,
+        log_pump: None,
         removed: false,
     })
 }

@@ -10,6 +10,7 @@ pub(crate) mod copy;
 pub(crate) mod create;
 pub(crate) mod exec;
 pub(crate) mod list;
+pub(crate) mod logs;
 pub(crate) mod remove;
 pub(crate) mod remove_volume;
 pub(crate) mod start;
@@ -131,6 +132,8 @@ pub struct Container {
     pub(crate) timeout: Option<timeout::RunTimeout>,
     pub(crate) remove_on_drop: bool,
     pub(crate) removed: bool,
+    /// The thread writing the logs of the process this handle started.
+    pub(crate) log_pump: Option<crate::logs::pump::Pump>,
 }
 
 /// The backend a record names.
@@ -180,6 +183,7 @@ impl Container {
             timeout: None,
             remove_on_drop: false,
             removed: false,
+            log_pump: None,
         })
     }
 
@@ -192,6 +196,11 @@ impl Container {
     /// The container id (64 hex digits).
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The store it belongs to.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The image it was made from.
@@ -369,6 +378,9 @@ impl Drop for Container {
             return;
         }
         if self.remove_on_drop {
+            if std::thread::panicking() {
+                self.print_last_logs();
+            }
             if let Err(e) = self.remove_inner() {
                 tracing::warn!("removing container {} on drop: {e}", self.id);
             }

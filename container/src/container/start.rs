@@ -41,7 +41,21 @@ impl Container {
                 source,
             })?;
         }
+        let mut pump = None;
+        if let Some(config) = self.record.run.logs {
+            let (out, err, p) = crate::logs::pump::start(self.paths.dir().to_owned(), config)
+                .map_err(|source| ContainerError::Process {
+                    id: self.id.clone(),
+                    op: "starting the log pump",
+                    source,
+                })?;
+            spec.stdout = launch::Stdio::Fd(out);
+            spec.stderr = launch::Stdio::Fd(err);
+            pump = Some(p);
+        }
         let mut process = launch::spawn(&spec)?;
+        // The pump sees the end once the container's processes closed their copies.
+        drop(spec);
         // The timeout holds even if nobody waits: its watchdog kills the process at the
         // deadline.
         let timeout = match self.record.run.timeout_ms {
@@ -81,6 +95,9 @@ impl Container {
         self.process = Some(process);
         self.cgroup = cgroup;
         self.owner = Some(owner);
+        if pump.is_some() {
+            self.log_pump = pump;
+        }
         Ok(())
     }
 
@@ -220,6 +237,11 @@ impl Container {
     pub(crate) fn finish(&mut self, status: ExitStatus) -> Result<(), ContainerError> {
         self.process = None;
         self.timeout = None;
+        if let Some(mut pump) = self.log_pump.take() {
+            // Once the end is known, so is all the output (the pump ends at the pipes' EOF,
+            // which the end of the pid namespace brings).
+            pump.wait(Duration::from_secs(1));
+        }
         let mut errors = Vec::new();
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.kill_all();
@@ -375,6 +397,7 @@ impl Container {
         spec.groups = run.groups.clone();
         spec.ambient_capabilities = run.ambient_capabilities.clone();
         spec.no_new_privs = run.no_new_privileges;
+        spec.seccomp = run.seccomp.clone();
         spec.network = if run.host_network {
             Network::Host
         } else {

@@ -153,6 +153,8 @@ pub(crate) struct Prepared {
     /// effective, whatever the uid. A non-root process holds these and no others.
     pub ambient: u64,
     pub no_new_privs: bool,
+    /// The seccomp filters to install, in order (none: unconfined).
+    pub seccomp: Option<crate::seccomp::Programs>,
     pub init: bool,
     /// Send a first report (stage 0), then wait for the go-ahead: the report's credentials
     /// tell the parent the child's host pid (the launcher thread that made it may still be
@@ -818,6 +820,12 @@ fn credentials_and_exec(p: &Prepared) -> ! {
             }
         }
     }
+    if !p.no_new_privs {
+        // Without no_new_privs the kernel installs a filter only for a holder of
+        // CAP_SYS_ADMIN: now, before the ids change (what follows is in every profile's
+        // reach: setgroups, setres[ug]id, capset, prctl, chdir, execve).
+        seccomp(p);
+    }
     if !p.setgroups_denied {
         // SAFETY: `groups` is valid for reads of its length.
         step!(
@@ -924,11 +932,19 @@ fn credentials_and_exec(p: &Prepared) -> ! {
             0,
             sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0)
         );
+        seccomp(p);
     }
     if p.init {
         init::fork_and_supervise(p.err_w);
     }
     exec(p)
+}
+
+/// Install the seccomp filters, if any.
+fn seccomp(p: &Prepared) {
+    if let Some(programs) = &p.seccomp {
+        step!(p, Stage::Seccomp, 0, crate::seccomp::install(programs));
+    }
 }
 
 /// Try each candidate path in order; report the most telling error.

@@ -80,6 +80,7 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
         groups: &spec.groups,
         setgroups_denied,
         no_new_privs: spec.no_new_privs,
+        seccomp: &spec.seccomp,
         init: false,
     };
     let enter = Enter {

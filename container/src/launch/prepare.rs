@@ -269,6 +269,7 @@ pub(crate) struct Run<'a> {
     pub groups: &'a [u32],
     pub setgroups_denied: bool,
     pub no_new_privs: bool,
+    pub seccomp: &'a crate::seccomp::Seccomp,
     pub init: bool,
 }
 
@@ -300,6 +301,10 @@ pub(crate) fn common(
     side.candidates = program.candidate_paths;
     let (wanted_caps, last_cap) = capability_mask(run.capabilities);
     let ambient = ambient_mask(run.ambient_capabilities, run.capabilities)?;
+    let seccomp = run.seccomp.programs(wanted_caps).map_err(|e| {
+        tracing::warn!(error = %e, "seccomp profile");
+        LaunchError::new(Stage::Seccomp, Errno::EINVAL)
+    })?;
     if run.setgroups_denied && !run.groups.is_empty() {
         return Err(LaunchError::new(Stage::Setgroups, Errno::EPERM));
     }
@@ -321,6 +326,7 @@ pub(crate) fn common(
         last_cap,
         ambient,
         no_new_privs: run.no_new_privs,
+        seccomp,
         init: run.init,
         handshake: false,
         shares_memory: false,
@@ -357,6 +363,7 @@ pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> 
             .as_ref()
             .is_some_and(|maps| !maps.setgroups_allowed()),
         no_new_privs: spec.no_new_privs,
+        seccomp: &spec.seccomp,
         init: spec.init,
     };
     common(run, |side| Ok((Some(root_setup(spec, side)?), None)))

@@ -66,6 +66,9 @@ pub struct Spec {
     pub ambient_capabilities: Vec<Capability>,
     /// Set `PR_SET_NO_NEW_PRIVS` (no privilege gain through setuid binaries or file caps).
     pub no_new_privs: bool,
+    /// The system call filter. Default: [`Seccomp::Default`](crate::seccomp::Seccomp), moby's
+    /// profile.
+    pub seccomp: crate::seccomp::Seccomp,
     /// Resource limits. A limit above the current hard limit is clamped to it when the caller
     /// lacks `CAP_SYS_RESOURCE` in its bounding set.
     pub rlimits: Vec<Rlimit>,
@@ -105,6 +108,7 @@ impl Spec {
             capabilities: default_capabilities(),
             ambient_capabilities: Vec::new(),
             no_new_privs: true,
+            seccomp: crate::seccomp::Seccomp::Default,
             rlimits: Vec::new(),
             cgroup_procs: Vec::new(),
             init: false,
@@ -239,6 +243,8 @@ pub struct ExecSpec {
     pub ambient_capabilities: Vec<Capability>,
     /// Set `PR_SET_NO_NEW_PRIVS`.
     pub no_new_privs: bool,
+    /// The system call filter (a container's exec'd processes get the container's).
+    pub seccomp: crate::seccomp::Seccomp,
     /// Open `cgroup.procs` / `tasks` files of the container's cgroups: the process joins them
     /// before entering the container.
     pub cgroup_procs: Vec<OwnedFd>,
@@ -267,6 +273,7 @@ impl ExecSpec {
             capabilities: default_capabilities(),
             ambient_capabilities: Vec::new(),
             no_new_privs: true,
+            seccomp: crate::seccomp::Seccomp::Default,
             cgroup_procs: Vec::new(),
             target_start: None,
         }
