@@ -110,6 +110,7 @@ pub struct ContainerBuilder {
     /// Mount a deep image's flattened stack (made on first use); a build's RUN steps, each on
     /// a new intermediate image, do not.
     pub(crate) flatten: bool,
+    pub(crate) name: Option<String>,
 }
 
 impl ContainerBuilder {
@@ -141,6 +142,7 @@ impl ContainerBuilder {
             storage: LayerStorage::Disk,
             stop_signal: None,
             flatten: true,
+            name: None,
         }
     }
 
@@ -225,6 +227,14 @@ impl ContainerBuilder {
     /// Standard error (default: inherit; piped for [`ContainerBuilder::output`]).
     pub fn stderr(mut self, s: impl Into<Stdio>) -> Self {
         self.stderr = Some(s.into());
+        self
+    }
+    /// Name the container (`docker run --name`): unique in the store, kept until the
+    /// container is removed, accepted by [`Container::open`]. Docker's rule applies
+    /// (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`); a name another container holds fails the create with
+    /// [`ContainerError::NameInUse`].
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
     /// The container's hostname.

@@ -149,10 +149,13 @@ impl Container {
         ContainerBuilder::new(store, image)
     }
 
-    /// Open the container `id` (or a unique prefix of it, at least 4 digits) of `store`, made
-    /// by this or another process. A stale record (its owner died) is marked exited first.
-    pub fn open(store: &Store, id: &str) -> Result<Container, ContainerError> {
-        let id = list::find(store, id)?;
+    /// Open a container of `store`, made by this or another process, as `docker stop x`
+    /// finds it: `x` is its full id, its [name](ContainerBuilder::name), or a unique prefix of
+    /// its id (at least 4 digits), in that order. A prefix several ids start with is
+    /// [`ContainerError::Ambiguous`], listing them. A stale record (its owner died) is marked
+    /// exited first.
+    pub fn open(store: &Store, x: &str) -> Result<Container, ContainerError> {
+        let id = list::find(store, x)?;
         let paths = ContainerPaths::new(store, &id);
         list::refresh(store, &paths)?;
         let record = Record::read(&paths)?;
@@ -192,6 +195,11 @@ impl Container {
     /// The container id (64 hex digits).
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Its name, if it was given one ([`ContainerBuilder::name`]).
+    pub fn name(&self) -> Option<&str> {
+        self.record.name.as_deref()
     }
 
     /// The image it was made from.

@@ -11,6 +11,8 @@
 //! <store>/molde/containers/<id>/state         the lifecycle state as a symlink's target,
 //!                                             where the filesystem has no user xattrs (and
 //!                                             as an older molde kept it)
+//! <store>/molde/names/<name>                 a link to the id of the container named so
+//!                                             (see [`names`])
 //! <store>/molde/containers/<id>/snapshot/     the writable layer (a layerfs snapshot); the
 //!                                             rootfs is mounted over it, inside the
 //!                                             container's own mount namespace only
@@ -51,6 +53,7 @@ use molde_image::Store;
 use molde_image::lock::{FileLock, LockKind};
 use serde::{Deserialize, Serialize};
 
+pub mod names;
 mod process;
 mod run;
 mod state;
@@ -179,6 +182,9 @@ pub enum LayerStorage {
 pub struct Record {
     /// The container id (64 hex digits).
     pub id: String,
+    /// The name it was given (unique in the store; see [`names`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The image's manifest digest.
     pub image: String,
     /// The image's id (config digest).
@@ -410,6 +416,7 @@ pub(crate) mod tests {
     pub(crate) fn sample(id: &str) -> Record {
         Record {
             id: id.into(),
+            name: Some("n".into()),
             image: "sha256:00".into(),
             image_id: "sha256:11".into(),
             created: "2026-01-01T00:00:00Z".into(),
