@@ -82,11 +82,14 @@ pub enum Stage {
     /// Joining a namespace made ahead (`setns`): the network namespace (index 0) or the mount
     /// namespace (index 1).
     JoinNamespace,
+    /// Making the process's terminal (the index names the step: opening `/dev/pts/ptmx`,
+    /// the window size, `/dev/console`, `setsid`, `TIOCSCTTY`...).
+    Terminal,
 }
 
 impl Stage {
     /// Every stage, for decoding the number the child reports.
-    const ALL: [Stage; 34] = [
+    const ALL: [Stage; 35] = [
         Stage::Prepare,
         Stage::Clone,
         Stage::UidMap,
@@ -121,6 +124,7 @@ impl Stage {
         Stage::Exec,
         Stage::Signals,
         Stage::JoinNamespace,
+        Stage::Terminal,
     ];
 
     /// The stage with this number, as the child reported it.
@@ -164,6 +168,7 @@ impl Stage {
             Stage::Exec => "exec of the program",
             Stage::Signals => "resetting signal dispositions and mask",
             Stage::JoinNamespace => "joining a namespace made ahead",
+            Stage::Terminal => "making the terminal",
         }
     }
 }

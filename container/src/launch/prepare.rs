@@ -11,6 +11,7 @@ use caps::{CapSet, Capability};
 use nix::errno::Errno;
 
 use super::child::{DEVICES, Enter, ExtraKind, ExtraMount, Prepared, RootSetup};
+use super::console::ConsoleSetup;
 use super::error::{LaunchError, Stage};
 use super::spec::{MountKind, Rlimit, Spec, Stdio};
 
@@ -274,6 +275,8 @@ pub(crate) struct Run<'a> {
     pub setgroups_denied: bool,
     pub no_new_privs: bool,
     pub init: bool,
+    /// A terminal of this size instead of `stdio`.
+    pub terminal: Option<super::WindowSize>,
 }
 
 /// What a container's first process ([`spawn`]) and an exec'd one (`launch::exec`) share: the
@@ -298,8 +301,13 @@ pub(crate) fn common(
         extra_targets: Vec::new(),
         refill_mntns: None,
     };
-    let stdio_fds = stdio(run.stdio, &mut side)?;
+    let stdio_fds = if run.terminal.is_some() {
+        [-1; 3]
+    } else {
+        stdio(run.stdio, &mut side)?
+    };
     let (root, enter) = place(&mut side)?;
+    let bind_console = root.is_some();
     let program = program(run.program, run.arg0, run.args, run.env, run.path_dirs)?;
     side.candidates = program.candidate_paths;
     let (caps, last_cap) = capability_mask(run.capabilities, run.new_userns);
@@ -322,6 +330,11 @@ pub(crate) fn common(
         last_cap,
         no_new_privs: run.no_new_privs,
         init: run.init,
+        // A container's first process binds /dev/console to it; an exec'd one finds it.
+        console: run.terminal.map(|size| ConsoleSetup {
+            size: size.to_winsize(),
+            bind_console,
+        }),
         handshake: false,
         shares_memory: false,
         candidates: program.candidates,
@@ -354,6 +367,7 @@ pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> 
         setgroups_denied: new_userns && !molde_layerfs::privilege::is_privileged(),
         no_new_privs: spec.no_new_privs,
         init: spec.init,
+        terminal: spec.terminal,
     };
     common(run, |side| Ok((Some(root_setup(spec, side)?), None)))
 }

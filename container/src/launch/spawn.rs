@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use nix::errno::Errno;
 
 use super::child::{self, Prepared, REPORT_LEN};
+use super::console;
 use super::error::{LaunchError, Stage};
 use super::prepare::{self, ParentSide, io_errno};
 use super::process::Process;
@@ -407,11 +408,6 @@ fn raw_clone(prepared: &mut Prepared, flags: u64, slot: &AtomicI32) -> CloneResu
     }
 }
 
-/// One report from the error channel: `None` at EOF (the exec happened).
-pub(crate) fn read_report(err_r: &OwnedFd) -> Result<Option<Report>, LaunchError> {
-    Ok(read_report_from(err_r)?.map(|(report, _)| report))
-}
-
 /// A child's report: (stage, errno, index); stage 0 is not an error.
 pub(crate) type Report = (u32, i32, u32);
 
@@ -420,12 +416,39 @@ pub(crate) type Report = (u32, i32, u32);
 pub(crate) fn read_report_from(
     err_r: &OwnedFd,
 ) -> Result<Option<(Report, Option<u32>)>, LaunchError> {
+    read_report_with_fds(err_r, &mut Vec::new())
+}
+
+/// The next report that is not the one carrying the terminal's master; a master met on the
+/// way (the first only: a second one is closed) goes to `terminal`.
+pub(crate) fn next_report(
+    err_r: &OwnedFd,
+    terminal: &mut Option<OwnedFd>,
+) -> Result<Option<(Report, Option<u32>)>, LaunchError> {
+    loop {
+        let mut fds = Vec::new();
+        let got = read_report_with_fds(err_r, &mut fds)?;
+        match got {
+            Some(((0, 0, console::MASTER_REPORT), _)) if fds.len() == 1 && terminal.is_none() => {
+                *terminal = fds.pop();
+            }
+            other => return Ok(other),
+        }
+    }
+}
+
+/// [`read_report_from`], keeping the descriptors the report brought (`SCM_RIGHTS`) in `fds`.
+fn read_report_with_fds(
+    err_r: &OwnedFd,
+    fds: &mut Vec<OwnedFd>,
+) -> Result<Option<(Report, Option<u32>)>, LaunchError> {
     let mut buf = [0u8; REPORT_LEN];
     let mut got = 0;
     let mut sender = None;
     while got < REPORT_LEN {
-        // Room for one SCM_CREDENTIALS message (CMSG_SPACE of a ucred, 8-byte aligned).
-        let mut control = [0u64; 8];
+        // Room for one SCM_CREDENTIALS message (CMSG_SPACE of a ucred, 8-byte aligned) and
+        // one SCM_RIGHTS of a descriptor or two.
+        let mut control = [0u64; 12];
         let mut iov = libc::iovec {
             iov_base: buf[got..].as_mut_ptr().cast(),
             iov_len: REPORT_LEN - got,
@@ -449,6 +472,8 @@ pub(crate) fn read_report_from(
             break;
         }
         got += n as usize;
+        // SAFETY: `msg` was filled by recvmsg; its descriptors are new and ours.
+        unsafe { console::received_fds(&msg, fds) };
         // SAFETY: `msg` was filled by recvmsg; the CMSG macros stay within msg_controllen.
         unsafe {
             let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
@@ -494,6 +519,7 @@ pub(crate) fn report_error(side: &ParentSide, stage: u32, errno: i32, index: u32
         Stage::Mount => side.extra_targets.get(index).cloned(),
         Stage::Proc => Some("/proc".into()),
         Stage::Sys => Some("/sys".into()),
+        Stage::Terminal => Some(console::step_name(index as u32).into()),
         Stage::MaskPaths => child::MASKED
             .get(index)
             .map(|c| c.to_string_lossy().into_owned().into()),
@@ -573,8 +599,9 @@ pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
     // credentials of that report give its host pid, the process an exec joins (the init is not
     // dumpable, so an unprivileged caller cannot open its namespaces).
     let mut program_pid = None;
+    let mut terminal = None;
     let report = loop {
-        match read_report_from(&side.err_r) {
+        match next_report(&side.err_r, &mut terminal) {
             Ok(Some(((0, _, _), sender))) if spec.init => match sender {
                 Some(program) => program_pid = Some(program),
                 None => {
@@ -598,6 +625,7 @@ pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
         process.set_program_pid(program);
     }
     conclude(&mut process, &side, Ok(report))?;
+    with_terminal(&mut process, spec.terminal.is_some(), terminal)?;
     Ok(process)
 }
 
@@ -616,6 +644,26 @@ pub(crate) fn conclude(
             Err(report_error(side, stage, errno, index))
         }
         Err(e) => Err(abandon(process, e)),
+    }
+}
+
+/// Give `process` the terminal's master its launch sent, if it asked for a terminal (a
+/// launch that asked and got none is killed: `Stage::Terminal`, `EPROTO`).
+pub(crate) fn with_terminal(
+    process: &mut Process,
+    asked: bool,
+    master: Option<OwnedFd>,
+) -> Result<(), LaunchError> {
+    match (asked, master) {
+        (true, Some(fd)) => {
+            process.set_terminal(super::Terminal::new(fd));
+            Ok(())
+        }
+        (true, None) => Err(abandon(
+            process,
+            LaunchError::new(Stage::Terminal, Errno::EPROTO),
+        )),
+        (false, _) => Ok(()),
     }
 }
 

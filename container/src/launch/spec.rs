@@ -53,6 +53,12 @@ pub struct Spec {
     pub stdout: Stdio,
     /// Standard error.
     pub stderr: Stdio,
+    /// Give the process a terminal of this size (Docker's `-t`): a pseudo-terminal of the
+    /// container's own devpts, its slave the process's stdin, stdout and stderr (the three
+    /// [`Stdio`] fields are then unused), its controlling terminal in a session of its own, and
+    /// `/dev/console`; the master is the [`Process`](super::Process)'s
+    /// [`take_terminal`](super::Process::take_terminal).
+    pub terminal: Option<super::WindowSize>,
     /// The capabilities the process keeps (bounding, permitted, effective, inheritable and, for
     /// a non-root uid, ambient). Default: [`default_capabilities`], Docker's set without
     /// `CAP_MKNOD`.
@@ -95,6 +101,7 @@ impl Spec {
             stdin: Stdio::Inherit,
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
+            terminal: None,
             capabilities: default_capabilities(),
             no_new_privs: true,
             rlimits: Vec::new(),
@@ -261,6 +268,9 @@ pub struct ExecSpec {
     pub stdout: Stdio,
     /// Standard error.
     pub stderr: Stdio,
+    /// Give the process a terminal of this size (`docker exec -t`), as [`Spec::terminal`]
+    /// does (without binding `/dev/console`, which the container has).
+    pub terminal: Option<super::WindowSize>,
     /// The capabilities the process keeps.
     pub capabilities: Vec<Capability>,
     /// Set `PR_SET_NO_NEW_PRIVS`.
@@ -290,6 +300,7 @@ impl ExecSpec {
             stdin: Stdio::Inherit,
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
+            terminal: None,
             capabilities: default_capabilities(),
             no_new_privs: true,
             cgroup_procs: Vec::new(),
