@@ -111,6 +111,8 @@ pub struct ContainerBuilder {
     /// a new intermediate image, do not.
     pub(crate) flatten: bool,
     pub(crate) name: Option<String>,
+    pub(crate) tty: bool,
+    pub(crate) terminal_size: crate::launch::WindowSize,
 }
 
 impl ContainerBuilder {
@@ -143,6 +145,8 @@ impl ContainerBuilder {
             stop_signal: None,
             flatten: true,
             name: None,
+            tty: false,
+            terminal_size: crate::launch::WindowSize::default(),
         }
     }
 
@@ -235,6 +239,24 @@ impl ContainerBuilder {
     /// [`ContainerError::NameInUse`].
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+    /// Run the process on a terminal of its own (Docker's `-it`): a pseudo-terminal of the
+    /// container's own devpts is its stdin, stdout and stderr (the `stdin`, `stdout` and
+    /// `stderr` settings are then unused) and its controlling terminal, in a session of its
+    /// own, so a shell has job control; `/dev/console` is bound to it. The host's end is
+    /// [`Container::take_terminal`] (or [`Child::terminal`](super::Child::terminal)): read
+    /// what the process writes, write its input, [`resize`](crate::launch::Terminal::resize)
+    /// it; [`attach`](crate::attach) joins it to this program's own terminal. Kept in the
+    /// record: every start gets a new terminal.
+    pub fn tty(mut self, yes: bool) -> Self {
+        self.tty = yes;
+        self
+    }
+    /// The terminal's window size at start (default 24 rows, 80 columns), with
+    /// [`ContainerBuilder::tty`].
+    pub fn terminal_size(mut self, rows: u16, cols: u16) -> Self {
+        self.terminal_size = crate::launch::WindowSize { rows, cols };
         self
     }
     /// The container's hostname.

@@ -36,6 +36,8 @@ pub struct Child {
     pub stdout: Option<ChildStdout>,
     /// The container's stderr, when piped.
     pub stderr: Option<ChildStderr>,
+    /// The host's end of the container's terminal ([`crate::ContainerBuilder::tty`]).
+    pub terminal: Option<crate::launch::Terminal>,
     container: Container,
 }
 
@@ -53,6 +55,7 @@ impl Child {
             stdin: p.take_stdin(),
             stdout: p.take_stdout(),
             stderr: p.take_stderr(),
+            terminal: p.take_terminal(),
             container,
         })
     }

@@ -136,6 +136,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
             .stop_signal
             .unwrap_or_else(|| parse_signal(image.stop_signal())),
         timeout_ms: b.timeout.map(|d| d.as_millis() as u64),
+        tty: b.tty,
     };
 
     let limits = crate::cgroup::Limits {
@@ -235,6 +236,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         stdin: b.stdin,
         stdout: b.stdout,
         stderr: b.stderr,
+        terminal_size: b.terminal_size,
         process: None,
         cgroup: None,
         owner: None,

@@ -125,6 +125,8 @@ pub struct Container {
     pub(crate) stdin: Option<Stdio>,
     pub(crate) stdout: Option<Stdio>,
     pub(crate) stderr: Option<Stdio>,
+    /// The window size of the terminal a start makes (with `tty`).
+    pub(crate) terminal_size: crate::launch::WindowSize,
     pub(crate) process: Option<Process>,
     pub(crate) cgroup: Option<crate::cgroup::Cgroup>,
     pub(crate) owner: Option<FileLock>,
@@ -177,6 +179,7 @@ impl Container {
             stdin: Some(Stdio::null()),
             stdout: Some(Stdio::null()),
             stderr: Some(Stdio::null()),
+            terminal_size: crate::launch::WindowSize::default(),
             process: None,
             cgroup: None,
             owner: None,
@@ -200,6 +203,22 @@ impl Container {
     /// Its name, if it was given one ([`ContainerBuilder::name`]).
     pub fn name(&self) -> Option<&str> {
         self.record.name.as_deref()
+    }
+
+    /// The host's end of the terminal of the process this handle started, once per start
+    /// (made with [`ContainerBuilder::tty`]).
+    pub fn take_terminal(&mut self) -> Option<crate::launch::Terminal> {
+        self.process.as_mut()?.take_terminal()
+    }
+
+    /// Whether its process runs on a terminal ([`ContainerBuilder::tty`]).
+    pub fn tty(&self) -> bool {
+        self.record.run.tty
+    }
+
+    /// The window size of the terminal the next start makes (24 x 80 unless set).
+    pub fn set_terminal_size(&mut self, rows: u16, cols: u16) {
+        self.terminal_size = crate::launch::WindowSize { rows, cols };
     }
 
     /// The image it was made from.

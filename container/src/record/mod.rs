@@ -454,6 +454,7 @@ pub(crate) mod tests {
                 init: true,
                 stop_signal: 15,
                 timeout_ms: None,
+                tty: true,
             },
         }
     }

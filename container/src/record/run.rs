@@ -75,4 +75,7 @@ pub struct RunConfig {
     pub stop_signal: i32,
     /// The wall-clock timeout of a run, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Its process runs on a terminal of its own (`docker run -t`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
 }
