@@ -1,0 +1,337 @@
+//! Containers on a terminal (`docker run -it`, `docker exec -it`): driven through the host's
+//! end of a real pseudo-terminal, as a user at a keyboard would.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use molde_container::{Container, Status, Terminal};
+use molde_image::{Image, Store};
+
+/// A terminal's screen as the host reads it, filled by a reader thread; `expect` waits for
+/// text to appear.
+struct Screen {
+    terminal: Terminal,
+    seen: Arc<(Mutex<(Vec<u8>, bool)>, Condvar)>,
+    cursor: usize,
+}
+
+impl Screen {
+    fn new(terminal: Terminal) -> Screen {
+        let seen = Arc::new((Mutex::new((Vec::new(), false)), Condvar::new()));
+        let mut reader = terminal.try_clone().unwrap();
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = reader.read(&mut buf).unwrap_or(0);
+                let (lock, cv) = &*sink;
+                let mut s = lock.lock().unwrap();
+                if n == 0 {
+                    s.1 = true;
+                    cv.notify_all();
+                    return;
+                }
+                s.0.extend_from_slice(&buf[..n]);
+                cv.notify_all();
+            }
+        });
+        Screen {
+            terminal,
+            seen,
+            cursor: 0,
+        }
+    }
+
+    fn send(&mut self, keys: &str) {
+        self.terminal.write_all(keys.as_bytes()).unwrap();
+    }
+
+    /// Wait (10 s at most) for `needle` after what earlier `expect`s consumed; the text up to
+    /// and with it.
+    fn expect(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (lock, cv) = &*self.seen;
+        let mut s = lock.lock().unwrap();
+        loop {
+            let text = String::from_utf8_lossy(&s.0[self.cursor..]).into_owned();
+            if let Some(at) = text.find(needle) {
+                let end = at + needle.len();
+                self.cursor += text[..end].len();
+                return text[..end].to_owned();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero() && !s.1,
+                "waiting for {needle:?}, the terminal shows {text:?}"
+            );
+            s = cv.wait_timeout(s, left).unwrap().0;
+        }
+    }
+
+    /// Wait for the terminal's end (EOF: no process holds it any more).
+    fn expect_end(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (lock, cv) = &*self.seen;
+        let mut s = lock.lock().unwrap();
+        while !s.1 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "the terminal did not end");
+            s = cv.wait_timeout(s, left).unwrap().0;
+        }
+    }
+}
+
+fn setup() -> Option<(tempfile::TempDir, Store, Image)> {
+    if !common::require(
+        common::privileged(),
+        "needs root to mount overlay writable layers",
+    ) {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    let image = common::busybox::image(&store);
+    if !common::require(
+        image.is_some(),
+        "needs busybox-static (apt-get install busybox-static)",
+    ) {
+        return None;
+    }
+    Some((dir, store, image.unwrap()))
+}
+
+/// A shell on a terminal of `rows` x `cols`, its prompt `$ ` seen.
+fn shell(store: &Store, image: &Image, rows: u16, cols: u16) -> (Container, Screen) {
+    let mut c = Container::builder(store, image)
+        .command("/bin/sh")
+        .env("PS1", "$ ")
+        .tty(true)
+        .terminal_size(rows, cols)
+        .start()
+        .unwrap();
+    let mut screen = Screen::new(c.take_terminal().expect("a terminal"));
+    screen.expect("$ ");
+    (c, screen)
+}
+
+#[test]
+fn tty_names_a_pts_of_the_container_and_stty_size_is_the_size_given_then_resized() {
+    let Some((_dir, store, image)) = setup() else {
+        return;
+    };
+    let (mut c, mut t) = shell(&store, &image, 37, 111);
+    t.send("tty; stty size; echo do''ne\r");
+    let out = t.expect("done\r\n");
+    assert!(out.contains("\r\n/dev/pts/0\r\n"), "{out:?}");
+    assert!(out.contains("\r\n37 111\r\n"), "{out:?}");
+    // The container's own devpts instance: its /dev/pts holds only this terminal; the slave is
+    // /dev/console too; programs that open /dev/tty reach it.
+    t.send(
+        "ls -1 /dev/pts; stat -c '%t:%T' /dev/console $(tty); echo hi > /dev/tty; echo do''ne\r",
+    );
+    let out = t.expect("done\r\n");
+    assert!(out.contains("\r\n0\r\nptmx\r\n"), "{out:?}");
+    let numbers: Vec<&str> = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.split_once(':').is_some_and(|(a, b)| {
+                [a, b]
+                    .iter()
+                    .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_hexdigit()))
+            })
+        })
+        .collect();
+    assert_eq!(numbers.len(), 2, "{out:?}");
+    assert_eq!(numbers[0], numbers[1], "/dev/console is the terminal");
+    assert!(out.contains("\r\nhi\r\n"), "{out:?}");
+    // A resize while running shows at once.
+    let mut terminal = c.take_terminal();
+    assert!(terminal.is_none(), "taken once");
+    terminal = Some(t.terminal.try_clone().unwrap());
+    terminal.as_ref().unwrap().resize(50, 132).unwrap();
+    assert_eq!(
+        terminal.as_ref().unwrap().size().unwrap(),
+        molde_container::WindowSize {
+            rows: 50,
+            cols: 132
+        }
+    );
+    t.send("stty size\r");
+    t.expect("\r\n50 132\r\n");
+    // Ctrl-D ends the shell with the status of its last command.
+    t.send("false\r");
+    t.expect("$ ");
+    t.send("\x04");
+    t.expect_end();
+    assert_eq!(
+        c.wait().unwrap(),
+        Status::Exited {
+            code: Some(1),
+            signal: None
+        }
+    );
+}
+
+#[test]
+fn ctrl_c_interrupts_the_foreground_job_ctrl_z_stops_one_and_the_shell_lives_on() {
+    let Some((_dir, store, image)) = setup() else {
+        return;
+    };
+    let (mut c, mut t) = shell(&store, &image, 24, 80);
+    let started = Instant::now();
+    t.send("sleep 100\r");
+    t.expect("sleep 100\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    t.send("\x03");
+    t.expect("$ ");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    t.send("echo status $?\r");
+    t.expect("status 130\r\n");
+    // Job control: Ctrl-Z stops the foreground job, `jobs` lists it stopped, `fg` brings it
+    // back and Ctrl-C ends it.
+    t.send("sleep 200\r");
+    t.expect("sleep 200\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    t.send("\x1a");
+    t.expect("Stopped");
+    t.expect("$ ");
+    t.send("jobs\r");
+    t.expect("sleep 200");
+    t.expect("$ ");
+    t.send("fg\r");
+    t.expect("sleep 200");
+    std::thread::sleep(Duration::from_millis(200));
+    t.send("\x03");
+    t.expect("$ ");
+    // The shell is its session's leader, and the terminal its controlling terminal.
+    t.send("echo pid $$ session $(cut -d' ' -f6 /proc/$$/stat); echo al''ive\r");
+    let out = t.expect("alive\r\n");
+    assert!(out.contains("pid 1 session 1\r\n"), "{out:?}");
+    t.send("exit 3\r");
+    t.expect_end();
+    assert_eq!(
+        c.wait().unwrap(),
+        Status::Exited {
+            code: Some(3),
+            signal: None
+        }
+    );
+}
+
+#[test]
+fn the_terminal_belongs_to_the_containers_user_and_reading_it_after_the_end_is_eof() {
+    let Some((_dir, store, image)) = setup() else {
+        return;
+    };
+    let mut c = Container::builder(&store, &image)
+        .command("/bin/sh")
+        .args(["-c", "stat -c '%u %g %a' $(tty); id -u"])
+        .user("appuser")
+        .tty(true)
+        .start()
+        .unwrap();
+    let mut terminal = c.take_terminal().unwrap();
+    let mut out = String::new();
+    // EIO once the process is gone is the end, not an error.
+    terminal.read_to_string(&mut out).unwrap();
+    assert_eq!(out, "1000 1000 620\r\n1000\r\n");
+    assert_eq!(
+        c.wait().unwrap(),
+        Status::Exited {
+            code: Some(0),
+            signal: None
+        }
+    );
+    // A restart gets a new terminal.
+    c.start().unwrap();
+    let mut again = String::new();
+    c.take_terminal()
+        .unwrap()
+        .read_to_string(&mut again)
+        .unwrap();
+    assert_eq!(again, out);
+}
+
+#[test]
+fn exec_with_a_terminal_into_a_named_running_container() {
+    let Some((_dir, store, image)) = setup() else {
+        return;
+    };
+    let mut first = Container::builder(&store, &image)
+        .name("box")
+        .command("/bin/sh")
+        .args(["-c", "echo ready > /tmp/mark; sleep 600"])
+        .stdin(molde_container::Stdio::null())
+        .stdout(molde_container::Stdio::null())
+        .start()
+        .unwrap();
+    // Another handle, by name (`docker exec -it box sh`).
+    let c = Container::open(&store, "box").unwrap();
+    let mut child = c
+        .exec("sh")
+        .env("PS1", "# ")
+        .terminal_size(30, 90)
+        .spawn()
+        .unwrap();
+    let mut t = Screen::new(child.terminal.take().expect("a terminal"));
+    t.expect("# ");
+    t.send("cat /tmp/mark; tty; stty size; ls -1 /dev/pts\r");
+    let out = t.expect("ptmx\r\n");
+    assert!(out.contains("\r\nready\r\n"), "{out:?}");
+    assert!(out.contains("\r\n/dev/pts/0\r\n"), "{out:?}");
+    assert!(out.contains("\r\n30 90\r\n"), "{out:?}");
+    t.send("sleep 100\r");
+    t.expect("sleep 100\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    t.send("\x03");
+    t.expect("# ");
+    t.send("exit 5\r");
+    t.expect_end();
+    assert_eq!(
+        child.wait().unwrap(),
+        Status::Exited {
+            code: Some(5),
+            signal: None
+        }
+    );
+    assert_eq!(
+        first.status().unwrap(),
+        Status::Running,
+        "the container runs on"
+    );
+    first.close().unwrap();
+}
+
+#[test]
+fn five_interactive_shells_of_one_image_at_once_each_see_only_their_own_writes() {
+    let Some((_dir, store, image)) = setup() else {
+        return;
+    };
+    let mut shells: Vec<(Container, Screen)> =
+        (0..5).map(|_| shell(&store, &image, 24, 80)).collect();
+    for (i, (_, t)) in shells.iter_mut().enumerate() {
+        t.send(&format!(
+            "echo shell-{i} > /root/mine; touch /tmp/only-{i}\r"
+        ));
+        t.expect("$ ");
+    }
+    for (i, (_, t)) in shells.iter_mut().enumerate() {
+        t.send("cat /root/mine; ls /tmp; echo e''nd\r");
+        let out = t.expect("end\r\n");
+        assert!(out.contains(&format!("\r\nshell-{i}\r\n")), "{out:?}");
+        assert!(out.contains(&format!("only-{i}")), "{out:?}");
+        for j in (0..5).filter(|j| *j != i) {
+            assert!(!out.contains(&format!("only-{j}")), "{i} sees {j}: {out:?}");
+        }
+    }
+    for (c, mut t) in shells {
+        t.send("exit\r");
+        t.expect_end();
+        c.close().unwrap();
+    }
+    assert!(Container::list(&store).unwrap().is_empty());
+}
