@@ -10,17 +10,20 @@ use std::time::{Duration, Instant};
 use molde_container::{Container, Status, Terminal};
 use molde_image::{Image, Store};
 
+/// What the reader thread has seen, and whether the terminal ended; its condition variable.
+type Seen = Arc<(Mutex<(Vec<u8>, bool)>, Condvar)>;
+
 /// A terminal's screen as the host reads it, filled by a reader thread; `expect` waits for
 /// text to appear.
 struct Screen {
     terminal: Terminal,
-    seen: Arc<(Mutex<(Vec<u8>, bool)>, Condvar)>,
+    seen: Seen,
     cursor: usize,
 }
 
 impl Screen {
     fn new(terminal: Terminal) -> Screen {
-        let seen = Arc::new((Mutex::new((Vec::new(), false)), Condvar::new()));
+        let seen: Seen = Arc::new((Mutex::new((Vec::new(), false)), Condvar::new()));
         let mut reader = terminal.try_clone().unwrap();
         let sink = seen.clone();
         std::thread::spawn(move || {
