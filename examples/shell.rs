@@ -80,10 +80,10 @@ fn run() -> Res<i32> {
                     "\r\ndetached: container {} runs on until this program ends",
                     c.name().unwrap_or(&c.id()[..12])
                 );
-                let status = c.wait()?;
+                let ended = wait_or_signal(&mut c)?;
                 drop(terminal);
                 c.close()?;
-                return Ok(code_of(status));
+                return Ok(ended);
             }
             Attached::Signal(sig) => {
                 drop(terminal);
@@ -95,6 +95,33 @@ fn run() -> Res<i32> {
     };
     c.close()?;
     Ok(code_of(status))
+}
+
+/// Wait for the container's end, or for SIGTERM, SIGINT or SIGHUP to this program: the exit
+/// code to leave with.
+fn wait_or_signal(c: &mut Container) -> Res<i32> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(sig);
+    }
+    // This program's only other thread, the launcher's, blocks every signal: blocked here, they
+    // wait to be taken below.
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    let poll = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    };
+    loop {
+        if let Some(status) = c.wait_timeout(std::time::Duration::ZERO)? {
+            return Ok(code_of(status));
+        }
+        // SAFETY: `set` and `poll` are valid for the call; no siginfo is asked for.
+        let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &poll) };
+        if sig > 0 {
+            return Ok(128 + sig);
+        }
+    }
 }
 
 /// The exit code a shell would give for `status`.
