@@ -30,6 +30,8 @@ use molde::layerfs::{Digest, Format, OverlayXattr};
 mod build;
 #[path = "peers/start.rs"]
 mod start;
+#[path = "peers/tty.rs"]
+mod tty;
 
 /// Files in the apply fixture layer.
 const FILES: usize = 20_000;
@@ -85,6 +87,7 @@ fn main() {
         // fresh ext4 made for this run (see FreshExt4).
         let disk = FreshExt4::new();
         figures.extend(start::figures(&disk.path(), pairs, &wanted));
+        figures.extend(tty::figures(&disk.path(), pairs, &wanted));
     }
     figures.extend(build::figures(&fixtures, pairs, &wanted));
     for f in &figures {
