@@ -156,24 +156,53 @@ fn an_interactive_shell_its_size_its_jobs_and_the_host_terminal_as_it_was() {
 }
 
 #[test]
-fn a_sigterm_to_the_example_restores_the_host_terminal_and_removes_the_container() {
+fn a_sigterm_or_sigint_to_the_example_restores_the_host_terminal_and_removes_the_container() {
+    if !ready() {
+        return;
+    }
+    use nix::sys::signal::Signal;
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        let work = tempfile::tempdir().unwrap();
+        let mut s = host_shell(work.path(), &script(""));
+        s.expect("molde:/# ").unwrap();
+        s.send("sleep 300\r").unwrap();
+        s.expect("sleep 300\r\n").unwrap();
+        let pid = example_pid(s.get_process().pid().as_raw() as u32);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+        s.expect(format!("EXIT={}", 128 + sig as i32).as_str())
+            .unwrap();
+        s.expect("DONE").unwrap();
+        same_modes(work.path());
+        no_container_left(work.path());
+    }
+}
+
+/// Without a terminal on stdin the example falls back to pipes: the shell reads the input.
+#[test]
+fn without_a_terminal_the_example_runs_the_shell_on_pipes() {
     if !ready() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let mut s = host_shell(work.path(), &script(""));
-    s.expect("molde:/# ").unwrap();
-    s.send("sleep 300\r").unwrap();
-    s.expect("sleep 300\r\n").unwrap();
-    let pid = example_pid(s.get_process().pid().as_raw() as u32);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    s.expect("EXIT=143").unwrap();
-    s.expect("DONE").unwrap();
-    same_modes(work.path());
+    let mut child = Command::new(example())
+        .env("MOLDE_STORE", work.path().join("store"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"tty || echo no-tty; echo piped; exit 4\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "not a tty\nno-tty\npiped\n"
+    );
     no_container_left(work.path());
 }
 

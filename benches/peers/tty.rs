@@ -70,8 +70,7 @@ pub fn figures(fixtures: &Path, pairs: usize, wanted: &dyn Fn(&str) -> bool) -> 
         molde_cmd: "Container::builder(&store, &image).command(\"/bin/echo\").arg(\"x\").tty(true)\
                     .start(); take_terminal().read_exact(1 byte)"
             .into(),
-        peer_cmd: "the same with .stdout(Stdio::piped()).spawn(), 1 byte read from the pipe"
-            .into(),
+        peer_cmd: "the same with .stdout(Stdio::piped()).spawn(), 1 byte read from the pipe".into(),
         note: "image from host binaries (/bin/echo); store and writable layer on a fresh ext4; \
                timed to the first byte read, the wait and removal after"
             .into(),

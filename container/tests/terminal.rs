@@ -338,3 +338,56 @@ fn five_interactive_shells_of_one_image_at_once_each_see_only_their_own_writes()
     }
     assert!(Container::list(&store).unwrap().is_empty());
 }
+
+const ATTACH_ENV: &str = "MOLDE_TEST_ATTACH_PIPES";
+
+/// `attach` with pipes for this program's stdin and stdout (no terminal on the host): the
+/// streams are copied, the end of stdin is the terminal's end-of-file, and the container's end
+/// ends the attach. Run in a child process of the test (its stdin and stdout are pipes).
+#[test]
+fn attach_without_a_host_terminal_copies_the_streams() {
+    if std::env::var_os(ATTACH_ENV).is_some() {
+        let Some((_dir, store, image)) = setup() else {
+            return;
+        };
+        let mut c = Container::builder(&store, &image)
+            .command("/bin/sh")
+            .env("PS1", "")
+            .tty(true)
+            .start()
+            .unwrap();
+        let terminal = c.take_terminal().unwrap();
+        let ended = molde_container::attach::attach(&terminal).unwrap();
+        let status = c.wait().unwrap();
+        eprintln!("ATTACH {ended:?} {status}");
+        return;
+    }
+    if setup().is_none() {
+        return;
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "attach_without_a_host_terminal_copies_the_streams",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ATTACH_ENV, "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo fr''om-pipe $((6*7))\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("from-pipe 42\r\n"), "{stdout}");
+    assert!(stderr.contains("ATTACH Ended exited (0)"), "{stderr}");
+}
