@@ -391,3 +391,97 @@ fn attach_without_a_host_terminal_copies_the_streams() {
     assert!(stdout.contains("from-pipe 42\r\n"), "{stdout}");
     assert!(stderr.contains("ATTACH Ended exited (0)"), "{stderr}");
 }
+
+const ROOTLESS_ENV: &str = "MOLDE_TEST_TERMINAL_ROOTLESS";
+
+/// Terminals as an unprivileged user: this test binary, copied where `nobody` can run it,
+/// re-runs its helper as uid/gid 65534 (setpriv): the container is in a user namespace of its
+/// own, its devpts too; `exec -t` joins it.
+#[test]
+fn rootless_terminals_as_nobody() {
+    use std::os::unix::fs::PermissionsExt;
+    if !common::require(common::have_tool("setpriv"), "needs setpriv(1)") || setup().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let exe = tmp.path().join("terminal");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    let output = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&exe)
+        .args([
+            "rootless_terminals_helper",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROOTLESS_ENV, tmp.path())
+        .env("TMPDIR", tmp.path())
+        .env_remove("MOLDE_REQUIRE_ALL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "helper failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("rootless terminals: checked"),
+        "{stdout}\n{stderr}"
+    );
+}
+
+/// Runs as `nobody` for [`rootless_terminals_as_nobody`].
+#[test]
+#[ignore = "helper: run as nobody by rootless_terminals_as_nobody"]
+fn rootless_terminals_helper() {
+    let work = std::env::var_os(ROOTLESS_ENV)
+        .map(std::path::PathBuf::from)
+        .expect("a helper: started by rootless_terminals_as_nobody");
+    assert!(!common::privileged(), "must run unprivileged");
+    let store = Store::open(work.join("store")).unwrap();
+    let image = common::busybox::image(&store).unwrap();
+    let (mut c, mut t) = shell(&store, &image, 33, 99);
+    t.send("tty; stty size; stat -c '%u' $(tty); cat /proc/self/uid_map; echo do''ne\r");
+    let out = t.expect("done\r\n");
+    assert!(out.contains("\r\n/dev/pts/0\r\n33 99\r\n0\r\n"), "{out:?}");
+    assert!(
+        out.contains(" 65534 "),
+        "a user namespace mapping nobody: {out:?}"
+    );
+    let mut child = c.exec("sh").env("PS1", "# ").tty(true).spawn().unwrap();
+    let mut e = Screen::new(child.terminal.take().unwrap());
+    e.expect("# ");
+    e.send("tty; ls -1 /dev/pts; exit 2\r");
+    let out = String::from_utf8_lossy(&{
+        e.expect_end();
+        let (lock, _) = &*e.seen;
+        lock.lock().unwrap().0.clone()
+    })
+    .into_owned();
+    assert!(
+        out.contains("\r\n/dev/pts/1\r\n0\r\n1\r\nptmx\r\n"),
+        "{out:?}"
+    );
+    assert_eq!(
+        child.wait().unwrap(),
+        Status::Exited {
+            code: Some(2),
+            signal: None
+        }
+    );
+    t.send("exit\r");
+    t.expect_end();
+    c.wait().unwrap();
+    c.close().unwrap();
+    eprintln!("rootless terminals: checked");
+}
