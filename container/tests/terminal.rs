@@ -485,3 +485,44 @@ fn rootless_terminals_helper() {
     c.close().unwrap();
     eprintln!("rootless terminals: checked");
 }
+
+/// `output()` of a run on a terminal collects what the terminal shows (stdout and stderr,
+/// `\r\n` line ends), and does not hang on more than a terminal buffers.
+#[test]
+fn output_of_a_run_on_a_terminal_is_what_the_terminal_shows() {
+    let Some((_dir, store, image)) = setup() else {
+        return;
+    };
+    let out = Container::builder(&store, &image)
+        .command("/bin/sh")
+        .args([
+            "-c",
+            "echo out; echo err >&2; [ -t 1 ] && echo tty; seq 1 20000 | tail -n 1",
+        ])
+        .tty(true)
+        .output()
+        .unwrap();
+    assert!(out.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "out\r\nerr\r\ntty\r\n20000\r\n"
+    );
+    let mut c = Container::builder(&store, &image)
+        .command("/bin/sleep")
+        .arg("60")
+        .start()
+        .unwrap();
+    let big = c
+        .exec("/bin/sh")
+        .args(["-c", "seq 1 30000; [ -t 0 ] && echo tty-in"])
+        .tty(true)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&big.stdout);
+    assert!(
+        text.ends_with("29999\r\n30000\r\ntty-in\r\n"),
+        "{}",
+        &text[text.len() - 40..]
+    );
+    c.kill().unwrap();
+}

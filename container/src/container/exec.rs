@@ -213,13 +213,15 @@ impl ExecBuilder<'_> {
         })
     }
 
-    /// Run the process to its end and collect its output.
+    /// Run the process to its end and collect its output (on a terminal, what it shows is
+    /// `stdout`).
     pub fn output(mut self) -> Result<Output, ContainerError> {
         self.stdin.get_or_insert_with(Stdio::null);
         self.stdout.get_or_insert_with(Stdio::piped);
         self.stderr.get_or_insert_with(Stdio::piped);
         let mut child = self.spawn()?;
-        let (out, err) = super::child::collect(child.stdout.take(), child.stderr.take());
+        let stdout = super::child::output_reader(child.terminal.take(), child.stdout.take());
+        let (out, err) = super::child::collect(stdout, child.stderr.take());
         let status = child.wait()?;
         let perr = child.perr("reading output");
         Ok(Output {
