@@ -12,7 +12,8 @@ use super::error::{LaunchError, Stage};
 use super::pidfd;
 use super::prepare::{self, io_errno};
 use super::process::Process;
-use super::spawn::{clone_child, conclude, next_report, report_error, with_terminal};
+use super::report::{conclude, next_report, report_error, with_terminal};
+use super::spawn::clone_child;
 use super::spec::ExecSpec;
 
 /// Namespaces to join, by the name of their `/proc/<pid>/ns` file.

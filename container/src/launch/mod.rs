@@ -37,6 +37,7 @@ mod netns;
 pub(crate) mod pidfd;
 mod prepare;
 mod process;
+mod report;
 mod spawn;
 mod spec;
 mod sys;
