@@ -28,6 +28,8 @@ use molde::layerfs::{Digest, Format, OverlayXattr};
 
 #[path = "peers/build.rs"]
 mod build;
+#[path = "peers/dockerfile.rs"]
+mod dockerfile;
 #[path = "peers/start.rs"]
 mod start;
 #[path = "peers/tty.rs"]
@@ -90,6 +92,7 @@ fn main() {
         figures.extend(tty::figures(&disk.path(), pairs, &wanted));
     }
     figures.extend(build::figures(&fixtures, pairs, &wanted));
+    figures.extend(dockerfile::figures(&fixtures, pairs, &wanted));
     for f in &figures {
         println!("{}", f.line());
     }
@@ -152,6 +155,7 @@ fn diff_options() -> DiffOptions {
     DiffOptions {
         mtime_clamp: None,
         xattr: OverlayXattr::Trusted,
+        owners: None,
     }
 }
 

@@ -5,7 +5,10 @@
 //! This facade re-exports the workspace's crates:
 //! - [`layerfs`]: layers as filesystems (apply, diff, union views, union mounts);
 //! - [`image`]: the content store, images and layers;
-//! - [`container`]: containers and their lifecycle.
+//! - [`container`]: containers and their lifecycle;
+//! - [`registry`] (cargo feature `registry`, on by default): pull from and push to OCI
+//!   registries, as `docker pull` / `docker push` do. Without the feature no HTTP stack is
+//!   compiled.
 //!
 //! `use molde::prelude::*;` brings the everyday types into scope.
 //!
@@ -16,8 +19,13 @@
 pub use molde_container as container;
 pub use molde_image as image;
 pub use molde_layerfs as layerfs;
+#[cfg(feature = "registry")]
+pub use molde_registry as registry;
 
 use std::path::PathBuf;
+
+mod probe;
+pub use probe::{Probe, Support, probe};
 
 /// Open (or create) the store at `root` and clear the stale container state a killed process
 /// left in it: a container recorded `running` whose process and owner are gone is marked

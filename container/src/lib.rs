@@ -25,6 +25,7 @@ pub mod error;
 pub mod launch;
 pub mod record;
 pub mod rlimit;
+pub mod seccomp;
 pub mod volume;
 
 pub use build::{Build, BuildError, BuildReport};
@@ -34,4 +35,5 @@ pub use container::{ContainerBuilder, Stdio};
 pub use error::ContainerError;
 pub use launch::{ExitStatus, Network, Terminal, WindowSize};
 pub use molde_image as image;
+pub use seccomp::{Seccomp, SeccompError};
 pub use volume::{Volume, VolumeError};

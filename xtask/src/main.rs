@@ -24,6 +24,14 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("umoci", "umoci"),
     ("busybox", "busybox-static"),
     ("skopeo", "skopeo"),
+    ("buildah", "buildah"),
+    ("docker-registry", "docker-registry"),
+    ("htpasswd", "apache2-utils"),
+    ("openssl", "openssl"),
+    // The seccomp escape helper (container/tests/seccomp.rs), linked static.
+    ("gcc", "gcc"),
+    ("gcc", "libc6-dev"),
+    ("newuidmap", "uidmap"),
 ];
 
 /// Debian packages the benchmarks compare against.
@@ -38,6 +46,7 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("bwrap", "bubblewrap"),
     ("crun", "crun"),
     ("runc", "runc"),
+    ("buildah", "buildah"),
 ];
 
 fn main() -> ExitCode {
@@ -45,12 +54,14 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("test-unprivileged") => unprivileged::run_tests(),
         Some("install") => install(TEST_PACKAGES).and_then(|()| install(BENCH_PACKAGES)),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  test   install the peer tools, then fmt, clippy, every test (MOLDE_REQUIRE_ALL=1), fuzz, tour\n  \
+                 test-unprivileged  only the second pass of test: every test binary as molde-rootless\n  \
                  bench  install the peers, run the benchmark suite, write docs/benchmarks.md\n  \
                  install  only install the Debian packages tests and benchmarks use"
             );
@@ -65,6 +76,8 @@ fn main() -> ExitCode {
         }
     }
 }
+
+mod unprivileged;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -169,7 +182,24 @@ fn test(args: &[String]) -> Result<(), String> {
             .env("MOLDE_REQUIRE_ALL", "1")
             .env("RUST_BACKTRACE", "1"),
     )?;
+    if nix_is_root() {
+        unprivileged::run_tests()?;
+    }
     if !quick {
+        // The launcher's and the lifecycle's tests again with every core busy: races that an
+        // idle machine hides (a timeout reported as a plain kill) show here, not in users'
+        // pipelines.
+        let hogs = Hogs::start();
+        let loaded = run(
+            "container tests under load (a CPU hog per core)",
+            cargo()
+                .args(["test", "-p", "molde-container", "--no-fail-fast"])
+                .args(LOADED_TESTS.iter().flat_map(|t| ["--test", t]))
+                .env("MOLDE_REQUIRE_ALL", "1")
+                .env("RUST_BACKTRACE", "1"),
+        );
+        drop(hogs);
+        loaded?;
         // A longer, bounded fuzz pass over layer apply: random and mutated tars.
         run(
             "fuzz (apply, bounded)",
@@ -210,6 +240,57 @@ fn test(args: &[String]) -> Result<(), String> {
     }
     eprintln!("\nall checks passed");
     Ok(())
+}
+
+/// The container test files run a second time under load by `cargo xtask test`.
+const LOADED_TESTS: &[&str] = &[
+    "launch",
+    "lifecycle",
+    "security",
+    "capabilities",
+    "seccomp",
+    "namespaces_ahead",
+    "forked",
+    "cgroup",
+];
+
+/// Busy loops, one per core, each a shell that ends by itself after 30 minutes (should this
+/// process die first) and is killed by its pid when dropped.
+struct Hogs(Vec<std::process::Child>);
+
+impl Hogs {
+    fn start() -> Hogs {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let script = "end=$(( $(date +%s) + 1800 )); while [ $(date +%s) -lt $end ]; do \
+                      i=0; while [ $i -lt 100000 ]; do i=$((i + 1)); done; done";
+        let hogs = (0..cores)
+            .filter_map(|_| {
+                Command::new("sh")
+                    .args(["-c", script])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .map_err(|e| eprintln!("xtask: a CPU hog did not start: {e}"))
+                    .ok()
+            })
+            .collect::<Vec<_>>();
+        eprintln!(
+            "\n==> {} CPU hogs: {:?}",
+            hogs.len(),
+            hogs.iter().map(|h| h.id()).collect::<Vec<_>>()
+        );
+        Hogs(hogs)
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for hog in &mut self.0 {
+            let _ = hog.kill();
+            let _ = hog.wait();
+        }
+    }
 }
 
 /// Run the tour again as an unprivileged user (nobody), as a rootless user would: it must enter

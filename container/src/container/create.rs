@@ -136,6 +136,9 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
             .stop_signal
             .unwrap_or_else(|| parse_signal(image.stop_signal())),
         timeout_ms: b.timeout.map(|d| d.as_millis() as u64),
+        ambient_capabilities: b.ambient_capabilities.clone(),
+        no_new_privileges: b.no_new_privileges,
+        seccomp: b.seccomp.clone(),
         tty: b.tty,
     };
 
@@ -240,7 +243,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         process: None,
         cgroup: None,
         owner: None,
-        deadline: None,
+        timeout: None,
         remove_on_drop: true,
         removed: false,
     })

@@ -14,9 +14,9 @@ pub(crate) mod remove;
 pub(crate) mod remove_volume;
 pub(crate) mod start;
 pub(crate) mod stop;
+pub(crate) mod timeout;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use molde_image::lock::FileLock;
 use molde_image::{Image, Store};
@@ -130,7 +130,7 @@ pub struct Container {
     pub(crate) process: Option<Process>,
     pub(crate) cgroup: Option<crate::cgroup::Cgroup>,
     pub(crate) owner: Option<FileLock>,
-    pub(crate) deadline: Option<Instant>,
+    pub(crate) timeout: Option<timeout::RunTimeout>,
     pub(crate) remove_on_drop: bool,
     pub(crate) removed: bool,
 }
@@ -183,7 +183,7 @@ impl Container {
             process: None,
             cgroup: None,
             owner: None,
-            deadline: None,
+            timeout: None,
             remove_on_drop: false,
             removed: false,
         })

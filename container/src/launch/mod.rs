@@ -42,6 +42,7 @@ mod spawn;
 mod spec;
 mod sys;
 mod terminal;
+mod thread_caps;
 
 pub use error::{LaunchError, Stage};
 pub use exec::exec;

@@ -454,6 +454,9 @@ pub(crate) mod tests {
                 init: true,
                 stop_signal: 15,
                 timeout_ms: None,
+                ambient_capabilities: vec![crate::launch::Capability::CAP_NET_BIND_SERVICE],
+                no_new_privileges: false,
+                seccomp: crate::seccomp::Seccomp::Unconfined,
                 tty: true,
             },
         }

@@ -75,7 +75,24 @@ pub struct RunConfig {
     pub stop_signal: i32,
     /// The wall-clock timeout of a run, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Capabilities raised as ambient, asked for by name (a non-root user holds no others).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ambient_capabilities: Vec<crate::launch::Capability>,
+    /// Set `PR_SET_NO_NEW_PRIVS` (absent in older records: set).
+    #[serde(default = "yes")]
+    pub no_new_privileges: bool,
+    /// The system call filter (absent in older records: the default profile).
+    #[serde(default, skip_serializing_if = "is_default_seccomp")]
+    pub seccomp: crate::seccomp::Seccomp,
     /// Its process runs on a terminal of its own (`docker run -t`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tty: bool,
+}
+
+fn is_default_seccomp(s: &crate::seccomp::Seccomp) -> bool {
+    *s == crate::seccomp::Seccomp::Default
+}
+
+fn yes() -> bool {
+    true
 }
