@@ -38,6 +38,8 @@ mod regcommon;
 mod registry;
 #[path = "peers/start.rs"]
 mod start;
+#[path = "peers/tty.rs"]
+mod tty;
 
 /// Files in the apply fixture layer.
 const FILES: usize = 20_000;
@@ -99,6 +101,7 @@ fn main() {
         // fresh ext4 made for this run (see FreshExt4).
         let disk = FreshExt4::new();
         figures.extend(start::figures(&disk.path(), pairs, &wanted));
+        figures.extend(tty::figures(&disk.path(), pairs, &wanted));
     }
     figures.extend(build::figures(&fixtures, pairs, &wanted));
     figures.extend(dockerfile::figures(&fixtures, pairs, &wanted));

@@ -69,8 +69,26 @@ pub enum ContainerError {
     /// No container matches the id or prefix.
     #[error("no container {0:?} in the store")]
     NotFound(String),
+    /// The name given to a new container is not a valid name.
+    #[error(transparent)]
+    Name(#[from] crate::record::names::NameError),
+    /// The name given to a new container is already taken (Docker: "Conflict. The container
+    /// name is already in use").
+    #[error(
+        "conflict: the container name {name:?} is already in use by container {holder}; \
+         remove that container or choose another name"
+    )]
+    NameInUse {
+        /// The name.
+        name: String,
+        /// The id of the container that holds it.
+        holder: String,
+    },
     /// A prefix matches several containers.
-    #[error("container id prefix {prefix:?} is ambiguous: {candidates:?}")]
+    #[error(
+        "container id prefix {prefix:?} is ambiguous: it matches {candidates:?}; give more \
+         digits of the id, or the container's name"
+    )]
     Ambiguous {
         /// The prefix.
         prefix: String,

@@ -9,11 +9,14 @@
 //! - A [`Container`] goes created -> running -> exited -> (restarted) -> removed; its record
 //!   persists in the store, so another process can [`Container::list`] and
 //!   [`Container::open`] it.
+//! - [`ContainerBuilder::tty`] gives the process a terminal; [`attach::attach`] joins it to
+//!   this program's own (`docker run -it`).
 //! - [`Container::diff`], [`Container::commit`], [`Container::copy_in`],
 //!   [`Container::copy_out`] and [`Container::view`] work on its writable layer.
 
 #![deny(missing_docs)]
 
+pub mod attach;
 pub mod build;
 pub mod cgroup;
 pub mod config;
@@ -31,7 +34,7 @@ pub use container::list::recover;
 pub use container::{Child, Container, ContainerSummary, ExecBuilder, ExecChild, Output, Status};
 pub use container::{ContainerBuilder, Stdio};
 pub use error::ContainerError;
-pub use launch::{ExitStatus, Network};
+pub use launch::{ExitStatus, Network, Terminal, WindowSize};
 pub use logs::{LogConfig, LogFollower, LogLine, Stream};
 pub use molde_image as image;
 pub use seccomp::{Seccomp, SeccompError};

@@ -114,6 +114,9 @@ pub struct ContainerBuilder {
     pub(crate) no_new_privileges: bool,
     pub(crate) seccomp: crate::seccomp::Seccomp,
     pub(crate) logs: Option<crate::logs::LogConfig>,
+    pub(crate) name: Option<String>,
+    pub(crate) tty: bool,
+    pub(crate) terminal_size: crate::launch::WindowSize,
 }
 
 impl ContainerBuilder {
@@ -149,6 +152,9 @@ impl ContainerBuilder {
             no_new_privileges: true,
             seccomp: crate::seccomp::Seccomp::Default,
             logs: None,
+            name: None,
+            tty: false,
+            terminal_size: crate::launch::WindowSize::default(),
         }
     }
 
@@ -275,6 +281,32 @@ impl ContainerBuilder {
     /// its thread panics prints its last log lines.
     pub fn logs(mut self, config: crate::logs::LogConfig) -> Self {
         self.logs = Some(config);
+        self
+    }
+    /// Name the container (`docker run --name`): unique in the store, kept until the
+    /// container is removed, accepted by [`Container::open`]. Docker's rule applies
+    /// (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`); a name another container holds fails the create with
+    /// [`ContainerError::NameInUse`].
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    /// Run the process on a terminal of its own (Docker's `-it`): a pseudo-terminal of the
+    /// container's own devpts is its stdin, stdout and stderr (the `stdin`, `stdout` and
+    /// `stderr` settings are then unused) and its controlling terminal, in a session of its
+    /// own, so a shell has job control; `/dev/console` is bound to it. The host's end is
+    /// [`Container::take_terminal`] (or [`Child::terminal`](super::Child::terminal)): read
+    /// what the process writes, write its input, [`resize`](crate::launch::Terminal::resize)
+    /// it; [`attach`](crate::attach) joins it to this program's own terminal. Kept in the
+    /// record: every start gets a new terminal.
+    pub fn tty(mut self, yes: bool) -> Self {
+        self.tty = yes;
+        self
+    }
+    /// The terminal's window size at start (default 24 rows, 80 columns), with
+    /// [`ContainerBuilder::tty`].
+    pub fn terminal_size(mut self, rows: u16, cols: u16) -> Self {
+        self.terminal_size = crate::launch::WindowSize { rows, cols };
         self
     }
     /// The container's hostname.

@@ -36,6 +36,8 @@ pub struct Child {
     pub stdout: Option<ChildStdout>,
     /// The container's stderr, when piped.
     pub stderr: Option<ChildStderr>,
+    /// The host's end of the container's terminal ([`crate::ContainerBuilder::tty`]).
+    pub terminal: Option<crate::launch::Terminal>,
     container: Container,
 }
 
@@ -53,6 +55,7 @@ impl Child {
             stdin: p.take_stdin(),
             stdout: p.take_stdout(),
             stderr: p.take_stderr(),
+            terminal: p.take_terminal(),
             container,
         })
     }
@@ -102,9 +105,11 @@ impl Child {
     }
 
     /// Wait for the end while collecting piped stdout and stderr, then remove the container.
+    /// On a terminal ([`crate::ContainerBuilder::tty`]) what it shows is `stdout` (the
+    /// program's stdout and stderr both, lines ending in `\r\n`).
     pub fn wait_with_output(mut self) -> Result<Output, ContainerError> {
         drop(self.stdin.take());
-        let stdout = self.stdout.take();
+        let stdout = output_reader(self.terminal.take(), self.stdout.take());
         let stderr = self.stderr.take();
         let id = self.container.id.clone();
         // Read while waiting: the wait enforces the timeout (killing the container closes
@@ -135,6 +140,17 @@ impl Child {
     }
 }
 
+/// What a run's `stdout` is read from: its terminal if it has one, else its piped stdout.
+pub(crate) fn output_reader(
+    terminal: Option<crate::launch::Terminal>,
+    stdout: Option<ChildStdout>,
+) -> Option<Box<dyn Read + Send>> {
+    match terminal {
+        Some(t) => Some(Box::new(t)),
+        None => stdout.map(|s| Box::new(s) as Box<dyn Read + Send>),
+    }
+}
+
 fn read_all(r: Option<impl Read>) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     if let Some(mut r) = r {
@@ -145,7 +161,7 @@ fn read_all(r: Option<impl Read>) -> std::io::Result<Vec<u8>> {
 
 /// Read piped stdout and stderr to their ends, both at once.
 pub(crate) fn collect(
-    stdout: Option<ChildStdout>,
+    stdout: Option<impl Read + Send>,
     stderr: Option<ChildStderr>,
 ) -> (std::io::Result<Vec<u8>>, std::io::Result<Vec<u8>>) {
     std::thread::scope(|s| {

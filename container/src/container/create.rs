@@ -12,7 +12,9 @@ use super::{Container, list};
 use crate::config;
 use crate::error::{ContainerError, io_err};
 use crate::launch::Network;
-use crate::record::{self, ContainerPaths, LayerStorage, MountRecord, Record, RunConfig, State};
+use crate::record::{
+    self, ContainerPaths, LayerStorage, MountRecord, Record, RunConfig, State, names,
+};
 use crate::volume::Volume;
 
 /// The signal number an image's `StopSignal` names (`SIGTERM`, `TERM`, `15`); SIGTERM when
@@ -56,6 +58,9 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
     let store = b.store.clone();
     let image = b.image.clone();
     let xattr = OverlayXattr::for_current_process();
+    if let Some(name) = &b.name {
+        names::check_name(name)?;
+    }
     // Everything that can be checked is checked before anything is made.
     // A deep image's containers mount its flattened stack: one lower directory. Where it
     // cannot be made (a hard link refused: EMLINK on a much-shared inode, EXDEV across
@@ -135,6 +140,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         no_new_privileges: b.no_new_privileges,
         seccomp: b.seccomp.clone(),
         logs: b.logs,
+        tty: b.tty,
     };
 
     let limits = crate::cgroup::Limits {
@@ -158,6 +164,16 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
     // Held through the creation: a concurrent list leaves a half-made container alone.
     let guard = record::lock(&paths)?;
     let made = (|| -> Result<_, ContainerError> {
+        // Claimed first (under the store's name lock): a taken name fails before anything
+        // else is made.
+        if let Some(name) = &b.name
+            && let Err(holder) = names::claim(&store, name, &id)?
+        {
+            return Err(ContainerError::NameInUse {
+                name: name.clone(),
+                holder,
+            });
+        }
         store.hold(&image, &record::hold_name(&id))?;
         let snap_dir = paths.snapshot();
         if b.storage == LayerStorage::Tmpfs {
@@ -179,6 +195,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         let snapshot = backend.prepare(&lowers, &snap_dir)?;
         let record = Record {
             id: id.clone(),
+            name: b.name.clone(),
             image: image.manifest_digest().to_string(),
             image_id: image.id().to_string(),
             created: molde_image::builder::now_rfc3339(),
@@ -204,6 +221,9 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         Ok(m) => m,
         Err(e) => {
             list::discard(&store, &paths, &id);
+            if let Some(name) = &b.name {
+                let _ = names::release(&store, name, &id);
+            }
             return Err(e);
         }
     };
@@ -220,6 +240,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         stdin: b.stdin,
         stdout: b.stdout,
         stderr: b.stderr,
+        terminal_size: b.terminal_size,
         process: None,
         cgroup: None,
         owner: None,

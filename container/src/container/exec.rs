@@ -25,6 +25,7 @@ pub struct ExecBuilder<'a> {
     stdin: Option<Stdio>,
     stdout: Option<Stdio>,
     stderr: Option<Stdio>,
+    terminal: Option<launch::WindowSize>,
 }
 
 /// A process exec'd into a running container. Dropping it kills the process.
@@ -36,6 +37,8 @@ pub struct ExecChild {
     pub stdout: Option<ChildStdout>,
     /// Its stderr, when piped.
     pub stderr: Option<ChildStderr>,
+    /// The host's end of its terminal ([`ExecBuilder::tty`]).
+    pub terminal: Option<launch::Terminal>,
     id: String,
     process: Process,
 }
@@ -60,6 +63,7 @@ impl Container {
             stdin: None,
             stdout: None,
             stderr: None,
+            terminal: None,
         }
     }
 }
@@ -138,6 +142,19 @@ impl ExecBuilder<'_> {
         self
     }
 
+    /// Run it on a terminal of its own (`docker exec -it`), of 24 rows and 80 columns unless
+    /// [`ExecBuilder::terminal_size`] says otherwise: the container's devpts gives it, as
+    /// [`crate::ContainerBuilder::tty`] describes; the host's end is [`ExecChild::terminal`].
+    pub fn tty(mut self, yes: bool) -> Self {
+        self.terminal = yes.then(|| self.terminal.unwrap_or_default());
+        self
+    }
+    /// The terminal's window size at start (implies [`ExecBuilder::tty`]).
+    pub fn terminal_size(mut self, rows: u16, cols: u16) -> Self {
+        self.terminal = Some(launch::WindowSize { rows, cols });
+        self
+    }
+
     /// Start the process.
     pub fn spawn(self) -> Result<ExecChild, ContainerError> {
         let c = self.container;
@@ -187,23 +204,27 @@ impl ExecBuilder<'_> {
         spec.stdin = dup(&self.stdin)?;
         spec.stdout = dup(&self.stdout)?;
         spec.stderr = dup(&self.stderr)?;
+        spec.terminal = self.terminal;
         let mut process = launch::exec(pid, &spec)?;
         Ok(ExecChild {
             stdin: process.take_stdin(),
             stdout: process.take_stdout(),
             stderr: process.take_stderr(),
+            terminal: process.take_terminal(),
             id,
             process,
         })
     }
 
-    /// Run the process to its end and collect its output.
+    /// Run the process to its end and collect its output (on a terminal, what it shows is
+    /// `stdout`).
     pub fn output(mut self) -> Result<Output, ContainerError> {
         self.stdin.get_or_insert_with(Stdio::null);
         self.stdout.get_or_insert_with(Stdio::piped);
         self.stderr.get_or_insert_with(Stdio::piped);
         let mut child = self.spawn()?;
-        let (out, err) = super::child::collect(child.stdout.take(), child.stderr.take());
+        let stdout = super::child::output_reader(child.terminal.take(), child.stdout.take());
+        let (out, err) = super::child::collect(stdout, child.stderr.take());
         let status = child.wait()?;
         let perr = child.perr("reading output");
         Ok(Output {

@@ -17,6 +17,8 @@ use crate::record::{self, ContainerPaths, MountRecord, Record, State, containers
 pub struct ContainerSummary {
     /// The container id.
     pub id: String,
+    /// Its name, if it was given one.
+    pub name: Option<String>,
     /// The image's manifest digest.
     pub image: String,
     /// The image id (config digest).
@@ -57,11 +59,15 @@ fn ids(store: &Store) -> Result<Vec<String>, ContainerError> {
     Ok(out)
 }
 
-/// The full id of the container named by `id` or a unique prefix (at least 4 digits).
+/// The full id of the container `id` names: a full id, a name, or a unique prefix of an id
+/// (at least 4 digits), in that order (Docker's).
 pub(crate) fn find(store: &Store, id: &str) -> Result<String, ContainerError> {
     let all = ids(store)?;
     if all.iter().any(|i| i == id) {
         return Ok(id.to_owned());
+    }
+    if let Some(found) = record::names::lookup(store, id)? {
+        return Ok(found);
     }
     if id.len() < 4 {
         return Err(ContainerError::NotFound(id.to_owned()));
@@ -176,6 +182,7 @@ pub(crate) fn list_all(
         }
         out.push(ContainerSummary {
             id: r.id.clone(),
+            name: r.name.clone(),
             image: r.image.clone(),
             image_id: r.image_id.clone(),
             status,
@@ -196,6 +203,13 @@ pub(crate) fn list_all(
     }
     out.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
     restore_holds(store, &out, &ids);
+    let named: Vec<(String, String)> = out
+        .iter()
+        .filter_map(|c| Some((c.id.clone(), c.name.clone()?)))
+        .collect();
+    if let Err(e) = record::names::repair(store, &named) {
+        tracing::warn!("repairing the container names: {e}");
+    }
     Ok((out, skipped))
 }
 

@@ -126,6 +126,8 @@ pub struct Container {
     pub(crate) stdin: Option<Stdio>,
     pub(crate) stdout: Option<Stdio>,
     pub(crate) stderr: Option<Stdio>,
+    /// The window size of the terminal a start makes (with `tty`).
+    pub(crate) terminal_size: crate::launch::WindowSize,
     pub(crate) process: Option<Process>,
     pub(crate) cgroup: Option<crate::cgroup::Cgroup>,
     pub(crate) owner: Option<FileLock>,
@@ -152,10 +154,13 @@ impl Container {
         ContainerBuilder::new(store, image)
     }
 
-    /// Open the container `id` (or a unique prefix of it, at least 4 digits) of `store`, made
-    /// by this or another process. A stale record (its owner died) is marked exited first.
-    pub fn open(store: &Store, id: &str) -> Result<Container, ContainerError> {
-        let id = list::find(store, id)?;
+    /// Open a container of `store`, made by this or another process, as `docker stop x`
+    /// finds it: `x` is its full id, its [name](ContainerBuilder::name), or a unique prefix of
+    /// its id (at least 4 digits), in that order. A prefix several ids start with is
+    /// [`ContainerError::Ambiguous`], listing them. A stale record (its owner died) is marked
+    /// exited first.
+    pub fn open(store: &Store, x: &str) -> Result<Container, ContainerError> {
+        let id = list::find(store, x)?;
         let paths = ContainerPaths::new(store, &id);
         list::refresh(store, &paths)?;
         let record = Record::read(&paths)?;
@@ -177,6 +182,7 @@ impl Container {
             stdin: Some(Stdio::null()),
             stdout: Some(Stdio::null()),
             stderr: Some(Stdio::null()),
+            terminal_size: crate::launch::WindowSize::default(),
             process: None,
             cgroup: None,
             owner: None,
@@ -208,6 +214,27 @@ impl Container {
     /// The store it belongs to.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Its name, if it was given one ([`ContainerBuilder::name`]).
+    pub fn name(&self) -> Option<&str> {
+        self.record.name.as_deref()
+    }
+
+    /// The host's end of the terminal of the process this handle started, once per start
+    /// (made with [`ContainerBuilder::tty`]).
+    pub fn take_terminal(&mut self) -> Option<crate::launch::Terminal> {
+        self.process.as_mut()?.take_terminal()
+    }
+
+    /// Whether its process runs on a terminal ([`ContainerBuilder::tty`]).
+    pub fn tty(&self) -> bool {
+        self.record.run.tty
+    }
+
+    /// The window size of the terminal the next start makes (24 x 80 unless set).
+    pub fn set_terminal_size(&mut self, rows: u16, cols: u16) {
+        self.terminal_size = crate::launch::WindowSize { rows, cols };
     }
 
     /// The image it was made from.

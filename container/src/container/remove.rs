@@ -93,6 +93,12 @@ impl Container {
             });
             list::discard(&self.store, &self.paths, &self.id);
         }
+        // Its name, free once the container is gone.
+        if let Some(name) = &self.record.name
+            && let Err(e) = record::names::release(&self.store, name, &self.id)
+        {
+            errors.push(e.into());
+        }
         // Its hold, and the bare-id hold an older molde took.
         for name in [record::hold_name(&self.id), self.id.clone()] {
             if let Err(e) = self.store.release(&name) {

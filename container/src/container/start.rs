@@ -418,6 +418,7 @@ impl Container {
         spec.stdin = stdio(&self.stdin)?;
         spec.stdout = stdio(&self.stdout)?;
         spec.stderr = stdio(&self.stderr)?;
+        spec.terminal = run.tty.then_some(self.terminal_size);
         // The launcher lowers what the child could not set.
         spec.rlimits = run
             .rlimits

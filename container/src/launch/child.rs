@@ -156,6 +156,8 @@ pub(crate) struct Prepared {
     /// The seccomp filters to install, in order (none: unconfined).
     pub seccomp: Option<crate::seccomp::Programs>,
     pub init: bool,
+    /// Make a terminal, the process's stdio ([`super::console`]).
+    pub console: Option<super::console::ConsoleSetup>,
     /// Send a first report (stage 0), then wait for the go-ahead: the report's credentials
     /// tell the parent the child's host pid (the launcher thread that made it may still be
     /// suspended), with which it writes the id maps and cgroup membership. Without a
@@ -239,6 +241,10 @@ pub(crate) fn main(p: &mut Prepared) -> ! {
     }
     if let Some(root) = &mut p.root {
         setup_root(p.err_w, root);
+    }
+    if let Some(console) = &p.console {
+        let slave = super::console::open(p.err_w, console, p.uid, p.gid);
+        p.stdio = [slave; 3];
     }
     credentials_and_exec(p)
 }
@@ -949,6 +955,9 @@ fn seccomp(p: &Prepared) {
 
 /// Try each candidate path in order; report the most telling error.
 fn exec(p: &Prepared) -> ! {
+    if p.console.is_some() {
+        super::console::take_control(p.err_w);
+    }
     // The program starts with no signal blocked.
     step!(p, Stage::Signals, 0, sys::sigprocmask(libc::SIG_SETMASK, 0));
     let mut report = (libc::ENOENT, 0u32);

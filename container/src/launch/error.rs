@@ -84,11 +84,14 @@ pub enum Stage {
     JoinNamespace,
     /// Installing the seccomp filter (or, before `clone`, compiling its profile).
     Seccomp,
+    /// Making the process's terminal (the index names the step: opening `/dev/pts/ptmx`,
+    /// the window size, `/dev/console`, `setsid`, `TIOCSCTTY`...).
+    Terminal,
 }
 
 impl Stage {
     /// Every stage, for decoding the number the child reports.
-    const ALL: [Stage; 35] = [
+    const ALL: [Stage; 36] = [
         Stage::Prepare,
         Stage::Clone,
         Stage::UidMap,
@@ -124,6 +127,7 @@ impl Stage {
         Stage::Signals,
         Stage::JoinNamespace,
         Stage::Seccomp,
+        Stage::Terminal,
     ];
 
     /// The stage with this number, as the child reported it.
@@ -168,6 +172,7 @@ impl Stage {
             Stage::Signals => "resetting signal dispositions and mask",
             Stage::JoinNamespace => "joining a namespace made ahead",
             Stage::Seccomp => "installing the seccomp filter",
+            Stage::Terminal => "making the terminal",
         }
     }
 }

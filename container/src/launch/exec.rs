@@ -12,7 +12,8 @@ use super::error::{LaunchError, Stage};
 use super::pidfd;
 use super::prepare::{self, io_errno};
 use super::process::Process;
-use super::spawn::{clone_child, conclude, read_report, report_error};
+use super::report::{conclude, next_report, report_error, with_terminal};
+use super::spawn::clone_child;
 use super::spec::ExecSpec;
 
 /// Namespaces to join, by the name of their `/proc/<pid>/ns` file.
@@ -82,6 +83,7 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
         no_new_privs: spec.no_new_privs,
         seccomp: &spec.seccomp,
         init: false,
+        terminal: spec.terminal,
     };
     let enter = Enter {
         pidfd: target_pidfd.as_raw_fd(),
@@ -99,9 +101,11 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
     let (_, intermediate_fd) = cloning.finish()?;
     drop(prepared);
     let mut intermediate = Process::new(0, intermediate_fd, None, None, None);
-    let first = read_report(&side.err_r);
+    // The process's terminal (its master) may come before or after the intermediate's report.
+    let mut terminal = None;
+    let first = next_report(&side.err_r, &mut terminal);
     let _ = intermediate.wait();
-    let pid = match first? {
+    let pid = match first?.map(|(report, _)| report) {
         Some((0, pid, _)) => pid as u32,
         Some((stage, errno, index)) => return Err(report_error(&side, stage, errno, index)),
         None => return Err(LaunchError::new(Stage::InitFork, Errno::ECHILD)),
@@ -115,6 +119,8 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
         side.stdout.take(),
         side.stderr.take(),
     );
-    conclude(&mut process, &side, read_report(&side.err_r))?;
+    let report = next_report(&side.err_r, &mut terminal).map(|r| r.map(|(report, _)| report));
+    conclude(&mut process, &side, report)?;
+    with_terminal(&mut process, spec.terminal.is_some(), terminal)?;
     Ok(process)
 }

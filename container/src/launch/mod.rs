@@ -20,13 +20,16 @@
 //! `pivot_root(".", ".")` and the old root detached; `/dev` (tmpfs, device nodes, devpts,
 //! shm); further mounts; masked
 //! and read-only paths; read-only root; hostname; loopback; rlimits; stdio, every other fd
-//! closed; capabilities bounded; groups, gid, uid; capabilities set; cwd (checked to be inside
-//! the root); no_new_privs; (init: fork, supervise); signal mask emptied; exec.
+//! closed (with a terminal: opened in the container's devpts, its master sent to the parent, its
+//! slave the stdio); capabilities bounded; groups, gid, uid; capabilities set; cwd (checked to be inside
+//! the root); no_new_privs; (init: fork, supervise); with a terminal, a session of its own with it as controlling
+//! terminal; signal mask emptied; exec.
 //! docs/ARCHITECTURE.md ("Launch sequence") gives the reason for each step.
 
 mod ahead;
 mod bundle;
 mod child;
+mod console;
 mod error;
 mod exec;
 mod init;
@@ -35,9 +38,11 @@ mod netns;
 pub(crate) mod pidfd;
 mod prepare;
 mod process;
+mod report;
 mod spawn;
 mod spec;
 mod sys;
+mod terminal;
 mod thread_caps;
 
 pub use bundle::{BundleError, spec_from_bundle};
@@ -45,6 +50,7 @@ pub use error::{LaunchError, Stage};
 pub use exec::exec;
 pub use process::{ChildStderr, ChildStdin, ChildStdout, ExitStatus, Process};
 pub use spawn::spawn;
+pub use terminal::{Terminal, WindowSize};
 
 pub use spec::{
     Capability, ContainerMount, DEFAULT_PATH, ExecSpec, IdMap, IdMaps, MountKind, Network, Rlimit,

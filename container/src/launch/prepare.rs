@@ -11,6 +11,7 @@ use caps::{CapSet, Capability};
 use nix::errno::Errno;
 
 use super::child::{DEVICES, Enter, ExtraKind, ExtraMount, Prepared, RootSetup};
+use super::console::ConsoleSetup;
 use super::error::{LaunchError, Stage};
 use super::spec::{MountKind, Spec, Stdio};
 
@@ -271,6 +272,8 @@ pub(crate) struct Run<'a> {
     pub no_new_privs: bool,
     pub seccomp: &'a crate::seccomp::Seccomp,
     pub init: bool,
+    /// A terminal of this size instead of `stdio`.
+    pub terminal: Option<super::WindowSize>,
 }
 
 /// What a container's first process ([`spawn`]) and an exec'd one (`launch::exec`) share: the
@@ -295,8 +298,13 @@ pub(crate) fn common(
         extra_targets: Vec::new(),
         refill_mntns: None,
     };
-    let stdio_fds = stdio(run.stdio, &mut side)?;
+    let stdio_fds = if run.terminal.is_some() {
+        [-1; 3]
+    } else {
+        stdio(run.stdio, &mut side)?
+    };
     let (root, enter) = place(&mut side)?;
+    let bind_console = root.is_some();
     let program = program(run.program, run.arg0, run.args, run.env, run.path_dirs)?;
     side.candidates = program.candidate_paths;
     let (wanted_caps, last_cap) = capability_mask(run.capabilities);
@@ -328,6 +336,11 @@ pub(crate) fn common(
         no_new_privs: run.no_new_privs,
         seccomp,
         init: run.init,
+        // A container's first process binds /dev/console to it; an exec'd one finds it.
+        console: run.terminal.map(|size| ConsoleSetup {
+            size: size.to_winsize(),
+            bind_console,
+        }),
         handshake: false,
         shares_memory: false,
         candidates: program.candidates,
@@ -365,6 +378,7 @@ pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> 
         no_new_privs: spec.no_new_privs,
         seccomp: &spec.seccomp,
         init: spec.init,
+        terminal: spec.terminal,
     };
     common(run, |side| Ok((Some(root_setup(spec, side)?), None)))
 }

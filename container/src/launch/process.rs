@@ -130,6 +130,7 @@ pub struct Process {
     stdin: Option<ChildStdin>,
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
+    terminal: Option<super::Terminal>,
 }
 
 impl Process {
@@ -148,7 +149,18 @@ impl Process {
             stdin: stdin.map(ChildStdin::from),
             stdout: stdout.map(ChildStdout::from),
             stderr: stderr.map(ChildStderr::from),
+            terminal: None,
         }
+    }
+
+    pub(crate) fn set_terminal(&mut self, terminal: super::Terminal) {
+        self.terminal = Some(terminal);
+    }
+
+    /// The host's end of the process's terminal, when it was given one
+    /// ([`Spec::terminal`](super::Spec::terminal)), once.
+    pub fn take_terminal(&mut self) -> Option<super::Terminal> {
+        self.terminal.take()
     }
 
     /// The host pid of the process.

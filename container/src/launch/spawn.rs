@@ -1,17 +1,20 @@
 //! The parent's side of a launch: `clone` (on the launcher thread), id maps, cgroups, the
 //! go-ahead, and reading the child's report from the error channel.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 
-use super::child::{self, Prepared, REPORT_LEN};
+use super::child::{self, Prepared};
 use super::error::{LaunchError, Stage};
-use super::prepare::{self, ParentSide, io_errno};
+use super::prepare::{self, io_errno};
 use super::process::Process;
+use super::report::{
+    abandon, conclude, next_report, read_report_from, report_error, with_terminal,
+};
 use super::spec::{Network, Spec};
 use molde_layerfs::idmap::IdMapError;
 
@@ -439,106 +442,6 @@ fn raw_clone(prepared: &mut Prepared, flags: u64, slot: &AtomicI32) -> CloneResu
     }
 }
 
-/// One report from the error channel: `None` at EOF (the exec happened).
-pub(crate) fn read_report(err_r: &OwnedFd) -> Result<Option<Report>, LaunchError> {
-    Ok(read_report_from(err_r)?.map(|(report, _)| report))
-}
-
-/// A child's report: (stage, errno, index); stage 0 is not an error.
-pub(crate) type Report = (u32, i32, u32);
-
-/// One report from the error channel and the host pid of its sender (from `SCM_CREDENTIALS`,
-/// which the kernel attaches because the parent's end has `SO_PASSCRED`): `None` at EOF.
-pub(crate) fn read_report_from(
-    err_r: &OwnedFd,
-) -> Result<Option<(Report, Option<u32>)>, LaunchError> {
-    let mut buf = [0u8; REPORT_LEN];
-    let mut got = 0;
-    let mut sender = None;
-    while got < REPORT_LEN {
-        // Room for one SCM_CREDENTIALS message (CMSG_SPACE of a ucred, 8-byte aligned).
-        let mut control = [0u64; 8];
-        let mut iov = libc::iovec {
-            iov_base: buf[got..].as_mut_ptr().cast(),
-            iov_len: REPORT_LEN - got,
-        };
-        // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control);
-        // SAFETY: `msg` describes valid buffers living across the call.
-        let n = unsafe { libc::recvmsg(err_r.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n < 0 {
-            let errno = Errno::last();
-            if errno == Errno::EINTR {
-                continue;
-            }
-            return Err(LaunchError::new(Stage::Sync, errno));
-        }
-        if n == 0 {
-            break;
-        }
-        got += n as usize;
-        // SAFETY: `msg` was filled by recvmsg; the CMSG macros stay within msg_controllen.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET
-                    && (*cmsg).cmsg_type == libc::SCM_CREDENTIALS
-                {
-                    let cred =
-                        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::ucred);
-                    if sender.is_none() && cred.pid > 0 {
-                        sender = Some(cred.pid as u32);
-                    }
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-            }
-        }
-    }
-    if got == 0 {
-        return Ok(None);
-    }
-    if got < REPORT_LEN {
-        return Err(LaunchError::new(Stage::Sync, Errno::EPIPE));
-    }
-    let word = |i: usize| [buf[i], buf[i + 1], buf[i + 2], buf[i + 3]];
-    Ok(Some((
-        (
-            u32::from_ne_bytes(word(0)),
-            i32::from_ne_bytes(word(4)),
-            u32::from_ne_bytes(word(8)),
-        ),
-        sender,
-    )))
-}
-
-/// The typed error for a child's report, naming the path where the index tells one.
-pub(crate) fn report_error(side: &ParentSide, stage: u32, errno: i32, index: u32) -> LaunchError {
-    let stage = Stage::from_code(stage).unwrap_or(Stage::Sync);
-    let errno = Errno::from_raw(errno);
-    let index = index as usize;
-    let path = match stage {
-        Stage::Exec => side.candidates.get(index).cloned(),
-        Stage::RootfsMount => side.rootfs_targets.get(index).cloned(),
-        Stage::Mount => side.extra_targets.get(index).cloned(),
-        Stage::Proc => Some("/proc".into()),
-        Stage::Sys => Some("/sys".into()),
-        Stage::MaskPaths => child::MASKED
-            .get(index)
-            .map(|c| c.to_string_lossy().into_owned().into()),
-        Stage::ReadonlyPaths => child::READ_ONLY
-            .get(index)
-            .map(|c| c.to_string_lossy().into_owned().into()),
-        _ => None,
-    };
-    let mut e = LaunchError::new(stage, errno);
-    e.path = path;
-    e
-}
-
 /// Start a container's first process as `spec` says. Returns once the program has been
 /// exec'd (or the init has started it), or with the setup step that failed.
 pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
@@ -599,8 +502,9 @@ pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
     // credentials of that report give its host pid, the process an exec joins (the init is not
     // dumpable, so an unprivileged caller cannot open its namespaces).
     let mut program_pid = None;
+    let mut terminal = None;
     let report = loop {
-        match read_report_from(&side.err_r) {
+        match next_report(&side.err_r, &mut terminal) {
             Ok(Some(((0, _, _), sender))) if spec.init => match sender {
                 Some(program) => program_pid = Some(program),
                 None => {
@@ -624,32 +528,8 @@ pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
         process.set_program_pid(program);
     }
     conclude(&mut process, &side, Ok(report))?;
+    with_terminal(&mut process, spec.terminal.is_some(), terminal)?;
     Ok(process)
-}
-
-/// The end of a launch (spawn or exec), from the child's next report on the error channel:
-/// EOF (`None`) means the program was exec'd; a report is the typed error of the step that
-/// failed (the child exits by itself: it is reaped); a failure to read kills and reaps it.
-pub(crate) fn conclude(
-    process: &mut Process,
-    side: &ParentSide,
-    report: Result<Option<Report>, LaunchError>,
-) -> Result<(), LaunchError> {
-    match report {
-        Ok(None) => Ok(()),
-        Ok(Some((stage, errno, index))) => {
-            let _ = process.wait();
-            Err(report_error(side, stage, errno, index))
-        }
-        Err(e) => Err(abandon(process, e)),
-    }
-}
-
-/// Kill and reap `process`, whose launch failed with `e`; returns `e`.
-pub(crate) fn abandon(process: &mut Process, e: LaunchError) -> LaunchError {
-    let _ = process.kill();
-    let _ = process.wait();
-    e
 }
 
 /// Write the id maps and cgroup membership (the child waits for the go-ahead meanwhile).

@@ -53,6 +53,12 @@ pub struct Spec {
     pub stdout: Stdio,
     /// Standard error.
     pub stderr: Stdio,
+    /// Give the process a terminal of this size (Docker's `-t`): a pseudo-terminal of the
+    /// container's own devpts, its slave the process's stdin, stdout and stderr (the three
+    /// [`Stdio`] fields are then unused), its controlling terminal in a session of its own, and
+    /// `/dev/console`; the master is the [`Process`](super::Process)'s
+    /// [`take_terminal`](super::Process::take_terminal).
+    pub terminal: Option<super::WindowSize>,
     /// The capabilities the process may hold: its bounding set, and for uid 0 its permitted
     /// and effective sets. A process of any other uid holds none of them (as with runc, crun
     /// and Docker) but those in `ambient_capabilities`; a setuid-root binary it runs may gain
@@ -105,6 +111,7 @@ impl Spec {
             stdin: Stdio::Inherit,
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
+            terminal: None,
             capabilities: default_capabilities(),
             ambient_capabilities: Vec::new(),
             no_new_privs: true,
@@ -236,6 +243,9 @@ pub struct ExecSpec {
     pub stdout: Stdio,
     /// Standard error.
     pub stderr: Stdio,
+    /// Give the process a terminal of this size (`docker exec -t`), as [`Spec::terminal`]
+    /// does (without binding `/dev/console`, which the container has).
+    pub terminal: Option<super::WindowSize>,
     /// The capabilities the process may hold: as [`Spec::capabilities`] (none for a non-root
     /// uid but the ambient ones).
     pub capabilities: Vec<Capability>,
@@ -270,6 +280,7 @@ impl ExecSpec {
             stdin: Stdio::Inherit,
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
+            terminal: None,
             capabilities: default_capabilities(),
             ambient_capabilities: Vec::new(),
             no_new_privs: true,

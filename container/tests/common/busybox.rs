@@ -67,3 +67,80 @@ pub fn run(spec: &Spec) -> (ExitStatus, String, String) {
         String::from_utf8_lossy(&err).into_owned(),
     )
 }
+
+/// An image of static busybox with a link per applet, `/etc/passwd` (root, and `appuser`
+/// uid 1000) and `/etc/group` (with `tty`, gid 5), `PATH` set, `cmd` `/bin/sh`; `None` when
+/// busybox-static is not installed.
+pub fn image(store: &molde_container::image::Store) -> Option<molde_container::image::Image> {
+    let busybox = molde_container::image::base::static_busybox()?;
+    let list = std::process::Command::new(&busybox)
+        .arg("--list")
+        .output()
+        .unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut entry = |path: &str, kind: tar::EntryType, mode: u32, body: &[u8], link: &str| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(body.len() as u64);
+        h.set_mtime(0);
+        if kind == tar::EntryType::Symlink {
+            tar.append_link(&mut h, path, link).unwrap();
+        } else {
+            h.set_cksum();
+            tar.append_data(&mut h, path, body).unwrap();
+        }
+    };
+    for (dir, mode) in [
+        ("bin", 0o755),
+        ("etc", 0o755),
+        ("root", 0o700),
+        ("home", 0o755),
+        ("tmp", 0o1777),
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("dev", 0o755),
+    ] {
+        entry(dir, tar::EntryType::Directory, mode, b"", "");
+    }
+    let body = std::fs::read(&busybox).unwrap();
+    entry("bin/busybox", tar::EntryType::Regular, 0o755, &body, "");
+    entry(
+        "etc/passwd",
+        tar::EntryType::Regular,
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nappuser:x:1000:1000::/home:/bin/sh\n",
+        "",
+    );
+    entry(
+        "etc/group",
+        tar::EntryType::Regular,
+        0o644,
+        b"root:x:0:\ntty:x:5:\nappuser:x:1000:\n",
+        "",
+    );
+    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+        if applet != "busybox" {
+            entry(
+                &format!("bin/{applet}"),
+                tar::EntryType::Symlink,
+                0o777,
+                b"",
+                "busybox",
+            );
+        }
+    }
+    let bytes = tar.into_inner().unwrap();
+    let layer = store.add_layer(&bytes[..]).unwrap().layer;
+    Some(
+        store
+            .commit(
+                molde_container::image::ImageBuilder::new()
+                    .layer(layer, "busybox")
+                    .env("PATH", "/bin")
+                    .env("HOME", "/root")
+                    .cmd(["/bin/sh"]),
+            )
+            .unwrap(),
+    )
+}

@@ -11,6 +11,8 @@
 //! <store>/molde/containers/<id>/state         the lifecycle state as a symlink's target,
 //!                                             where the filesystem has no user xattrs (and
 //!                                             as an older molde kept it)
+//! <store>/molde/names/<name>                 a link to the id of the container named so
+//!                                             (see [`names`])
 //! <store>/molde/containers/<id>/snapshot/     the writable layer (a layerfs snapshot); the
 //!                                             rootfs is mounted over it, inside the
 //!                                             container's own mount namespace only
@@ -43,7 +45,6 @@
 //! disk (or did only in part) is an interrupted creation and is cleared with its writable
 //! layer; holds are taken again from the records (see `molde_container::recover`).
 
-use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -51,6 +52,15 @@ use std::path::{Path, PathBuf};
 use molde_image::Store;
 use molde_image::lock::{FileLock, LockKind};
 use serde::{Deserialize, Serialize};
+
+pub mod names;
+mod process;
+mod run;
+mod state;
+
+pub use process::{alive, pid_info};
+pub use run::{MountRecord, RunConfig};
+use state::{STATE_XATTR, StateLink, no_state_xattr, read_state};
 
 /// Why a record could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -156,98 +166,6 @@ pub enum State {
     Removing,
 }
 
-/// A mount inside the container, as the builder gave it (persisted for restarts).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MountRecord {
-    /// A bind mount of a host path.
-    Bind {
-        /// The host path.
-        source: PathBuf,
-        /// The target in the container.
-        target: PathBuf,
-        /// Read-only.
-        read_only: bool,
-    },
-    /// A tmpfs.
-    Tmpfs {
-        /// The target in the container.
-        target: PathBuf,
-        /// Size limit in bytes.
-        size_bytes: Option<u64>,
-        /// Mode of its root.
-        mode: u32,
-    },
-    /// A named volume of the store.
-    Volume {
-        /// The volume's name.
-        name: String,
-        /// The target in the container.
-        target: PathBuf,
-        /// Read-only.
-        read_only: bool,
-    },
-}
-
-/// Everything needed to start the container's process again (restart, also from another
-/// process). Standard streams are not persisted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunConfig {
-    /// The program and its arguments (`argv`).
-    pub argv: Vec<OsString>,
-    /// The environment.
-    pub env: Vec<(OsString, OsString)>,
-    /// The working directory in the container.
-    pub cwd: PathBuf,
-    /// User id.
-    pub uid: u32,
-    /// Group id.
-    pub gid: u32,
-    /// Supplementary groups.
-    pub groups: Vec<u32>,
-    /// Hostname.
-    pub hostname: Option<String>,
-    /// Further mounts.
-    pub mounts: Vec<MountRecord>,
-    /// Read-only root filesystem.
-    pub read_only_rootfs: bool,
-    /// Share the host's network.
-    pub host_network: bool,
-    /// Memory limit in bytes.
-    pub memory_bytes: Option<u64>,
-    /// Pids limit.
-    pub pids: Option<u64>,
-    /// CPU quota and period in microseconds.
-    pub cpu_quota: Option<(u64, u64)>,
-    /// Resource limits: (resource, soft, hard).
-    pub rlimits: Vec<(u32, u64, u64)>,
-    /// Run a minimal init as PID 1.
-    pub init: bool,
-    /// The signal `stop` sends first.
-    pub stop_signal: i32,
-    /// The wall-clock timeout of a run, in milliseconds.
-    pub timeout_ms: Option<u64>,
-    /// Keep stdout and stderr in the container's log files (see [`crate::logs`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logs: Option<crate::logs::LogConfig>,
-    /// Capabilities raised as ambient, asked for by name (a non-root user holds no others).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ambient_capabilities: Vec<crate::launch::Capability>,
-    /// Set `PR_SET_NO_NEW_PRIVS` (absent in older records: set).
-    #[serde(default = "yes")]
-    pub no_new_privileges: bool,
-    /// The system call filter (absent in older records: the default profile).
-    #[serde(default, skip_serializing_if = "is_default_seccomp")]
-    pub seccomp: crate::seccomp::Seccomp,
-}
-
-fn is_default_seccomp(s: &crate::seccomp::Seccomp) -> bool {
-    *s == crate::seccomp::Seccomp::Default
-}
-
-fn yes() -> bool {
-    true
-}
-
 /// How the writable layer is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -264,6 +182,9 @@ pub enum LayerStorage {
 pub struct Record {
     /// The container id (64 hex digits).
     pub id: String,
+    /// The name it was given (unique in the store; see [`names`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The image's manifest digest.
     pub image: String,
     /// The image's id (config digest).
@@ -432,185 +353,6 @@ impl Record {
     }
 }
 
-/// The lifecycle state kept in the lock file's xattr (or the `state` symlink).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct StateLink {
-    state: State,
-    pid: Option<u32>,
-    pid_start: Option<u64>,
-    started: Option<String>,
-    finished: Option<String>,
-    exit_code: Option<i32>,
-    exit_signal: Option<i32>,
-    /// With an init as PID 1: the program's own host pid and start time, which `exec` joins
-    /// through (PID 1 stays non-dumpable).
-    program_pid: Option<u32>,
-    program_pid_start: Option<u64>,
-}
-
-impl StateLink {
-    fn of(r: &Record) -> StateLink {
-        StateLink {
-            state: r.state,
-            pid: r.pid,
-            pid_start: r.pid_start,
-            started: r.started.clone(),
-            finished: r.finished.clone(),
-            exit_code: r.exit_code,
-            exit_signal: r.exit_signal,
-            program_pid: r.program_pid,
-            program_pid_start: r.program_pid_start,
-        }
-    }
-
-    fn apply(self, r: &mut Record) {
-        r.state = self.state;
-        r.pid = self.pid;
-        r.pid_start = self.pid_start;
-        r.started = self.started;
-        r.finished = self.finished;
-        r.exit_code = self.exit_code;
-        r.exit_signal = self.exit_signal;
-        r.program_pid = self.program_pid;
-        r.program_pid_start = self.program_pid_start;
-    }
-
-    /// `1,<state>,<pid>,<start>,<code>,<signal>,<started>,<finished>`, empty for none, then
-    /// `,<program pid>,<its start>` only when there is an init; times as `20260101T000000Z`
-    /// (RFC 3339 without its separators), which keeps a typical state under the 60 bytes ext4
-    /// stores in the inode.
-    fn encode(&self) -> String {
-        fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
-            v.as_ref().map(|v| v.to_string()).unwrap_or_default()
-        }
-        fn time(t: &Option<String>) -> String {
-            t.as_deref().map(compact_time).unwrap_or_default()
-        }
-        let state = match self.state {
-            State::Created => 'c',
-            State::Running => 'r',
-            State::Exited => 'e',
-            State::Removing => 'x',
-        };
-        let mut out = format!(
-            "1,{state},{},{},{},{},{},{}",
-            opt(&self.pid),
-            opt(&self.pid_start),
-            opt(&self.exit_code),
-            opt(&self.exit_signal),
-            time(&self.started),
-            time(&self.finished)
-        );
-        if self.program_pid.is_some() {
-            out.push_str(&format!(
-                ",{},{}",
-                opt(&self.program_pid),
-                opt(&self.program_pid_start)
-            ));
-        }
-        out
-    }
-
-    fn decode(s: &str) -> Option<StateLink> {
-        let f: Vec<&str> = s.split(',').collect();
-        if !(f.len() == 8 || f.len() == 10) || f[0] != "1" {
-            return None;
-        }
-        fn num<T: std::str::FromStr>(s: &str) -> Option<Option<T>> {
-            if s.is_empty() {
-                Some(None)
-            } else {
-                s.parse().ok().map(Some)
-            }
-        }
-        fn time(s: &str) -> Option<String> {
-            (!s.is_empty()).then(|| expand_time(s))
-        }
-        Some(StateLink {
-            state: match f[1] {
-                "c" => State::Created,
-                "r" => State::Running,
-                "e" => State::Exited,
-                "x" => State::Removing,
-                _ => return None,
-            },
-            pid: num(f[2])?,
-            pid_start: num(f[3])?,
-            exit_code: num(f[4])?,
-            exit_signal: num(f[5])?,
-            started: time(f[6]),
-            finished: time(f[7]),
-            program_pid: f.get(8).map_or(Some(None), |v| num(v))?,
-            program_pid_start: f.get(9).map_or(Some(None), |v| num(v))?,
-        })
-    }
-}
-
-/// `2026-01-01T00:00:00Z` as `20260101T000000Z`; anything else unchanged.
-fn compact_time(t: &str) -> String {
-    let b = t.as_bytes();
-    let shape = b.len() == 20
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b[10] == b'T'
-        && b[13] == b':'
-        && b[16] == b':'
-        && b[19] == b'Z';
-    if shape && !t.contains(',') {
-        t.chars().filter(|c| *c != '-' && *c != ':').collect()
-    } else {
-        t.replace(',', "")
-    }
-}
-
-/// The inverse of [`compact_time`].
-fn expand_time(t: &str) -> String {
-    let b = t.as_bytes();
-    if b.len() == 16 && b[8] == b'T' && b[15] == b'Z' && t.is_ascii() {
-        format!(
-            "{}-{}-{}T{}:{}:{}Z",
-            &t[0..4],
-            &t[4..6],
-            &t[6..8],
-            &t[9..11],
-            &t[11..13],
-            &t[13..15]
-        )
-    } else {
-        t.to_owned()
-    }
-}
-
-/// The extended attribute of a container's `lock` file that holds its lifecycle state.
-const STATE_XATTR: &str = "user.molde.state";
-
-/// Whether `e`, from reading or writing the state xattr, means there is none and can be none:
-/// the filesystem has no user xattrs, or there is no lock file.
-fn no_state_xattr(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::EOPNOTSUPP)
-}
-
-/// The lifecycle state of a container: its lock file's xattr, else its state link, else
-/// `None` (a record written by an older molde has its state in the record file only). A
-/// state this molde cannot decode is `None` too: the record file's state counts.
-fn read_state(paths: &ContainerPaths) -> Result<Option<StateLink>, RecordError> {
-    let lock = paths.lock();
-    match xattr::get(&lock, STATE_XATTR) {
-        Ok(Some(value)) => {
-            return Ok(std::str::from_utf8(&value).ok().and_then(StateLink::decode));
-        }
-        Ok(None) => {}
-        Err(e) if no_state_xattr(&e) => {}
-        Err(e) => return Err(io_err("reading the state xattr of", &lock)(e)),
-    }
-    let p = paths.state();
-    match fs::read_link(&p) {
-        Ok(target) => Ok(target.to_str().and_then(StateLink::decode)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err("reading", &p)(e)),
-    }
-}
-
 /// Take a container's update lock.
 pub fn lock(paths: &ContainerPaths) -> Result<FileLock, RecordError> {
     let p = paths.lock();
@@ -623,44 +365,6 @@ pub fn try_own(paths: &ContainerPaths) -> Result<Option<FileLock>, RecordError> 
     let p = paths.owner_lock();
     let f = File::open(&p).map_err(io_err("opening", &p))?;
     FileLock::try_exclusive(f).map_err(io_err("locking", &p))
-}
-
-/// The start time of `pid` (clock ticks since boot) and whether it is a zombie; `None` if
-/// there is no such process.
-pub fn pid_info(pid: u32) -> Option<(u64, bool)> {
-    use std::io::Read;
-    let mut file = File::open(format!("/proc/{pid}/stat")).ok()?;
-    // One read: the line is a few hundred bytes (a longer one is read to its end). The
-    // command name may be any bytes; the fields after it are ASCII.
-    let mut buf = [0u8; 1024];
-    let n = file.read(&mut buf).ok()?;
-    if n < buf.len() {
-        return parse_stat(&String::from_utf8_lossy(&buf[..n]));
-    }
-    let mut text = buf.to_vec();
-    file.read_to_end(&mut text).ok()?;
-    parse_stat(&String::from_utf8_lossy(&text))
-}
-
-/// The start time and zombie state from the text of a `/proc/<pid>/stat`.
-fn parse_stat(stat: &str) -> Option<(u64, bool)> {
-    // The command name may hold spaces and parentheses: fields follow the last ')'.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let fields: Vec<&str> = rest.split(' ').collect();
-    let state = *fields.first()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((start, state == "Z" || state == "X"))
-}
-
-/// Whether the process a record names is still alive (same pid, same start time, not a
-/// zombie).
-pub fn alive(pid: Option<u32>, start: Option<u64>) -> bool {
-    match (pid, start) {
-        (Some(pid), Some(start)) => {
-            matches!(pid_info(pid), Some((s, zombie)) if s == start && !zombie)
-        }
-        _ => false,
-    }
 }
 
 /// The prefix of a container's hold on its image: `container:<id>`, so that a hold a user
@@ -706,12 +410,13 @@ pub fn new_id() -> io::Result<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample(id: &str) -> Record {
+    pub(crate) fn sample(id: &str) -> Record {
         Record {
             id: id.into(),
+            name: Some("n".into()),
             image: "sha256:00".into(),
             image_id: "sha256:11".into(),
             created: "2026-01-01T00:00:00Z".into(),
@@ -728,7 +433,7 @@ mod tests {
             lowers: vec!["/l/2".into(), "/l/1".into()],
             storage: LayerStorage::Disk,
             run: RunConfig {
-                argv: vec!["/bin/sh".into(), OsString::from("-c")],
+                argv: vec!["/bin/sh".into(), std::ffi::OsString::from("-c")],
                 env: vec![("A".into(), "b".into())],
                 cwd: "/".into(),
                 uid: 1,
@@ -752,6 +457,7 @@ mod tests {
                 ambient_capabilities: vec![crate::launch::Capability::CAP_NET_BIND_SERVICE],
                 no_new_privileges: false,
                 seccomp: crate::seccomp::Seccomp::Unconfined,
+                tty: true,
                 logs: None,
             },
         }
@@ -785,30 +491,6 @@ mod tests {
     }
 
     #[test]
-    fn state_link_round_trips_and_stays_in_the_inode() {
-        let mut r = sample("st");
-        r.state = State::Running;
-        r.pid = Some(4_194_304);
-        r.pid_start = Some(4_294_967_295);
-        r.started = Some("2026-01-01T00:00:00Z".into());
-        let link = StateLink::of(&r);
-        let text = link.encode();
-        assert!(text.len() < 60, "{text}");
-        assert_eq!(StateLink::decode(&text), Some(link));
-        r.state = State::Exited;
-        r.exit_code = Some(255);
-        r.exit_signal = Some(9);
-        r.finished = Some("odd, time".into());
-        let link = StateLink::of(&r);
-        let mut back = StateLink::decode(&link.encode()).unwrap();
-        assert_eq!(back.finished.as_deref(), Some("odd time"));
-        back.finished = link.finished.clone();
-        assert_eq!(back, link);
-        assert_eq!(StateLink::decode("2,r,,,,,,"), None);
-        assert_eq!(StateLink::decode("1,q,,,,,,"), None);
-    }
-
-    #[test]
     fn state_updates_leave_the_record_file_alone() {
         let store = Store::temporary().unwrap();
         let paths = ContainerPaths::new(&store, "keep");
@@ -835,52 +517,6 @@ mod tests {
     }
 
     #[test]
-    fn the_state_changes_in_place_in_the_lock_file() {
-        use std::os::unix::fs::MetadataExt;
-        let store = Store::temporary().unwrap();
-        let paths = ContainerPaths::new(&store, "inplace");
-        fs::create_dir_all(paths.dir()).unwrap();
-        // Without a lock file (as an older molde's container may be): the state link.
-        let mut r = sample("inplace");
-        r.write(&paths).unwrap();
-        assert!(fs::symlink_metadata(paths.state()).unwrap().is_symlink());
-        drop(lock(&paths).unwrap());
-        let ino = fs::metadata(paths.lock()).unwrap().ino();
-        let names = || {
-            let mut n: Vec<_> = fs::read_dir(paths.dir())
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            n.sort();
-            n
-        };
-        // The first state written in place removes the link (an older molde reading it would
-        // see a stale state); after that no file is made or replaced.
-        let before: Vec<_> = names().into_iter().filter(|n| n != "state").collect();
-        for (state, pid) in [(State::Running, Some(9)), (State::Exited, None)] {
-            r = Record::update(&paths, |r| {
-                r.state = state;
-                r.pid = pid;
-            })
-            .unwrap();
-            assert_eq!(Record::read(&paths).unwrap(), r);
-            let mut reloaded = sample("inplace");
-            reloaded.reload_state(&paths).unwrap();
-            assert_eq!(reloaded, r);
-            assert_eq!(names(), before);
-            assert_eq!(fs::metadata(paths.lock()).unwrap().ino(), ino);
-        }
-        let value = xattr::get(paths.lock(), STATE_XATTR).unwrap().unwrap();
-        assert_eq!(
-            StateLink::decode(std::str::from_utf8(&value).unwrap()),
-            Some(StateLink::of(&r))
-        );
-        // An undecodable state (a newer molde's) leaves the record file's state.
-        xattr::set(paths.lock(), STATE_XATTR, b"9,z").unwrap();
-        assert_eq!(Record::read(&paths).unwrap().state, State::Created);
-    }
-
-    #[test]
     fn garbage_record_is_a_typed_error() {
         let store = Store::temporary().unwrap();
         let paths = ContainerPaths::new(&store, "bad");
@@ -890,27 +526,6 @@ mod tests {
             Record::read(&paths),
             Err(RecordError::Json { .. })
         ));
-    }
-
-    #[test]
-    fn liveness_uses_start_time() {
-        let me = std::process::id();
-        let (start, zombie) = pid_info(me).unwrap();
-        assert!(!zombie);
-        assert!(alive(Some(me), Some(start)));
-        assert!(!alive(Some(me), Some(start + 1)));
-        assert!(!alive(None, None));
-    }
-
-    #[test]
-    fn short_or_odd_stat_text_is_none_not_a_panic() {
-        for text in ["", "1 (x)", "1 (x", "1 (a) b)", "1 (x) R 1"] {
-            assert_eq!(parse_stat(text), None, "{text:?}");
-        }
-        // Fields 4 to 22 (the start time) after the state, numbered as in proc(5).
-        let fields: Vec<String> = (4..=22).map(|i| i.to_string()).collect();
-        let text = format!("7 (a (b) c) Z {}", fields.join(" "));
-        assert_eq!(parse_stat(&text), Some((22, true)));
     }
 
     #[test]
