@@ -20,6 +20,7 @@ pub mod config;
 pub mod container;
 pub mod error;
 pub mod launch;
+pub mod network;
 pub mod record;
 pub mod rlimit;
 pub mod volume;

@@ -226,6 +226,9 @@ pub struct RunConfig {
     pub stop_signal: i32,
     /// The wall-clock timeout of a run, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Bridge networks, addresses and published ports.
+    #[serde(default, skip_serializing_if = "crate::network::Attachments::is_empty")]
+    pub network: crate::network::Attachments,
 }
 
 /// How the writable layer is stored.
@@ -729,6 +732,7 @@ mod tests {
                 init: true,
                 stop_signal: 15,
                 timeout_ms: None,
+                network: Default::default(),
             },
         }
     }

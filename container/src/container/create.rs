@@ -131,6 +131,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
             .stop_signal
             .unwrap_or_else(|| parse_signal(image.stop_signal())),
         timeout_ms: b.timeout.map(|d| d.as_millis() as u64),
+        network: Default::default(),
     };
 
     let limits = crate::cgroup::Limits {
@@ -154,6 +155,8 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
     // Held through the creation: a concurrent list leaves a half-made container alone.
     let guard = record::lock(&paths)?;
     let made = (|| -> Result<_, ContainerError> {
+        let mut run = run;
+        run.network = super::networking::create(&b, &id, &paths)?;
         store.hold(&image, &record::hold_name(&id))?;
         let snap_dir = paths.snapshot();
         if b.storage == LayerStorage::Tmpfs {
@@ -199,6 +202,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
     let (backend, snapshot, record) = match made {
         Ok(m) => m,
         Err(e) => {
+            let _ = super::networking::release(&store, &id);
             list::discard(&store, &paths, &id);
             return Err(e);
         }
@@ -221,6 +225,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         owner: None,
         deadline: None,
         remove_on_drop: true,
+        net: None,
         removed: false,
     })
 }

@@ -10,6 +10,7 @@ pub(crate) mod copy;
 pub(crate) mod create;
 pub(crate) mod exec;
 pub(crate) mod list;
+pub(crate) mod networking;
 pub(crate) mod remove;
 pub(crate) mod remove_volume;
 pub(crate) mod start;
@@ -131,6 +132,8 @@ pub struct Container {
     pub(crate) deadline: Option<Instant>,
     pub(crate) remove_on_drop: bool,
     pub(crate) removed: bool,
+    /// The published ports of the current run, served by this handle.
+    pub(crate) net: Option<networking::Running>,
 }
 
 /// The backend a record names.
@@ -179,6 +182,7 @@ impl Container {
             owner: None,
             deadline: None,
             remove_on_drop: false,
+            net: None,
             removed: false,
         })
     }

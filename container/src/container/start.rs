@@ -54,7 +54,29 @@ impl Container {
                 source,
             })?;
         }
-        let mut process = launch::spawn(&spec)?;
+        let pending = super::networking::prepare(
+            &self.store,
+            &self.id,
+            &self.paths,
+            &self.record.run.network,
+            &mut spec,
+        )?;
+        let mut process = match launch::spawn(&spec) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = super::networking::unplumb(&self.id, &self.record.run.network);
+                return Err(pending.take_error().map_or(e.into(), Into::into));
+            }
+        };
+        drop(spec);
+        let net = match pending.serve() {
+            Ok(net) => net,
+            Err(e) => {
+                let _ = process.kill();
+                let _ = process.wait();
+                return Err(e);
+            }
+        };
         // Taken before the watchdog starts its own count: a waiter's deadline passes first,
         // so a run the watchdog killed is always reported as timed out.
         let deadline = self
@@ -95,6 +117,7 @@ impl Container {
         self.process = Some(process);
         self.cgroup = cgroup;
         self.owner = Some(owner);
+        self.net = Some(net);
         Ok(())
     }
 
@@ -215,7 +238,11 @@ impl Container {
     pub(crate) fn finish(&mut self, status: ExitStatus) -> Result<(), ContainerError> {
         self.process = None;
         self.deadline = None;
+        self.net = None;
         let mut errors = Vec::new();
+        if let Err(e) = super::networking::unplumb(&self.id, &self.record.run.network) {
+            errors.push(e);
+        }
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.kill_all();
             if let Err(source) = cg.remove() {

@@ -30,7 +30,7 @@ mod error;
 mod exec;
 mod init;
 mod mntns;
-mod netns;
+pub(crate) mod netns;
 pub(crate) mod pidfd;
 mod prepare;
 mod process;
@@ -44,8 +44,8 @@ pub use process::{ChildStderr, ChildStdin, ChildStdout, ExitStatus, Process};
 pub use spawn::spawn;
 
 pub use spec::{
-    Capability, ContainerMount, DEFAULT_PATH, ExecSpec, IdMap, IdMaps, MountKind, Network, Rlimit,
-    Spec, Stdio, default_capabilities,
+    BeforeRun, Capability, ContainerMount, DEFAULT_PATH, ExecSpec, IdMap, IdMaps, MountKind,
+    Network, Rlimit, Spec, Stdio, default_capabilities,
 };
 
 /// How many launches of this process so far were given a mount namespace made ahead (a

@@ -1,0 +1,90 @@
+//! Per start of a container on bridge networks: a fresh network namespace, and for each
+//! network a veth pair (the host end `mv<12 hex of the owner><n>` a port of the bridge, the
+//! peer `eth<n>` made directly inside the namespace), the peer's address, up, and the
+//! default route through the first network's gateway. The launcher then joins the namespace
+//! (`setns`) instead of making one: the container's program starts with its network ready.
+//!
+//! Nothing here outlives the container without help: the namespace's only references are
+//! the descriptor returned (dropped once the launch is done) and the container's processes;
+//! when the last one ends, the kernel destroys the namespace, the peer with it, and a veth
+//! pair dies with either end. A host process killed at any point leaves no veth behind.
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+
+use super::error::nl_err;
+use super::netlink::{Rtnl, in_netns};
+use super::{Network, NetworkError};
+
+/// The name of the host end of `owner`'s veth on its `n`th network (15 bytes at most).
+pub(crate) fn host_end(owner: &str, n: usize) -> String {
+    let short: String = owner.chars().take(12).collect();
+    format!("mv{short}{}", n % 10)
+}
+
+/// A network namespace with `owner`'s veths on `networks` (each with its address), made
+/// ready for the container to join.
+pub(crate) fn plumb(
+    owner: &str,
+    networks: &[(Network, Ipv4Addr)],
+) -> Result<OwnedFd, NetworkError> {
+    let ns =
+        crate::launch::netns::fresh().map_err(nl_err("making a network namespace for", owner))?;
+    let mut rtnl = Rtnl::open().map_err(nl_err("opening netlink for", owner))?;
+    for (n, (net, _)) in networks.iter().enumerate() {
+        let bridge = net.ensure_bridge()?;
+        let host = host_end(owner, n);
+        let peer = format!("eth{n}");
+        match rtnl.add_veth(&host, &peer, ns.as_fd(), bridge) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                // Left by an earlier start whose namespace is still held: replace it.
+                super::delete_link_named(&mut rtnl, &host)?;
+                rtnl.add_veth(&host, &peer, ns.as_fd(), bridge)
+                    .map_err(nl_err("creating veth", &host))?;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Err(NetworkError::NeedsRoot),
+            other => other.map_err(nl_err("creating veth", &host))?,
+        }
+    }
+    let inside: Vec<(String, Ipv4Addr, u8, Ipv4Addr)> = networks
+        .iter()
+        .enumerate()
+        .map(|(n, (net, ip))| {
+            (
+                format!("eth{n}"),
+                *ip,
+                net.subnet().prefix_len(),
+                net.gateway(),
+            )
+        })
+        .collect();
+    in_netns(ns.as_fd(), |r| {
+        for (n, (name, ip, prefix, gateway)) in inside.iter().enumerate() {
+            let index = r
+                .link_index(name)?
+                .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+            r.add_address(index, *ip, *prefix)?;
+            r.set_up(index)?;
+            if n == 0 {
+                r.add_default_route(*gateway)?;
+            }
+        }
+        Ok(())
+    })
+    .map_err(nl_err("configuring the network namespace of", owner))?;
+    Ok(ns)
+}
+
+/// Delete the host ends of `owner`'s veths on `count` networks, if still there. The kernel
+/// deletes them with the container's namespace too, but only later (its teardown runs on a
+/// work queue): done here, the container's end leaves no veth behind when it returns.
+pub(crate) fn unplumb(owner: &str, count: usize) -> Result<(), NetworkError> {
+    if count == 0 {
+        return Ok(());
+    }
+    let mut rtnl = Rtnl::open().map_err(nl_err("opening netlink for", owner))?;
+    for n in 0..count {
+        super::delete_link_named(&mut rtnl, &host_end(owner, n))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,354 @@
+//! Bridge networks for real (root): busybox httpd and nc servers in containers, reached from
+//! the host at their own addresses and published ports, and from other containers by address
+//! and by name. Traffic goes only to loopback and to the namespaces these tests make. Every
+//! test checks that nothing it made stays: links (`ip -o link`), addresses, allocations.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use molde_container::network::{Network, NetworkError, NetworkOptions};
+use molde_container::{Container, ContainerBuilder, ContainerError};
+use molde_image::{Image, ImageBuilder, Store};
+
+const APPLETS: &[&str] = &[
+    "sh", "httpd", "nc", "wget", "sleep", "cat", "echo", "hostname", "ip", "true",
+];
+
+fn can_run() -> bool {
+    common::require(
+        common::privileged(),
+        "needs root for bridges and veths in the host's network namespace",
+    ) && common::require(
+        molde_container::image::base::static_busybox().is_some(),
+        "needs a static busybox (Debian package busybox-static)",
+    )
+}
+
+/// A store and a busybox image serving `/www/index.html` ("hello from molde") on `httpd`.
+fn setup() -> (tempfile::TempDir, Store, Image) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    let busybox = molde_container::image::base::static_busybox().unwrap();
+    let base = molde_image::base::from_host(&store, &[busybox.as_path()]).unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    // Beside busybox's real path (/bin may be a link to usr/bin in the image, as on the host).
+    let real = std::fs::canonicalize(&busybox).unwrap();
+    let bin = real.parent().unwrap().strip_prefix("/").unwrap();
+    for applet in APPLETS {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        tar.append_link(&mut h, bin.join(applet), "busybox")
+            .unwrap();
+    }
+    let body = b"hello from molde\n";
+    let mut h = tar::Header::new_gnu();
+    h.set_size(body.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "www/index.html", &body[..])
+        .unwrap();
+    let bytes = tar.into_inner().unwrap();
+    let layer = store.add_layer(&bytes[..]).unwrap().layer;
+    let image = store
+        .commit(
+            ImageBuilder::from_image(&base)
+                .layer(layer, "applets")
+                .expose("8080/tcp"),
+        )
+        .unwrap();
+    (dir, store, image)
+}
+
+/// httpd on 8080 in the foreground.
+fn httpd(store: &Store, image: &Image) -> ContainerBuilder {
+    Container::builder(store, image)
+        .command("/bin/httpd")
+        .args(["-f", "-p", "8080", "-h", "/www"])
+        .stdout(molde_container::Stdio::null())
+        .stderr(molde_container::Stdio::null())
+}
+
+/// GET / from `addr`, retried until `limit` (the server may still be starting).
+fn get(addr: SocketAddr, limit: Duration) -> String {
+    let end = Instant::now() + limit;
+    loop {
+        let got = (|| -> std::io::Result<String> {
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })();
+        match got {
+            Ok(body) if body.contains("200") => return body,
+            _ if Instant::now() > end => panic!("no answer from {addr}: {got:?}"),
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Lines of `ip -o <what>` mentioning `needle`.
+fn ip_lines(what: &str, needle: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["-o", what]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn veths_of(c: &Container) -> Vec<String> {
+    ip_lines("link", &format!("mv{}", &c.id()[..12]))
+}
+
+#[test]
+fn a_server_is_reached_from_the_host_by_address_and_published_port_and_from_another_container_by_address_and_name()
+ {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let net = Network::create(&store, "backend").unwrap();
+    let bridge = net.bridge().to_owned();
+    assert_eq!(ip_lines("link", &bridge).len(), 1, "the bridge exists");
+    let mut server = httpd(&store, &image)
+        .join(&net)
+        .alias("web")
+        .publish(8080)
+        .create()
+        .unwrap();
+    server.start().unwrap();
+    let ip = server.ip().unwrap();
+    assert!(net.subnet().contains(&ip), "{ip} in {}", net.subnet());
+    assert_ne!(ip, net.gateway());
+    assert_eq!(veths_of(&server).len(), 1, "one veth on the host");
+    // From the host: at its own address, and at the published port on 127.0.0.1.
+    let body = get(SocketAddr::new(ip.into(), 8080), Duration::from_secs(5));
+    assert!(body.contains("hello from molde"), "{body}");
+    let published = server.host_addr(8080).unwrap();
+    assert_eq!(published.ip(), Ipv4Addr::LOCALHOST);
+    assert!(get(published, Duration::from_secs(5)).contains("hello from molde"));
+    // From another container: by address and by name (hosts file kept current).
+    let script = format!(
+        "wget -q -O - http://{ip}:8080/ && wget -q -O - http://web:8080/ && cat /etc/hosts"
+    );
+    let out = Container::builder(&store, &image)
+        .join(&net)
+        .command("/bin/sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status
+            == molde_container::Status::Exited {
+                code: Some(0),
+                signal: None
+            },
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("hello from molde").count(), 2, "{stdout}");
+    assert!(stdout.contains(&format!("{ip}\t")), "{stdout}");
+    // Teardown: no veth, no address left; the network refuses removal while in use.
+    match net.clone().remove(&store) {
+        Err(NetworkError::InUse { containers, .. }) => {
+            assert_eq!(containers, [server.id().to_owned()]);
+        }
+        other => panic!("removing a network in use: {other:?}"),
+    }
+    let id = server.id().to_owned();
+    server.remove().unwrap();
+    assert!(ip_lines("link", &format!("mv{}", &id[..12])).is_empty());
+    assert!(net.allocations(&store).unwrap().is_empty());
+    net.remove(&store).unwrap();
+    assert!(ip_lines("link", &bridge).is_empty(), "the bridge is gone");
+    assert!(Network::list(&store).unwrap().is_empty());
+}
+
+#[test]
+fn two_containers_of_one_image_both_serve_8080_each_at_its_own_address() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let net = Network::create(&store, "seed").unwrap();
+    let mut a = httpd(&store, &image).join(&net).start().unwrap();
+    let b = httpd(&store, &image).join(&net).start().unwrap();
+    let (ia, ib) = (a.ip().unwrap(), b.ip().unwrap());
+    assert_ne!(ia, ib);
+    for ip in [ia, ib] {
+        assert!(get(SocketAddr::new(ip.into(), 8080), Duration::from_secs(5)).contains("hello"));
+    }
+    // The container sees its own address on eth0.
+    let out = a
+        .exec("/bin/ip")
+        .args(["-o", "-4", "addr", "show", "eth0"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&ia.to_string()),
+        "{out:?}"
+    );
+    a.stop(Duration::from_millis(100)).unwrap();
+    assert!(veths_of(&a).is_empty(), "a stopped container has no veth");
+    // A restart keeps its address.
+    a.start().unwrap();
+    assert_eq!(a.ip(), Some(ia));
+    assert!(get(SocketAddr::new(ia.into(), 8080), Duration::from_secs(5)).contains("hello"));
+    a.remove().unwrap();
+    b.remove().unwrap();
+    net.remove(&store).unwrap();
+}
+
+#[test]
+fn udp_echo_through_a_published_port() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    // busybox nc -u -l answers the first datagram's sender: an echo with `cat`... use sh.
+    let c = Container::builder(&store, &image)
+        .command("/bin/nc")
+        .args(["-u", "-l", "-p", "5353", "-e", "/bin/cat"])
+        .publish_udp(5353)
+        .start()
+        .unwrap();
+    let port = c.host_port_udp(5353).unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let end = Instant::now() + Duration::from_secs(5);
+    let n = loop {
+        sock.send_to(b"ping\n", ("127.0.0.1", port)).unwrap();
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            break n;
+        }
+        assert!(Instant::now() < end, "no UDP echo");
+    };
+    assert_eq!(&buf[..n], b"ping\n");
+    c.remove().unwrap();
+    Network::open(&store, molde_container::network::DEFAULT_NETWORK)
+        .unwrap()
+        .remove(&store)
+        .unwrap();
+}
+
+#[test]
+fn bad_input_is_a_typed_error_and_makes_nothing() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    assert!(matches!(
+        Network::create(&store, "Bad Name"),
+        Err(NetworkError::InvalidName { .. })
+    ));
+    assert!(matches!(
+        Network::create_with(&store, "x", NetworkOptions::new().subnet("8.8.8.0/24")),
+        Err(NetworkError::InvalidSubnet { .. })
+    ));
+    // The host's own route (loopback is always there).
+    assert!(matches!(
+        Network::create_with(&store, "lo", NetworkOptions::new().subnet("127.0.0.0/8")),
+        Err(NetworkError::InvalidSubnet { .. })
+    ));
+    let small = Network::create_with(
+        &store,
+        "small",
+        NetworkOptions::new().subnet("10.254.7.0/29"),
+    )
+    .unwrap();
+    assert!(matches!(
+        Network::create_with(
+            &store,
+            "over",
+            NetworkOptions::new().subnet("10.254.7.0/24")
+        ),
+        Err(NetworkError::SubnetOverlaps { .. })
+    ));
+    assert!(matches!(
+        Network::create(&store, "small"),
+        Err(NetworkError::Exists { .. })
+    ));
+    // A /29 holds 6 hosts: the gateway and 5 containers.
+    let mut made = Vec::new();
+    for _ in 0..5 {
+        made.push(
+            Container::builder(&store, &image)
+                .join(&small)
+                .create()
+                .unwrap(),
+        );
+    }
+    let before = std::fs::read_dir(store.layout().state().join("containers"))
+        .unwrap()
+        .count();
+    match Container::builder(&store, &image).join(&small).create() {
+        Err(ContainerError::Network(NetworkError::PoolExhausted { .. })) => {}
+        other => panic!("exhausted pool: {other:?}"),
+    }
+    let after = std::fs::read_dir(store.layout().state().join("containers"))
+        .unwrap()
+        .count();
+    assert_eq!(before, after, "no container half made");
+    // A port already bound on the host: the start fails, nothing stays (no veth).
+    drop(made.pop());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut c = Container::builder(&store, &image)
+        .command("/bin/sleep")
+        .arg("30")
+        .publish_port(molde_container::network::PublishedPort {
+            container_port: 80,
+            protocol: molde_container::network::Protocol::Tcp,
+            host: taken.local_addr().unwrap(),
+        })
+        .join(&small)
+        .create()
+        .unwrap();
+    match c.start() {
+        Err(ContainerError::Network(NetworkError::PortUnavailable { .. })) => {}
+        other => panic!("port taken: {other:?}"),
+    }
+    assert!(veths_of(&c).is_empty(), "no veth after a failed start");
+    drop(c);
+    drop(made);
+    small.remove(&store).unwrap();
+}
+
+#[test]
+fn fifty_containers_on_one_network_have_fifty_addresses_each_answering() {
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let net = Network::create(&store, "fifty").unwrap();
+    let links_before = ip_lines("link", "mv").len();
+    let mut all = Vec::new();
+    for _ in 0..50 {
+        all.push(httpd(&store, &image).join(&net).start().unwrap());
+    }
+    let mut ips: Vec<Ipv4Addr> = all.iter().map(|c| c.ip().unwrap()).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 50);
+    for ip in &ips {
+        assert!(
+            get(SocketAddr::new((*ip).into(), 8080), Duration::from_secs(10)).contains("hello")
+        );
+    }
+    for c in all {
+        c.remove().unwrap();
+    }
+    assert!(ip_lines("link", "mv").len() <= links_before);
+    assert!(net.allocations(&store).unwrap().is_empty());
+    net.remove(&store).unwrap();
+}
