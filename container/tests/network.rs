@@ -7,6 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,13 @@ fn setup() -> (tempfile::TempDir, Store, Image) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("store")).unwrap();
     let busybox = molde_container::image::base::static_busybox().unwrap();
-    let base = molde_image::base::from_host(&store, &[busybox.as_path()]).unwrap();
+    // socat (where installed) serves UDP: busybox's nc has no UDP.
+    let socat = Path::new("/usr/bin/socat");
+    let mut bins = vec![busybox.as_path()];
+    if socat.exists() {
+        bins.push(socat);
+    }
+    let base = molde_image::base::from_host(&store, &bins).unwrap();
     let mut tar = tar::Builder::new(Vec::new());
     // Beside busybox's real path (/bin may be a link to usr/bin in the image, as on the host).
     let real = std::fs::canonicalize(&busybox).unwrap();
@@ -213,11 +220,16 @@ fn udp_echo_through_a_published_port() {
     if !can_run() {
         return;
     }
+    if !common::require(
+        Path::new("/usr/bin/socat").exists(),
+        "needs socat (Debian package socat) for a UDP echo server",
+    ) {
+        return;
+    }
     let (_dir, store, image) = setup();
-    // busybox nc -u -l answers the first datagram's sender: an echo with `cat`... use sh.
     let c = Container::builder(&store, &image)
-        .command("/bin/nc")
-        .args(["-u", "-l", "-p", "5353", "-e", "/bin/cat"])
+        .command("/usr/bin/socat")
+        .args(["UDP4-RECVFROM:5353,fork", "PIPE"])
         .publish_udp(5353)
         .start()
         .unwrap();
@@ -351,4 +363,93 @@ fn fifty_containers_on_one_network_have_fifty_addresses_each_answering() {
     assert!(ip_lines("link", "mv").len() <= links_before);
     assert!(net.allocations(&store).unwrap().is_empty());
     net.remove(&store).unwrap();
+}
+
+const HOST_ENV: &str = "MOLDE_TEST_NET_HOST_STORE";
+
+#[test]
+fn a_sigkilled_host_leaves_no_veth_nor_port_and_recover_releases_what_nobody_holds() {
+    if let Some(root) = std::env::var_os(HOST_ENV) {
+        let store = Store::open(std::path::PathBuf::from(root)).unwrap();
+        let image = store
+            .resolve(&std::env::var("MOLDE_TEST_NET_IMAGE").unwrap())
+            .unwrap();
+        let net = Network::open(&store, "killed").unwrap();
+        let c = httpd(&store, &image)
+            .join(&net)
+            .publish(8080)
+            .start()
+            .unwrap();
+        println!("CONTAINER {} {}", c.id(), c.host_port(8080).unwrap());
+        std::thread::sleep(Duration::from_secs(600));
+        return;
+    }
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let net = Network::create(&store, "killed").unwrap();
+    let mut host = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_sigkilled_host_leaves_no_veth_nor_port_and_recover_releases_what_nobody_holds",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HOST_ENV, store.root())
+        .env("MOLDE_TEST_NET_IMAGE", image.id().to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(host.stdout.take().unwrap());
+    let mut line = String::new();
+    let (id, port) = loop {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0,
+            "host ended"
+        );
+        if let Some(at) = line.find("CONTAINER ") {
+            let rest = line[at + "CONTAINER ".len()..].trim();
+            let (id, port) = rest.split_once(' ').unwrap();
+            break (id.to_owned(), port.parse::<u16>().unwrap());
+        }
+    };
+    let published = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(get(published, Duration::from_secs(5)).contains("hello"));
+    assert_eq!(ip_lines("link", &format!("mv{}", &id[..12])).len(), 1);
+    host.kill().unwrap();
+    host.wait().unwrap();
+    // The kernel ends the container (parent-death signal), its namespace and so its veth;
+    // the forwarder's sockets went with the host.
+    let end = Instant::now() + Duration::from_secs(10);
+    while !ip_lines("link", &format!("mv{}", &id[..12])).is_empty() {
+        assert!(Instant::now() < end, "the veth outlived its container");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(TcpStream::connect(published).is_err(), "the port is free");
+    // An allocation whose container is gone (a create cut short), and the container's own:
+    // recover releases the first, the container keeps its address until removed.
+    let ips = store
+        .layout()
+        .state()
+        .join("networks/killed/ips/")
+        .join(Ipv4Addr::from(u32::from(net.gateway()) + 199).to_string());
+    std::fs::write(
+        &ips,
+        r#"{"owner":"0000000000000000000000000000000000000000000000000000000000000000","names":[],"hosts":null}"#,
+    )
+    .unwrap();
+    assert_eq!(net.allocations(&store).unwrap().len(), 2);
+    let again = Store::open(store.root()).unwrap();
+    molde_container::recover(&again).unwrap();
+    let left = net.allocations(&again).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].1.owner, id);
+    Container::open(&again, &id).unwrap().remove().unwrap();
+    assert!(net.allocations(&again).unwrap().is_empty());
+    let bridge = net.bridge().to_owned();
+    net.remove(&again).unwrap();
+    assert!(ip_lines("link", &bridge).is_empty());
+    assert!(ip_lines("addr", &bridge).is_empty());
 }

@@ -24,6 +24,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("umoci", "umoci"),
     ("busybox", "busybox-static"),
     ("skopeo", "skopeo"),
+    ("socat", "socat"),
+    ("pasta", "passt"),
 ];
 
 /// Debian packages the benchmarks compare against.
