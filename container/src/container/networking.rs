@@ -126,6 +126,7 @@ pub(crate) struct Pending {
     target: Option<Ipv4Addr>,
     user_mode: Vec<(PublishedPort, SocketAddr)>,
     pasta_error: Arc<Mutex<Option<NetworkError>>>,
+    pasta: Arc<Mutex<Option<pasta::Pasta>>>,
 }
 
 /// What a running container's networking holds: its published ports and their forwarders.
@@ -133,6 +134,7 @@ pub(crate) struct Pending {
 pub(crate) struct Running {
     pub(crate) ports: Vec<(PublishedPort, SocketAddr)>,
     _forwarders: Vec<Forwarder>,
+    _pasta: Option<pasta::Pasta>,
 }
 
 /// Before a start: the network namespace plumbed and the ports bound (root), or pasta made
@@ -150,14 +152,23 @@ pub(crate) fn prepare(
         let hosts = pasta::choose_ports(&att.publish)?;
         pending.user_mode = att.publish.iter().copied().zip(hosts.clone()).collect();
         let ports = att.publish.clone();
-        let stash = pending.pasta_error.clone();
+        let (stash, keep) = (pending.pasta_error.clone(), pending.pasta.clone());
+        let pid_file = paths.dir().join("pasta.pid");
         spec.before_run = Some(BeforeRun(Box::new(move |pid| {
-            pasta::attach(&pasta, pid, &ports, &hosts).map_err(|e| {
-                if let Ok(mut slot) = stash.lock() {
-                    *slot = Some(e);
+            match pasta::attach(&pasta, pid, &ports, &hosts, &pid_file) {
+                Ok(p) => {
+                    if let Ok(mut slot) = keep.lock() {
+                        *slot = Some(p);
+                    }
+                    Ok(())
                 }
-                std::io::Error::from_raw_os_error(libc::ENETUNREACH)
-            })
+                Err(e) => {
+                    if let Ok(mut slot) = stash.lock() {
+                        *slot = Some(e);
+                    }
+                    Err(std::io::Error::from_raw_os_error(libc::ENETUNREACH))
+                }
+            }
         })));
         return Ok(pending);
     }
@@ -196,9 +207,11 @@ impl Pending {
     /// Once the program runs: serve the published ports.
     pub(crate) fn serve(self) -> Result<Running, ContainerError> {
         if !self.user_mode.is_empty() {
+            let pasta = self.pasta.lock().ok().and_then(|mut p| p.take());
             return Ok(Running {
                 ports: self.user_mode,
                 _forwarders: Vec::new(),
+                _pasta: pasta,
             });
         }
         let mut running = Running::default();

@@ -42,13 +42,33 @@ pub(crate) fn choose_ports(ports: &[PublishedPort]) -> Result<Vec<SocketAddr>, N
         .collect()
 }
 
-/// Attach pasta to the namespaces of `pid` with `ports` published at `hosts`.
+/// A running pasta; dropping it stops it.
+#[derive(Debug)]
+pub(crate) struct Pasta {
+    pidfd: std::os::fd::OwnedFd,
+}
+
+impl Drop for Pasta {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        let _ = crate::launch::pidfd::send_signal(self.pidfd.as_raw_fd(), libc::SIGTERM);
+    }
+}
+
+/// Attach pasta to the namespaces of `pid` with `ports` published at `hosts`, and wait until
+/// it is ready (its pid file written).
+///
+/// pasta runs in the foreground as the child of a thread of its own (`molde-pasta`), which
+/// waits for it: its parent-death signal (SIGKILL) is armed against that thread, so a killed
+/// host takes it along; [`Pasta`]'s drop stops it when the container ends. (pasta left to
+/// daemonize keeps the namespace open itself, and so never sees it go.)
 pub(crate) fn attach(
     pasta: &std::path::Path,
     pid: u32,
     ports: &[PublishedPort],
     hosts: &[SocketAddr],
-) -> Result<(), NetworkError> {
+    pid_file: &std::path::Path,
+) -> Result<Pasta, NetworkError> {
     let spec = |protocol| {
         let list: Vec<String> = ports
             .iter()
@@ -62,27 +82,92 @@ pub(crate) fn attach(
             list.join(",")
         }
     };
-    let out = Command::new(pasta)
-        .args(["--config-net", "--quiet", "--no-map-gw"])
+    let _ = std::fs::remove_file(pid_file);
+    let mut cmd = Command::new(pasta);
+    cmd.args(["--config-net", "--quiet", "--foreground", "--no-map-gw"])
         .args(["-t", &spec(Protocol::Tcp), "-u", &spec(Protocol::Udp)])
-        .args(["-T", "none", "-U", "none"])
+        .args(["-T", "none", "-U", "none", "-P"])
+        .arg(pid_file)
         .arg(pid.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => NetworkError::PastaMissing,
-            _ => NetworkError::Pasta {
-                status: "not started".into(),
-                stderr: e.to_string(),
-            },
-        })?;
-    if !out.status.success() {
-        return Err(NetworkError::Pasta {
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        .stderr(Stdio::piped());
+    // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
         });
     }
-    Ok(())
+    let (tx, rx) = std::sync::mpsc::channel();
+    let file = pid_file.to_owned();
+    std::thread::Builder::new()
+        .name("molde-pasta".into())
+        .spawn(move || run(cmd, &file, &tx))
+        .map_err(|e| NetworkError::Pasta {
+            status: "not started".into(),
+            stderr: e.to_string(),
+        })?;
+    rx.recv().unwrap_or_else(|_| {
+        Err(NetworkError::Pasta {
+            status: "lost".into(),
+            stderr: String::new(),
+        })
+    })
+}
+
+/// The `molde-pasta` thread: start pasta, report when it is ready (or how it failed), then
+/// wait for its end.
+fn run(
+    mut cmd: Command,
+    pid_file: &std::path::Path,
+    tx: &std::sync::mpsc::Sender<Result<Pasta, NetworkError>>,
+) {
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tx.send(Err(match e.kind() {
+                std::io::ErrorKind::NotFound => NetworkError::PastaMissing,
+                _ => NetworkError::Pasta {
+                    status: "not started".into(),
+                    stderr: e.to_string(),
+                },
+            }));
+            return;
+        }
+    };
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+            }
+            let _ = tx.send(Err(NetworkError::Pasta {
+                status: status.to_string(),
+                stderr: stderr.trim().to_owned(),
+            }));
+            return;
+        }
+        if pid_file.exists() || std::time::Instant::now() > end {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let pidfd = match crate::launch::pidfd::open(child.id()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = tx.send(Err(NetworkError::Pasta {
+                status: "lost".into(),
+                stderr: e.to_string(),
+            }));
+            return;
+        }
+    };
+    let _ = tx.send(Ok(Pasta { pidfd }));
+    let _ = child.wait();
 }
