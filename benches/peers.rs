@@ -28,6 +28,8 @@ use molde::layerfs::{Digest, Format, OverlayXattr};
 
 #[path = "peers/build.rs"]
 mod build;
+#[path = "peers/network.rs"]
+mod network;
 #[path = "peers/start.rs"]
 mod start;
 
@@ -85,6 +87,7 @@ fn main() {
         // fresh ext4 made for this run (see FreshExt4).
         let disk = FreshExt4::new();
         figures.extend(start::figures(&disk.path(), pairs, &wanted));
+        figures.extend(network::figures(&disk.path(), pairs, &wanted));
     }
     figures.extend(build::figures(&fixtures, pairs, &wanted));
     for f in &figures {

@@ -40,6 +40,19 @@ fn veths_of(c: &Container) -> Vec<String> {
     ip_lines("link", &format!("mv{}", &c.id()[..12]))
 }
 
+/// Wait (5 s at most) until no link's line mentions `needle`: the kernel deletes a veth with
+/// its container's namespace, shortly after the container's end.
+fn links_gone(needle: &str) -> bool {
+    let end = Instant::now() + Duration::from_secs(5);
+    while !ip_lines("link", needle).is_empty() {
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
 #[test]
 fn a_server_is_reached_from_the_host_by_address_and_published_port_and_from_another_container_by_address_and_name()
  {
@@ -47,6 +60,14 @@ fn a_server_is_reached_from_the_host_by_address_and_published_port_and_from_anot
         return;
     }
     let (_dir, store, image) = setup();
+    let nft = || {
+        Command::new("nft")
+            .args(["--stateless", "list", "ruleset"])
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default()
+    };
+    let rules_before = nft();
     let net = Network::create(&store, "backend").unwrap();
     let bridge = net.bridge().to_owned();
     assert_eq!(ip_lines("link", &bridge).len(), 1, "the bridge exists");
@@ -98,10 +119,12 @@ fn a_server_is_reached_from_the_host_by_address_and_published_port_and_from_anot
     }
     let id = server.id().to_owned();
     server.remove().unwrap();
-    assert!(ip_lines("link", &format!("mv{}", &id[..12])).is_empty());
+    assert!(links_gone(&format!("mv{}", &id[..12])), "its veth is gone");
     assert!(net.allocations(&store).unwrap().is_empty());
     net.remove(&store).unwrap();
     assert!(ip_lines("link", &bridge).is_empty(), "the bridge is gone");
+    assert!(ip_lines("addr", &bridge).is_empty(), "its address too");
+    assert_eq!(nft(), rules_before, "no firewall rule was touched");
     assert!(Network::list(&store).unwrap().is_empty());
 }
 
@@ -112,7 +135,16 @@ fn two_containers_of_one_image_both_serve_8080_each_at_its_own_address() {
     }
     let (_dir, store, image) = setup();
     let net = Network::create(&store, "seed").unwrap();
-    let mut a = httpd(&store, &image).join(&net).start().unwrap();
+    let mut a = httpd(&store, &image)
+        .join(&net)
+        .publish_all()
+        .start()
+        .unwrap();
+    // The image EXPOSEs 8080/tcp.
+    let published = a
+        .host_addr(8080)
+        .expect("publish_all publishes EXPOSEd ports");
+    assert!(get(published, Duration::from_secs(5)).contains("hello"));
     let b = httpd(&store, &image).join(&net).start().unwrap();
     let (ia, ib) = (a.ip().unwrap(), b.ip().unwrap());
     assert_ne!(ia, ib);
@@ -130,7 +162,10 @@ fn two_containers_of_one_image_both_serve_8080_each_at_its_own_address() {
         "{out:?}"
     );
     a.stop(Duration::from_millis(100)).unwrap();
-    assert!(veths_of(&a).is_empty(), "a stopped container has no veth");
+    assert!(
+        links_gone(&format!("mv{}", &a.id()[..12])),
+        "a stopped container has no veth"
+    );
     // A restart keeps its address.
     a.start().unwrap();
     assert_eq!(a.ip(), Some(ia));
@@ -255,7 +290,10 @@ fn bad_input_is_a_typed_error_and_makes_nothing() {
         Err(ContainerError::Network(NetworkError::PortUnavailable { .. })) => {}
         other => panic!("port taken: {other:?}"),
     }
-    assert!(veths_of(&c).is_empty(), "no veth after a failed start");
+    assert!(
+        links_gone(&format!("mv{}", &c.id()[..12])),
+        "no veth after a failed start"
+    );
     drop(c);
     drop(made);
     small.remove(&store).unwrap();
@@ -268,7 +306,6 @@ fn fifty_containers_on_one_network_have_fifty_addresses_each_answering() {
     }
     let (_dir, store, image) = setup();
     let net = Network::create(&store, "fifty").unwrap();
-    let links_before = ip_lines("link", "mv").len();
     let mut all = Vec::new();
     for _ in 0..50 {
         all.push(httpd(&store, &image).join(&net).start().unwrap());
@@ -282,10 +319,13 @@ fn fifty_containers_on_one_network_have_fifty_addresses_each_answering() {
             get(SocketAddr::new((*ip).into(), 8080), Duration::from_secs(10)).contains("hello")
         );
     }
+    let ids: Vec<String> = all.iter().map(|c| c.id()[..12].to_owned()).collect();
     for c in all {
         c.remove().unwrap();
     }
-    assert!(ip_lines("link", "mv").len() <= links_before);
+    for id in ids {
+        assert!(links_gone(&format!("mv{id}")), "veth of {id} left");
+    }
     assert!(net.allocations(&store).unwrap().is_empty());
     net.remove(&store).unwrap();
 }

@@ -114,11 +114,6 @@ pub(crate) fn release(store: &Store, id: &str) -> Result<(), ContainerError> {
     ipam::release(store, id).map_err(Into::into)
 }
 
-/// After the container's process ended: its veths go at once.
-pub(crate) fn unplumb(id: &str, att: &Attachments) -> Result<(), ContainerError> {
-    attach::unplumb(id, att.networks.len()).map_err(Into::into)
-}
-
 /// One start's networking, between the spec and the running process.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {

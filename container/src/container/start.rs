@@ -63,10 +63,7 @@ impl Container {
         )?;
         let mut process = match launch::spawn(&spec) {
             Ok(p) => p,
-            Err(e) => {
-                let _ = super::networking::unplumb(&self.id, &self.record.run.network);
-                return Err(pending.take_error().map_or(e.into(), Into::into));
-            }
+            Err(e) => return Err(pending.take_error().map_or(e.into(), Into::into)),
         };
         drop(spec);
         let net = match pending.serve() {
@@ -240,9 +237,6 @@ impl Container {
         self.deadline = None;
         self.net = None;
         let mut errors = Vec::new();
-        if let Err(e) = super::networking::unplumb(&self.id, &self.record.run.network) {
-            errors.push(e);
-        }
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.kill_all();
             if let Err(source) = cg.remove() {

@@ -100,31 +100,22 @@ impl Rtnl {
         Ok(all)
     }
 
-    /// Every link: (index, name).
-    pub(crate) fn links(&mut self) -> io::Result<Vec<(u32, String)>> {
-        let got = self.dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
-        Ok(got
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => {
-                    let name = l.attributes.iter().find_map(|a| match a {
-                        LinkAttribute::IfName(n) => Some(n.clone()),
-                        _ => None,
-                    })?;
-                    Some((l.header.index, name))
-                }
-                _ => None,
-            })
-            .collect())
-    }
-
-    /// The index of the link named `name`, if there is one.
+    /// The index of the link named `name`, if there is one (one `RTM_GETLINK` by name, not
+    /// a dump of every link).
     pub(crate) fn link_index(&mut self, name: &str) -> io::Result<Option<u32>> {
-        Ok(self
-            .links()?
-            .into_iter()
-            .find(|(_, n)| n == name)
-            .map(|(i, _)| i))
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.into()));
+        let seq = self.send(RouteNetlinkMessage::GetLink(m), NLM_F_ACK)?;
+        let mut index = None;
+        match self.replies(seq, |r| {
+            if let RouteNetlinkMessage::NewLink(l) = r {
+                index = Some(l.header.index);
+            }
+        }) {
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+            Ok(()) => Ok(index),
+        }
     }
 
     /// Make a bridge named `name` (`EEXIST` if a link has that name).
@@ -139,16 +130,19 @@ impl Rtnl {
     }
 
     /// Make a veth pair: `host` here, its port on the bridge `controller`, up; `peer` made
-    /// directly in the network namespace `netns` (never visible here).
+    /// directly in the network namespace `netns` (never visible here), with the hardware
+    /// address `mac`.
     pub(crate) fn add_veth(
         &mut self,
         host: &str,
         peer: &str,
         netns: BorrowedFd<'_>,
         controller: u32,
+        mac: [u8; 6],
     ) -> io::Result<()> {
         let mut p = LinkMessage::default();
         p.attributes.push(LinkAttribute::IfName(peer.into()));
+        p.attributes.push(LinkAttribute::Address(mac.to_vec()));
         p.attributes
             .push(LinkAttribute::NetNsFd(netns.as_fd().as_raw_fd()));
         let mut m = LinkMessage::default();
