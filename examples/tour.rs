@@ -305,12 +305,13 @@ fn networks(store: &Store) -> Res<()> {
     Ok(())
 }
 
-/// The status line of GET / at `addr`, retried while the server starts.
+/// The status line of GET /hosts at `addr`, retried while the server starts.
 fn http_status(addr: std::net::SocketAddr) -> Res<String> {
     use std::io::{Read, Write};
     for _ in 0..500 {
         if let Ok(mut s) = std::net::TcpStream::connect(addr) {
-            s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            // httpd serves the container's /etc: its /hosts is the container's hosts file.
+            s.write_all(b"GET /hosts HTTP/1.0\r\n\r\n")?;
             let mut answer = String::new();
             s.read_to_string(&mut answer)?;
             return Ok(answer.lines().next().unwrap_or("").to_owned());

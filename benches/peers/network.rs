@@ -86,14 +86,24 @@ fn fixture(disk: &Path) -> Fixture {
     let file = std::fs::File::create(&archive).unwrap();
     molde::image::archive::oci::export_archive(&store, &["molde-bench-net:1"], file)
         .expect("export");
-    let loaded = podman(&podman_dir)
+    let loaded = match podman(&podman_dir)
         .args(["load", "-q", "-i"])
         .arg(&archive)
         .output()
-        .is_ok_and(|o| o.status.success());
-    if !loaded {
-        eprintln!("podman cannot load the image: its figures are left out");
-    }
+    {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!(
+                "podman cannot load the image ({}): its figures are left out",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("podman cannot run ({e}): its figures are left out");
+            false
+        }
+    };
     Fixture {
         _dir: dir,
         store,
