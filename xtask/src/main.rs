@@ -40,6 +40,8 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("bwrap", "bubblewrap"),
     ("crun", "crun"),
     ("runc", "runc"),
+    ("podman", "podman"),
+    ("busybox", "busybox-static"),
 ];
 
 fn main() -> ExitCode {

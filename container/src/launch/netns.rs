@@ -65,6 +65,13 @@ fn open_own() -> Result<OwnedFd, nix::errno::Errno> {
     )
 }
 
+/// Bring up the loopback interface of the calling thread's network namespace.
+pub(crate) fn loopback_up() -> std::io::Result<()> {
+    super::child::loopback_up()
+        .map(drop)
+        .map_err(std::io::Error::from_raw_os_error)
+}
+
 /// A fresh network namespace with loopback up, for a launch that configures it before
 /// joining it (a container on bridge networks): one made ahead if ready, else one made now
 /// on a short-lived thread (the caller's threads stay in their namespace).

@@ -41,6 +41,37 @@ pub(crate) fn plumb(
     owner: &str,
     networks: &[(Network, Ipv4Addr)],
 ) -> Result<OwnedFd, NetworkError> {
+    let inside: Vec<Inside> = networks
+        .iter()
+        .enumerate()
+        .map(|(n, (net, ip))| Inside {
+            name: format!("eth{n}"),
+            ip: *ip,
+            prefix: net.subnet().prefix_len(),
+            gateway: net.gateway(),
+        })
+        .collect();
+    // One network (the usual case): a namespace whose veth was made ahead, if one is ready.
+    if let [(net, _)] = networks {
+        let bridge = net.ensure_bridge()?;
+        if let Some(mut ready) = super::ahead::take(net.bridge(), bridge) {
+            // Its host end gets the owner's name (and goes up): veths are found by owner.
+            let host = host_end(owner, 0);
+            let mut rtnl = Rtnl::open().map_err(nl_err("opening netlink for", owner))?;
+            match rtnl.rename_up(ready.host, &host) {
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    // Its previous run's, not torn down yet.
+                    super::delete_link_named(&mut rtnl, &host)?;
+                    rtnl.rename_up(ready.host, &host)
+                }
+                other => other,
+            }
+            .map_err(nl_err("renaming veth", &host))?;
+            configure(&mut ready.rtnl, &inside)
+                .map_err(nl_err("configuring the network namespace of", owner))?;
+            return Ok(ready.ns);
+        }
+    }
     let ns =
         crate::launch::netns::fresh().map_err(nl_err("making a network namespace for", owner))?;
     let mut rtnl = Rtnl::open().map_err(nl_err("opening netlink for", owner))?;
@@ -49,42 +80,43 @@ pub(crate) fn plumb(
         let host = host_end(owner, n);
         let peer = format!("eth{n}");
         let mac = mac_of(*ip);
-        match rtnl.add_veth(&host, &peer, ns.as_fd(), bridge, mac) {
+        match rtnl.add_veth(&host, &peer, ns.as_fd(), (bridge, true), mac) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 // Left by an earlier start whose namespace is still held: replace it.
                 super::delete_link_named(&mut rtnl, &host)?;
-                rtnl.add_veth(&host, &peer, ns.as_fd(), bridge, mac)
+                rtnl.add_veth(&host, &peer, ns.as_fd(), (bridge, true), mac)
                     .map_err(nl_err("creating veth", &host))?;
             }
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Err(NetworkError::NeedsRoot),
             other => other.map_err(nl_err("creating veth", &host))?,
         }
     }
-    let inside: Vec<(String, Ipv4Addr, u8, Ipv4Addr)> = networks
-        .iter()
-        .enumerate()
-        .map(|(n, (net, ip))| {
-            (
-                format!("eth{n}"),
-                *ip,
-                net.subnet().prefix_len(),
-                net.gateway(),
-            )
-        })
-        .collect();
-    in_netns(ns.as_fd(), |r| {
-        for (n, (name, ip, prefix, gateway)) in inside.iter().enumerate() {
-            let index = r
-                .link_index(name)?
-                .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
-            r.add_address(index, *ip, *prefix)?;
-            r.set_up(index)?;
-            if n == 0 {
-                r.add_default_route(*gateway)?;
-            }
-        }
-        Ok(())
-    })
-    .map_err(nl_err("configuring the network namespace of", owner))?;
+    in_netns(ns.as_fd(), |r| configure(r, &inside))
+        .map_err(nl_err("configuring the network namespace of", owner))?;
     Ok(ns)
+}
+
+/// What a container's end of one network gets inside its namespace.
+struct Inside {
+    name: String,
+    ip: Ipv4Addr,
+    prefix: u8,
+    gateway: Ipv4Addr,
+}
+
+/// Inside the namespace (`r` talks to it): each end gets its MAC and address and goes up;
+/// the first network's gateway is the default route.
+fn configure(r: &mut Rtnl, inside: &[Inside]) -> std::io::Result<()> {
+    for (n, end) in inside.iter().enumerate() {
+        let index = r
+            .link_index(&end.name)?
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+        r.set_mac(index, mac_of(end.ip))?;
+        r.add_address(index, end.ip, end.prefix)?;
+        r.set_up(index)?;
+        if n == 0 {
+            r.add_default_route(end.gateway)?;
+        }
+    }
+    Ok(())
 }

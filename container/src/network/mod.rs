@@ -18,6 +18,7 @@
 //! <store>/molde/networks/<name>/ips/<a.b.c.d>     one allocation: owner, names, hosts file
 //! ```
 
+mod ahead;
 pub(crate) mod attach;
 mod error;
 pub(crate) mod hosts;
@@ -405,6 +406,7 @@ impl Network {
     }
 
     fn delete_bridge(&self) -> Result<(), NetworkError> {
+        ahead::forget(&self.bridge);
         let mut rtnl = netlink::Rtnl::open().map_err(nl_err("opening netlink for", &self.name))?;
         delete_link_named(&mut rtnl, &self.bridge)
     }

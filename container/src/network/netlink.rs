@@ -129,15 +129,15 @@ impl Rtnl {
         self.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
     }
 
-    /// Make a veth pair: `host` here, its port on the bridge `controller`, up; `peer` made
-    /// directly in the network namespace `netns` (never visible here), with the hardware
-    /// address `mac`.
+    /// Make a veth pair: `host` here, its port on the bridge `controller`, up if `up`;
+    /// `peer` made directly in the network namespace `netns` (never visible here), with the
+    /// hardware address `mac`.
     pub(crate) fn add_veth(
         &mut self,
         host: &str,
         peer: &str,
         netns: BorrowedFd<'_>,
-        controller: u32,
+        (controller, up): (u32, bool),
         mac: [u8; 6],
     ) -> io::Result<()> {
         let mut p = LinkMessage::default();
@@ -146,7 +146,9 @@ impl Rtnl {
         p.attributes
             .push(LinkAttribute::NetNsFd(netns.as_fd().as_raw_fd()));
         let mut m = LinkMessage::default();
-        m.header.flags = LinkFlags::Up;
+        if up {
+            m.header.flags = LinkFlags::Up;
+        }
         m.header.change_mask = LinkFlags::Up;
         m.attributes.push(LinkAttribute::IfName(host.into()));
         m.attributes.push(LinkAttribute::Controller(controller));
@@ -163,6 +165,24 @@ impl Rtnl {
         m.header.index = index;
         m.header.flags = LinkFlags::Up;
         m.header.change_mask = LinkFlags::Up;
+        self.request(RouteNetlinkMessage::SetLink(m), 0)
+    }
+
+    /// Rename the link `index` (down) to `name`, and bring it up.
+    pub(crate) fn rename_up(&mut self, index: u32, name: &str) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
+        m.attributes.push(LinkAttribute::IfName(name.into()));
+        self.request(RouteNetlinkMessage::SetLink(m), 0)
+    }
+
+    /// Give the link `index` (down) the hardware address `mac`.
+    pub(crate) fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::Address(mac.to_vec()));
         self.request(RouteNetlinkMessage::SetLink(m), 0)
     }
 
