@@ -448,3 +448,36 @@ pub(crate) fn sweep(store: &Store, is_live: &dyn Fn(&str) -> bool) -> Result<(),
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_subnets_are_checked() {
+        assert!(check_name("backend").is_ok());
+        assert!(check_name("a.b_c-1").is_ok());
+        for bad in ["", "-x", "Upper", "a b", "a/b", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_subnet("10.200.0.0/24").is_ok());
+        assert!(parse_subnet("10.200.0.1/24").is_err(), "host bits");
+        assert!(parse_subnet("10.200.0.0/30").is_err(), "too small");
+        assert!(parse_subnet("8.8.8.0/24").is_err(), "public");
+        assert!(parse_subnet("nonsense").is_err());
+    }
+
+    #[test]
+    fn overlap_either_way_and_candidates_are_private_and_distinct() {
+        let a: Ipv4Net = "172.17.0.0/16".parse().unwrap();
+        let b: Ipv4Net = "172.17.5.0/24".parse().unwrap();
+        let c: Ipv4Net = "172.18.0.0/16".parse().unwrap();
+        assert!(overlaps(&a, &b) && overlaps(&b, &a));
+        assert!(!overlaps(&a, &c));
+        let all: Vec<Ipv4Net> = candidates().collect();
+        assert!(all.iter().all(|n| n.addr().is_private()));
+        for (i, x) in all.iter().enumerate() {
+            assert!(all[i + 1..].iter().all(|y| !overlaps(x, y)), "{x}");
+        }
+    }
+}
