@@ -2,6 +2,7 @@
 //! floor) and against podman on its default bridge, and the time from start to the first
 //! TCP connect to a published port (molde's forwarder, podman's `-p`).
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
@@ -13,14 +14,16 @@ use molde::image::{Image, ImageBuilder, Store};
 
 use super::{Figure, interleave, peak_rss_kib, run_peer};
 
-/// podman on private storage, runc (crun 1.8 refuses hybrid cgroups) and rlimits within this
-/// host's hard limits (DESIGN.md, "Peers here").
+/// podman on private storage (`dir`: its runroot, which podman wants under 50 characters, is
+/// `dir`'s short name under /tmp), runc (crun 1.8 refuses hybrid cgroups) and rlimits within
+/// this host's hard limits (DESIGN.md, "Peers here").
 fn podman(dir: &Path) -> Command {
     let mut cmd = Command::new("podman");
+    let run = Path::new("/tmp").join(dir.file_name().unwrap_or_default());
     cmd.arg("--root")
         .arg(dir.join("root"))
         .arg("--runroot")
-        .arg(dir.join("run"))
+        .arg(run)
         .args(["--runtime", "runc"]);
     cmd
 }
@@ -81,7 +84,7 @@ fn fixture(disk: &Path) -> Fixture {
         .expect("commit");
     store.tag(&image, "molde-bench-net:1").expect("tag");
     let net = Network::create(&store, "bench").expect("network");
-    let podman_dir = dir.path().join("podman");
+    let podman_dir = dir.path().join(format!("mpb-{}", std::process::id()));
     let archive = dir.path().join("image.oci.tar");
     let file = std::fs::File::create(&archive).unwrap();
     molde::image::archive::oci::export_archive(&store, &["molde-bench-net:1"], file)
@@ -141,11 +144,20 @@ fn molde_true(fx: &Fixture, bridge: bool) -> (Duration, u64) {
     (took, peak_rss_kib())
 }
 
-/// Connect to `addr` every 0.2 ms until it answers; the time since `since`.
-fn first_connect(addr: SocketAddr, since: Instant) -> Duration {
+/// GET /index.html from `addr` every 0.2 ms until httpd answers 200; the time since `since`.
+/// (A connect alone would not do: a forwarder's socket, molde's or docker-proxy's, accepts
+/// before the server in the container listens.)
+fn first_answer(addr: SocketAddr, since: Instant) -> Duration {
     let limit = since + Duration::from_secs(30);
     loop {
-        if TcpStream::connect(addr).is_ok() {
+        let answered = (|| -> std::io::Result<bool> {
+            let mut s = TcpStream::connect(addr)?;
+            s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+            let mut got = String::new();
+            s.read_to_string(&mut got)?;
+            Ok(got.contains(" 200 "))
+        })();
+        if answered.unwrap_or(false) {
             return since.elapsed();
         }
         assert!(Instant::now() < limit, "nothing answered on {addr}");
@@ -153,7 +165,7 @@ fn first_connect(addr: SocketAddr, since: Instant) -> Duration {
     }
 }
 
-/// httpd publishing 8080: from `start()` to the first TCP connect to its published port.
+/// httpd publishing 8080: from `start()` to its first HTTP answer through its published port.
 fn molde_publish_ready(fx: &Fixture) -> (Duration, u64) {
     let mut c = quiet(Container::builder(&fx.store, &fx.image))
         .command("/bin/httpd")
@@ -164,7 +176,7 @@ fn molde_publish_ready(fx: &Fixture) -> (Duration, u64) {
         .expect("create");
     let since = Instant::now();
     c.start().expect("start");
-    let took = first_connect(c.host_addr(8080).unwrap(), since);
+    let took = first_answer(c.host_addr(8080).unwrap(), since);
     c.remove().expect("remove");
     (took, peak_rss_kib())
 }
@@ -193,7 +205,7 @@ fn podman_publish_ready(dir: &Path) -> Duration {
         .output()
         .expect("podman run");
     assert!(out.status.success(), "podman run -d: {out:?}");
-    let took = first_connect(SocketAddr::from(([127, 0, 0, 1], port)), since);
+    let took = first_answer(SocketAddr::from(([127, 0, 0, 1], port)), since);
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let _ = podman(dir).args(["rm", "-f", "-t", "0", &id]).output();
     took
@@ -288,13 +300,15 @@ pub fn figures(disk: &Path, pairs: usize, wanted: &dyn Fn(&str) -> bool) -> Vec<
                 pairs,
                 || molde_publish_ready(&fx),
                 || podman_publish_ready(&dir),
-                "httpd container .join(&net).publish(8080): from start() to the first TCP \
-                 connect to its host port (a connect every 0.2 ms)",
+                "httpd container .join(&net).publish(8080): from start() to the first HTTP \
+                 200 through its host port (a GET every 0.2 ms)",
                 "podman run -d ... -p 127.0.0.1:PORT:8080 IMAGE httpd: from the command to \
-                 the first TCP connect",
+                 the first HTTP 200",
             ));
         }
         let _ = podman(&dir).args(["rmi", "-af"]).output();
+        let _ =
+            std::fs::remove_dir_all(Path::new("/tmp").join(dir.file_name().unwrap_or_default()));
     }
     let _ = fx.net.clone().remove(&fx.store);
     out
