@@ -28,6 +28,10 @@ use molde::layerfs::{Digest, Format, OverlayXattr};
 
 #[path = "peers/build.rs"]
 mod build;
+#[path = "peers/dockerfile.rs"]
+mod dockerfile;
+#[path = "peers/harness.rs"]
+mod harness;
 #[path = "peers/network.rs"]
 mod network;
 #[path = "peers/start.rs"]
@@ -90,6 +94,8 @@ fn main() {
         figures.extend(network::figures(&disk.path(), pairs, &wanted));
     }
     figures.extend(build::figures(&fixtures, pairs, &wanted));
+    figures.extend(dockerfile::figures(&fixtures, pairs, &wanted));
+    figures.extend(harness::figures(pairs, &wanted));
     for f in &figures {
         println!("{}", f.line());
     }
@@ -152,6 +158,7 @@ fn diff_options() -> DiffOptions {
     DiffOptions {
         mtime_clamp: None,
         xattr: OverlayXattr::Trusted,
+        owners: None,
     }
 }
 

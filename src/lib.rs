@@ -5,7 +5,12 @@
 //! This facade re-exports the workspace's crates:
 //! - [`layerfs`]: layers as filesystems (apply, diff, union views, union mounts);
 //! - [`image`]: the content store, images and layers;
-//! - [`container`]: containers and their lifecycle.
+//! - [`container`]: containers and their lifecycle;
+//! - [`registry`] (cargo feature `registry`, on by default): pull from and push to OCI
+//!   registries, as `docker pull` / `docker push` do. Without the feature no HTTP stack is
+//!   compiled.
+//! - [`harness`] (cargo feature `harness`): test fixtures built once and shared across test
+//!   processes, a fresh copy-on-write container per test, readiness waits, logs on failure.
 //!
 //! `use molde::prelude::*;` brings the everyday types into scope.
 //!
@@ -14,10 +19,17 @@
 //! (molde-image knows nothing of containers).
 
 pub use molde_container as container;
+#[cfg(feature = "harness")]
+pub use molde_harness as harness;
 pub use molde_image as image;
 pub use molde_layerfs as layerfs;
+#[cfg(feature = "registry")]
+pub use molde_registry as registry;
 
 use std::path::PathBuf;
+
+mod probe;
+pub use probe::{Probe, Support, probe};
 
 /// Open (or create) the store at `root` and clear the stale container state a killed process
 /// left in it: a container recorded `running` whose process and owner are gone is marked

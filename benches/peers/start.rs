@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use molde::container::{Container, Stdio};
+use molde::container::{Container, Seccomp, Stdio};
 use molde::image::base;
 use molde::image::unpack::unpack;
 use molde::image::{Image, ImageBuilder, Store};
@@ -109,9 +109,20 @@ fn write_bundle(bundle: &Path, rootfs: &Path) {
 
 /// create + start + wait + remove of one /bin/true container, timed.
 fn molde_true(store: &Store, image: &Image, ephemeral: bool) -> (Duration, u64) {
+    molde_true_with(store, image, ephemeral, Seccomp::Default)
+}
+
+/// [`molde_true`] under the system call filter `seccomp`.
+fn molde_true_with(
+    store: &Store,
+    image: &Image,
+    ephemeral: bool,
+    seccomp: Seccomp,
+) -> (Duration, u64) {
     let start = Instant::now();
     let mut c = Container::builder(store, image)
         .command("/bin/true")
+        .seccomp(seccomp)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -236,6 +247,7 @@ const MOLDE_TRUE: &str = "Container::builder(&store, &image).command(\"/bin/true
 pub fn figures(fixtures: &Path, pairs: usize, wanted: &dyn Fn(&str) -> bool) -> Vec<Figure> {
     let names = [
         "start-floor",
+        "start-seccomp",
         "start-bwrap",
         "start-crun",
         "start-runc",
@@ -270,6 +282,18 @@ pub fn figures(fixtures: &Path, pairs: usize, wanted: &dyn Fn(&str) -> bool) -> 
             || run_peer(&mut unshare_chroot(rootfs)),
             MOLDE_TRUE,
             "unshare --fork --pid --mount --uts --ipc --net chroot ROOTFS /bin/true",
+        ));
+    }
+    if wanted("start-seccomp") {
+        out.push(figure(
+            "start-seccomp",
+            "molde unconfined",
+            1.05,
+            pairs,
+            || molde_true(store, image, false),
+            || molde_true_with(store, image, false, Seccomp::Unconfined).0,
+            "start-floor's run with the default seccomp profile (moby's)",
+            "the same with .seccomp(Seccomp::Unconfined)",
         ));
     }
     if wanted("start-bwrap") {

@@ -20,9 +20,11 @@ pub mod config;
 pub mod container;
 pub mod error;
 pub mod launch;
+pub mod logs;
 pub mod network;
 pub mod record;
 pub mod rlimit;
+pub mod seccomp;
 pub mod volume;
 
 pub use build::{Build, BuildError, BuildReport};
@@ -31,5 +33,7 @@ pub use container::{Child, Container, ContainerSummary, ExecBuilder, ExecChild, 
 pub use container::{ContainerBuilder, Stdio};
 pub use error::ContainerError;
 pub use launch::{ExitStatus, Network};
+pub use logs::{LogConfig, LogFollower, LogLine, Stream};
 pub use molde_image as image;
+pub use seccomp::{Seccomp, SeccompError};
 pub use volume::{Volume, VolumeError};

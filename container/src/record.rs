@@ -229,6 +229,26 @@ pub struct RunConfig {
     /// Bridge networks, addresses and published ports.
     #[serde(default, skip_serializing_if = "crate::network::Attachments::is_empty")]
     pub network: crate::network::Attachments,
+    /// Keep stdout and stderr in the container's log files (see [`crate::logs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<crate::logs::LogConfig>,
+    /// Capabilities raised as ambient, asked for by name (a non-root user holds no others).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ambient_capabilities: Vec<crate::launch::Capability>,
+    /// Set `PR_SET_NO_NEW_PRIVS` (absent in older records: set).
+    #[serde(default = "yes")]
+    pub no_new_privileges: bool,
+    /// The system call filter (absent in older records: the default profile).
+    #[serde(default, skip_serializing_if = "is_default_seccomp")]
+    pub seccomp: crate::seccomp::Seccomp,
+}
+
+fn is_default_seccomp(s: &crate::seccomp::Seccomp) -> bool {
+    *s == crate::seccomp::Seccomp::Default
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// How the writable layer is stored.
@@ -733,6 +753,10 @@ mod tests {
                 stop_signal: 15,
                 timeout_ms: None,
                 network: Default::default(),
+                ambient_capabilities: vec![crate::launch::Capability::CAP_NET_BIND_SERVICE],
+                no_new_privileges: false,
+                seccomp: crate::seccomp::Seccomp::Unconfined,
+                logs: None,
             },
         }
     }

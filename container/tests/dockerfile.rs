@@ -79,9 +79,20 @@ CMD ["/srv/app/greeting.txt"]
             ),
         "{by:#?}"
     );
-    assert_eq!(
-        String::from_utf8_lossy(&report.steps[6].output),
-        "index.html\n"
+    let ls = report
+        .steps
+        .iter()
+        .find(|s| s.instruction.contains("[\"/bin/ls\""))
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ls.output), "index.html\n");
+    // One history entry per instruction, as Docker writes it; context paths, not host ones.
+    assert!(
+        by.contains(&"ENV APP_HOME=/srv/app MODE=prod".to_owned()),
+        "{by:#?}"
+    );
+    assert!(
+        by.contains(&"COPY --chown=33:33 www/ ./www/".to_owned()),
+        "{by:#?}"
     );
     let out = Container::builder(&store, img).output().unwrap();
     assert!(out.success());

@@ -192,6 +192,27 @@ fn rootless_child() {
         "hostname, PID 1, root inside, only lo, only the shell in /proc: {out}"
     );
 
+    // Root in the user namespace holds the default set there, inheriting and ambient none
+    // (issue 11: the same rules as outside a user namespace).
+    let (status, out, err) = run(&sh(&rootfs, "cat /proc/self/status"));
+    assert!(status.success(), "{status}: {err}");
+    let caps: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with("Cap"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        caps,
+        [
+            "CapInh: 0000000000000000",
+            "CapPrm: 00000000a00425fb",
+            "CapEff: 00000000a00425fb",
+            "CapBnd: 00000000a00425fb",
+            "CapAmb: 0000000000000000",
+        ],
+        "{out}"
+    );
+
     // Overlay rootfs with userxattr: a write lands in the upper dir.
     let merged = base.join("merged");
     let mut spec = sh(

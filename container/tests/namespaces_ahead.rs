@@ -317,7 +317,7 @@ fn privileged_launches_join_namespaces_made_ahead_holding_only_the_container() {
         // between, which the launch may get: then launch again.)
         let p = joining(|i| {
             let d = dir(format!("long-{n}-{i}"));
-            let mut spec = sh(root.path(), "sleep 30");
+            let mut spec = sh(root.path(), "sleep 600");
             if n == 0 {
                 let target = d.join("merged");
                 std::fs::create_dir_all(&target).unwrap();
@@ -353,7 +353,7 @@ fn privileged_launches_join_namespaces_made_ahead_holding_only_the_container() {
         let d = dir(format!("burst-{i}"));
         let target = d.join("merged");
         std::fs::create_dir_all(&target).unwrap();
-        let mut spec = sh(root.path(), "sleep 30");
+        let mut spec = sh(root.path(), "sleep 600");
         spec.root = target;
         overlay(&mut spec, root.path(), &d);
         spec.stdout = Stdio::Null;

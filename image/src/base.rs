@@ -264,7 +264,13 @@ fn store_tree(store: &Store, tree: &Tree) -> Result<crate::layer::Layer, BaseErr
         match kind {
             Kind::Dir => {
                 h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o755);
+                // /tmp as every distribution's image has it: anyone may write there (a
+                // non-root user holds no capability to override its mode).
+                h.set_mode(if rel == Path::new("tmp") {
+                    0o1777
+                } else {
+                    0o755
+                });
                 h.set_size(0);
                 b.append_data(&mut h, rel, io::empty()).map_err(err)?;
             }

@@ -29,6 +29,7 @@ pub struct ImageBuilder {
     stop_signal: Option<String>,
     created: Option<String>,
     author: Option<String>,
+    docker: BTreeMap<String, serde_json::Value>,
 }
 
 impl Default for ImageBuilder {
@@ -54,6 +55,7 @@ impl ImageBuilder {
             stop_signal: None,
             created: None,
             author: None,
+            docker: BTreeMap::new(),
         }
     }
 
@@ -74,7 +76,31 @@ impl ImageBuilder {
         b.volumes = base.volumes().into_iter().collect();
         b.labels = base.labels().into_iter().collect();
         b.stop_signal = base.stop_signal().map(str::to_owned);
+        b.docker = base.docker_fields().clone();
         b
+    }
+
+    /// Set (`Some`) or remove (`None`) one of Docker's run-config fields that OCI has no
+    /// place for ([`DOCKER_FIELDS`](crate::image::DOCKER_FIELDS): `Healthcheck`, `OnBuild`,
+    /// `Shell`); other keys are ignored.
+    pub fn docker_field(mut self, key: &str, value: Option<serde_json::Value>) -> Self {
+        if !crate::image::DOCKER_FIELDS.contains(&key) {
+            return self;
+        }
+        match value {
+            Some(v) if !v.is_null() => {
+                self.docker.insert(key.to_owned(), v);
+            }
+            _ => {
+                self.docker.remove(key);
+            }
+        }
+        self
+    }
+
+    /// The Docker run-config fields set so far.
+    pub fn docker_fields(&self) -> &BTreeMap<String, serde_json::Value> {
+        &self.docker
     }
 
     /// Add a layer made by a step described by `created_by`.

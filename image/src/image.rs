@@ -1,6 +1,7 @@
 //! [`Image`]: an immutable, cheap-to-clone view of a stored image (manifest + config), and its
 //! history read like `docker history`.
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -58,7 +59,13 @@ struct Inner {
     layers: Vec<Layer>,
     /// The ChainID of each prefix of the stack, bottom first (computed once, in one pass).
     chain_ids: Vec<Digest>,
+    /// Docker's fields of the run config that the OCI config has no place for
+    /// (`Healthcheck`, `OnBuild`, `Shell`), as they were in the config document.
+    docker: BTreeMap<String, serde_json::Value>,
 }
+
+/// The fields of Docker's run config kept beside the OCI ones.
+pub const DOCKER_FIELDS: [&str; 3] = ["Healthcheck", "OnBuild", "Shell"];
 
 /// One step of an image's history, like a row of `docker history`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +78,19 @@ pub struct HistoryEntry {
     pub comment: Option<String>,
     /// The layer the step made; `None` for a step that changed only the config.
     pub layer: Option<Layer>,
+}
+
+/// Docker's extra fields of the run config in a config document.
+pub(crate) fn docker_fields_of(config_bytes: &[u8]) -> BTreeMap<String, serde_json::Value> {
+    let Ok(serde_json::Value::Object(mut doc)) = serde_json::from_slice(config_bytes) else {
+        return BTreeMap::new();
+    };
+    let Some(serde_json::Value::Object(run)) = doc.remove("config") else {
+        return BTreeMap::new();
+    };
+    run.into_iter()
+        .filter(|(k, v)| DOCKER_FIELDS.contains(&k.as_str()) && !v.is_null())
+        .collect()
 }
 
 fn parse_digest(what: impl Into<String>, s: &str) -> Result<Digest, ImageError> {
@@ -136,7 +156,29 @@ impl Image {
             config,
             layers,
             chain_ids,
+            docker: BTreeMap::new(),
         })))
+    }
+
+    /// The same image with Docker's extra run-config fields ([`DOCKER_FIELDS`]) read from its
+    /// config document's bytes (the OCI types drop them).
+    pub(crate) fn with_docker_fields(mut self, config_bytes: &[u8]) -> Image {
+        let fields = docker_fields_of(config_bytes);
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.docker = fields;
+        }
+        self
+    }
+
+    /// A field of Docker's run config that OCI has no place for (`Healthcheck`, `OnBuild`,
+    /// `Shell`; see [`DOCKER_FIELDS`]), as the config document holds it.
+    pub fn docker_field(&self, key: &str) -> Option<&serde_json::Value> {
+        self.0.docker.get(key)
+    }
+
+    /// All of Docker's extra run-config fields the image has.
+    pub fn docker_fields(&self) -> &BTreeMap<String, serde_json::Value> {
+        &self.0.docker
     }
 
     /// The image id: the digest of its config (as `docker images` shows).

@@ -11,6 +11,8 @@
 //! <root>/molde/tmp/                 blobs being ingested (each temp file flock'ed by its writer)
 //! <root>/molde/layers/<chainid>/    layers unpacked in overlay format, one per ChainID
 //! <root>/molde/layers/<chainid>.tmp a layer being unpacked (guarded by <chainid>.lock)
+//! <root>/molde/diffids/<diffid hex>  symlink to a stored blob with that DiffID
+//!                                   (`gzip@sha256:<hex>`): layers found by content
 //! ```
 
 use std::env;
@@ -85,6 +87,10 @@ impl Layout {
     /// The unpacked (overlay-format) directory of the layer stack with this ChainID.
     pub fn layer(&self, chain_id: &Digest) -> PathBuf {
         self.layers().join(chain_id.hex())
+    }
+    /// The directory of layers by DiffID (see [`crate::Store::layer_by_diff_id`]).
+    pub fn diffids(&self) -> PathBuf {
+        self.state().join("diffids")
     }
     /// The directory of flattened layer stacks (see [`crate::unpack::flattened`]).
     pub fn flats(&self) -> PathBuf {

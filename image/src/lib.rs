@@ -23,6 +23,7 @@ pub mod archive;
 pub mod base;
 pub mod blob;
 pub mod builder;
+mod diffids;
 mod holds;
 pub mod image;
 pub mod layer;

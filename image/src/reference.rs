@@ -86,6 +86,11 @@ impl Reference {
         }
     }
 
+    /// The reference as the distribution grammar parsed it (what registry clients take).
+    pub fn distribution(&self) -> &OciReference {
+        &self.inner
+    }
+
     /// The full normalised form (`docker.io/library/busybox:latest`).
     pub fn whole(&self) -> String {
         self.inner.whole()

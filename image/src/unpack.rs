@@ -18,6 +18,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use molde_layerfs::apply::{ApplyOptions, apply};
+use molde_layerfs::idmap::IdMaps;
+use molde_layerfs::userns;
 use molde_layerfs::{Digest, Format, OverlayXattr};
 
 use crate::image::Image;
@@ -63,27 +65,43 @@ pub fn unpack(store: &Store, image: &Image) -> Result<Vec<UnpackedLayer>, StoreE
             })
             .collect());
     }
-    let mut out = Vec::new();
-    for (layer, chain_id) in image.layers().iter().zip(image.chain_ids()) {
-        let path = layout.layer(&chain_id);
-        let mut existed = path.is_dir();
+    image
+        .layers()
+        .iter()
+        .zip(chain_ids)
+        .map(|(layer, chain_id)| unpack_layer(store, layer, chain_id))
+        .collect()
+}
+
+/// Unpack one layer (its blob in the store) as the top of the stack `chain_id` names,
+/// unless that is unpacked already. A layer's overlay-format directory does not depend on
+/// the layers below it, so layers may be unpacked in any order as their blobs arrive (a
+/// pull does), with one rule: the *top* layer of an image last, once every layer below it
+/// is in place ([`unpack`] takes a present top as proof that the whole stack is). Hold a
+/// [`Store::pin`] guard while the image is not yet in the index, or GC may free it.
+pub fn unpack_layer(
+    store: &Store,
+    layer: &crate::layer::Layer,
+    chain_id: Digest,
+) -> Result<UnpackedLayer, StoreError> {
+    let layout = store.layout();
+    let path = layout.layer(&chain_id);
+    let mut existed = path.is_dir();
+    if !existed {
+        let lock_path = lock_path(layout, &chain_id);
+        let _lock = FileLock::acquire(&lock_path, LockKind::Exclusive)
+            .map_err(io_err("locking", &lock_path))?;
+        existed = path.is_dir();
         if !existed {
-            let lock_path = lock_path(layout, &chain_id);
-            let _lock = FileLock::acquire(&lock_path, LockKind::Exclusive)
-                .map_err(io_err("locking", &lock_path))?;
-            existed = path.is_dir();
-            if !existed {
-                unpack_one(store, layer.digest, layer.diff_id, &path)?;
-            }
+            unpack_one(store, layer.digest, layer.diff_id, &path)?;
         }
-        out.push(UnpackedLayer {
-            chain_id,
-            digest: layer.digest,
-            path,
-            existed,
-        });
     }
-    Ok(out)
+    Ok(UnpackedLayer {
+        chain_id,
+        digest: layer.digest,
+        path,
+        existed,
+    })
 }
 
 /// The layer count from which an image's containers mount a flattened tree of its stack
@@ -208,6 +226,14 @@ fn unpack_one(
             actual: report.diff_id,
         });
     }
+    // Rootless with subordinate ids: the owners the tar recorded (kept in an xattr where the
+    // caller could not set them) made real through the maps containers run with.
+    if let Some(maps) = IdMaps::subordinate_for_current_process()
+        && let Err(e) = userns::restore_owners(maps, &tmp)
+    {
+        let _ = remove_tree(&tmp);
+        return Err(io_err("giving their recorded owners to the files of", &tmp)(e));
+    }
     fs::rename(&tmp, path).map_err(io_err("renaming into place", path))?;
     crate::blob::sync_dir(&store.layout().layers()).map_err(io_err("syncing", path))
 }
@@ -314,7 +340,14 @@ fn remove_tree(path: &Path) -> io::Result<()> {
                     }
                 }
             }
-            fs::remove_dir_all(path).map_err(|_| first)
+            match fs::remove_dir_all(path) {
+                Ok(()) => Ok(()),
+                // Owned by subordinate ids (given their owners by `restore_owners`).
+                Err(_) => match IdMaps::subordinate_for_current_process() {
+                    Some(maps) => userns::remove_tree(maps, path).map_err(|_| first),
+                    None => Err(first),
+                },
+            }
         }
     }
 }

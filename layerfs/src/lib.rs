@@ -28,10 +28,12 @@ pub mod apply;
 pub mod compression;
 pub mod diff;
 pub mod digest;
+pub mod idmap;
 pub mod mount;
 pub mod privilege;
 pub mod secure;
 pub mod snapshot;
+pub mod userns;
 pub mod view;
 pub mod whiteout;
 

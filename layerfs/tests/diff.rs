@@ -211,6 +211,7 @@ fn opts() -> DiffOptions {
     DiffOptions {
         mtime_clamp: None,
         xattr: X,
+        owners: None,
     }
 }
 
@@ -329,6 +330,7 @@ fn native_is_deterministic_and_clamps_mtimes() {
     let clamp = DiffOptions {
         mtime_clamp: Some(1_000_000),
         xattr: X,
+        owners: None,
     };
     let (a, ra) = run_native(&up1, &lowers1, &clamp);
     let (a_again, _) = run_native(&up1, &lowers1, &clamp);
@@ -463,6 +465,7 @@ fn native_as_root_with_trusted_xattrs() {
     let o = DiffOptions {
         mtime_clamp: None,
         xattr: x,
+        owners: None,
     };
     diff::native(&up, &lowers, &mut out, &o).unwrap();
     let entries = read_layer(&out);
@@ -654,6 +657,7 @@ fn naive_is_deterministic_and_clamps_mtimes() {
     let clamp = DiffOptions {
         mtime_clamp: Some(1_600_000_000),
         xattr: X,
+        owners: None,
     };
     let (a, _) = run_naive(&plain_view(&b1), &n1, &clamp);
     let (a_again, _) = run_naive(&plain_view(&b1), &n1, &clamp);
@@ -812,6 +816,7 @@ fn native_diff_of_a_real_overlay_upper() {
     let o = DiffOptions {
         mtime_clamp: Some(0),
         xattr: x,
+        owners: None,
     };
     let (out, _) = run_native(&up, &lowers, &o);
     let entries = read_layer(&out);

@@ -165,6 +165,7 @@ fn opts() -> DiffOptions {
     DiffOptions {
         mtime_clamp: Some(1_000_000),
         xattr: OverlayXattr::User,
+        owners: None,
     }
 }
 

@@ -6,6 +6,10 @@
 //!   tool fails instead), a bounded fuzz pass over layer apply, and the tour example.
 //! - `cargo xtask bench`: installs the peers, then runs the benchmark suite (`benches/peers.rs`),
 //!   which measures molde against them and writes docs/benchmarks.md.
+//! - `cargo xtask fixtures`: the Debian images tests and benchmarks run (see [`fixtures`]);
+//!   `test` and `bench` make them first (cached under `target/fixtures`).
+
+mod fixtures;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -26,6 +30,15 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("skopeo", "skopeo"),
     ("socat", "socat"),
     ("pasta", "passt"),
+    ("buildah", "buildah"),
+    ("docker-registry", "docker-registry"),
+    ("htpasswd", "apache2-utils"),
+    ("openssl", "openssl"),
+    // The seccomp escape helper (container/tests/seccomp.rs), linked static.
+    ("gcc", "gcc"),
+    ("gcc", "libc6-dev"),
+    ("newuidmap", "uidmap"),
+    ("mmdebstrap", "mmdebstrap"),
 ];
 
 /// Debian packages the benchmarks compare against.
@@ -42,6 +55,10 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("runc", "runc"),
     ("podman", "podman"),
     ("busybox", "busybox-static"),
+    ("buildah", "buildah"),
+    // The host's PostgreSQL 15: postgres-floor's peer.
+    ("pg_ctlcluster", "postgresql-15"),
+    ("setpriv", "util-linux"),
 ];
 
 fn main() -> ExitCode {
@@ -49,13 +66,18 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("test-unprivileged") => unprivileged::run_tests(),
+        Some("fixtures") => install(&[("mmdebstrap", "mmdebstrap")])
+            .and_then(|()| fixtures::make(&workspace_root())),
         Some("install") => install(TEST_PACKAGES).and_then(|()| install(BENCH_PACKAGES)),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  test   install the peer tools, then fmt, clippy, every test (MOLDE_REQUIRE_ALL=1), fuzz, tour\n  \
+                 test-unprivileged  only the second pass of test: every test binary as molde-rootless\n  \
                  bench  install the peers, run the benchmark suite, write docs/benchmarks.md\n  \
+                 fixtures  make the Debian test images (target/fixtures, cached)\n  \
                  install  only install the Debian packages tests and benchmarks use"
             );
             return ExitCode::from(2);
@@ -69,6 +91,8 @@ fn main() -> ExitCode {
         }
     }
 }
+
+mod unprivileged;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -154,6 +178,7 @@ fn nix_is_root() -> bool {
 fn test(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     install(TEST_PACKAGES)?;
+    fixtures::make(&workspace_root())?;
     run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",
@@ -171,9 +196,27 @@ fn test(args: &[String]) -> Result<(), String> {
         cargo()
             .args(["test", "--workspace", "--no-fail-fast"])
             .env("MOLDE_REQUIRE_ALL", "1")
+            .env("MOLDE_FIXTURES", fixtures::dir(&workspace_root()))
             .env("RUST_BACKTRACE", "1"),
     )?;
+    if nix_is_root() {
+        unprivileged::run_tests()?;
+    }
     if !quick {
+        // The launcher's and the lifecycle's tests again with every core busy: races that an
+        // idle machine hides (a timeout reported as a plain kill) show here, not in users'
+        // pipelines.
+        let hogs = Hogs::start();
+        let loaded = run(
+            "container tests under load (a CPU hog per core)",
+            cargo()
+                .args(["test", "-p", "molde-container", "--no-fail-fast"])
+                .args(LOADED_TESTS.iter().flat_map(|t| ["--test", t]))
+                .env("MOLDE_REQUIRE_ALL", "1")
+                .env("RUST_BACKTRACE", "1"),
+        );
+        drop(hogs);
+        loaded?;
         // A longer, bounded fuzz pass over layer apply: random and mutated tars.
         run(
             "fuzz (apply, bounded)",
@@ -216,6 +259,57 @@ fn test(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The container test files run a second time under load by `cargo xtask test`.
+const LOADED_TESTS: &[&str] = &[
+    "launch",
+    "lifecycle",
+    "security",
+    "capabilities",
+    "seccomp",
+    "namespaces_ahead",
+    "forked",
+    "cgroup",
+];
+
+/// Busy loops, one per core, each a shell that ends by itself after 30 minutes (should this
+/// process die first) and is killed by its pid when dropped.
+struct Hogs(Vec<std::process::Child>);
+
+impl Hogs {
+    fn start() -> Hogs {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let script = "end=$(( $(date +%s) + 1800 )); while [ $(date +%s) -lt $end ]; do \
+                      i=0; while [ $i -lt 100000 ]; do i=$((i + 1)); done; done";
+        let hogs = (0..cores)
+            .filter_map(|_| {
+                Command::new("sh")
+                    .args(["-c", script])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .map_err(|e| eprintln!("xtask: a CPU hog did not start: {e}"))
+                    .ok()
+            })
+            .collect::<Vec<_>>();
+        eprintln!(
+            "\n==> {} CPU hogs: {:?}",
+            hogs.len(),
+            hogs.iter().map(|h| h.id()).collect::<Vec<_>>()
+        );
+        Hogs(hogs)
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for hog in &mut self.0 {
+            let _ = hog.kill();
+            let _ = hog.wait();
+        }
+    }
+}
+
 /// Run the tour again as an unprivileged user (nobody), as a rootless user would: it must enter
 /// a user namespace of its own and tell the same story.
 fn tour_unprivileged() -> Result<(), String> {
@@ -245,7 +339,10 @@ fn tour_unprivileged() -> Result<(), String> {
 
 fn bench(args: &[String]) -> Result<(), String> {
     install(BENCH_PACKAGES)?;
+    install(&[("mmdebstrap", "mmdebstrap")])?;
+    fixtures::make(&workspace_root())?;
     let mut cmd = cargo();
+    cmd.env("MOLDE_FIXTURES", fixtures::dir(&workspace_root()));
     // `cargo xtask bench -- --only X` and `cargo xtask bench --only X` both work.
     let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
     cmd.args(["bench", "--package", "molde", "--bench", "peers", "--"])

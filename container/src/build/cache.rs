@@ -100,6 +100,27 @@ pub(crate) fn store_entry(store: &Store, key: &Digest, entry: &CacheEntry) -> io
     Ok(())
 }
 
+/// The image a whole stage made, recorded under `key` (the stage's final state): a rebuild
+/// whose every step hit the cache finds it and commits nothing.
+pub(crate) fn lookup_image(store: &Store, key: &Digest) -> Option<Digest> {
+    let e = lookup(store, key)?;
+    let d: Digest = e.created_by.strip_prefix("image ")?.parse().ok()?;
+    store.has_blob(&d).then_some(d)
+}
+
+/// Record that the stage whose final state is `key` made the image `manifest`.
+pub(crate) fn store_image(store: &Store, key: &Digest, manifest: &Digest) -> io::Result<()> {
+    store_entry(
+        store,
+        key,
+        &CacheEntry {
+            layer: None,
+            created_by: format!("image {manifest}"),
+            created: String::new(),
+        },
+    )
+}
+
 /// Remove the entries that can never hit again: those whose layer blob is gone from the store
 /// (GC collected it once no image used it) and those that cannot be read as an entry. Files
 /// being written (`NamedTempFile`s, `.tmp*`) are left alone. Returns how many went.
@@ -123,11 +144,14 @@ pub(crate) fn prune(store: &Store) -> io::Result<usize> {
         let dead = match fs::read(entry.path()) {
             Ok(bytes) => match serde_json::from_slice::<OnDisk>(&bytes) {
                 // Decided on what was read: a blob that is gone (or a layer that names none).
-                Ok(d) => d.layer.is_some_and(|l| {
-                    l.digest
-                        .parse::<Digest>()
-                        .map_or(true, |digest| !store.has_blob(&digest))
-                }),
+                Ok(d) => {
+                    let gone = |s: &str| s.parse::<Digest>().map_or(true, |d| !store.has_blob(&d));
+                    match (&d.layer, d.created_by.strip_prefix("image ")) {
+                        (Some(l), _) => gone(&l.digest),
+                        (None, Some(manifest)) => gone(manifest),
+                        (None, None) => false,
+                    }
+                }
                 Err(_) => true,
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,

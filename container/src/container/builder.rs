@@ -13,7 +13,7 @@ use molde_image::{Image, Store};
 use super::{Child, Container, Output};
 use crate::config::EnvOp;
 use crate::error::ContainerError;
-use crate::launch::Network;
+use crate::launch::{Capability, Network};
 use crate::record::{LayerStorage, MountRecord};
 
 /// Where a standard stream of the container's process goes, like [`std::process::Stdio`].
@@ -112,6 +112,10 @@ pub struct ContainerBuilder {
     pub(crate) flatten: bool,
     /// Networks joined and ports published.
     pub(crate) net: super::networking::Requested,
+    pub(crate) ambient_capabilities: Vec<Capability>,
+    pub(crate) no_new_privileges: bool,
+    pub(crate) seccomp: crate::seccomp::Seccomp,
+    pub(crate) logs: Option<crate::logs::LogConfig>,
 }
 
 impl ContainerBuilder {
@@ -144,6 +148,10 @@ impl ContainerBuilder {
             storage: LayerStorage::Disk,
             stop_signal: None,
             flatten: true,
+            ambient_capabilities: Vec::new(),
+            no_new_privileges: true,
+            seccomp: crate::seccomp::Seccomp::Default,
+            logs: None,
         }
     }
 
@@ -210,6 +218,40 @@ impl ContainerBuilder {
         self.user = Some(user.into());
         self
     }
+    /// Capabilities a non-root user keeps, raised as ambient (as `docker run --cap-add` with
+    /// `--user`, then `capsh --addamb`): without them a process of any uid but 0 holds no
+    /// capability at all, as with Docker, runc and crun. Each must be one of the container's
+    /// capabilities ([`crate::launch::default_capabilities`]); starting fails otherwise.
+    ///
+    /// ```no_run
+    /// use molde_container::{Container, launch::Capability};
+    /// # fn f(store: &molde_image::Store, image: &molde_image::Image) -> Result<(), molde_container::ContainerError> {
+    /// // A web server as uid 1000 that may bind port 80.
+    /// let c = Container::builder(store, image)
+    ///     .user("1000")
+    ///     .ambient_capabilities([Capability::CAP_NET_BIND_SERVICE])
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn ambient_capabilities(mut self, caps: impl IntoIterator<Item = Capability>) -> Self {
+        self.ambient_capabilities.extend(caps);
+        self
+    }
+    /// Set `PR_SET_NO_NEW_PRIVS` (default: on): no process of the container gains privileges
+    /// through a setuid binary or file capabilities. Turn it off (Docker's default) where a
+    /// non-root user must become root through `su` or `sudo`.
+    pub fn no_new_privileges(mut self, yes: bool) -> Self {
+        self.no_new_privileges = yes;
+        self
+    }
+    /// The system call filter of the container's processes, exec'd ones too (default:
+    /// [`Seccomp::Default`](crate::Seccomp::Default), moby's profile; a profile of one's own
+    /// from [`Seccomp::from_json`](crate::Seccomp::from_json); or
+    /// [`Seccomp::Unconfined`](crate::Seccomp::Unconfined)).
+    pub fn seccomp(mut self, seccomp: crate::seccomp::Seccomp) -> Self {
+        self.seccomp = seccomp;
+        self
+    }
     /// The primary group: a name (looked up in the image's `/etc/group`) or a gid.
     pub fn group(mut self, group: impl Into<String>) -> Self {
         self.group = Some(group.into());
@@ -228,6 +270,14 @@ impl ContainerBuilder {
     /// Standard error (default: inherit; piped for [`ContainerBuilder::output`]).
     pub fn stderr(mut self, s: impl Into<Stdio>) -> Self {
         self.stderr = Some(s.into());
+        self
+    }
+    /// Keep stdout and stderr in the store (bounded and rotated as `config` says), to read back
+    /// with [`Container::logs`] or follow with [`Container::follow_logs`]; this replaces
+    /// [`ContainerBuilder::stdout`] and [`ContainerBuilder::stderr`]. A container dropped while
+    /// its thread panics prints its last log lines.
+    pub fn logs(mut self, config: crate::logs::LogConfig) -> Self {
+        self.logs = Some(config);
         self
     }
     /// The container's hostname.

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use molde_image::{Image, ImageBuilder};
 use molde_layerfs::OverlayXattr;
 use molde_layerfs::diff::{self, Change, DiffOptions};
+use molde_layerfs::idmap::IdMaps;
 use molde_layerfs::snapshot::{Backend, Snapshot};
+use molde_layerfs::userns;
 use molde_layerfs::view::UnionView;
 
 use super::Container;
@@ -66,14 +68,58 @@ fn diff_to_temp(
 ) -> Result<File, ContainerError> {
     let mut tmp =
         tempfile::tempfile_in(tmp_dir).map_err(io_err("creating a temp file in", tmp_dir))?;
-    {
-        let mut w = BufWriter::with_capacity(1 << 20, &mut tmp);
-        backend.diff(snapshot, &mut w, &DiffOptions::default())?;
-        io::Write::flush(&mut w).map_err(io_err("writing the diff of", &snapshot.dir))?;
-    }
+    write_diff(backend, snapshot, &mut tmp, DiffOptions::default())?;
     tmp.seek(SeekFrom::Start(0))
         .map_err(io_err("rewinding the diff of", &snapshot.dir))?;
     Ok(tmp)
+}
+
+/// Write `snapshot`'s changes as a layer into `out`, every owner as the container saw it.
+///
+/// Rootless with subordinate ids, parts of a writable layer belong to ids the caller may not
+/// read (a user's 0700 home): the diff runs as root of a user namespace with the container's
+/// maps, where `stat` shows the ids the container saw. With the caller's own ids alone,
+/// owners are translated through that map (and umoci's `user.rootlesscontainers` record).
+pub(crate) fn write_diff(
+    backend: &dyn Backend,
+    snapshot: &Snapshot,
+    out: &mut File,
+    mut opts: DiffOptions,
+) -> Result<(), ContainerError> {
+    let maps = IdMaps::for_current_process();
+    if let Some(maps) = maps.filter(|m| m.needs_helpers()) {
+        opts.owners = None;
+        return userns::run_as_root(maps, || {
+            let mut w = BufWriter::with_capacity(1 << 20, &mut *out);
+            backend
+                .diff(snapshot, &mut w, &opts)
+                .map_err(|e| io::Error::from_raw_os_error(errno_of(&e)))?;
+            io::Write::flush(&mut w)
+        })
+        .map_err(io_err(
+            "writing (as root of a user namespace with the container's id maps) the diff of",
+            &snapshot.dir,
+        ));
+    }
+    opts.owners = maps;
+    let mut w = BufWriter::with_capacity(1 << 20, out);
+    backend.diff(snapshot, &mut w, &opts)?;
+    io::Write::flush(&mut w).map_err(io_err("writing the diff of", &snapshot.dir))
+}
+
+/// The errno at the root of `e`'s sources (EIO when none is an OS error).
+fn errno_of(e: &(dyn std::error::Error + 'static)) -> i32 {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(code) = err
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+        {
+            return code;
+        }
+        cur = err.source();
+    }
+    libc::EIO
 }
 
 /// The paths added, changed and deleted in a writable `snapshot`, sorted, the same for every

@@ -132,6 +132,10 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
             .unwrap_or_else(|| parse_signal(image.stop_signal())),
         timeout_ms: b.timeout.map(|d| d.as_millis() as u64),
         network: Default::default(),
+        ambient_capabilities: b.ambient_capabilities.clone(),
+        no_new_privileges: b.no_new_privileges,
+        seccomp: b.seccomp.clone(),
+        logs: b.logs,
     };
 
     let limits = crate::cgroup::Limits {
@@ -223,9 +227,10 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         process: None,
         cgroup: None,
         owner: None,
-        deadline: None,
+        timeout: None,
         remove_on_drop: true,
         net: None,
+        log_pump: None,
         removed: false,
     })
 }

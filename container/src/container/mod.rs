@@ -10,14 +10,15 @@ pub(crate) mod copy;
 pub(crate) mod create;
 pub(crate) mod exec;
 pub(crate) mod list;
+pub(crate) mod logs;
 pub(crate) mod networking;
 pub(crate) mod remove;
 pub(crate) mod remove_volume;
 pub(crate) mod start;
 pub(crate) mod stop;
+pub(crate) mod timeout;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use molde_image::lock::FileLock;
 use molde_image::{Image, Store};
@@ -129,11 +130,13 @@ pub struct Container {
     pub(crate) process: Option<Process>,
     pub(crate) cgroup: Option<crate::cgroup::Cgroup>,
     pub(crate) owner: Option<FileLock>,
-    pub(crate) deadline: Option<Instant>,
+    pub(crate) timeout: Option<timeout::RunTimeout>,
     pub(crate) remove_on_drop: bool,
     pub(crate) removed: bool,
     /// The published ports of the current run, served by this handle.
     pub(crate) net: Option<networking::Running>,
+    /// The thread writing the logs of the process this handle started.
+    pub(crate) log_pump: Option<crate::logs::pump::Pump>,
 }
 
 /// The backend a record names.
@@ -180,10 +183,11 @@ impl Container {
             process: None,
             cgroup: None,
             owner: None,
-            deadline: None,
+            timeout: None,
             remove_on_drop: false,
             net: None,
             removed: false,
+            log_pump: None,
         })
     }
 
@@ -196,6 +200,11 @@ impl Container {
     /// The container id (64 hex digits).
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The store it belongs to.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The image it was made from.
@@ -373,6 +382,9 @@ impl Drop for Container {
             return;
         }
         if self.remove_on_drop {
+            if std::thread::panicking() {
+                self.print_last_logs();
+            }
             if let Err(e) = self.remove_inner() {
                 tracing::warn!("removing container {} on drop: {e}", self.id);
             }

@@ -52,6 +52,10 @@ impl Container {
         if self.removed {
             return Ok(());
         }
+        if let Some(pump) = self.log_pump.as_mut() {
+            // Its last writes land before the directory goes.
+            pump.wait(Duration::from_secs(1));
+        }
         if !marked {
             match Record::update_known(&self.record, &self.paths, |r| {
                 r.state = State::Removing;

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::Container;
 use super::stop::foreign_pidfd;
+use super::timeout::{Outcome, RunTimeout};
 use crate::config;
 use crate::error::{ContainerError, io_err};
 use crate::launch::pidfd::poll_exit;
@@ -11,20 +12,6 @@ use crate::launch::{self, ContainerMount, ExitStatus, IdMaps, MountKind, Network
 use crate::record::{self, MountRecord, Record, State};
 use crate::volume::Volume;
 use molde_layerfs::mount::Mount;
-
-/// The timeout holds even if nobody waits: a watchdog thread kills the process (through its
-/// own pidfd: never another process) when the time is up.
-fn watchdog(process: &crate::launch::Process, ms: u64) -> std::io::Result<()> {
-    let fd = process.pidfd().try_clone_to_owned()?;
-    std::thread::Builder::new()
-        .name("molde-timeout".into())
-        .spawn(move || {
-            if !poll_exit(&fd, Some(Duration::from_millis(ms))) {
-                let _ = super::stop::send(&fd, libc::SIGKILL);
-            }
-        })?;
-    Ok(())
-}
 
 impl Container {
     /// Start the container's process (from created, or again from exited: a restart keeps
@@ -54,6 +41,18 @@ impl Container {
                 source,
             })?;
         }
+        let mut pump = None;
+        if let Some(config) = self.record.run.logs {
+            let (out, err, p) = crate::logs::pump::start(self.paths.dir().to_owned(), config)
+                .map_err(|source| ContainerError::Process {
+                    id: self.id.clone(),
+                    op: "starting the log pump",
+                    source,
+                })?;
+            spec.stdout = launch::Stdio::Fd(out);
+            spec.stderr = launch::Stdio::Fd(err);
+            pump = Some(p);
+        }
         let pending = super::networking::prepare(
             &self.store,
             &self.id,
@@ -65,6 +64,7 @@ impl Container {
             Ok(p) => p,
             Err(e) => return Err(pending.take_error().map_or(e.into(), Into::into)),
         };
+        // The pump sees the end once the container's processes closed their copies.
         drop(spec);
         let net = match pending.serve() {
             Ok(net) => net,
@@ -74,26 +74,25 @@ impl Container {
                 return Err(e);
             }
         };
-        // Taken before the watchdog starts its own count: a waiter's deadline passes first,
-        // so a run the watchdog killed is always reported as timed out.
-        let deadline = self
-            .record
-            .run
-            .timeout_ms
-            .map(|ms| Instant::now() + Duration::from_millis(ms));
-        if let Some(ms) = self.record.run.timeout_ms
-            && let Err(source) = watchdog(&process, ms)
-        {
-            // Without its watchdog the timeout would not hold: the start fails (the cgroup,
-            // dropped, is removed; the record was not touched yet).
-            let _ = process.kill();
-            let _ = process.wait();
-            return Err(ContainerError::Process {
-                id: self.id.clone(),
-                op: "starting the timeout watchdog",
-                source,
-            });
-        }
+        // The timeout holds even if nobody waits: its watchdog kills the process at the
+        // deadline.
+        let timeout = match self.record.run.timeout_ms {
+            Some(ms) => match RunTimeout::arm(&process, Duration::from_millis(ms)) {
+                Ok(t) => Some(t),
+                Err(source) => {
+                    // Without its watchdog the timeout would not hold: the start fails (the
+                    // cgroup, dropped, is removed; the record was not touched yet).
+                    let _ = process.kill();
+                    let _ = process.wait();
+                    return Err(ContainerError::Process {
+                        id: self.id.clone(),
+                        op: "starting the timeout watchdog",
+                        source,
+                    });
+                }
+            },
+            None => None,
+        };
         let pid = process.pid();
         let start = record::pid_info(pid).map(|(s, _)| s);
         let mut r = current;
@@ -110,11 +109,14 @@ impl Container {
         r.write_state(&self.paths)?;
         drop(guard);
         self.record = r;
-        self.deadline = deadline;
+        self.timeout = timeout;
         self.process = Some(process);
         self.cgroup = cgroup;
         self.owner = Some(owner);
         self.net = Some(net);
+        if pump.is_some() {
+            self.log_pump = pump;
+        }
         Ok(())
     }
 
@@ -135,19 +137,29 @@ impl Container {
         self.status()
     }
 
-    /// Wait at most `timeout`; `None` if still running then.
+    /// Wait at most `timeout`; `None` if still running then. A run killed at its own
+    /// timeout meanwhile fails with [`ContainerError::TimedOut`], as with [`Container::wait`].
     pub fn wait_timeout(
         &mut self,
         timeout: Duration,
     ) -> Result<Option<super::Status>, ContainerError> {
-        let limit = Instant::now() + timeout;
-        let until = match self.deadline {
-            Some(d) if d < limit => d,
+        self.wait_until(Instant::now() + timeout, true)
+    }
+
+    /// Wait for this handle's process until `limit`, or its own deadline if sooner (which,
+    /// passed, expires the run). `timeout_is_error`: a run that timed out is an error.
+    pub(crate) fn wait_until(
+        &mut self,
+        limit: Instant,
+        timeout_is_error: bool,
+    ) -> Result<Option<super::Status>, ContainerError> {
+        let until = match &self.timeout {
+            Some(t) if t.deadline() < limit => t.deadline(),
             _ => limit,
         };
         let id = self.id.clone();
         let Some(p) = self.process.as_mut() else {
-            return self.wait_foreign(Some(timeout));
+            return self.wait_foreign(Some(limit.saturating_duration_since(Instant::now())));
         };
         let got = p
             .wait_timeout(until.saturating_duration_since(Instant::now()))
@@ -158,11 +170,11 @@ impl Container {
             })?;
         match got {
             Some(st) => {
-                self.finish(st)?;
+                self.conclude(st, timeout_is_error)?;
                 Ok(Some(self.status()?))
             }
-            None if self.deadline.is_some_and(|d| d <= Instant::now()) => {
-                self.wait_inner(true)?;
+            None if self.timeout.as_ref().is_some_and(|t| t.deadline() <= until) => {
+                self.wait_inner(timeout_is_error)?;
                 Ok(Some(self.status()?))
             }
             None => Ok(None),
@@ -185,7 +197,8 @@ impl Container {
         Ok(Some(self.status()?))
     }
 
-    /// Wait for this handle's process; `timeout_is_error`: a timeout kills and errs.
+    /// Wait for this handle's process to end; at its deadline, expire it (kill) and collect
+    /// it. `timeout_is_error`: a run that timed out is an error.
     pub(crate) fn wait_inner(&mut self, timeout_is_error: bool) -> Result<(), ContainerError> {
         let id = self.id.clone();
         let Some(p) = self.process.as_mut() else {
@@ -196,46 +209,59 @@ impl Container {
             let id = id.clone();
             move |source| ContainerError::Process { id, op, source }
         };
-        let status = match self.deadline {
-            Some(d) => match p
-                .wait_timeout(d.saturating_duration_since(Instant::now()))
+        let status = match &self.timeout {
+            Some(t) => match p
+                .wait_timeout(t.deadline().saturating_duration_since(Instant::now()))
                 .map_err(perr("waiting"))?
             {
                 Some(st) => st,
                 None => {
-                    p.kill().map_err(perr("killing at the timeout"))?;
-                    let st = p.wait().map_err(perr("waiting"))?;
-                    self.finish(st)?;
-                    if timeout_is_error {
-                        return Err(ContainerError::TimedOut {
-                            id,
-                            timeout: Duration::from_millis(
-                                self.record.run.timeout_ms.unwrap_or_default(),
-                            ),
-                        });
-                    }
-                    return Ok(());
+                    let fd = p
+                        .pidfd()
+                        .try_clone_to_owned()
+                        .map_err(perr("killing at the timeout"))?;
+                    t.expire(&fd).map_err(perr("killing at the timeout"))?;
+                    p.wait().map_err(perr("waiting"))?
                 }
             },
             None => p.wait().map_err(perr("waiting"))?,
         };
-        let timed_out = status.signal() == Some(nix::sys::signal::Signal::SIGKILL)
-            && self.deadline.is_some_and(|d| Instant::now() >= d);
+        self.conclude(status, timeout_is_error)
+    }
+
+    /// The one place a collected end is judged: timed out (the run's [`RunTimeout`] says so)
+    /// or ended by itself; recorded either way. `timeout_is_error`: a timeout is an error.
+    fn conclude(
+        &mut self,
+        status: ExitStatus,
+        timeout_is_error: bool,
+    ) -> Result<(), ContainerError> {
+        let outcome = self
+            .timeout
+            .as_ref()
+            .map(|t| (t.outcome(status), t.limit()));
         self.finish(status)?;
-        if timed_out && timeout_is_error {
-            return Err(ContainerError::TimedOut {
-                id,
-                timeout: Duration::from_millis(self.record.run.timeout_ms.unwrap_or_default()),
-            });
+        match outcome {
+            Some((Outcome::TimedOut(_), timeout)) if timeout_is_error => {
+                Err(ContainerError::TimedOut {
+                    id: self.id.clone(),
+                    timeout,
+                })
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Record the end of this handle's process and release what its run held.
     pub(crate) fn finish(&mut self, status: ExitStatus) -> Result<(), ContainerError> {
         self.process = None;
-        self.deadline = None;
+        self.timeout = None;
         self.net = None;
+        if let Some(mut pump) = self.log_pump.take() {
+            // Once the end is known, so is all the output (the pump ends at the pipes' EOF,
+            // which the end of the pid namespace brings).
+            pump.wait(Duration::from_secs(1));
+        }
         let mut errors = Vec::new();
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.kill_all();
@@ -389,14 +415,16 @@ impl Container {
         spec.uid = run.uid;
         spec.gid = run.gid;
         spec.groups = run.groups.clone();
+        spec.ambient_capabilities = run.ambient_capabilities.clone();
+        spec.no_new_privs = run.no_new_privileges;
+        spec.seccomp = run.seccomp.clone();
         spec.network = if run.host_network {
             Network::Host
         } else {
             Network::Isolated
         };
-        if !molde_layerfs::privilege::is_privileged() {
-            spec.user_namespace = Some(IdMaps::rootless());
-        }
+        // Unprivileged: the user's subordinate ranges where it has them, else its own ids.
+        spec.user_namespace = IdMaps::for_current_process().cloned();
         let stdio = |s: &Option<super::builder::Stdio>| -> Result<launch::Stdio, ContainerError> {
             match s {
                 Some(s) => s.to_launch().map_err(|source| ContainerError::Process {

@@ -71,7 +71,10 @@ impl Container {
             return self.status();
         }
         self.send_signal(self.record.run.stop_signal)?;
-        if self.wait_timeout_no_deadline(grace)?.is_none() {
+        if self
+            .wait_until(std::time::Instant::now() + grace, false)?
+            .is_none()
+        {
             self.kill()?;
             self.wait_inner(false)?;
         }
@@ -82,17 +85,5 @@ impl Container {
     pub fn restart(&mut self, grace: Duration) -> Result<(), ContainerError> {
         self.stop(grace)?;
         self.start()
-    }
-
-    fn wait_timeout_no_deadline(
-        &mut self,
-        grace: Duration,
-    ) -> Result<Option<Status>, ContainerError> {
-        let saved = self.deadline.take();
-        let r = self.wait_timeout(grace);
-        if self.process.is_some() {
-            self.deadline = saved;
-        }
-        r
     }
 }

@@ -1,15 +1,17 @@
 //! [`Ahead`]: things made ahead of need by a background thread (the network and mount
 //! namespaces of privileged launches), handed out once each, oldest first.
 //!
-//! The pool belongs to one process: a child forked without exec gets a fresh one (its copies
-//! of what its parent made are its parent's too, and the maker thread is gone). A maker that
+//! The pool belongs to the one process that first used it: a child forked without exec finds
+//! it off for good and makes what it needs itself. It never takes the pool's lock, which the
+//! maker thread (absent from the child) may have held at the moment of the fork: the owner is
+//! claimed in an atomic before the lock is ever taken, and checked before taking it. A maker that
 //! fails switches the pool off: every `take` is then `None`, and launches make what they need
 //! themselves, as they would without it, until a `take` some seconds later starts a new maker
 //! (the failure may have been passing: a limit such as `user.max_net_namespaces` reached for a
 //! moment).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -23,8 +25,6 @@ const READY: usize = 2;
 pub(crate) const RETRY: Duration = Duration::from_secs(10);
 
 struct State<T> {
-    /// The process the pool belongs to.
-    pid: u32,
     /// Oldest first.
     ready: VecDeque<T>,
     /// The maker thread exists (started at the first `take`).
@@ -44,6 +44,8 @@ pub(crate) struct Ahead<T> {
     wanted: Condvar,
     /// How many were handed out, in this process and its forked ancestors.
     handed_out: AtomicU64,
+    /// The process the pool belongs to (0: none yet), claimed before `state` is first locked.
+    owner: AtomicU32,
 }
 
 impl<T: Send + 'static> Ahead<T> {
@@ -54,13 +56,13 @@ impl<T: Send + 'static> Ahead<T> {
             name,
             retry,
             state: Mutex::new(State {
-                pid: 0,
                 ready: VecDeque::new(),
                 started: false,
                 off: None,
             }),
             wanted: Condvar::new(),
             handed_out: AtomicU64::new(0),
+            owner: AtomicU32::new(0),
         }
     }
 
@@ -74,15 +76,19 @@ impl<T: Send + 'static> Ahead<T> {
     /// which blocks every signal and runs `maker` (and returns `None`). The maker is not
     /// asked for the next one here: see [`Ahead::wake`].
     pub(crate) fn take(&'static self, maker: fn(&'static Ahead<T>)) -> Option<T> {
-        let mut state = self.state();
         let pid = std::process::id();
-        if state.pid != pid {
-            // First use, or a forked child: nothing made by another process is handed out.
-            state.pid = pid;
-            state.ready.clear();
-            state.started = false;
-            state.off = None;
+        // Claimed before any lock: a thread holding the lock implies an owner, so a forked
+        // child (another pid) returns here without touching a lock its parent's threads may
+        // have held when it was made.
+        match self
+            .owner
+            .compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => {}
+            Err(owner) if owner == pid => {}
+            Err(_) => return None,
         }
+        let mut state = self.state();
         if let Some(since) = state.off {
             if since.elapsed() < self.retry {
                 return None;

@@ -110,6 +110,9 @@ pub(crate) struct RootSetup {
     pub mntns_root: u64,
     /// The detached rootfs mounts (`rootfs`, or the bind of `root`), filled in by the child.
     pub rootfs_trees: Vec<i32>,
+    /// The resource limits asked for; `rlimits` is what may be set of them, settled on the
+    /// cloning thread ([`super::thread_caps::fit`]).
+    pub wanted_rlimits: Vec<super::spec::Rlimit>,
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
 }
 
@@ -138,10 +141,20 @@ pub(crate) struct Prepared {
     pub groups: Vec<libc::gid_t>,
     /// Whether `setgroups` is denied in the user namespace (skip it).
     pub setgroups_denied: bool,
-    /// The capability masks (bits) to keep, and the last capability of the kernel.
+    /// The capabilities (bits) asked for, and whether the child is in a new user namespace.
+    pub wanted_caps: u64,
+    pub new_userns: bool,
+    /// The capabilities (bits) kept in the bounding set, and for uid 0 also permitted and
+    /// effective: of `wanted_caps`, those the cloning thread can pass on (settled on it by
+    /// [`super::thread_caps::fit`]); the last capability of the kernel.
     pub caps: u64,
     pub last_cap: u32,
+    /// The ambient capabilities (bits, a subset of `caps`): also inheritable, permitted and
+    /// effective, whatever the uid. A non-root process holds these and no others.
+    pub ambient: u64,
     pub no_new_privs: bool,
+    /// The seccomp filters to install, in order (none: unconfined).
+    pub seccomp: Option<crate::seccomp::Programs>,
     pub init: bool,
     /// Send a first report (stage 0), then wait for the go-ahead: the report's credentials
     /// tell the parent the child's host pid (the launcher thread that made it may still be
@@ -807,6 +820,12 @@ fn credentials_and_exec(p: &Prepared) -> ! {
             }
         }
     }
+    if !p.no_new_privs {
+        // Without no_new_privs the kernel installs a filter only for a holder of
+        // CAP_SYS_ADMIN: now, before the ids change (what follows is in every profile's
+        // reach: setgroups, setres[ug]id, capset, prctl, chdir, execve).
+        seccomp(p);
+    }
     if !p.setgroups_denied {
         // SAFETY: `groups` is valid for reads of its length.
         step!(
@@ -853,16 +872,25 @@ fn credentials_and_exec(p: &Prepared) -> ! {
         0,
         sys::prctl(libc::PR_SET_KEEPCAPS, 0, 0)
     );
+    // As runc, crun and Docker: root keeps `caps`; any other uid holds none but the ambient
+    // ones asked for by name (the bounding set keeps `caps`, so a setuid binary such as `su`
+    // still works where no_new_privs is off). Inheritable: the ambient ones only (the
+    // CVE-2022-29162 lesson).
+    let held = if p.uid == 0 {
+        p.caps | p.ambient
+    } else {
+        p.ambient
+    };
     let header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
     };
-    let word = |w: u32| CapData {
-        effective: w,
-        permitted: w,
-        inheritable: w,
+    let word = |shift: u32| CapData {
+        effective: (held >> shift) as u32,
+        permitted: (held >> shift) as u32,
+        inheritable: (p.ambient >> shift) as u32,
     };
-    let data = [word(p.caps as u32), word((p.caps >> 32) as u32)];
+    let data = [word(0), word(32)];
     // SAFETY: header and two data words, as capset v3 expects, living across the call.
     step!(
         p,
@@ -872,20 +900,18 @@ fn credentials_and_exec(p: &Prepared) -> ! {
             libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr())
         })
     );
-    if p.uid != 0 {
-        for cap in 0..=p.last_cap {
-            if p.caps & (1u64 << cap) != 0 {
-                step!(
-                    p,
-                    Stage::Capabilities,
-                    cap,
-                    sys::prctl(
-                        libc::PR_CAP_AMBIENT,
-                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                        cap as libc::c_ulong
-                    )
-                );
-            }
+    for cap in 0..=p.last_cap {
+        if p.ambient & (1u64 << cap) != 0 {
+            step!(
+                p,
+                Stage::Capabilities,
+                cap,
+                sys::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    cap as libc::c_ulong
+                )
+            );
         }
     }
     step!(p, Stage::Chdir, 0, sys::chdir(&p.cwd));
@@ -906,11 +932,19 @@ fn credentials_and_exec(p: &Prepared) -> ! {
             0,
             sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0)
         );
+        seccomp(p);
     }
     if p.init {
         init::fork_and_supervise(p.err_w);
     }
     exec(p)
+}
+
+/// Install the seccomp filters, if any.
+fn seccomp(p: &Prepared) {
+    if let Some(programs) = &p.seccomp {
+        step!(p, Stage::Seccomp, 0, crate::seccomp::install(programs));
+    }
 }
 
 /// Try each candidate path in order; report the most telling error.

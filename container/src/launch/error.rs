@@ -82,11 +82,13 @@ pub enum Stage {
     /// Joining a namespace made ahead (`setns`): the network namespace (index 0) or the mount
     /// namespace (index 1).
     JoinNamespace,
+    /// Installing the seccomp filter (or, before `clone`, compiling its profile).
+    Seccomp,
 }
 
 impl Stage {
     /// Every stage, for decoding the number the child reports.
-    const ALL: [Stage; 34] = [
+    const ALL: [Stage; 35] = [
         Stage::Prepare,
         Stage::Clone,
         Stage::UidMap,
@@ -121,6 +123,7 @@ impl Stage {
         Stage::Exec,
         Stage::Signals,
         Stage::JoinNamespace,
+        Stage::Seccomp,
     ];
 
     /// The stage with this number, as the child reported it.
@@ -164,6 +167,7 @@ impl Stage {
             Stage::Exec => "exec of the program",
             Stage::Signals => "resetting signal dispositions and mask",
             Stage::JoinNamespace => "joining a namespace made ahead",
+            Stage::Seccomp => "installing the seccomp filter",
         }
     }
 }
@@ -257,8 +261,10 @@ fn hint(stage: Stage, errno: Errno) -> &'static str {
             " (the kernel lacks one of the namespaces asked for: check CONFIG_*_NS)"
         }
         (Stage::UidMap | Stage::GidMap, Errno::EPERM) => {
-            " (an unprivileged caller may only map its own uid and gid, once: use \
-             IdMaps::rootless(), or newuidmap/newgidmap ranges as root)"
+            " (an unprivileged caller may map only its own uid and gid itself; more ids go \
+             through newuidmap/newgidmap (Debian's uidmap), which need the user's ranges in \
+             /etc/subuid and /etc/subgid: usermod --add-subuids 100000-165535 \
+             --add-subgids 100000-165535 USER)"
         }
         (Stage::Proc | Stage::Sys, Errno::ENOTDIR) => {
             " (in the image it is not a directory: a symlink or a file)"
@@ -278,6 +284,12 @@ fn hint(stage: Stage, errno: Errno) -> &'static str {
         }
         (Stage::Rlimit, Errno::EPERM) => {
             " (raising a hard limit needs CAP_SYS_RESOURCE, which the caller lacks)"
+        }
+        (Stage::Capabilities, Errno::EINVAL) => {
+            " (an ambient capability must also be one of the process's capabilities)"
+        }
+        (Stage::Capabilities, Errno::EPERM) => {
+            " (an ambient capability asked for is not one this process can grant)"
         }
         (Stage::Setns, Errno::ESRCH) => " (the container's process has exited)",
         _ => "",

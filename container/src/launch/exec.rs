@@ -72,6 +72,7 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
         env: &spec.env,
         path_dirs: &spec.path_dirs,
         capabilities: &spec.capabilities,
+        ambient_capabilities: &spec.ambient_capabilities,
         new_userns: joins_user,
         cwd: &spec.cwd,
         uid: spec.uid,
@@ -79,6 +80,7 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
         groups: &spec.groups,
         setgroups_denied,
         no_new_privs: spec.no_new_privs,
+        seccomp: &spec.seccomp,
         init: false,
     };
     let enter = Enter {

@@ -37,6 +37,7 @@ mod process;
 mod spawn;
 mod spec;
 mod sys;
+mod thread_caps;
 
 pub use error::{LaunchError, Stage};
 pub use exec::exec;

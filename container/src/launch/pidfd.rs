@@ -48,8 +48,9 @@ pub(crate) fn poll_exit(pidfd: &OwnedFd, timeout: Option<Duration>) -> bool {
         let ms = match deadline {
             None => -1,
             Some(d) => {
+                // Rounded up: never back before `timeout` has passed.
                 let left = d.saturating_duration_since(Instant::now());
-                left.as_millis().min(i32::MAX as u128) as i32
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
             }
         };
         let mut pfd = libc::pollfd {

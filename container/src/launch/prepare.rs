@@ -12,7 +12,7 @@ use nix::errno::Errno;
 
 use super::child::{DEVICES, Enter, ExtraKind, ExtraMount, Prepared, RootSetup};
 use super::error::{LaunchError, Stage};
-use super::spec::{MountKind, Rlimit, Spec, Stdio};
+use super::spec::{MountKind, Spec, Stdio};
 
 /// What the parent keeps: the descriptors it must hold (and close) around `clone`.
 #[derive(Debug)]
@@ -146,23 +146,33 @@ pub(crate) fn stdio(
     Ok(sources)
 }
 
-/// The capability bits to keep: those asked for that the child can actually hold (the
-/// caller's bounding set, and its permitted set unless a new user namespace grants all).
-pub(crate) fn capability_mask(wanted: &[Capability], new_userns: bool) -> (u64, u32) {
-    let bounding = caps::read(None, CapSet::Bounding).unwrap_or_default();
-    let permitted = caps::read(None, CapSet::Permitted).unwrap_or_default();
-    let mut mask = 0u64;
-    for cap in wanted {
-        if bounding.contains(cap) && (new_userns || permitted.contains(cap)) {
-            mask |= 1u64 << cap.index();
-        }
-    }
+/// The capability bits asked for, and the last capability of the kernel. What of them a child
+/// can hold is settled on the cloning thread ([`super::thread_caps::fit`]).
+pub(crate) fn capability_mask(wanted: &[Capability]) -> (u64, u32) {
+    let mask = wanted
+        .iter()
+        .filter(|c| c.index() < 64)
+        .fold(0u64, |m, c| m | 1u64 << c.index());
     let last = last_cap(
         std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
             .ok()
             .as_deref(),
     );
     (mask, last)
+}
+
+/// The ambient capability bits: each one asked for must be among the capabilities kept
+/// (`EINVAL` otherwise: the bounding set would refuse it). Whether the child can hold them is
+/// checked on the cloning thread.
+fn ambient_mask(ambient: &[Capability], wanted: &[Capability]) -> Result<u64, LaunchError> {
+    let mut mask = 0u64;
+    for cap in ambient {
+        if !wanted.contains(cap) {
+            return Err(LaunchError::new(Stage::Capabilities, Errno::EINVAL));
+        }
+        mask |= 1u64 << cap.index();
+    }
+    Ok(mask)
 }
 
 /// The highest capability number from the text of `/proc/sys/kernel/cap_last_cap` (40 when
@@ -231,22 +241,6 @@ pub(crate) fn program(
     })
 }
 
-/// The limits to set, clamped by [`crate::rlimit::effective`]'s rules.
-fn rlimits(limits: &[Rlimit], new_userns: bool) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
-    crate::rlimit::launch_limits(limits, new_userns)
-        .into_iter()
-        .map(|l| {
-            (
-                l.resource,
-                libc::rlimit {
-                    rlim_cur: l.soft,
-                    rlim_max: l.hard,
-                },
-            )
-        })
-        .collect()
-}
-
 /// A path inside the container as a C string, absolute and without `..`.
 fn container_path(path: &Path) -> Result<CString, LaunchError> {
     if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
@@ -265,6 +259,8 @@ pub(crate) struct Run<'a> {
     pub path_dirs: &'a [PathBuf],
     /// The capabilities asked for.
     pub capabilities: &'a [Capability],
+    /// The ambient capabilities asked for by name.
+    pub ambient_capabilities: &'a [Capability],
     /// Whether the process is in a user namespace new to it (it may hold every capability).
     pub new_userns: bool,
     pub cwd: &'a Path,
@@ -273,6 +269,7 @@ pub(crate) struct Run<'a> {
     pub groups: &'a [u32],
     pub setgroups_denied: bool,
     pub no_new_privs: bool,
+    pub seccomp: &'a crate::seccomp::Seccomp,
     pub init: bool,
 }
 
@@ -302,7 +299,12 @@ pub(crate) fn common(
     let (root, enter) = place(&mut side)?;
     let program = program(run.program, run.arg0, run.args, run.env, run.path_dirs)?;
     side.candidates = program.candidate_paths;
-    let (caps, last_cap) = capability_mask(run.capabilities, run.new_userns);
+    let (wanted_caps, last_cap) = capability_mask(run.capabilities);
+    let ambient = ambient_mask(run.ambient_capabilities, run.capabilities)?;
+    let seccomp = run.seccomp.programs(wanted_caps).map_err(|e| {
+        tracing::warn!(error = %e, "seccomp profile");
+        LaunchError::new(Stage::Seccomp, Errno::EINVAL)
+    })?;
     if run.setgroups_denied && !run.groups.is_empty() {
         return Err(LaunchError::new(Stage::Setgroups, Errno::EPERM));
     }
@@ -318,9 +320,13 @@ pub(crate) fn common(
         gid: run.gid,
         groups: run.groups.to_vec(),
         setgroups_denied: run.setgroups_denied,
-        caps,
+        wanted_caps,
+        new_userns: run.new_userns,
+        caps: 0,
         last_cap,
+        ambient,
         no_new_privs: run.no_new_privs,
+        seccomp,
         init: run.init,
         handshake: false,
         shares_memory: false,
@@ -346,13 +352,18 @@ pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> 
         env: &spec.env,
         path_dirs: &spec.path_dirs,
         capabilities: &spec.capabilities,
+        ambient_capabilities: &spec.ambient_capabilities,
         new_userns,
         cwd: &spec.cwd,
         uid: spec.uid,
         gid: spec.gid,
         groups: &spec.groups,
-        setgroups_denied: new_userns && !molde_layerfs::privilege::is_privileged(),
+        setgroups_denied: spec
+            .user_namespace
+            .as_ref()
+            .is_some_and(|maps| !maps.setgroups_allowed()),
         no_new_privs: spec.no_new_privs,
+        seccomp: &spec.seccomp,
         init: spec.init,
     };
     common(run, |side| Ok((Some(root_setup(spec, side)?), None)))
@@ -505,7 +516,8 @@ fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchErr
         mntns,
         mntns_root,
         loopback: spec.network == super::spec::Network::Isolated && netns < 0,
-        rlimits: rlimits(&spec.rlimits, new_userns),
+        wanted_rlimits: spec.rlimits.clone(),
+        rlimits: Vec::new(),
     })
 }
 
@@ -521,6 +533,6 @@ mod tests {
         assert_eq!(last_cap(Some("4294967295")), 63);
         assert_eq!(last_cap(Some("junk")), 40);
         assert_eq!(last_cap(None), 40);
-        assert!(capability_mask(&[], false).1 <= 63);
+        assert!(capability_mask(&[]).1 <= 63);
     }
 }

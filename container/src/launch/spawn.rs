@@ -2,7 +2,7 @@
 //! go-ahead, and reading the child's report from the error channel.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +12,8 @@ use super::child::{self, Prepared, REPORT_LEN};
 use super::error::{LaunchError, Stage};
 use super::prepare::{self, ParentSide, io_errno};
 use super::process::Process;
-use super::spec::{IdMap, Network, Spec};
+use super::spec::{Network, Spec};
+use molde_layerfs::idmap::IdMapError;
 
 /// Work for the launcher thread; it lends the stack children made with `CLONE_VM` run on.
 type Job = Box<dyn FnOnce(&mut ChildStack) + Send>;
@@ -23,6 +24,21 @@ type Job = Box<dyn FnOnce(&mut ChildStack) + Send>;
 /// each child starts with all blocked (no host handler runs in a child). Made at the first
 /// launch (a failure to make it is that launch's error, and the next launch tries again).
 static LAUNCHER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+
+/// The process whose launcher thread `LAUNCHER` feeds (0: none yet), claimed before `LAUNCHER`
+/// is first locked. A child forked without exec is another process: its copy of the lock may
+/// have been held by a thread of its parent at the fork, and the launcher thread is not in it,
+/// so it never uses either (see [`clone_child`]).
+static LAUNCHER_PID: AtomicU32 = AtomicU32::new(0);
+
+/// Whether this process owns the launcher thread (claiming it if nobody does).
+fn owns_launcher() -> bool {
+    let pid = std::process::id();
+    match LAUNCHER_PID.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => true,
+        Err(owner) => owner == pid,
+    }
+}
 
 /// Run `job` on the launcher thread.
 fn on_launcher(job: Job) -> Result<(), LaunchError> {
@@ -212,16 +228,30 @@ pub(crate) unsafe fn clone_child<'a>(
     child_ends: Vec<OwnedFd>,
     sync_w: Option<OwnedFd>,
 ) -> Result<Cloning<'a>, LaunchError> {
+    let forked = !owns_launcher();
+    if forked && prepared.handshake {
+        // Cloned on this thread, which must stay free to write the id maps and cgroups while
+        // the child waits: fork-style, not suspended until the child's exec.
+        prepared.shares_memory = false;
+    }
     let shares_memory = prepared.shares_memory;
     let (tx, rx) = mpsc::channel();
     let pidfd = Arc::new(AtomicI32::new(-1));
-    if shares_memory && !prepared.handshake && on_main_thread() {
+    if forked || (shares_memory && !prepared.handshake && on_main_thread()) {
         // On the main thread, with nothing to write while the child waits: clone right here,
         // which saves two hand-offs between threads (on an idle core each costs a wake-up).
         // The main thread's end is the process's, so the child's parent-death signal keeps
-        // its meaning. Signals are blocked around the clone, as on the launcher thread.
+        // its meaning. Signals are blocked around the clone, as on the launcher thread. In a
+        // child forked without exec (no launcher thread in it), always here: its children's
+        // parent-death signal then follows this thread.
         let result = MAIN_STACK.with(|stack| {
-            with_signals_blocked(|| shared_clone(prepared, flags, &mut stack.borrow_mut(), &pidfd))
+            with_signals_blocked(|| {
+                if shares_memory {
+                    shared_clone(prepared, flags, &mut stack.borrow_mut(), &pidfd)
+                } else {
+                    raw_clone(prepared, flags, &pidfd)
+                }
+            })
         });
         drop(child_ends);
         let _ = tx.send(result);
@@ -301,6 +331,7 @@ fn shared_clone(
     stack: &mut ChildStack,
     pidfd: &AtomicI32,
 ) -> CloneResult {
+    super::thread_caps::fit(prepared)?;
     let top = stack.top().map_err(|e| LaunchError::new(Stage::Clone, e))?;
     let dumpable = host_dumpable();
     let all =
@@ -371,6 +402,7 @@ struct CloneArgs {
 }
 
 fn raw_clone(prepared: &mut Prepared, flags: u64, slot: &AtomicI32) -> CloneResult {
+    super::thread_caps::fit(prepared)?;
     let args = CloneArgs {
         flags: flags | libc::CLONE_PIDFD as u64,
         pidfd: slot.as_ptr() as u64,
@@ -507,12 +539,6 @@ pub(crate) fn report_error(side: &ParentSide, stage: u32, errno: i32, index: u32
     e
 }
 
-fn map_lines(map: &[IdMap]) -> String {
-    map.iter()
-        .map(|m| format!("{} {} {}\n", m.inside, m.outside, m.count))
-        .collect()
-}
-
 /// Start a container's first process as `spec` says. Returns once the program has been
 /// exec'd (or the init has started it), or with the setup step that failed.
 pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
@@ -630,16 +656,7 @@ pub(crate) fn abandon(process: &mut Process, e: LaunchError) -> LaunchError {
 /// Write the id maps and cgroup membership (the child waits for the go-ahead meanwhile).
 fn release(spec: &Spec, pid: u32) -> Result<(), LaunchError> {
     if let Some(maps) = &spec.user_namespace {
-        let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
-        let write = |name: &str, content: &str, stage: Stage| {
-            std::fs::write(proc_dir.join(name), content)
-                .map_err(|e| LaunchError::at(stage, io_errno(&e), proc_dir.join(name)))
-        };
-        write("uid_map", &map_lines(&maps.uid_map), Stage::UidMap)?;
-        if !molde_layerfs::privilege::is_privileged() {
-            write("setgroups", "deny", Stage::GidMap)?;
-        }
-        write("gid_map", &map_lines(&maps.gid_map), Stage::GidMap)?;
+        maps.write_for(pid).map_err(|e| map_error(e, pid))?;
     }
     let pid_text = pid.to_string();
     for fd in &spec.cgroup_procs {
@@ -650,4 +667,32 @@ fn release(spec: &Spec, pid: u32) -> Result<(), LaunchError> {
         (before.0)(pid).map_err(|e| LaunchError::new(Stage::Prepare, io_errno(&e)))?;
     }
     Ok(())
+}
+
+/// The launch error of a map that could not be written: the stage, the errno and the file
+/// or helper (`newuidmap`/`newgidmap`, whose refusal is EPERM).
+fn map_error(e: IdMapError, pid: u32) -> LaunchError {
+    let (stage, errno, path) = match &e {
+        IdMapError::Write { path, source } => {
+            let stage = if path.ends_with("uid_map") {
+                Stage::UidMap
+            } else {
+                Stage::GidMap
+            };
+            (stage, io_errno(source), path.clone())
+        }
+        IdMapError::Spawn { tool, source } => (tool_stage(tool), io_errno(source), tool.into()),
+        IdMapError::Refused { tool, .. } => (tool_stage(tool), Errno::EPERM, tool.into()),
+        IdMapError::Read { path, source } => (Stage::UidMap, io_errno(source), path.clone()),
+    };
+    tracing::debug!(pid, error = %e, "writing the id maps failed");
+    LaunchError::at(stage, errno, path)
+}
+
+fn tool_stage(tool: &str) -> Stage {
+    if tool == "newuidmap" {
+        Stage::UidMap
+    } else {
+        Stage::GidMap
+    }
 }

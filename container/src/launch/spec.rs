@@ -60,12 +60,22 @@ pub struct Spec {
     pub stdout: Stdio,
     /// Standard error.
     pub stderr: Stdio,
-    /// The capabilities the process keeps (bounding, permitted, effective, inheritable and, for
-    /// a non-root uid, ambient). Default: [`default_capabilities`], Docker's set without
-    /// `CAP_MKNOD`.
+    /// The capabilities the process may hold: its bounding set, and for uid 0 its permitted
+    /// and effective sets. A process of any other uid holds none of them (as with runc, crun
+    /// and Docker) but those in `ambient_capabilities`; a setuid-root binary it runs may gain
+    /// them where `no_new_privs` is off. Default: [`default_capabilities`], Docker's set
+    /// without `CAP_MKNOD`.
     pub capabilities: Vec<Capability>,
+    /// Capabilities raised as ambient (so also inheritable, permitted and effective) for any
+    /// uid: a non-root process keeps these across `execve`. Each must be in `capabilities`
+    /// (else the launch fails at [`Stage::Capabilities`](super::Stage::Capabilities) with
+    /// `EINVAL`) and one the launcher can grant (else `EPERM`). Default: none.
+    pub ambient_capabilities: Vec<Capability>,
     /// Set `PR_SET_NO_NEW_PRIVS` (no privilege gain through setuid binaries or file caps).
     pub no_new_privs: bool,
+    /// The system call filter. Default: [`Seccomp::Default`](crate::seccomp::Seccomp), moby's
+    /// profile.
+    pub seccomp: crate::seccomp::Seccomp,
     /// Resource limits. A limit above the current hard limit is clamped to it when the caller
     /// lacks `CAP_SYS_RESOURCE` in its bounding set.
     pub rlimits: Vec<Rlimit>,
@@ -105,7 +115,9 @@ impl Spec {
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
             capabilities: default_capabilities(),
+            ambient_capabilities: Vec::new(),
             no_new_privs: true,
+            seccomp: crate::seccomp::Seccomp::Default,
             rlimits: Vec::new(),
             cgroup_procs: Vec::new(),
             init: false,
@@ -188,44 +200,7 @@ pub enum Network {
     Host,
 }
 
-/// One line of a `uid_map` or `gid_map`: `count` ids from `inside` map to `outside`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdMap {
-    /// The first id inside the namespace.
-    pub inside: u32,
-    /// The first id outside (in the parent namespace).
-    pub outside: u32,
-    /// How many consecutive ids.
-    pub count: u32,
-}
-
-/// The id maps of a user namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdMaps {
-    /// The `uid_map` lines.
-    pub uid_map: Vec<IdMap>,
-    /// The `gid_map` lines.
-    pub gid_map: Vec<IdMap>,
-}
-
-impl IdMaps {
-    /// Maps container root (0) to the caller's effective uid and gid: the one mapping an
-    /// unprivileged process may write for itself.
-    pub fn rootless() -> IdMaps {
-        IdMaps {
-            uid_map: vec![IdMap {
-                inside: 0,
-                outside: nix::unistd::geteuid().as_raw(),
-                count: 1,
-            }],
-            gid_map: vec![IdMap {
-                inside: 0,
-                outside: nix::unistd::getegid().as_raw(),
-                count: 1,
-            }],
-        }
-    }
-}
+pub use molde_layerfs::idmap::{IdMap, IdMaps};
 
 /// Where a standard stream of the process goes.
 #[derive(Debug, Default)]
@@ -279,10 +254,15 @@ pub struct ExecSpec {
     pub stdout: Stdio,
     /// Standard error.
     pub stderr: Stdio,
-    /// The capabilities the process keeps.
+    /// The capabilities the process may hold: as [`Spec::capabilities`] (none for a non-root
+    /// uid but the ambient ones).
     pub capabilities: Vec<Capability>,
+    /// Capabilities raised as ambient for any uid: as [`Spec::ambient_capabilities`].
+    pub ambient_capabilities: Vec<Capability>,
     /// Set `PR_SET_NO_NEW_PRIVS`.
     pub no_new_privs: bool,
+    /// The system call filter (a container's exec'd processes get the container's).
+    pub seccomp: crate::seccomp::Seccomp,
     /// Open `cgroup.procs` / `tasks` files of the container's cgroups: the process joins them
     /// before entering the container.
     pub cgroup_procs: Vec<OwnedFd>,
@@ -309,7 +289,9 @@ impl ExecSpec {
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
             capabilities: default_capabilities(),
+            ambient_capabilities: Vec::new(),
             no_new_privs: true,
+            seccomp: crate::seccomp::Seccomp::Default,
             cgroup_procs: Vec::new(),
             target_start: None,
         }

@@ -191,6 +191,17 @@ pub(super) fn import_scanned(
                 size: info.size,
                 media_type: LayerMediaType::from_compression(c),
             };
+            // The same tar already stored under another compression: use that blob (the
+            // one just scanned in is left unreferenced, for GC).
+            if !info.existed
+                && let Some(stored) = store.layer_by_diff_id(&diff_id)
+            {
+                layers.push(ImportedLayer {
+                    layer: stored,
+                    existed: true,
+                });
+                continue;
+            }
             layers.push(ImportedLayer {
                 layer,
                 existed: seen.note(info.digest, info.existed),
@@ -206,6 +217,7 @@ pub(super) fn import_scanned(
             config_digest,
             parsed,
         )
+        .map(|i| i.with_docker_fields(&config))
         .map_err(|source| ArchiveError::Image { what, source })?;
         plan.push(Planned {
             image,

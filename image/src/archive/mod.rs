@@ -426,6 +426,7 @@ fn image_of(
         config_digest,
         config,
     )
+    .map(|i| i.with_docker_fields(config_bytes))
     .map_err(|source| ArchiveError::Image {
         what: what.to_owned(),
         source,

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::blob::{self, BlobError, Expected};
 use crate::image::Image;
+use crate::layer::Layer;
 use crate::lock::LockKind;
 use crate::reference::Reference;
 use crate::store::{REF_NAME, Store, StoreError, canonical_json, oci_digest};
@@ -32,6 +33,9 @@ trait Source {
     fn has(&self, digest: &Digest) -> bool;
     /// Put the blob in the store, verified; whether the store had it before this import.
     fn ingest(&self, what: &str, digest: &Digest, size: u64) -> Result<bool, ArchiveError>;
+    /// Whether the store lacked the blob before this import (a streamed archive has put it
+    /// there since: the import then leaves it unreferenced when it uses another blob).
+    fn fresh(&self, digest: &Digest) -> bool;
 }
 
 fn check_size(what: &str, digest: &Digest, expected: u64, actual: u64) -> Result<(), ArchiveError> {
@@ -112,6 +116,10 @@ impl Source for Dir<'_> {
         self.store.has_blob(digest) || self.blob_path(digest).is_file()
     }
 
+    fn fresh(&self, digest: &Digest) -> bool {
+        !self.store.has_blob(digest)
+    }
+
     fn ingest(&self, what: &str, digest: &Digest, size: u64) -> Result<bool, ArchiveError> {
         if self.store.has_blob(digest) {
             return Ok(true);
@@ -157,6 +165,13 @@ impl Source for Archived<'_> {
 
     fn has(&self, digest: &Digest) -> bool {
         self.scanned.blob_by_digest(digest).is_some() || self.store.has_blob(digest)
+    }
+
+    fn fresh(&self, digest: &Digest) -> bool {
+        match self.scanned.blob_by_digest(digest) {
+            Some(info) => !info.existed,
+            None => !self.store.has_blob(digest),
+        }
     }
 
     fn ingest(&self, what: &str, digest: &Digest, size: u64) -> Result<bool, ArchiveError> {
@@ -267,15 +282,27 @@ fn import_index(
     let mut seen = Seen::default();
     let mut report = ImportReport::default();
     let mut by_manifest: HashMap<Digest, usize> = HashMap::new();
+    let mut entries: Vec<(Image, Option<Reference>)> = Vec::new();
     for p in &plan {
         let md = p.image.manifest_digest();
         if let Some(&at) = by_manifest.get(&md) {
             report.images[at].tags.extend(p.tag.clone());
+            entries.push((report.images[at].image.clone(), p.tag.clone()));
             continue;
         }
         let what = format!("manifest {md}");
         let mut layers = Vec::new();
         for l in p.image.layers() {
+            // The same tar under another compression: use the stored blob (by content).
+            if source.fresh(&l.digest)
+                && let Some(stored) = store.layer_by_diff_id(&l.diff_id)
+            {
+                layers.push(ImportedLayer {
+                    layer: stored,
+                    existed: true,
+                });
+                continue;
+            }
             let existed = source.ingest(&what, &l.digest, l.size)?;
             layers.push(ImportedLayer {
                 layer: *l,
@@ -284,16 +311,25 @@ fn import_index(
         }
         let config_size = p.image.manifest().config().size();
         source.ingest(&what, &p.image.id(), config_size)?;
-        source.ingest("index.json", &md, p.image.manifest_size())?;
+        let image = if layers
+            .iter()
+            .zip(p.image.layers())
+            .all(|(a, b)| a.layer == *b)
+        {
+            source.ingest("index.json", &md, p.image.manifest_size())?;
+            p.image.clone()
+        } else {
+            let stored: Vec<Layer> = layers.iter().map(|l| l.layer).collect();
+            store.write_manifest(p.image.id(), config_size, &stored)?
+        };
         by_manifest.insert(md, report.images.len());
+        entries.push((image.clone(), p.tag.clone()));
         report.images.push(ImportedImage {
-            image: p.image.clone(),
+            image,
             tags: p.tag.iter().cloned().collect(),
             layers,
         });
     }
-    let entries: Vec<(Image, Option<Reference>)> =
-        plan.into_iter().map(|p| (p.image, p.tag)).collect();
     store.add_images(&entries)?;
     Ok(report)
 }

@@ -273,12 +273,12 @@ impl<'r> Applier<'r> {
         header: &Header,
         already: Option<(u32, u32)>,
         chown: impl FnOnce(Uid, Gid) -> nix::Result<()>,
-    ) -> Result<(), EntryError> {
+    ) -> Result<Option<(u32, u32)>, EntryError> {
         if self.opts.ownership == Ownership::Ignore
             || already
                 .is_some_and(|(u, g)| u64::from(u) == header.uid && u64::from(g) == header.gid)
         {
-            return Ok(());
+            return Ok(None);
         }
         let result = match (u32::try_from(header.uid), u32::try_from(header.gid)) {
             (Ok(uid), Ok(gid)) if uid != u32::MAX && gid != u32::MAX => {
@@ -287,7 +287,7 @@ impl<'r> Applier<'r> {
             _ => Err(Errno::EINVAL),
         };
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(None),
             Err(errno @ (Errno::EPERM | Errno::EINVAL))
                 if self.opts.ownership == Ownership::BestEffort =>
             {
@@ -299,7 +299,10 @@ impl<'r> Applier<'r> {
                         errno,
                     },
                 );
-                Ok(())
+                Ok(u32::try_from(header.uid)
+                    .ok()
+                    .zip(u32::try_from(header.gid).ok())
+                    .filter(|&ids| ids != (0, 0)))
             }
             Err(e) => Err(io_err("chown")(e)),
         }
@@ -407,11 +410,12 @@ impl<'r> Applier<'r> {
                 .map_err(io_err("open the directory"))?;
             (fd, fresh.then_some((self.euid, gid)))
         };
-        self.owner(raw, header, already, |u, g| {
+        let unset = self.owner(raw, header, already, |u, g| {
             nix::unistd::fchown(fd.as_fd(), Some(u), Some(g))
         })?;
         let file = File::from(fd);
         self.xattrs(raw, names, |k, v| file.set_xattr(k, v))?;
+        record_owner(unset, |k, v| file.set_xattr(k, v));
         let mode = header.mode & 0o7777;
         let now = if mode & 0o700 == 0o700 {
             mode
@@ -465,10 +469,11 @@ impl<'r> Applier<'r> {
             file.write_all(chunk).map_err(io_err2("write"))?;
             body.consume(n);
         }
-        self.owner(raw, header, Some((self.euid, gid)), |u, g| {
+        let unset = self.owner(raw, header, Some((self.euid, gid)), |u, g| {
             nix::unistd::fchown(file.as_fd(), Some(u), Some(g))
         })?;
         self.xattrs(raw, names, |k, v| file.set_xattr(k, v))?;
+        record_owner(unset, |k, v| file.set_xattr(k, v));
         nix::sys::stat::fchmod(file.as_fd(), Mode::from_bits_truncate(header.mode & 0o7777))
             .map_err(io_err("chmod"))?;
         let (atime, mtime) = times(header);
@@ -829,4 +834,14 @@ fn times(header: &Header) -> (TimeSpec, TimeSpec) {
         spec(header.atime.unwrap_or(header.mtime)),
         spec(header.mtime),
     )
+}
+
+/// Keep an owner that could not be set in [`crate::idmap::ROOTLESS_XATTR`], as umoci does
+/// (regular files and directories only: a user xattr cannot be set on others). Best effort:
+/// a filesystem without user xattrs keeps the caller as owner, as before.
+fn record_owner(unset: Option<(u32, u32)>, set: impl FnOnce(&OsStr, &[u8]) -> io::Result<()>) {
+    if let Some((uid, gid)) = unset {
+        let value = crate::idmap::encode_owner(uid, gid);
+        let _ = set(OsStr::new(crate::idmap::ROOTLESS_XATTR), &value);
+    }
 }

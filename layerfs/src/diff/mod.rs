@@ -64,6 +64,12 @@ pub struct DiffOptions {
     pub mtime_clamp: Option<u64>,
     /// The xattr namespace of opaque directories in the upper and lower directories.
     pub xattr: OverlayXattr,
+    /// Record owners as the container saw them: host ids through these maps (an unmapped id
+    /// becomes the overflow id 65534), and an owner kept in
+    /// [`ROOTLESS_XATTR`](crate::idmap::ROOTLESS_XATTR) before that. `None` writes the ids
+    /// as stored. A rootless commit passes the maps its containers run with
+    /// ([`IdMaps::for_current_process`](crate::idmap::IdMaps::for_current_process)).
+    pub owners: Option<&'static crate::idmap::IdMaps>,
 }
 
 /// What a diff wrote.

@@ -27,12 +27,15 @@ use tar::{EntryType, Header};
 
 use super::{DiffCounts, DiffError, DiffOptions, DiffReport};
 use crate::digest::HashingWriter;
+use crate::idmap::{IdMaps, ROOTLESS_XATTR, decode_owner};
 use crate::view::is_overlay_xattr;
 use crate::whiteout::{OPAQUE_MARKER, WHITEOUT_PREFIX, whiteout_name};
 
 const BLOCK: usize = 512;
 /// The largest value of an 8-byte octal header field (uid, gid, mode).
 const MAX_OCTAL_8: u64 = 0o7_777_777;
+/// The id an unmapped host id shows as inside a user namespace (the kernel's overflow id).
+const OVERFLOW_ID: u32 = 65534;
 /// The largest value of a 12-byte octal header field (size, mtime).
 const MAX_OCTAL_12: u64 = 0o77_777_777_777;
 /// The name given to every PAX extended header entry.
@@ -43,6 +46,7 @@ const PAX_HEADER_NAME: &[u8] = b"././@PaxHeader";
 pub struct LayerWriter<W: Write> {
     out: HashingWriter<W>,
     mtime_clamp: Option<u64>,
+    owners: Option<&'static IdMaps>,
     /// The tar path of the first entry written for each (dev, ino) with more than one link.
     links: HashMap<(u64, u64), Vec<u8>>,
     counts: DiffCounts,
@@ -84,10 +88,35 @@ impl<W: Write> LayerWriter<W> {
         LayerWriter {
             out: HashingWriter::new(out),
             mtime_clamp: opts.mtime_clamp,
+            owners: opts.owners,
             links: HashMap::new(),
             counts: DiffCounts::default(),
             buf: vec![0; 256 * 1024],
         }
+    }
+
+    /// The owner of `source` to record: as stored, or as the container saw it (see
+    /// [`DiffOptions::owners`]).
+    fn owner(&self, source: &Path, meta: &Metadata) -> Result<(u32, u32), DiffError> {
+        let Some(maps) = self.owners else {
+            return Ok((meta.uid(), meta.gid()));
+        };
+        let mut uid = maps.uid_inside(meta.uid()).unwrap_or(OVERFLOW_ID);
+        let mut gid = maps.gid_inside(meta.gid()).unwrap_or(OVERFLOW_ID);
+        if meta.is_dir() || meta.is_file() {
+            match xattr::get(source, ROOTLESS_XATTR) {
+                Ok(Some(value)) => {
+                    if let Some((u, g)) = decode_owner(&value) {
+                        uid = u.unwrap_or(uid);
+                        gid = g.unwrap_or(gid);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
+                Err(e) => return Err(DiffError::io("read xattr of", source, e)),
+            }
+        }
+        Ok((uid, gid))
     }
 
     /// What was written so far, by kind.
@@ -116,8 +145,9 @@ impl<W: Write> LayerWriter<W> {
         attrs: &EntryAttrs,
     ) -> Result<(), DiffError> {
         let mode = attrs.mode.map_or(meta.mode(), |m| m & 0o7777) & 0o7777;
-        let uid: u64 = attrs.uid.unwrap_or(meta.uid()).into();
-        let gid: u64 = attrs.gid.unwrap_or(meta.gid()).into();
+        let (uid, gid) = self.owner(source, meta)?;
+        let uid: u64 = attrs.uid.unwrap_or(uid).into();
+        let gid: u64 = attrs.gid.unwrap_or(gid).into();
         if name
             .file_name()
             .is_some_and(|n| n.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()))
@@ -445,7 +475,7 @@ pub(crate) fn read_xattrs(path: &Path) -> Result<Xattrs, DiffError> {
     };
     let mut out = Vec::new();
     for name in names {
-        if is_overlay_xattr(&name) {
+        if is_overlay_xattr(&name) || name == ROOTLESS_XATTR {
             continue;
         }
         match xattr::get(path, &name) {

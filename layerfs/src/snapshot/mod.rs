@@ -616,11 +616,23 @@ fn remove_dir(snapshot: &Snapshot, backend: &'static str) -> Result<(), Snapshot
 /// Remove a snapshot's directory tree, including the mode-000 directories overlayfs leaves in
 /// its work directory (`work/work`, and `work/work/incompat/volatile` after a `volatile`
 /// mount), which an unprivileged owner cannot enter until it gives itself the permission back.
+///
+/// A rootless container with subordinate ids leaves files and directories of those ids in its
+/// writable layer, which the caller cannot remove itself: those trees are removed as root of
+/// a user namespace with the same maps ([`crate::userns::remove_tree`]).
 pub fn remove_tree(dir: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(dir) {
+    let result = match fs::remove_dir_all(dir) {
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            open_up(dir)?;
-            fs::remove_dir_all(dir)
+            open_up(dir).and_then(|()| fs::remove_dir_all(dir))
+        }
+        other => other,
+    };
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            match crate::idmap::IdMaps::subordinate_for_current_process() {
+                Some(maps) => crate::userns::remove_tree(maps, dir).map_err(|_| e),
+                None => Err(e),
+            }
         }
         other => other,
     }

@@ -1,7 +1,7 @@
 //! [`Store`]: a content store that is itself an OCI image layout, shared by threads and
 //! processes under file locks. See [`crate::layout`] for the files on disk.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -9,8 +9,7 @@ use std::sync::Arc;
 
 use molde_layerfs::Digest;
 use oci_spec::image::{
-    Descriptor, ImageConfiguration, ImageIndex, ImageIndexBuilder, ImageManifest,
-    ImageManifestBuilder, MediaType,
+    Descriptor, ImageConfiguration, ImageIndex, ImageManifest, ImageManifestBuilder, MediaType,
 };
 use serde::Serialize;
 
@@ -21,6 +20,15 @@ use crate::layer::{Layer, LayerMediaType};
 use crate::layout::{self, Layout};
 use crate::lock::{FileLock, LockKind};
 use crate::reference::{Reference, ReferenceError};
+
+mod gc;
+mod holds;
+mod index;
+mod names;
+mod remove;
+
+pub(crate) use index::{desc_digest, ref_name};
+use index::{empty_index, index_add};
 
 /// The annotation that carries a tag in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -439,6 +447,7 @@ impl Store {
     /// Write the config and manifest blobs of the image a builder describes, without adding
     /// it to the index. The caller holds the content lock (shared).
     pub(crate) fn write_image(&self, builder: ImageBuilder) -> Result<Image, StoreError> {
+        let docker = builder.docker_fields().clone();
         let (config, layers) = builder.into_config();
         for l in &layers {
             if !self.has_blob(&l.digest) {
@@ -448,16 +457,28 @@ impl Store {
                 });
             }
         }
-        let config_bytes = canonical_json("image config", &config)?;
+        let config_bytes = if docker.is_empty() {
+            canonical_json("image config", &config)?
+        } else {
+            let err = |source| StoreError::Json {
+                what: "image config".into(),
+                source,
+            };
+            let mut doc = serde_json::to_value(&config).map_err(err)?;
+            if let Some(run) = doc.get_mut("config").and_then(|c| c.as_object_mut()) {
+                run.extend(docker);
+            }
+            canonical_json("image config", &doc)?
+        };
         let cfg = blob::ingest_bytes(self.layout(), &config_bytes)?;
         let (manifest, manifest_bytes) = manifest_for(cfg.digest, cfg.size, &layers)?;
         let m = blob::ingest_bytes(self.layout(), &manifest_bytes)?;
-        Image::from_documents(m.digest, m.size, manifest, cfg.digest, config).map_err(|source| {
-            StoreError::Image {
+        Image::from_documents(m.digest, m.size, manifest, cfg.digest, config)
+            .map(|i| i.with_docker_fields(&config_bytes))
+            .map_err(|source| StoreError::Image {
                 manifest: m.digest,
                 source,
-            }
-        })
+            })
     }
 
     /// Add several images (each with an optional tag) to the index in one atomic update: all
@@ -480,12 +501,72 @@ impl Store {
                 }
             }
         }
+        for (image, _) in images {
+            self.note_layers(image)?;
+        }
         let _g = self.index_lock()?;
         let mut index = self.read_index()?;
         for (image, tag) in images {
             index_add(&mut index, image, tag.as_ref());
         }
         self.write_index(&index)
+    }
+
+    /// Note every layer of `image` by its DiffID (see [`Store::layer_by_diff_id`]).
+    fn note_layers(&self, image: &Image) -> Result<(), StoreError> {
+        let dir = self.layout().diffids();
+        for l in image.layers() {
+            crate::diffids::record(self.layout(), l).map_err(io_err("writing a link in", &dir))?;
+        }
+        Ok(())
+    }
+
+    /// A stored layer blob whose uncompressed tar has this DiffID, whatever its compression:
+    /// how a layer is found already present by *content*. Every image's layers are noted
+    /// when the image enters the index, so a base imported as plain tars is found again
+    /// when the same image comes gzip-compressed from a registry; importers and pulls then
+    /// name the stored blob instead of storing (or fetching) the other compression.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use molde_image::{ImageBuilder, Store};
+    ///
+    /// let store = Store::temporary()?;
+    /// let layer = store.add_layer(&[0u8; 1024][..])?.layer; // an empty tar
+    /// assert!(store.layer_by_diff_id(&layer.diff_id).is_none()); // in no image yet
+    /// store.commit(ImageBuilder::new().layer(layer, "empty"))?;
+    /// assert_eq!(store.layer_by_diff_id(&layer.diff_id), Some(layer));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn layer_by_diff_id(&self, diff_id: &Digest) -> Option<Layer> {
+        crate::diffids::lookup(self.layout(), diff_id)
+    }
+
+    /// Write a manifest naming the stored config `config` (its digest and size) and these
+    /// stored layers, without adding it to the index; returns its image. This is how an
+    /// image whose layers were found under another compression (see
+    /// [`Store::layer_by_diff_id`]) is stored: same config, hence same id and DiffIDs, but a
+    /// manifest naming the blobs the store has. Hold a [`Store::pin`] guard until the image
+    /// is registered.
+    pub fn write_manifest(
+        &self,
+        config: Digest,
+        config_size: u64,
+        layers: &[Layer],
+    ) -> Result<Image, StoreError> {
+        let _g = self.content_lock(LockKind::Shared)?;
+        for l in layers {
+            if !self.has_blob(&l.digest) {
+                return Err(StoreError::MissingBlob {
+                    what: format!("a manifest of config {config}"),
+                    digest: l.digest,
+                });
+            }
+        }
+        let (_, bytes) = manifest_for(config, config_size, layers)?;
+        let m = blob::ingest_bytes(self.layout(), &bytes)?;
+        self.load(m.digest)
     }
 
     /// Add a stored manifest to the index (optionally with a tag) and return its image. The
@@ -507,6 +588,7 @@ impl Store {
     }
 
     fn add_to_index(&self, image: &Image, tag: Option<&Reference>) -> Result<(), StoreError> {
+        self.note_layers(image)?;
         let _g = self.index_lock()?;
         let mut index = self.read_index()?;
         let before = index.clone();
@@ -571,6 +653,7 @@ impl Store {
             config_digest,
             config,
         )
+        .map(|i| i.with_docker_fields(&cbytes))
         .map_err(|source| StoreError::Image {
             manifest: manifest_digest,
             source,
@@ -612,110 +695,6 @@ impl Store {
         Ok(out)
     }
 
-    // ---- tags ----
-
-    /// Tag `image` as `reference` (moving the tag if another image had it).
-    pub fn tag(&self, image: &Image, reference: &str) -> Result<Reference, StoreError> {
-        let r = Reference::parse(reference)?;
-        if r.tag().is_none() {
-            return Err(StoreError::NotFound(format!(
-                "{reference} (a tag needs name:tag, not a digest)"
-            )));
-        }
-        let tag_ref = Reference::parse(&format!(
-            "{}:{}",
-            r.familiar_name(),
-            r.tag().unwrap_or("latest")
-        ))?;
-        self.add_to_index(image, Some(&tag_ref))?;
-        Ok(tag_ref)
-    }
-
-    /// Remove a tag; the image stays (untagged if it was its last tag).
-    pub fn untag(&self, reference: &str) -> Result<Image, StoreError> {
-        let r = Reference::parse(reference)?;
-        let _g = self.index_lock()?;
-        let mut index = self.read_index()?;
-        let name = r.to_string();
-        let md = index
-            .manifests()
-            .iter()
-            .find(|d| ref_name(d) == Some(name.as_str()))
-            .and_then(desc_digest)
-            .ok_or_else(|| StoreError::NotFound(reference.to_owned()))?;
-        remove_tag(&mut index, &name);
-        if !index.manifests().iter().any(|d| desc_digest(d) == Some(md)) {
-            let image = self.load(md)?;
-            push_manifest(&mut index, index_entry(&image, None));
-        }
-        self.write_index(&index)?;
-        self.load(md)
-    }
-
-    /// Find an image by tag (`name:tag`), digest reference (`name@sha256:...`), id or
-    /// manifest digest (`sha256:...`), or a unique prefix of an id or manifest digest (at
-    /// least 4 hex digits, or any length after `sha256:`).
-    pub fn resolve(&self, what: &str) -> Result<Image, StoreError> {
-        let entries = self.entries()?;
-        if let Ok(d) = what.parse::<Digest>() {
-            if entries.contains_key(&d) {
-                return self.load(d);
-            }
-            return self.by_id_prefix(&entries, &d.hex(), what);
-        }
-        // A bare prefix needs 4 hex digits (shorter ones read as names); with `sha256:` any
-        // length will do.
-        let (hex, min) = match what.strip_prefix("sha256:") {
-            Some(h) => (h, 1),
-            None => (what, 4),
-        };
-        let is_hex = hex.len() >= min && hex.bytes().all(|b| b.is_ascii_hexdigit());
-        let as_ref = Reference::parse(what);
-        if let Ok(r) = &as_ref {
-            if let Some(d) = r.digest() {
-                return if entries.contains_key(&d) {
-                    self.load(d)
-                } else {
-                    Err(StoreError::NotFound(what.to_owned()))
-                };
-            }
-            let name = r.to_string();
-            if let Some((md, _)) = entries.iter().find(|(_, tags)| tags.contains(&name)) {
-                return self.load(*md);
-            }
-        }
-        if is_hex {
-            return self.by_id_prefix(&entries, hex, what);
-        }
-        match as_ref {
-            Ok(_) => Err(StoreError::NotFound(what.to_owned())),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn by_id_prefix(
-        &self,
-        entries: &BTreeMap<Digest, Vec<String>>,
-        hex: &str,
-        what: &str,
-    ) -> Result<Image, StoreError> {
-        let mut found: BTreeMap<Digest, Image> = BTreeMap::new();
-        for md in entries.keys() {
-            let image = self.load(*md)?;
-            if image.id().hex().starts_with(hex) || md.hex().starts_with(hex) {
-                found.insert(image.id(), image);
-            }
-        }
-        match found.len() {
-            0 => Err(StoreError::NotFound(what.to_owned())),
-            1 => Ok(found.into_values().next().unwrap_or_else(|| unreachable!())),
-            _ => Err(StoreError::Ambiguous {
-                prefix: what.to_owned(),
-                candidates: found.into_keys().collect(),
-            }),
-        }
-    }
-
     /// Every image with its tags, size and creation time, newest first.
     pub fn list(&self) -> Result<Vec<ImageSummary>, StoreError> {
         let mut out = Vec::new();
@@ -740,200 +719,6 @@ impl Store {
             .unwrap_or_default())
     }
 
-    // ---- holds ----
-
-    /// Take a persistent hold named `name` on `image` (taking it again is a no-op).
-    pub fn hold(&self, image: &Image, name: &str) -> Result<Hold, StoreError> {
-        let _g = self.index_lock()?;
-        let md = image.manifest_digest();
-        if !self.entries()?.contains_key(&md) {
-            return Err(StoreError::NotFound(md.to_string()));
-        }
-        let dir = self.layout().holds_dir();
-        let taken =
-            crate::holds::take(&dir, name, &md).map_err(io_err("writing a hold in", &dir))?;
-        Ok(Hold {
-            name: name.to_owned(),
-            image: md,
-            created: crate::builder::rfc3339(taken),
-        })
-    }
-
-    /// Release the hold named `name`; `false` if there was none.
-    pub fn release(&self, name: &str) -> Result<bool, StoreError> {
-        let _g = self.index_lock()?;
-        let dir = self.layout().holds_dir();
-        crate::holds::release(&dir, name).map_err(io_err("releasing a hold in", &dir))
-    }
-
-    /// Every hold in the store, oldest first.
-    pub fn holds(&self) -> Result<Vec<Hold>, StoreError> {
-        let dir = self.layout().holds_dir();
-        Ok(crate::holds::list(&dir)
-            .map_err(io_err("reading", &dir))?
-            .into_iter()
-            .map(|h| Hold {
-                name: h.name,
-                image: h.image,
-                created: crate::builder::rfc3339(h.taken),
-            })
-            .collect())
-    }
-
-    fn holds_on(&self, md: Digest) -> Result<Vec<Hold>, StoreError> {
-        Ok(self
-            .holds()?
-            .into_iter()
-            .filter(|h| h.image == md)
-            .collect())
-    }
-
-    // ---- remove, prune ----
-
-    /// Remove an image named by tag, id or prefix (see [`Store::resolve`]). A tag of an image
-    /// with other tags is only untagged. Fails with [`StoreError::Held`] if the image is held.
-    /// Blobs are freed by the next [`Store::gc`].
-    pub fn remove(&self, what: &str) -> Result<Removed, StoreError> {
-        // Resolve under the lock: a tag moved between resolving and removing would
-        // otherwise remove the image it was on before.
-        let _g = self.index_lock()?;
-        let image = self.resolve(what)?;
-        let md = image.manifest_digest();
-        let holds = self.holds_on(md)?;
-        if !holds.is_empty() {
-            return Err(StoreError::Held { image: md, holds });
-        }
-        let mut index = self.read_index()?;
-        let tags: Vec<String> = index
-            .manifests()
-            .iter()
-            .filter(|d| desc_digest(d) == Some(md))
-            .filter_map(|d| ref_name(d).map(str::to_owned))
-            .collect();
-        if let Ok(r) = Reference::parse(what)
-            && r.digest().is_none()
-            && tags.contains(&r.to_string())
-            && tags.len() > 1
-        {
-            remove_tag(&mut index, &r.to_string());
-            self.write_index(&index)?;
-            return Ok(Removed::Untagged(r.to_string()));
-        }
-        retain_manifests(&mut index, |d| desc_digest(d) != Some(md));
-        self.write_index(&index)?;
-        Ok(Removed::Deleted(md))
-    }
-
-    /// Remove dangling images (untagged and unheld). Returns their manifest digests.
-    pub fn prune(&self) -> Result<Vec<Digest>, StoreError> {
-        self.prune_where(|tags| tags.is_empty())
-    }
-
-    /// Remove every unheld image, tagged or not. Returns their manifest digests.
-    pub fn prune_all(&self) -> Result<Vec<Digest>, StoreError> {
-        self.prune_where(|_| true)
-    }
-
-    fn prune_where(&self, pick: impl Fn(&[String]) -> bool) -> Result<Vec<Digest>, StoreError> {
-        let _g = self.index_lock()?;
-        let held: BTreeSet<Digest> = self.holds()?.into_iter().map(|h| h.image).collect();
-        let gone: BTreeSet<Digest> = self
-            .entries()?
-            .into_iter()
-            .filter(|(md, tags)| !held.contains(md) && pick(tags))
-            .map(|(md, _)| md)
-            .collect();
-        if !gone.is_empty() {
-            let mut index = self.read_index()?;
-            retain_manifests(&mut index, |d| {
-                desc_digest(d).is_none_or(|md| !gone.contains(&md))
-            });
-            self.write_index(&index)?;
-        }
-        Ok(gone.into_iter().collect())
-    }
-
-    // ---- GC ----
-
-    /// Blobs and unpacked layers reachable from the index.
-    fn reachable(&self) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>), StoreError> {
-        let mut blobs = BTreeSet::new();
-        let mut chains = BTreeSet::new();
-        for md in self.entries()?.into_keys() {
-            blobs.insert(md);
-            match self.load(md) {
-                Ok(image) => {
-                    blobs.insert(image.id());
-                    blobs.extend(image.layers().iter().map(|l| l.digest));
-                    chains.extend(image.chain_ids());
-                }
-                // A failure to read (I/O, too many open files...) says nothing about what
-                // the image reaches: collecting now could free what it uses. Stop.
-                Err(e @ (StoreError::Io { .. } | StoreError::Blob(_))) => return Err(e),
-                // A definite defect of the documents (not JSON, not an image, a missing
-                // blob): keep every blob the manifest names, whatever it is.
-                Err(_) => blobs.extend(self.named_by_manifest(md)?),
-            }
-        }
-        Ok((blobs, chains))
-    }
-
-    /// Every digest a stored manifest names in its `config` and `layers` descriptors, read
-    /// as plain JSON so that a manifest molde cannot load still pins what it names. A
-    /// missing manifest names nothing; one that is not JSON names nothing either.
-    fn named_by_manifest(&self, md: Digest) -> Result<Vec<Digest>, StoreError> {
-        let bytes = match self.read_document("the index", &md) {
-            Ok(b) => b,
-            Err(StoreError::MissingBlob { .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-            return Ok(Vec::new());
-        };
-        let descriptors = std::iter::once(&doc["config"]).chain(
-            doc["layers"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default(),
-        );
-        Ok(descriptors
-            .filter_map(|d| d["digest"].as_str()?.parse().ok())
-            .collect())
-    }
-
-    /// Free every blob and unpacked layer that no image in the index reaches, and leftovers
-    /// of interrupted work. Waits for concurrent imports to finish first.
-    pub fn gc(&self) -> Result<GcReport, StoreError> {
-        let _content = self.content_lock(LockKind::Exclusive)?;
-        let _g = self.index_lock()?;
-        let (blobs, chains) = self.reachable()?;
-        let mut report = GcReport::default();
-        let dir = self.layout().blobs();
-        for entry in fs::read_dir(&dir).map_err(io_err("reading", &dir))? {
-            let entry = entry.map_err(io_err("reading", &dir))?;
-            let name = entry.file_name();
-            let digest = name
-                .to_str()
-                .and_then(|n| format!("sha256:{n}").parse::<Digest>().ok());
-            if digest.is_some_and(|d| blobs.contains(&d)) {
-                continue;
-            }
-            let len = entry.metadata().map_or(0, |m| m.len());
-            fs::remove_file(entry.path()).map_err(io_err("removing", &entry.path()))?;
-            report.bytes += len;
-            if let Some(d) = digest {
-                report.blobs.push(d);
-            }
-        }
-        let (layers, bytes) = crate::unpack::collect(self.layout(), &chains)?;
-        report.layers = layers;
-        report.bytes += bytes;
-        crate::unpack::collect_flats(self.layout(), &chains)?;
-        blob::clear_leftovers(&self.layout().tmp())
-            .map_err(io_err("clearing", &self.layout().tmp()))?;
-        Ok(report)
-    }
-
     /// Sizes of everything in the store, for tests and reports: (blob count, unpacked count).
     pub fn counts(&self) -> Result<(usize, usize), StoreError> {
         let b = fs::read_dir(self.layout().blobs())
@@ -953,44 +738,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-}
-
-/// Add `image` (with an optional tag) to `index`. Moving a tag away never drops the image it
-/// was on: it stays, untagged.
-fn index_add(index: &mut ImageIndex, image: &Image, tag: Option<&Reference>) {
-    let md = image.manifest_digest();
-    if let Some(tag) = tag {
-        let name = tag.to_string();
-        let previous = index
-            .manifests()
-            .iter()
-            .find(|d| ref_name(d) == Some(name.as_str()))
-            .cloned();
-        remove_tag(index, &name);
-        // Moving a tag away never drops the image it was on: it stays, untagged.
-        if let Some(mut prev) = previous
-            && !index
-                .manifests()
-                .iter()
-                .any(|d| desc_digest(d) == desc_digest(&prev))
-        {
-            prev.set_annotations(None);
-            push_manifest(index, prev);
-        }
-    }
-    let present = index
-        .manifests()
-        .iter()
-        .any(|d| desc_digest(d) == Some(md) && (tag.is_none() || ref_name(d).is_none()));
-    // Replace an untagged entry by the tagged one; never duplicate an untagged entry.
-    if let Some(tag) = tag {
-        retain_manifests(index, |d| {
-            !(desc_digest(d) == Some(md) && ref_name(d).is_none())
-        });
-        push_manifest(index, index_entry(image, Some(&tag.to_string())));
-    } else if !present {
-        push_manifest(index, index_entry(image, None));
     }
 }
 
@@ -1037,52 +784,4 @@ pub(crate) fn oci_digest(d: &Digest) -> oci_spec::image::Digest {
     d.to_string()
         .parse()
         .expect("a sha256 Digest always formats as a valid OCI digest")
-}
-
-pub(crate) fn desc_digest(d: &Descriptor) -> Option<Digest> {
-    d.digest().as_ref().parse().ok()
-}
-
-pub(crate) fn ref_name(d: &Descriptor) -> Option<&str> {
-    d.annotations()
-        .as_ref()
-        .and_then(|a| a.get(REF_NAME))
-        .map(String::as_str)
-}
-
-fn remove_tag(index: &mut ImageIndex, tag: &str) {
-    retain_manifests(index, |d| ref_name(d) != Some(tag));
-}
-
-fn index_entry(image: &Image, tag: Option<&str>) -> Descriptor {
-    let mut d = Descriptor::new(
-        MediaType::ImageManifest,
-        image.manifest_size(),
-        oci_digest(&image.manifest_digest()),
-    );
-    if let Some(t) = tag {
-        d.set_annotations(Some(HashMap::from([(REF_NAME.to_owned(), t.to_owned())])));
-    }
-    d
-}
-
-fn empty_index() -> ImageIndex {
-    ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(Vec::new())
-        .build()
-        .unwrap_or_default()
-}
-
-fn retain_manifests(index: &mut ImageIndex, keep: impl Fn(&Descriptor) -> bool) {
-    let mut m = index.manifests().clone();
-    m.retain(|d| keep(d));
-    index.set_manifests(m);
-}
-
-fn push_manifest(index: &mut ImageIndex, d: Descriptor) {
-    let mut m = index.manifests().clone();
-    m.push(d);
-    index.set_manifests(m);
 }

@@ -1,0 +1,96 @@
+//! Edits of `index.json`: the images of the store and their tags.
+
+use std::collections::HashMap;
+
+use molde_layerfs::Digest;
+use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
+
+use super::{REF_NAME, oci_digest};
+use crate::image::Image;
+use crate::reference::Reference;
+
+/// Add `image` (with an optional tag) to `index`. Moving a tag away never drops the image it
+/// was on: it stays, untagged.
+pub(super) fn index_add(index: &mut ImageIndex, image: &Image, tag: Option<&Reference>) {
+    let md = image.manifest_digest();
+    if let Some(tag) = tag {
+        let name = tag.to_string();
+        let previous = index
+            .manifests()
+            .iter()
+            .find(|d| ref_name(d) == Some(name.as_str()))
+            .cloned();
+        remove_tag(index, &name);
+        // Moving a tag away never drops the image it was on: it stays, untagged.
+        if let Some(mut prev) = previous
+            && !index
+                .manifests()
+                .iter()
+                .any(|d| desc_digest(d) == desc_digest(&prev))
+        {
+            prev.set_annotations(None);
+            push_manifest(index, prev);
+        }
+    }
+    let present = index
+        .manifests()
+        .iter()
+        .any(|d| desc_digest(d) == Some(md) && (tag.is_none() || ref_name(d).is_none()));
+    // Replace an untagged entry by the tagged one; never duplicate an untagged entry.
+    if let Some(tag) = tag {
+        retain_manifests(index, |d| {
+            !(desc_digest(d) == Some(md) && ref_name(d).is_none())
+        });
+        push_manifest(index, index_entry(image, Some(&tag.to_string())));
+    } else if !present {
+        push_manifest(index, index_entry(image, None));
+    }
+}
+
+pub(crate) fn desc_digest(d: &Descriptor) -> Option<Digest> {
+    d.digest().as_ref().parse().ok()
+}
+
+pub(crate) fn ref_name(d: &Descriptor) -> Option<&str> {
+    d.annotations()
+        .as_ref()
+        .and_then(|a| a.get(REF_NAME))
+        .map(String::as_str)
+}
+
+pub(super) fn remove_tag(index: &mut ImageIndex, tag: &str) {
+    retain_manifests(index, |d| ref_name(d) != Some(tag));
+}
+
+pub(super) fn index_entry(image: &Image, tag: Option<&str>) -> Descriptor {
+    let mut d = Descriptor::new(
+        MediaType::ImageManifest,
+        image.manifest_size(),
+        oci_digest(&image.manifest_digest()),
+    );
+    if let Some(t) = tag {
+        d.set_annotations(Some(HashMap::from([(REF_NAME.to_owned(), t.to_owned())])));
+    }
+    d
+}
+
+pub(super) fn empty_index() -> ImageIndex {
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(Vec::new())
+        .build()
+        .unwrap_or_default()
+}
+
+pub(super) fn retain_manifests(index: &mut ImageIndex, keep: impl Fn(&Descriptor) -> bool) {
+    let mut m = index.manifests().clone();
+    m.retain(|d| keep(d));
+    index.set_manifests(m);
+}
+
+pub(super) fn push_manifest(index: &mut ImageIndex, d: Descriptor) {
+    let mut m = index.manifests().clone();
+    m.push(d);
+    index.set_manifests(m);
+}

@@ -1,0 +1,245 @@
+//! Pull and push against a real `docker-registry` on 127.0.0.1 (plain HTTP, anonymous).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use molde_image::ImageBuilder;
+use molde_registry::{LayerStatus, Progress, Pull, Push, PushedBlob};
+
+fn events() -> (Arc<Mutex<Vec<Progress>>>, molde_registry::ProgressFn) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::clone(&seen);
+    (
+        seen,
+        Arc::new(move |p: &Progress| s.lock().unwrap().push(p.clone())),
+    )
+}
+
+#[test]
+fn push_then_pull_into_a_fresh_store_gives_the_same_image() {
+    if !registry_or_skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let a = tmp_store();
+    let layers: Vec<Vec<u8>> = (0..3).map(|i| noise(i, 100_000 + i as usize)).collect();
+    let image = image_of(&a, &layers, "demo:v1");
+    let target = reg.reference("team/demo:v1");
+
+    let pushed = Push::new(&a, "demo:v1", &target).run().unwrap();
+    assert_eq!(pushed.digest, image.manifest_digest());
+    assert!(pushed.blobs.iter().all(|(_, b)| *b == PushedBlob::Uploaded));
+    assert_eq!(pushed.blobs.len(), 4, "3 layers and the config");
+    // Again: the registry has every blob (HEAD), nothing is uploaded.
+    let again = Push::new(&a, "demo:v1", &target).run().unwrap();
+    assert!(
+        again.blobs.iter().all(|(_, b)| *b == PushedBlob::Existed),
+        "{again}"
+    );
+    assert_eq!(again.bytes_sent, 0);
+
+    let b = tmp_store();
+    let (seen, progress) = events();
+    let report = Pull::new(&b, &target).progress(progress).run().unwrap();
+    assert_eq!(report.manifest_digest, image.manifest_digest());
+    assert_eq!(report.digest, image.manifest_digest());
+    assert_eq!(report.image.manifest_digest(), image.manifest_digest());
+    assert_eq!(report.image.id(), image.id());
+    assert!(report.layers.iter().all(|l| !l.existed));
+    let total: u64 = image.layers().iter().map(|l| l.size).sum();
+    assert_eq!(report.bytes_fetched, total);
+    assert!(report.newer);
+    assert_eq!(b.resolve(&target).unwrap().id(), image.id());
+    // Unpacked: every ChainID has its directory.
+    for chain in image.chain_ids() {
+        assert!(b.layout().layer(&chain).is_dir(), "{chain} not unpacked");
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert!(matches!(seen.first(), Some(Progress::Resolving { .. })));
+    assert!(matches!(seen.last(), Some(Progress::Done { .. })));
+    for (i, l) in image.layers().iter().enumerate() {
+        let statuses: Vec<&LayerStatus> = seen
+            .iter()
+            .filter_map(|p| match p {
+                Progress::Layer {
+                    index,
+                    digest,
+                    status,
+                } if *index == i => {
+                    assert_eq!(*digest, l.digest);
+                    Some(status)
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(statuses.first(), Some(LayerStatus::Waiting)),
+            "{statuses:?}"
+        );
+        assert!(
+            statuses
+                .iter()
+                .any(|s| matches!(s, LayerStatus::Downloading { done, total } if done == total)),
+            "{statuses:?}"
+        );
+        assert!(statuses.contains(&&LayerStatus::Verifying), "{statuses:?}");
+        assert_eq!(
+            statuses.last(),
+            Some(&&LayerStatus::PullComplete),
+            "{statuses:?}"
+        );
+    }
+
+    // A second pull: every layer already exists, nothing is fetched.
+    let (seen, progress) = events();
+    let second = Pull::new(&b, &target).progress(progress).run().unwrap();
+    assert!(second.layers.iter().all(|l| l.existed));
+    assert_eq!(second.bytes_fetched, 0);
+    assert!(!second.newer);
+    assert!(
+        second.to_string().contains("Image is up to date for"),
+        "{second}"
+    );
+    let exists = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            matches!(
+                p,
+                Progress::Layer {
+                    status: LayerStatus::AlreadyExists,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(exists, 3);
+}
+
+#[test]
+fn shared_layers_are_not_fetched_again() {
+    if !registry_or_skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let a = tmp_store();
+    let base: Vec<Vec<u8>> = (0..4).map(|i| noise(10 + i, 50_000)).collect();
+    let mut more = base.clone();
+    more.push(noise(99, 70_000));
+    let one = image_of(&a, &base, "one:v1");
+    let two = image_of(&a, &more, "two:v1");
+    Push::new(&a, "one:v1", &reg.reference("one:v1"))
+        .run()
+        .unwrap();
+    Push::new(&a, "two:v1", &reg.reference("two:v1"))
+        .run()
+        .unwrap();
+
+    let b = tmp_store();
+    Pull::new(&b, &reg.reference("one:v1")).run().unwrap();
+    let report = Pull::new(&b, &reg.reference("two:v1")).run().unwrap();
+    let existed: Vec<bool> = report.layers.iter().map(|l| l.existed).collect();
+    assert_eq!(existed, [true, true, true, true, false]);
+    assert_eq!(report.bytes_fetched, two.layers()[4].size);
+    assert_eq!(report.image.manifest_digest(), two.manifest_digest());
+    assert_eq!(one.layers()[..], two.layers()[..4]);
+}
+
+#[test]
+fn a_layer_stored_plain_is_found_by_content_when_the_registry_has_it_gzipped() {
+    if !registry_or_skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let a = tmp_store();
+    let bytes = vec![noise(7, 80_000)];
+    let gz = image_of(&a, &bytes, "gz:v1");
+    Push::new(&a, "gz:v1", &reg.reference("gz:v1"))
+        .run()
+        .unwrap();
+
+    // The same tar, stored plain, with the same config.
+    let c = tmp_store();
+    let plain = c
+        .add_layer(&layer_tar(&[("l0", bytes[0].as_slice())])[..])
+        .unwrap()
+        .layer;
+    assert_eq!(plain.diff_id, gz.layers()[0].diff_id);
+    c.commit(ImageBuilder::new().layer(plain, "ADD l0"))
+        .unwrap();
+    let blobs_before = c.counts().unwrap().0;
+
+    let report = Pull::new(&c, &reg.reference("gz:v1")).run().unwrap();
+    assert!(report.layers[0].existed);
+    assert_eq!(report.bytes_fetched, 0);
+    assert_eq!(report.layers[0].layer, plain);
+    assert_eq!(report.image.id(), gz.id(), "same config");
+    assert_eq!(
+        report.digest,
+        gz.manifest_digest(),
+        "the registry's digest is reported"
+    );
+    assert!(!c.has_blob(&gz.layers()[0].digest));
+    // The config and a manifest naming the plain blob.
+    assert_eq!(c.counts().unwrap().0, blobs_before + 2);
+}
+
+#[test]
+fn a_digest_reference_pins_content_and_tags_nothing() {
+    if !registry_or_skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let a = tmp_store();
+    let image = image_of(&a, &[noise(3, 1000)], "pin:v1");
+    Push::new(&a, "pin:v1", &reg.reference("pin:v1"))
+        .run()
+        .unwrap();
+    let b = tmp_store();
+    let by_digest = format!("{}@{}", reg.reference("pin"), image.manifest_digest());
+    let report = Pull::new(&b, &by_digest).run().unwrap();
+    assert_eq!(report.image.manifest_digest(), image.manifest_digest());
+    assert!(report.tag.is_none());
+    assert!(b.tags_of(&report.image).unwrap().is_empty());
+}
+
+#[test]
+fn two_pulls_of_one_image_at_once_store_one_copy_of_each_blob() {
+    if !registry_or_skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let a = tmp_store();
+    let layers: Vec<Vec<u8>> = (0..4).map(|i| noise(20 + i, 300_000)).collect();
+    let image = image_of(&a, &layers, "twice:v1");
+    let target = reg.reference("twice:v1");
+    Push::new(&a, "twice:v1", &target).run().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let pulls: Vec<_> = (0..2)
+        .map(|_| {
+            // Each with a store of its own opened on the same root, as two processes would.
+            let store = molde_image::Store::open(dir.path()).unwrap();
+            let target = target.clone();
+            std::thread::spawn(move || Pull::new(&store, &target).run().unwrap())
+        })
+        .collect();
+    for p in pulls {
+        assert_eq!(
+            p.join().unwrap().image.manifest_digest(),
+            image.manifest_digest()
+        );
+    }
+    let store = molde_image::Store::open(dir.path()).unwrap();
+    let (blobs, unpacked) = store.counts().unwrap();
+    assert_eq!(
+        blobs,
+        4 + 2,
+        "4 layers, the config and the manifest, once each"
+    );
+    assert_eq!(unpacked, 4);
+    assert_eq!(std::fs::read_dir(store.layout().tmp()).unwrap().count(), 0);
+}
