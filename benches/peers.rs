@@ -32,6 +32,8 @@ mod build;
 mod dockerfile;
 #[path = "peers/harness.rs"]
 mod harness;
+#[path = "peers/network.rs"]
+mod network;
 #[path = "../registry/tests/common/mod.rs"]
 mod regcommon;
 #[path = "peers/registry.rs"]
@@ -102,6 +104,7 @@ fn main() {
         let disk = FreshExt4::new();
         figures.extend(start::figures(&disk.path(), pairs, &wanted));
         figures.extend(tty::figures(&disk.path(), pairs, &wanted));
+        figures.extend(network::figures(&disk.path(), pairs, &wanted));
     }
     figures.extend(build::figures(&fixtures, pairs, &wanted));
     figures.extend(dockerfile::figures(&fixtures, pairs, &wanted));

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use molde::container::build::{Build, Copy};
+use molde::container::network::Network;
 use molde::container::{Container, Status, Stdio};
 use molde::image::{Store, StoreError, base};
 
@@ -206,7 +207,9 @@ fn main() -> Res<()> {
         say(&format!("  {line}"));
     }
 
-    chapter("7. Remove the containers, then prune: space comes back");
+    networks(&store)?;
+
+    chapter("8. Remove the containers, then prune: space comes back");
     for c in containers {
         c.remove()?;
     }
@@ -226,6 +229,96 @@ fn main() -> Res<()> {
     ));
     println!("\nDone: every step above ran for real.");
     Ok(())
+}
+
+/// Chapter 7: two containers of one image, each with its own address, both serving 8080.
+fn networks(store: &Store) -> Res<()> {
+    chapter("7. Each container its own IP: two servers of one image, both on port 8080");
+    let Some(busybox) = base::static_busybox() else {
+        say("  (no static busybox here: install busybox-static to see this chapter)");
+        return Ok(());
+    };
+    let image = base::from_host(store, &[busybox.as_path()])?;
+    let root = molde::layerfs::privilege::is_privileged();
+    let net = if root {
+        let net = Network::create(store, "tour")?;
+        say(&format!(
+            "  network `tour`: subnet {}, bridge {} (gateway {})",
+            net.subnet(),
+            net.bridge(),
+            net.gateway()
+        ));
+        Some(net)
+    } else {
+        say("  rootless: no bridge; each container gets pasta's user-mode network instead");
+        None
+    };
+    let serve = |name: &str| {
+        let mut b = Container::builder(store, &image)
+            .command(&busybox)
+            .args(["httpd", "-f", "-p", "8080", "-h", "/etc"])
+            .hostname(name)
+            .publish(8080)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(net) = &net {
+            b = b.join(net);
+        }
+        b.start()
+    };
+    let servers = match (serve("uno"), serve("dos")) {
+        (Ok(a), Ok(b)) => [a, b],
+        (Err(e), _) | (_, Err(e)) if !root => {
+            say(&format!("  rootless networking is not usable here: {e}"));
+            return Ok(());
+        }
+        (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+    };
+    for (name, c) in ["uno", "dos"].iter().zip(&servers) {
+        let seen = c.exec(&busybox).args(["ip", "-o", "-4", "addr"]).output()?;
+        let own = String::from_utf8_lossy(&seen.stdout)
+            .lines()
+            .filter(|l| !l.contains(" lo "))
+            .filter_map(|l| l.split_whitespace().nth(3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let port = c.host_addr(8080).ok_or("no published port")?;
+        let via = match c.ip() {
+            Some(ip) => format!(
+                "http://{ip}:8080/ answers {}",
+                http_status(std::net::SocketAddr::new(ip.into(), 8080))?
+            ),
+            None => "(pasta: the host's address, copied in)".to_owned(),
+        };
+        say(&format!("  {name}: address {own}; {via}"));
+        say(&format!(
+            "       published on http://{port}/, which answers {}",
+            http_status(port)?
+        ));
+    }
+    for c in servers {
+        c.remove()?;
+    }
+    if let Some(net) = net {
+        net.remove(store)?;
+    }
+    Ok(())
+}
+
+/// The status line of GET /hosts at `addr`, retried while the server starts.
+fn http_status(addr: std::net::SocketAddr) -> Res<String> {
+    use std::io::{Read, Write};
+    for _ in 0..500 {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            // httpd serves the container's /etc: its /hosts is the container's hosts file.
+            s.write_all(b"GET /hosts HTTP/1.0\r\n\r\n")?;
+            let mut answer = String::new();
+            s.read_to_string(&mut answer)?;
+            return Ok(answer.lines().next().unwrap_or("").to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(format!("nothing answered on {addr}").into())
 }
 
 fn chapter(title: &str) {

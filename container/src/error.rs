@@ -32,6 +32,9 @@ pub enum ContainerError {
     /// A named volume failed.
     #[error(transparent)]
     Volume(#[from] VolumeError),
+    /// A network, an address or a published port failed.
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     /// The launcher could not set the container up.
     #[error(transparent)]
     Launch(#[from] LaunchError),

@@ -24,6 +24,7 @@ pub mod container;
 pub mod error;
 pub mod launch;
 pub mod logs;
+pub mod network;
 pub mod record;
 pub mod rlimit;
 pub mod seccomp;

@@ -28,6 +28,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("umoci", "umoci"),
     ("busybox", "busybox-static"),
     ("skopeo", "skopeo"),
+    ("socat", "socat"),
+    ("pasta", "passt"),
     ("buildah", "buildah"),
     ("docker-registry", "docker-registry"),
     ("htpasswd", "apache2-utils"),
@@ -51,6 +53,8 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("bwrap", "bubblewrap"),
     ("crun", "crun"),
     ("runc", "runc"),
+    ("podman", "podman"),
+    ("busybox", "busybox-static"),
     ("buildah", "buildah"),
     // The host's PostgreSQL 15: postgres-floor's peer.
     ("pg_ctlcluster", "postgresql-15"),

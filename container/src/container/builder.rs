@@ -110,6 +110,8 @@ pub struct ContainerBuilder {
     /// Mount a deep image's flattened stack (made on first use); a build's RUN steps, each on
     /// a new intermediate image, do not.
     pub(crate) flatten: bool,
+    /// Networks joined and ports published.
+    pub(crate) net: super::networking::Requested,
     pub(crate) ambient_capabilities: Vec<Capability>,
     pub(crate) no_new_privileges: bool,
     pub(crate) seccomp: crate::seccomp::Seccomp,
@@ -145,6 +147,7 @@ impl ContainerBuilder {
             rlimits: Vec::new(),
             timeout: None,
             init: false,
+            net: Default::default(),
             storage: LayerStorage::Disk,
             stop_signal: None,
             flatten: true,
@@ -355,6 +358,52 @@ impl ContainerBuilder {
         self.read_only_rootfs = yes;
         self
     }
+    /// Join the bridge network `network` (root only): the container gets an address on it,
+    /// a veth on its bridge, and finds the network's other containers by name. Call again to
+    /// join several; the first gives the default route.
+    pub fn join(mut self, network: &crate::network::Network) -> Self {
+        self.net.joins.push(network.clone());
+        self
+    }
+
+    /// A further name the container answers to on its networks (its hostname and short id
+    /// always do).
+    pub fn alias(mut self, name: impl Into<String>) -> Self {
+        self.net.aliases.push(name.into());
+        self
+    }
+
+    /// Publish TCP `port` of the container on an ephemeral port of the host's 127.0.0.1
+    /// ([`Container::host_port`] tells which). As root a container that joins no network
+    /// joins the default one; rootless, pasta forwards it.
+    pub fn publish(self, port: u16) -> Self {
+        self.publish_port(crate::network::PublishedPort::local(
+            port,
+            crate::network::Protocol::Tcp,
+        ))
+    }
+
+    /// Publish UDP `port` of the container on an ephemeral port of the host's 127.0.0.1.
+    pub fn publish_udp(self, port: u16) -> Self {
+        self.publish_port(crate::network::PublishedPort::local(
+            port,
+            crate::network::Protocol::Udp,
+        ))
+    }
+
+    /// Publish a port as `port` says (a given host address and port, or port 0 for an
+    /// ephemeral one).
+    pub fn publish_port(mut self, port: crate::network::PublishedPort) -> Self {
+        self.net.publish.push(port);
+        self
+    }
+
+    /// Publish every port the image EXPOSEs, each on an ephemeral port of 127.0.0.1.
+    pub fn publish_all(mut self) -> Self {
+        self.net.publish_all = true;
+        self
+    }
+
     /// The network (default: [`Network::Isolated`], its own namespace with loopback only).
     pub fn network(mut self, network: Network) -> Self {
         self.network = network;

@@ -136,6 +136,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
             .stop_signal
             .unwrap_or_else(|| parse_signal(image.stop_signal())),
         timeout_ms: b.timeout.map(|d| d.as_millis() as u64),
+        network: Default::default(),
         ambient_capabilities: b.ambient_capabilities.clone(),
         no_new_privileges: b.no_new_privileges,
         seccomp: b.seccomp.clone(),
@@ -174,6 +175,8 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
                 holder,
             });
         }
+        let mut run = run;
+        run.network = super::networking::create(&b, &id, &paths)?;
         store.hold(&image, &record::hold_name(&id))?;
         let snap_dir = paths.snapshot();
         if b.storage == LayerStorage::Tmpfs {
@@ -220,6 +223,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
     let (backend, snapshot, record) = match made {
         Ok(m) => m,
         Err(e) => {
+            let _ = super::networking::release(&store, &id);
             list::discard(&store, &paths, &id);
             if let Some(name) = &b.name {
                 let _ = names::release(&store, name, &id);
@@ -246,6 +250,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         owner: None,
         timeout: None,
         remove_on_drop: true,
+        net: None,
         log_pump: None,
         removed: false,
     })

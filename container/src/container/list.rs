@@ -309,7 +309,11 @@ pub(crate) fn discard(store: &Store, paths: &ContainerPaths, id: &str) {
 /// `Container::open` do this too. `molde::open_store` (the facade) opens a store and calls it:
 /// use that, or call this after opening a store that a killed process used.
 pub fn recover(store: &Store) -> Result<(), ContainerError> {
-    list(store).map(|_| ())
+    list(store)?;
+    // Addresses of containers that are gone (a create or remove cut short).
+    let live = |id: &str| ContainerPaths::new(store, id).dir().exists();
+    crate::network::sweep(store, &live)?;
+    Ok(())
 }
 
 /// Kill and remove the cgroup a container's dead owner left, if any.

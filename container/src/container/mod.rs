@@ -11,6 +11,7 @@ pub(crate) mod create;
 pub(crate) mod exec;
 pub(crate) mod list;
 pub(crate) mod logs;
+pub(crate) mod networking;
 pub(crate) mod remove;
 pub(crate) mod remove_volume;
 pub(crate) mod start;
@@ -134,6 +135,8 @@ pub struct Container {
     pub(crate) timeout: Option<timeout::RunTimeout>,
     pub(crate) remove_on_drop: bool,
     pub(crate) removed: bool,
+    /// The published ports of the current run, served by this handle.
+    pub(crate) net: Option<networking::Running>,
     /// The thread writing the logs of the process this handle started.
     pub(crate) log_pump: Option<crate::logs::pump::Pump>,
 }
@@ -188,6 +191,7 @@ impl Container {
             owner: None,
             timeout: None,
             remove_on_drop: false,
+            net: None,
             removed: false,
             log_pump: None,
         })

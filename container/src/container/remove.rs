@@ -99,6 +99,10 @@ impl Container {
         {
             errors.push(e.into());
         }
+        self.net = None;
+        if let Err(e) = super::networking::release(&self.store, &self.id) {
+            errors.push(e);
+        }
         // Its hold, and the bare-id hold an older molde took.
         for name in [record::hold_name(&self.id), self.id.clone()] {
             if let Err(e) = self.store.release(&name) {

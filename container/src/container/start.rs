@@ -53,9 +53,27 @@ impl Container {
             spec.stderr = launch::Stdio::Fd(err);
             pump = Some(p);
         }
-        let mut process = launch::spawn(&spec)?;
+        let pending = super::networking::prepare(
+            &self.store,
+            &self.id,
+            &self.paths,
+            &self.record.run.network,
+            &mut spec,
+        )?;
+        let mut process = match launch::spawn(&spec) {
+            Ok(p) => p,
+            Err(e) => return Err(pending.take_error().map_or(e.into(), Into::into)),
+        };
         // The pump sees the end once the container's processes closed their copies.
         drop(spec);
+        let net = match pending.serve() {
+            Ok(net) => net,
+            Err(e) => {
+                let _ = process.kill();
+                let _ = process.wait();
+                return Err(e);
+            }
+        };
         // The timeout holds even if nobody waits: its watchdog kills the process at the
         // deadline.
         let timeout = match self.record.run.timeout_ms {
@@ -95,6 +113,7 @@ impl Container {
         self.process = Some(process);
         self.cgroup = cgroup;
         self.owner = Some(owner);
+        self.net = Some(net);
         if pump.is_some() {
             self.log_pump = pump;
         }
@@ -237,6 +256,7 @@ impl Container {
     pub(crate) fn finish(&mut self, status: ExitStatus) -> Result<(), ContainerError> {
         self.process = None;
         self.timeout = None;
+        self.net = None;
         if let Some(mut pump) = self.log_pump.take() {
             // Once the end is known, so is all the output (the pump ends at the pipes' EOF,
             // which the end of the pid namespace brings).

@@ -34,7 +34,7 @@ mod error;
 mod exec;
 mod init;
 mod mntns;
-mod netns;
+pub(crate) mod netns;
 pub(crate) mod pidfd;
 mod prepare;
 mod process;
@@ -53,8 +53,8 @@ pub use spawn::spawn;
 pub use terminal::{Terminal, WindowSize};
 
 pub use spec::{
-    Capability, ContainerMount, DEFAULT_PATH, ExecSpec, IdMap, IdMaps, MountKind, Network, Rlimit,
-    Spec, Stdio, default_capabilities,
+    BeforeRun, Capability, ContainerMount, DEFAULT_PATH, ExecSpec, IdMap, IdMaps, MountKind,
+    Network, Rlimit, Spec, Stdio, default_capabilities,
 };
 
 /// How many launches of this process so far were given a mount namespace made ahead (a

@@ -64,3 +64,29 @@ fn open_own() -> Result<OwnedFd, nix::errno::Errno> {
         nix::sys::stat::Mode::empty(),
     )
 }
+
+/// Bring up the loopback interface of the calling thread's network namespace.
+pub(crate) fn loopback_up() -> std::io::Result<()> {
+    super::child::loopback_up()
+        .map(drop)
+        .map_err(std::io::Error::from_raw_os_error)
+}
+
+/// A fresh network namespace with loopback up, for a launch that configures it before
+/// joining it (a container on bridge networks): one made ahead if ready, else one made now
+/// on a short-lived thread (the caller's threads stay in their namespace).
+pub(crate) fn fresh() -> std::io::Result<OwnedFd> {
+    if let Some(fd) = take() {
+        return Ok(fd);
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+            super::child::loopback_up().map_err(nix::errno::Errno::from_raw)?;
+            open_own()
+        })
+        .join()
+        .unwrap_or(Err(nix::errno::Errno::EIO))
+    })
+    .map_err(std::io::Error::from)
+}

@@ -478,6 +478,16 @@ fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchErr
 
     // A namespace made ahead, held by this side until `clone` returns.
     let netns = match spec.network {
+        super::spec::Network::Isolated if spec.join_netns.is_some() => {
+            let fd = spec.join_netns.as_ref().map(|fd| fd.try_clone());
+            let fd = fd
+                .transpose()
+                .map_err(|e| LaunchError::new(Stage::Prepare, io_errno(&e)))?
+                .ok_or_else(|| LaunchError::new(Stage::Prepare, Errno::EBADF))?;
+            let raw = fd.as_raw_fd();
+            side.child_ends.push(fd);
+            raw
+        }
         super::spec::Network::Isolated if !new_userns => match super::netns::take() {
             Some(fd) => {
                 let raw = fd.as_raw_fd();

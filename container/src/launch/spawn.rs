@@ -465,7 +465,8 @@ pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
     // the report's credentials) and waits: with CLONE_VFORK the launcher thread stays in
     // `clone` until the exec, so they are written from here. Without, it goes on at once. An
     // init never execs: it is made fork-style.
-    let handshake = spec.user_namespace.is_some() || !spec.cgroup_procs.is_empty();
+    let handshake =
+        spec.user_namespace.is_some() || !spec.cgroup_procs.is_empty() || spec.before_run.is_some();
     prepared.handshake = handshake;
     prepared.shares_memory = !spec.init;
     let child_ends = std::mem::take(&mut side.child_ends);
@@ -541,6 +542,9 @@ fn release(spec: &Spec, pid: u32) -> Result<(), LaunchError> {
     for fd in &spec.cgroup_procs {
         nix::unistd::write(fd, pid_text.as_bytes())
             .map_err(|e| LaunchError::new(Stage::Cgroup, e))?;
+    }
+    if let Some(before) = &spec.before_run {
+        (before.0)(pid).map_err(|e| LaunchError::new(Stage::Prepare, io_errno(&e)))?;
     }
     Ok(())
 }

@@ -47,6 +47,13 @@ pub struct Spec {
     pub network: Network,
     /// A user namespace with these id maps; `Some` when the caller is not privileged.
     pub user_namespace: Option<IdMaps>,
+    /// With [`Network::Isolated`]: join this network namespace (configured beforehand, e.g.
+    /// with veths on a bridge) instead of making one.
+    pub join_netns: Option<OwnedFd>,
+    /// Run in the caller once the child exists and before it runs anything (its id maps and
+    /// cgroups are written, it waits for the go-ahead), with its host pid: e.g. attach a
+    /// user-mode network stack to its namespaces. An error fails the launch.
+    pub before_run: Option<BeforeRun>,
     /// Standard input.
     pub stdin: Stdio,
     /// Standard output.
@@ -108,6 +115,8 @@ impl Spec {
             groups: Vec::new(),
             network: Network::Isolated,
             user_namespace: None,
+            join_netns: None,
+            before_run: None,
             stdin: Stdio::Inherit,
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
@@ -120,6 +129,15 @@ impl Spec {
             cgroup_procs: Vec::new(),
             init: false,
         }
+    }
+}
+
+/// A step run in the caller while the child waits for its go-ahead (see [`Spec::before_run`]).
+pub struct BeforeRun(pub Box<dyn Fn(u32) -> std::io::Result<()> + Send + Sync>);
+
+impl std::fmt::Debug for BeforeRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeRun(..)")
     }
 }
 

@@ -454,6 +454,7 @@ pub(crate) mod tests {
                 init: true,
                 stop_signal: 15,
                 timeout_ms: None,
+                network: Default::default(),
                 ambient_capabilities: vec![crate::launch::Capability::CAP_NET_BIND_SERVICE],
                 no_new_privileges: false,
                 seccomp: crate::seccomp::Seccomp::Unconfined,

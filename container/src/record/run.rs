@@ -75,6 +75,9 @@ pub struct RunConfig {
     pub stop_signal: i32,
     /// The wall-clock timeout of a run, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Bridge networks, addresses and published ports.
+    #[serde(default, skip_serializing_if = "crate::network::Attachments::is_empty")]
+    pub network: crate::network::Attachments,
     /// Keep stdout and stderr in the container's log files (see [`crate::logs`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<crate::logs::LogConfig>,

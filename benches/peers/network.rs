@@ -1,0 +1,315 @@
+//! Network figures: a start on a bridge network against one with loopback only (molde's own
+//! floor) and against podman on its default bridge, and the time from start to the first
+//! TCP connect to a published port (molde's forwarder, podman's `-p`).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use molde::container::network::Network;
+use molde::container::{Container, ContainerBuilder, Stdio};
+use molde::image::{Image, ImageBuilder, Store};
+
+use super::{Figure, interleave, peak_rss_kib, run_peer};
+
+/// podman on private storage (`dir`: its runroot, which podman wants under 50 characters, is
+/// `dir`'s short name under /tmp), runc (crun 1.8 refuses hybrid cgroups) and rlimits within
+/// this host's hard limits (DESIGN.md, "Peers here").
+fn podman(dir: &Path) -> Command {
+    let mut cmd = Command::new("podman");
+    let run = Path::new("/tmp").join(dir.file_name().unwrap_or_default());
+    cmd.arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(run)
+        .args(["--runtime", "runc"]);
+    cmd
+}
+
+const PODMAN_RUN: &[&str] = &[
+    "run",
+    "--rm",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1000:1000",
+];
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    image: Image,
+    net: Network,
+    /// podman's storage, with the same image loaded from an oci-archive (if podman runs).
+    podman: Option<std::path::PathBuf>,
+}
+
+/// A busybox image (httpd serving /www on 8080, /bin/true) in a store on `disk`, a network,
+/// and the same image in podman.
+fn fixture(disk: &Path) -> Fixture {
+    let dir = tempfile::Builder::new()
+        .prefix("net-")
+        .tempdir_in(disk)
+        .expect("tempdir");
+    let store = Store::open(dir.path().join("store")).expect("store");
+    let busybox = molde::image::base::static_busybox().expect("busybox-static is installed");
+    let base = molde::image::base::from_host(&store, &[busybox.as_path()]).expect("base");
+    let real = std::fs::canonicalize(&busybox).unwrap();
+    let bin = real.parent().unwrap().strip_prefix("/").unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    for applet in ["sh", "httpd", "true"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        tar.append_link(&mut h, bin.join(applet), "busybox")
+            .unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "www/index.html", &b"hi\n"[..])
+        .unwrap();
+    let bytes = tar.into_inner().unwrap();
+    let layer = store.add_layer(&bytes[..]).expect("layer").layer;
+    let image = store
+        .commit(
+            ImageBuilder::from_image(&base)
+                .layer(layer, "applets")
+                .expose("8080/tcp"),
+        )
+        .expect("commit");
+    store.tag(&image, "molde-bench-net:1").expect("tag");
+    let net = Network::create(&store, "bench").expect("network");
+    let podman_dir = dir.path().join(format!("mpb-{}", std::process::id()));
+    let archive = dir.path().join("image.oci.tar");
+    let file = std::fs::File::create(&archive).unwrap();
+    molde::image::archive::oci::export_archive(&store, &["molde-bench-net:1"], file)
+        .expect("export");
+    let loaded = match podman(&podman_dir)
+        .args(["load", "-q", "-i"])
+        .arg(&archive)
+        .output()
+    {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!(
+                "podman cannot load the image ({}): its figures are left out",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("podman cannot run ({e}): its figures are left out");
+            false
+        }
+    };
+    Fixture {
+        _dir: dir,
+        store,
+        image,
+        net,
+        podman: loaded.then_some(podman_dir),
+    }
+}
+
+fn quiet(b: ContainerBuilder) -> ContainerBuilder {
+    b.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+}
+
+/// create + start + wait + remove of /bin/true, on `net` or with loopback only.
+fn molde_true(fx: &Fixture, bridge: bool) -> (Duration, u64) {
+    let start = Instant::now();
+    let mut b = quiet(Container::builder(&fx.store, &fx.image).command("/bin/true"));
+    if bridge {
+        b = b.join(&fx.net);
+    }
+    let mut c = b.create().expect("create");
+    c.start().expect("start");
+    let status = c.wait().expect("wait");
+    c.remove().expect("remove");
+    let took = start.elapsed();
+    assert!(
+        matches!(
+            status,
+            molde::container::Status::Exited { code: Some(0), .. }
+        ),
+        "/bin/true failed: {status:?}"
+    );
+    (took, peak_rss_kib())
+}
+
+/// GET /index.html from `addr` every 0.2 ms until httpd answers 200; the time since `since`.
+/// (A connect alone would not do: a forwarder's socket, molde's or docker-proxy's, accepts
+/// before the server in the container listens.)
+fn first_answer(addr: SocketAddr, since: Instant) -> Duration {
+    let limit = since + Duration::from_secs(30);
+    loop {
+        let answered = (|| -> std::io::Result<bool> {
+            let mut s = TcpStream::connect(addr)?;
+            s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+            let mut got = String::new();
+            s.read_to_string(&mut got)?;
+            Ok(got.contains(" 200 "))
+        })();
+        if answered.unwrap_or(false) {
+            return since.elapsed();
+        }
+        assert!(Instant::now() < limit, "nothing answered on {addr}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// httpd publishing 8080: from `start()` to its first HTTP answer through its published port.
+fn molde_publish_ready(fx: &Fixture) -> (Duration, u64) {
+    let mut c = quiet(Container::builder(&fx.store, &fx.image))
+        .command("/bin/httpd")
+        .args(["-f", "-p", "8080", "-h", "/www"])
+        .join(&fx.net)
+        .publish(8080)
+        .create()
+        .expect("create");
+    let since = Instant::now();
+    c.start().expect("start");
+    let took = first_answer(c.host_addr(8080).unwrap(), since);
+    c.remove().expect("remove");
+    (took, peak_rss_kib())
+}
+
+/// The same with `podman run -d -p 127.0.0.1:PORT:8080`, then `podman rm -f` (not timed).
+fn podman_publish_ready(dir: &Path) -> Duration {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let since = Instant::now();
+    let out = podman(dir)
+        .args(&PODMAN_RUN[..1])
+        .args(["-d"])
+        .args(&PODMAN_RUN[2..])
+        .args(["-p", &format!("127.0.0.1:{port}:8080")])
+        .args([
+            "molde-bench-net:1",
+            "/bin/httpd",
+            "-f",
+            "-p",
+            "8080",
+            "-h",
+            "/www",
+        ])
+        .output()
+        .expect("podman run");
+    assert!(out.status.success(), "podman run -d: {out:?}");
+    let took = first_answer(SocketAddr::from(([127, 0, 0, 1], port)), since);
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let _ = podman(dir).args(["rm", "-f", "-t", "0", &id]).output();
+    took
+}
+
+fn podman_true(dir: &Path) -> Duration {
+    run_peer(podman(dir).args(PODMAN_RUN).args([
+        "--network",
+        "bridge",
+        "molde-bench-net:1",
+        "/bin/true",
+    ]))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn figure(
+    name: &'static str,
+    peer: &'static str,
+    goal: f64,
+    pairs: usize,
+    molde: impl FnMut() -> (Duration, u64),
+    peer_run: impl FnMut() -> Duration,
+    molde_cmd: &str,
+    peer_cmd: &str,
+) -> Figure {
+    eprintln!("{name}: molde vs {peer} ({pairs} pairs)");
+    let (ratios, m, p, rss) = interleave(pairs, molde, peer_run);
+    Figure {
+        name,
+        peer,
+        goal,
+        ratios,
+        molde: m,
+        peers: p,
+        rss_kib: rss,
+        molde_cmd: molde_cmd.into(),
+        peer_cmd: peer_cmd.into(),
+        note: "busybox image (static busybox, applet links); store on a fresh ext4; podman \
+               4.3 with runc, its storage private to the run, the image loaded from an \
+               oci-archive molde exported"
+            .into(),
+    }
+}
+
+/// The network figures wanted, each measured with `pairs` interleaved pairs.
+pub fn figures(disk: &Path, pairs: usize, wanted: &dyn Fn(&str) -> bool) -> Vec<Figure> {
+    let names = ["start-bridge", "start-bridge-podman", "publish-ready"];
+    if !names.iter().any(|n| wanted(n)) {
+        return Vec::new();
+    }
+    let fx = fixture(disk);
+    for _ in 0..3 {
+        molde_true(&fx, true);
+        molde_true(&fx, false);
+    }
+    let mut out = Vec::new();
+    if wanted("start-bridge") {
+        out.push(figure(
+            "start-bridge",
+            "molde, network none",
+            1.5,
+            pairs,
+            || molde_true(&fx, true),
+            || molde_true(&fx, false).0,
+            "Container::builder(&store, &image).command(\"/bin/true\").join(&net): create, \
+             start, wait, remove",
+            "the same without join (loopback only: start-floor's molde side)",
+        ));
+    }
+    if let Some(dir) = fx.podman.clone() {
+        if wanted("start-bridge-podman") {
+            podman_true(&dir);
+            out.push(figure(
+                "start-bridge-podman",
+                "podman",
+                0.05,
+                pairs,
+                || molde_true(&fx, true),
+                || podman_true(&dir),
+                "Container::builder(&store, &image).command(\"/bin/true\").join(&net): create, \
+                 start, wait, remove",
+                "podman --runtime runc run --rm --ulimit nofile=1024:1024 --ulimit \
+                 nproc=1000:1000 --network bridge IMAGE /bin/true",
+            ));
+        }
+        if wanted("publish-ready") {
+            podman_publish_ready(&dir);
+            out.push(figure(
+                "publish-ready",
+                "podman -p",
+                0.1,
+                pairs,
+                || molde_publish_ready(&fx),
+                || podman_publish_ready(&dir),
+                "httpd container .join(&net).publish(8080): from start() to the first HTTP \
+                 200 through its host port (a GET every 0.2 ms)",
+                "podman run -d ... -p 127.0.0.1:PORT:8080 IMAGE httpd: from the command to \
+                 the first HTTP 200",
+            ));
+        }
+        let _ = podman(&dir).args(["rmi", "-af"]).output();
+        let _ =
+            std::fs::remove_dir_all(Path::new("/tmp").join(dir.file_name().unwrap_or_default()));
+    }
+    let _ = fx.net.clone().remove(&fx.store);
+    out
+}

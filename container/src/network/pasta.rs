@@ -1,0 +1,173 @@
+//! Rootless networking: pasta (Debian's `passt`) attached to the container's network
+//! namespace, as podman does. The launcher calls [`attach`] while the child waits for its
+//! go-ahead (its user and network namespaces exist, its program has not run): pasta joins
+//! them as this user, makes a tap device with the host's address and routes
+//! (`--config-net`), binds the published ports on the host and forks into the background
+//! once ready. It exits by itself when the container's namespace goes.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use super::NetworkError;
+use super::publish::{Protocol, PublishedPort};
+
+/// The pasta binary along `PATH`, or [`NetworkError::PastaMissing`].
+pub(crate) fn find() -> Result<PathBuf, NetworkError> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|d| d.join("pasta"))
+        .find(|p| p.is_file())
+        .ok_or(NetworkError::PastaMissing)
+}
+
+/// The host address each of `ports` will be published on: a port 0 is given an ephemeral
+/// port now (bound and released: pasta binds it again when it starts). A port that cannot
+/// be bound is [`NetworkError::PortUnavailable`].
+pub(crate) fn choose_ports(ports: &[PublishedPort]) -> Result<Vec<SocketAddr>, NetworkError> {
+    ports
+        .iter()
+        .map(|p| {
+            let err = |source| NetworkError::PortUnavailable {
+                addr: p.host,
+                source,
+            };
+            match p.protocol {
+                Protocol::Tcp => TcpListener::bind(p.host).and_then(|l| l.local_addr()),
+                Protocol::Udp => UdpSocket::bind(p.host).and_then(|u| u.local_addr()),
+            }
+            .map_err(err)
+        })
+        .collect()
+}
+
+/// A running pasta; dropping it stops it.
+#[derive(Debug)]
+pub(crate) struct Pasta {
+    pidfd: std::os::fd::OwnedFd,
+}
+
+impl Drop for Pasta {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        let _ = crate::launch::pidfd::send_signal(self.pidfd.as_raw_fd(), libc::SIGTERM);
+    }
+}
+
+/// Attach pasta to the namespaces of `pid` with `ports` published at `hosts`, and wait until
+/// it is ready (its pid file written).
+///
+/// pasta runs in the foreground as the child of a thread of its own (`molde-pasta`), which
+/// waits for it: its parent-death signal (SIGKILL) is armed against that thread, so a killed
+/// host takes it along; [`Pasta`]'s drop stops it when the container ends. (pasta left to
+/// daemonize keeps the namespace open itself, and so never sees it go.)
+pub(crate) fn attach(
+    pasta: &std::path::Path,
+    pid: u32,
+    ports: &[PublishedPort],
+    hosts: &[SocketAddr],
+    pid_file: &std::path::Path,
+) -> Result<Pasta, NetworkError> {
+    let spec = |protocol| {
+        let list: Vec<String> = ports
+            .iter()
+            .zip(hosts)
+            .filter(|(p, _)| p.protocol == protocol)
+            .map(|(p, h)| format!("{}/{}:{}", h.ip(), h.port(), p.container_port))
+            .collect();
+        if list.is_empty() {
+            "none".to_owned()
+        } else {
+            list.join(",")
+        }
+    };
+    let _ = std::fs::remove_file(pid_file);
+    let mut cmd = Command::new(pasta);
+    cmd.args(["--config-net", "--quiet", "--foreground", "--no-map-gw"])
+        .args(["-t", &spec(Protocol::Tcp), "-u", &spec(Protocol::Udp)])
+        .args(["-T", "none", "-U", "none", "-P"])
+        .arg(pid_file)
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let file = pid_file.to_owned();
+    std::thread::Builder::new()
+        .name("molde-pasta".into())
+        .spawn(move || run(cmd, &file, &tx))
+        .map_err(|e| NetworkError::Pasta {
+            status: "not started".into(),
+            stderr: e.to_string(),
+        })?;
+    rx.recv().unwrap_or_else(|_| {
+        Err(NetworkError::Pasta {
+            status: "lost".into(),
+            stderr: String::new(),
+        })
+    })
+}
+
+/// The `molde-pasta` thread: start pasta, report when it is ready (or how it failed), then
+/// wait for its end.
+fn run(
+    mut cmd: Command,
+    pid_file: &std::path::Path,
+    tx: &std::sync::mpsc::Sender<Result<Pasta, NetworkError>>,
+) {
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tx.send(Err(match e.kind() {
+                std::io::ErrorKind::NotFound => NetworkError::PastaMissing,
+                _ => NetworkError::Pasta {
+                    status: "not started".into(),
+                    stderr: e.to_string(),
+                },
+            }));
+            return;
+        }
+    };
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+            }
+            let _ = tx.send(Err(NetworkError::Pasta {
+                status: status.to_string(),
+                stderr: stderr.trim().to_owned(),
+            }));
+            return;
+        }
+        if pid_file.exists() || std::time::Instant::now() > end {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let pidfd = match crate::launch::pidfd::open(child.id()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = tx.send(Err(NetworkError::Pasta {
+                status: "lost".into(),
+                stderr: e.to_string(),
+            }));
+            return;
+        }
+    };
+    let _ = tx.send(Ok(Pasta { pidfd }));
+    let _ = child.wait();
+}
