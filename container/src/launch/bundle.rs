@@ -99,7 +99,8 @@ pub fn spec_from_bundle(dir: &Path) -> Result<Spec, BundleError> {
     // As runc: HOME, when the config leaves it out, is the user's home in the rootfs's
     // /etc/passwd (read inside the rootfs), else `/`.
     if !spec.env.iter().any(|(k, _)| k == "HOME") {
-        spec.env.push(("HOME".into(), home_of(&spec.root, user.uid()).into()));
+        spec.env
+            .push(("HOME".into(), home_of(&spec.root, user.uid()).into()));
     }
     spec.uid = user.uid();
     spec.gid = user.gid();
