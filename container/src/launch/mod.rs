@@ -24,7 +24,7 @@
 //! the root); no_new_privs; (init: fork, supervise); signal mask emptied; exec.
 //! docs/ARCHITECTURE.md ("Launch sequence") gives the reason for each step.
 
-mod ahead;
+pub(crate) mod ahead;
 mod bundle;
 mod child;
 mod error;
