@@ -17,6 +17,18 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
+/// Whether this process is the one `owner` names, claiming it if none is named yet (0). Per
+/// process state behind a lock (or a once-cell) checks this first: a child forked without exec
+/// is another process, whose copy of the lock may have been held by a thread of its parent at
+/// the fork, forever. It must leave such state alone.
+pub(crate) fn owns(owner: &AtomicU32) -> bool {
+    let pid = std::process::id();
+    match owner.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => true,
+        Err(current) => current == pid,
+    }
+}
+
 /// How many to keep ready: enough for a burst of two starts, few enough that an idle host
 /// holds almost nothing.
 const READY: usize = 2;
@@ -76,17 +88,11 @@ impl<T: Send + 'static> Ahead<T> {
     /// which blocks every signal and runs `maker` (and returns `None`). The maker is not
     /// asked for the next one here: see [`Ahead::wake`].
     pub(crate) fn take(&'static self, maker: fn(&'static Ahead<T>)) -> Option<T> {
-        let pid = std::process::id();
         // Claimed before any lock: a thread holding the lock implies an owner, so a forked
         // child (another pid) returns here without touching a lock its parent's threads may
         // have held when it was made.
-        match self
-            .owner
-            .compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst)
-        {
-            Ok(_) => {}
-            Err(owner) if owner == pid => {}
-            Err(_) => return None,
+        if !owns(&self.owner) {
+            return None;
         }
         let mut state = self.state();
         if let Some(since) = state.off {

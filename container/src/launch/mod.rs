@@ -26,7 +26,7 @@
 //! terminal; signal mask emptied; exec.
 //! docs/ARCHITECTURE.md ("Launch sequence") gives the reason for each step.
 
-mod ahead;
+pub(crate) mod ahead;
 mod bundle;
 mod child;
 mod console;

@@ -389,6 +389,12 @@ pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> 
 /// nodes instead.
 fn mknod_works() -> bool {
     static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static OWNER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // A child forked without exec never waits on its parent's once-cell (which a thread of the
+    // parent may have been filling at the fork): it leaves mknod alone.
+    if !super::ahead::owns(&OWNER) {
+        return false;
+    }
     *WORKS.get_or_init(|| {
         if !caps::has_cap(None, CapSet::Effective, Capability::CAP_MKNOD).unwrap_or(false) {
             return false;

@@ -36,11 +36,7 @@ static LAUNCHER_PID: AtomicU32 = AtomicU32::new(0);
 
 /// Whether this process owns the launcher thread (claiming it if nobody does).
 fn owns_launcher() -> bool {
-    let pid = std::process::id();
-    match LAUNCHER_PID.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst) {
-        Ok(_) => true,
-        Err(owner) => owner == pid,
-    }
+    super::ahead::owns(&LAUNCHER_PID)
 }
 
 /// Run `job` on the launcher thread.

@@ -16,6 +16,7 @@ mod profile;
 mod table;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use seccompiler::BpfProgram;
@@ -73,6 +74,11 @@ static DEFAULT: LazyLock<Profile> = LazyLock::new(|| {
 /// The default profile's filters by capability set, compiled once each per process.
 static COMPILED: Mutex<Option<HashMap<u64, Programs>>> = Mutex::new(None);
 
+/// The process `DEFAULT` and `COMPILED` belong to: a child forked without exec compiles its
+/// own each time, never waiting on a lock or a once-cell its parent's threads may have held
+/// at the fork.
+static OWNER: AtomicU32 = AtomicU32::new(0);
+
 impl Seccomp {
     /// A profile in Docker's seccomp JSON (`defaultAction`, `syscalls` with `names`, `action`,
     /// `errnoRet`, `args`, and `includes`/`excludes` on capabilities, architectures and kernel
@@ -99,6 +105,11 @@ impl Seccomp {
         match self {
             Seccomp::Unconfined => Ok(None),
             Seccomp::Profile(p) => compile_profile(p, caps).map(|p| Some(Arc::new(p))),
+            Seccomp::Default if !crate::launch::ahead::owns(&OWNER) => {
+                let profile: Profile = serde_json::from_str(include_str!("default.json"))
+                    .expect("default.json is a valid profile");
+                compile_profile(&profile, caps).map(|p| Some(Arc::new(p)))
+            }
             Seccomp::Default => {
                 let mut cache = COMPILED.lock().unwrap_or_else(|p| p.into_inner());
                 let cache = cache.get_or_insert_with(HashMap::new);
