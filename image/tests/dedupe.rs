@@ -33,7 +33,10 @@ fn two_stores() -> (Store, Image, Store, Image) {
     let b = Store::temporary().unwrap();
     let mut images = Vec::new();
     for (store, compress) in [(&a, false), (&b, true)] {
-        let mut builder = ImageBuilder::new().cmd(["/app/run"]);
+        // Configs that differ (a label), whatever the clock: the import into `a` then brings
+        // a config and a manifest of its own.
+        let which = if compress { "gzip" } else { "plain" };
+        let mut builder = ImageBuilder::new().cmd(["/app/run"]).label("made", which);
         for (tar, step) in [(&base, "ADD base /"), (&app, "ADD app /app")] {
             let bytes = if compress { gzip(tar) } else { tar.clone() };
             let layer = store.add_layer(&bytes[..]).unwrap().layer;
