@@ -9,8 +9,9 @@
 //! - [`registry`] (cargo feature `registry`, on by default): pull from and push to OCI
 //!   registries, as `docker pull` / `docker push` do. Without the feature no HTTP stack is
 //!   compiled.
-//! - [`harness`] (cargo feature `harness`): test fixtures built once and shared across test
-//!   processes, a fresh copy-on-write container per test, readiness waits, logs on failure.
+//! - `harness` (cargo feature `harness`, off by default; `molde::harness`): test fixtures
+//!   built once and shared across test processes, a fresh copy-on-write container per test,
+//!   readiness waits, logs on failure.
 //!
 //! `use molde::prelude::*;` brings the everyday types into scope.
 //!
