@@ -107,7 +107,17 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
     let _ = intermediate.wait();
     let pid = match first?.map(|(report, _)| report) {
         Some((0, pid, _)) => pid as u32,
-        Some((stage, errno, index)) => return Err(report_error(&side, stage, errno, index)),
+        Some((stage, errno, index)) => {
+            let e = report_error(&side, stage, errno, index);
+            // The process (our child, by CLONE_PARENT) may fail and report before the
+            // intermediate reports its pid: that report comes next. Reap the process, or its
+            // zombie stays in the container's pid namespace and the container's init can
+            // never finish exiting (seen under load: a wait on the container hung).
+            if let Ok(Some(((0, pid, _), _))) = next_report(&side.err_r, &mut terminal) {
+                reap(pid as libc::pid_t);
+            }
+            return Err(e);
+        }
         None => return Err(LaunchError::new(Stage::InitFork, Errno::ECHILD)),
     };
     // The process is our child (CLONE_PARENT), so its pid stays its own until we reap it.
@@ -123,4 +133,17 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
     conclude(&mut process, &side, report)?;
     with_terminal(&mut process, spec.terminal.is_some(), terminal)?;
     Ok(process)
+}
+
+/// Kill and reap `pid`, a child of this process that nothing else will reap (its pid stays
+/// its own until then, so the signal cannot reach another process).
+fn reap(pid: libc::pid_t) {
+    // SAFETY: plain system calls on our own unreaped child; `status` is a local out-param.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut status = 0;
+        while libc::waitpid(pid, &mut status, libc::__WALL) < 0
+            && *libc::__errno_location() == libc::EINTR
+        {}
+    }
 }
