@@ -249,8 +249,10 @@ fn as_nobody(test: &str) -> bool {
         );
         return true;
     }
-    if !common::privileged() {
-        eprintln!("skipping: runs as nobody, started from a root run");
+    if !common::require(
+        common::privileged(),
+        "runs as nobody, started from a root run",
+    ) {
         return false;
     }
     if !common::require(common::have_tool("setpriv"), "needs setpriv(1)") {
