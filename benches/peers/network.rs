@@ -1,6 +1,7 @@
 //! Network figures: a start on a bridge network against one with loopback only (molde's own
-//! floor) and against podman on its default bridge, and the time from start to the first
-//! TCP connect to a published port (molde's forwarder, podman's `-p`).
+//! floor) and against podman on its default bridge, the time from start to the first HTTP
+//! answer through a published port (molde's forwarder, podman's `-p`), and what the forwarder
+//! costs a transfer and a request against a direct connection to the container's address.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -59,7 +60,7 @@ fn fixture(disk: &Path) -> Fixture {
     let real = std::fs::canonicalize(&busybox).unwrap();
     let bin = real.parent().unwrap().strip_prefix("/").unwrap();
     let mut tar = tar::Builder::new(Vec::new());
-    for applet in ["sh", "httpd", "true"] {
+    for applet in ["sh", "httpd", "true", "dd"] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_size(0);
@@ -211,6 +212,105 @@ fn podman_publish_ready(dir: &Path) -> Duration {
     took
 }
 
+/// An httpd container on the network publishing 8080, with a 64 MiB `/www/big` written in
+/// its writable layer, answering.
+fn forwarder_server(fx: &Fixture) -> Container {
+    let c = quiet(Container::builder(&fx.store, &fx.image))
+        .command("/bin/httpd")
+        .args(["-f", "-p", "8080", "-h", "/www"])
+        .join(&fx.net)
+        .publish(8080)
+        .start()
+        .expect("start");
+    let out = c
+        .exec("/bin/dd")
+        .args(["if=/dev/zero", "of=/www/big", "bs=1M", "count=64"])
+        .output()
+        .expect("dd");
+    assert!(out.success(), "dd in the container: {out:?}");
+    first_answer(c.host_addr(8080).unwrap(), Instant::now());
+    c
+}
+
+/// GET `path` from `addr` on a new connection, reading the whole answer: its time and size.
+fn fetch(addr: SocketAddr, path: &str, buf: &mut [u8]) -> (Duration, usize) {
+    let since = Instant::now();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .expect("send");
+    let mut total = 0;
+    loop {
+        match s.read(buf).expect("read") {
+            0 => break,
+            n => total += n,
+        }
+    }
+    (since.elapsed(), total)
+}
+
+/// The 64 MiB file from `addr`.
+fn transfer(addr: SocketAddr) -> Duration {
+    let mut buf = vec![0u8; 256 << 10];
+    let (took, n) = fetch(addr, "/big", &mut buf);
+    assert!(n > 64 << 20, "short answer from {addr}: {n} bytes");
+    took
+}
+
+/// 100 requests for a 3-byte file from `addr`, each on a new connection.
+fn requests(addr: SocketAddr) -> Duration {
+    let mut buf = vec![0u8; 4096];
+    let since = Instant::now();
+    for _ in 0..100 {
+        let (_, n) = fetch(addr, "/index.html", &mut buf);
+        assert!(n > 3, "short answer from {addr}");
+    }
+    since.elapsed()
+}
+
+/// The forwarder's cost: a transfer and small requests through the published port, against
+/// the same at the container's own address.
+fn forwarder_figures(fx: &Fixture, pairs: usize, wanted: &dyn Fn(&str) -> bool) -> Vec<Figure> {
+    let c = forwarder_server(fx);
+    let published = c.host_addr(8080).unwrap();
+    let direct = SocketAddr::new(c.ip().unwrap().into(), 8080);
+    let mut out = Vec::new();
+    let note = "busybox httpd in a container on a bridge network, its file in the writable \
+                layer (page cache); the client in this process; the forwarder is molde's \
+                (a thread per connection and direction, io::copy)";
+    if wanted("publish-throughput") {
+        transfer(published);
+        let mut f = figure(
+            "publish-throughput",
+            "direct to the container's address",
+            2.0,
+            pairs,
+            || (transfer(published), peak_rss_kib()),
+            || transfer(direct),
+            "GET of a 64 MiB file through the published port (127.0.0.1:PORT)",
+            "the same GET at the container's own address (IP:8080)",
+        );
+        f.note = note.into();
+        out.push(f);
+    }
+    if wanted("publish-latency") {
+        requests(published);
+        let mut f = figure(
+            "publish-latency",
+            "direct to the container's address",
+            3.0,
+            pairs,
+            || (requests(published), peak_rss_kib()),
+            || requests(direct),
+            "100 GETs of a 3-byte file through the published port, each on a new connection",
+            "the same at the container's own address",
+        );
+        f.note = note.into();
+        out.push(f);
+    }
+    c.remove().expect("remove");
+    out
+}
+
 fn podman_true(dir: &Path) -> Duration {
     run_peer(podman(dir).args(PODMAN_RUN).args([
         "--network",
@@ -252,7 +352,13 @@ fn figure(
 
 /// The network figures wanted, each measured with `pairs` interleaved pairs.
 pub fn figures(disk: &Path, pairs: usize, wanted: &dyn Fn(&str) -> bool) -> Vec<Figure> {
-    let names = ["start-bridge", "start-bridge-podman", "publish-ready"];
+    let names = [
+        "start-bridge",
+        "start-bridge-podman",
+        "publish-ready",
+        "publish-throughput",
+        "publish-latency",
+    ];
     if !names.iter().any(|n| wanted(n)) {
         return Vec::new();
     }
@@ -275,6 +381,7 @@ pub fn figures(disk: &Path, pairs: usize, wanted: &dyn Fn(&str) -> bool) -> Vec<
             "the same without join (loopback only: start-floor's molde side)",
         ));
     }
+    out.extend(forwarder_figures(&fx, pairs, wanted));
     if let Some(dir) = fx.podman.clone() {
         if wanted("start-bridge-podman") {
             podman_true(&dir);
