@@ -32,6 +32,16 @@ pub enum ContainerError {
     /// A named volume failed.
     #[error(transparent)]
     Volume(#[from] VolumeError),
+    /// A named volume is kept because the containers could not be listed, so whether any
+    /// mounts it is unknown.
+    #[error("volume {name:?}: listing the containers that may mount it: {source}")]
+    VolumeUsers {
+        /// The volume.
+        name: String,
+        /// Why listing failed.
+        #[source]
+        source: Box<ContainerError>,
+    },
     /// A network, an address or a published port failed.
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
