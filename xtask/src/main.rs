@@ -39,6 +39,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("gcc", "libc6-dev"),
     ("newuidmap", "uidmap"),
     ("mmdebstrap", "mmdebstrap"),
+    // Interoperability: the store's layout validated in place; exported bundles run.
+    ("oci-image-tool", "oci-image-tool"),
+    ("runc", "runc"),
+    ("crun", "crun"),
 ];
 
 /// Debian packages the benchmarks compare against.
