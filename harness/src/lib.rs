@@ -132,14 +132,15 @@ impl Harness {
     }
 
     /// A builder for a test container of `image`: output kept as logs (1 MiB, two files), the
-    /// writable layer on a tmpfs (a test's writes never reach the disk).
+    /// writable layer on a tmpfs (a test's writes never reach the disk) where this process may
+    /// mount one (as root; rootless, it stays in the store's directory).
     pub fn container(&self, image: &Image) -> ContainerBuilder {
         Container::builder(&self.store, image)
             .logs(LogConfig {
                 max_bytes: 1 << 20,
                 files: 2,
             })
-            .ephemeral(true)
+            .ephemeral(molde_image::layerfs::privilege::is_privileged())
     }
 
     /// Create and start the container `builder` describes, owned by this process: removed when
