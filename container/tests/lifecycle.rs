@@ -290,7 +290,9 @@ fn named_volume_outlives_its_container() {
     let vol = molde_container::Volume::open(&store, "shared").unwrap();
     assert!(matches!(
         vol.clone().remove(&store),
-        Err(molde_container::VolumeError::InUse { .. })
+        Err(molde_container::ContainerError::Volume(
+            molde_container::VolumeError::InUse { .. }
+        ))
     ));
     fs::write(vol.path().join("kept"), b"1").unwrap();
     c.close().unwrap();
