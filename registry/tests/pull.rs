@@ -308,3 +308,36 @@ fn registries_conf_mirrors_and_search_registries_are_followed() {
         .unwrap_err();
     assert!(e.to_string().contains("blocked"), "{e}");
 }
+
+#[test]
+fn pulls_run_from_inside_a_tokio_runtime_both_ways() {
+    if !registry_or_skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let a = tmp_store();
+    let image = image_of(&a, &[noise(21, 30_000), noise(22, 30_000)], "rt:v1");
+    Push::new(&a, "rt:v1", &reg.reference("rt:v1"))
+        .run()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (b, c) = (tmp_store(), tmp_store());
+    let r = reg.reference("rt:v1");
+    let (sync, on_callers) = rt.block_on(async {
+        // The sync API from async code (its own runtime, in a thread of its own), then the
+        // async one on this runtime.
+        let sync = Pull::new(&b, &r).run();
+        let on_callers = Pull::new(&c, &r).run_async().await;
+        (sync, on_callers)
+    });
+    assert_eq!(sync.unwrap().image.id(), image.id());
+    assert_eq!(on_callers.unwrap().image.id(), image.id());
+    for store in [&b, &c] {
+        let pulled = store.resolve(&r).unwrap();
+        assert!(molde_image::unpack::unpack(store, &pulled).unwrap()[1].existed);
+    }
+}
