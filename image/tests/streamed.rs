@@ -78,8 +78,8 @@ fn assert_nothing_left(store: &Store, layer: &Layer, chain: &Digest) {
 fn big_layer() -> Vec<u8> {
     layer_tar(&[
         ("etc/motd", b"streamed\n"),
-        ("usr/bin/big", &noise(7, 3 << 20)),
-        ("usr/share/doc", &noise(8, 1 << 20)),
+        ("usr/bin/big", &noise(7, 3 << 19)),
+        ("usr/share/doc", &noise(8, 1 << 19)),
     ])
 }
 
@@ -107,7 +107,7 @@ fn a_gzip_layer_is_stored_and_staged_then_visible_only_once_committed() {
     assert_eq!(fs::read(path.join("etc/motd")).unwrap(), b"streamed\n");
     assert_eq!(
         fs::metadata(path.join("usr/bin/big")).unwrap().len(),
-        3 << 20
+        3 << 19
     );
     assert_eq!(entries(store.layout().tmp()), Vec::<String>::new());
 
@@ -131,7 +131,7 @@ fn an_uncompressed_layer_has_its_digest_for_diff_id() {
     staged.commit().unwrap();
     assert_eq!(
         fs::read(store.layout().layer(&chain).join("usr/share/doc")).unwrap(),
-        noise(8, 1 << 20)
+        noise(8, 1 << 19)
     );
 }
 

@@ -21,6 +21,7 @@ use molde_image::{Image, Layer, Reference, Store, StoreError};
 
 use crate::client::{RegistryOptions, Remote};
 use crate::error::RegistryError;
+use crate::mirrors::Source;
 use crate::platform::Platform;
 use crate::progress::{LayerStatus, Progress, ProgressFn};
 
@@ -83,6 +84,9 @@ pub struct PullReport {
     /// Whether anything new came (a layer, or the tag moved): docker's `Downloaded newer
     /// image` against `Image is up to date`.
     pub newer: bool,
+    /// Where the image came from: the reference pulled, on a mirror when one served it
+    /// (see [`crate::mirrors`]).
+    pub source: String,
 }
 
 impl PullReport {
@@ -179,19 +183,12 @@ impl Pull {
     /// Run the pull on the caller's tokio runtime. Blocking store work goes to its blocking
     /// pool.
     pub async fn run_async(self) -> Result<PullReport, RegistryError> {
-        let reference = Reference::parse(&self.reference)?;
+        let asked = Reference::parse(&self.reference)?;
         self.emit(Progress::Resolving {
-            reference: reference.to_string(),
+            reference: asked.to_string(),
         });
-        let remote = Arc::new(
-            Remote::connect(
-                &reference,
-                &self.options,
-                oci_client::RegistryOperation::Pull,
-            )
-            .await?,
-        );
-        let resolved = manifest::resolve(&remote, &self.platform).await?;
+        let sources = self.options.registries()?.sources(&self.reference)?;
+        let (remote, resolved, reference) = self.resolve(&sources).await?;
         let store = self.store.clone();
         let name = remote.name.clone();
         let pin = blocking(&name, move || store.pin()).await?;
@@ -215,12 +212,50 @@ impl Pull {
             manifest_digest: resolved.manifest_digest,
             layers,
             bytes_fetched: fetched.load(Ordering::Relaxed),
+            source: remote.name.clone(),
         };
         self.emit(Progress::Done {
             digest: report.digest,
             status: report.status(),
         });
         Ok(report)
+    }
+
+    /// The first source (mirrors, then the registry; for a short name, each search
+    /// registry in turn) that has the image: its connection, the resolved manifest, and the
+    /// name the image is known by there (its tag's name).
+    async fn resolve(
+        &self,
+        sources: &[Source],
+    ) -> Result<(Arc<Remote>, manifest::Resolved, Reference), RegistryError> {
+        let mut failed = None;
+        for source in sources {
+            let reference = Reference::parse(&source.reference)?;
+            let mut options = self.options.clone();
+            if source.insecure {
+                options = options.insecure(reference.registry());
+            }
+            let attempt = async {
+                let remote =
+                    Remote::connect(&reference, &options, oci_client::RegistryOperation::Pull)
+                        .await?;
+                let resolved = manifest::resolve(&remote, &self.platform).await?;
+                Ok::<_, RegistryError>((remote, resolved))
+            };
+            match attempt.await {
+                Ok((remote, resolved)) => {
+                    return Ok((Arc::new(remote), resolved, Reference::parse(&source.name)?));
+                }
+                Err(e) => {
+                    tracing::debug!(source = %source.reference, error = %e, "trying the next source");
+                    failed = Some(e);
+                }
+            }
+        }
+        Err(failed.unwrap_or_else(|| RegistryError::Task {
+            reference: self.reference.clone(),
+            reason: "registries.conf left nowhere to pull from".into(),
+        }))
     }
 
     fn emit(&self, p: Progress) {
