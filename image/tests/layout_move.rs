@@ -2,24 +2,14 @@
 //! it opens: the layout into `oci/`, beside `molde/`; a move cut short at any step opens, and
 //! the layout directory holds the layout only.
 
+mod common;
+
+use common::layer_tar;
+
 use std::fs;
 use std::path::Path;
 
 use molde_image::{ImageBuilder, Store, StoreError, unpack};
-
-/// A layer tar holding `files` (path, content).
-fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, content) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(content.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(1_700_000_000);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, path, *content).unwrap();
-    }
-    b.into_inner().unwrap()
-}
 
 /// A store at `root` with a tagged two-layer image, unpacked, held; the store is closed.
 fn make_store(root: &Path) {
