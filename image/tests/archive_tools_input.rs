@@ -50,11 +50,15 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
 }
 
-/// Write `doc` as a new blob of the layout; its descriptor's digest and size.
+/// Write `doc` as a blob of the layout (unless it is there: blobs are read-only); its
+/// descriptor's digest and size.
 fn put(dir: &Path, doc: &Value) -> (String, usize) {
     let bytes = serde_json::to_vec(doc).unwrap();
     let d = Digest::of(&bytes).to_string();
-    fs::write(blob(dir, &d), &bytes).unwrap();
+    let path = blob(dir, &d);
+    if !path.exists() {
+        fs::write(path, &bytes).unwrap();
+    }
     (d, bytes.len())
 }
 
