@@ -29,11 +29,7 @@ const BINARIES: &[&str] = &[
 ];
 
 fn can_run() -> bool {
-    common::require(
-        common::privileged()
-            || molde_image::layerfs::idmap::IdMaps::subordinate_for_current_process().is_some(),
-        "needs root, or a user with subordinate id ranges, to run containers",
-    )
+    common::containers_or_skip()
 }
 
 /// For what only root has here: cgroup limits (no cgroup v2 subtree is delegated to users on
