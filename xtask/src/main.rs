@@ -71,8 +71,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("test-unprivileged") => unprivileged::run_tests(),
-        Some("fixtures") => install(&[("mmdebstrap", "mmdebstrap")])
-            .and_then(|()| fixtures::make(&workspace_root())),
+        Some("fixtures") => fixtures::make(&workspace_root()),
         Some("fuzz") => fuzz(&args[1..]),
         Some("soak") => soak(&args[1..]),
         Some("install") => install(TEST_PACKAGES).and_then(|()| install(BENCH_PACKAGES)),
