@@ -4,41 +4,17 @@
 //! store; skopeo and umoci read its tagged images. A store of an older molde (the layout in the
 //! root itself) moves forward on open and runs its images and containers.
 
+mod common;
+
+use common::{have, require, run};
+
 use std::fs;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
-use std::process::Command;
 
 use molde::container::{Container, Status};
 use molde::image::archive::{ImportOptions, oci};
 use molde::image::{ImageBuilder, Store, base, unpack};
-
-fn require(ok: bool, why: &str) -> bool {
-    if !ok && std::env::var_os("MOLDE_REQUIRE_ALL").is_some_and(|v| v == "1") {
-        panic!("MOLDE_REQUIRE_ALL=1 and this test cannot run: {why}");
-    }
-    if !ok {
-        eprintln!("skipping: {why}");
-    }
-    ok
-}
-
-fn have(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-}
-
-/// Run a tool; its stdout, or a panic with its stderr.
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A layer with device nodes as a distribution image has them (`dev/null`, `dev/ptmx`), a
 /// fifo, and a whiteout of `etc/gone` (an overlay char 0/0 device once unpacked).

@@ -6,6 +6,10 @@
 //! oci-archive and a docker-archive. Each goes into a store of its own (a layer found by
 //! content in a shared store would not be read again), and its image runs.
 
+mod common;
+
+use common::{have, require, run};
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,21 +17,6 @@ use std::process::Command;
 use molde::container::Container;
 use molde::image::archive::{self, ImportOptions, oci};
 use molde::image::{Image, Store, base};
-
-fn require(ok: bool, why: &str) -> bool {
-    if !ok && std::env::var_os("MOLDE_REQUIRE_ALL").is_some_and(|v| v == "1") {
-        panic!("MOLDE_REQUIRE_ALL=1 and this test cannot run: {why}");
-    }
-    if !ok {
-        eprintln!("skipping: {why}");
-    }
-    ok
-}
-
-fn have(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-}
 
 fn tools_or_skip(tools: &[&str]) -> bool {
     tools
@@ -37,17 +26,6 @@ fn tools_or_skip(tools: &[&str]) -> bool {
             base::static_busybox().is_some(),
             "busybox-static is not installed",
         )
-}
-
-/// Run a tool; its stdout, or a panic with its stderr.
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn path(p: &Path) -> &str {

@@ -29,10 +29,13 @@ const BINARIES: &[&str] = &[
 ];
 
 fn can_run() -> bool {
-    common::require(
-        common::privileged(),
-        "needs root to mount overlay writable layers",
-    )
+    common::containers_or_skip()
+}
+
+/// For what only root has here: cgroup limits (no cgroup v2 subtree is delegated to users on
+/// this host) and mounts on the host (a tmpfs writable layer).
+fn can_run_as_root(what: &str) -> bool {
+    common::require(common::privileged(), &format!("needs root: {what}"))
 }
 
 /// A store in a temp dir and an image of host binaries with an /etc/passwd and /etc/group
@@ -620,7 +623,7 @@ const ISOLATED_ENV: &str = "MOLDE_TEST_ISOLATED";
 
 #[test]
 fn two_hundred_cycles_leave_no_trace() {
-    if !can_run() {
+    if !can_run_as_root("cgroups (pids limit)") {
         return;
     }
     if std::env::var_os(ISOLATED_ENV).is_none() {
@@ -886,7 +889,7 @@ fn recover_releases_only_container_holds_and_keeps_reading_old_bare_ones() {
 
 #[test]
 fn ephemeral_writable_layer_lives_on_a_tmpfs() {
-    if !can_run() {
+    if !can_run_as_root("a tmpfs is mounted on the host for the writable layer") {
         return;
     }
     let (dir, store, image) = setup();
@@ -999,7 +1002,7 @@ fn exec_refuses_a_recorded_pid_that_names_another_process() {
 
 #[test]
 fn exec_joins_the_container_cgroup() {
-    if !can_run() {
+    if !can_run_as_root("cgroups") {
         return;
     }
     let (_dir, store, image) = setup();
@@ -1297,7 +1300,7 @@ fn host_sigkilled_leaves_no_container_process_and_recover_clears_it() {
         std::thread::sleep(Duration::from_secs(600));
         return;
     }
-    if !can_run() {
+    if !can_run_as_root("cgroups (pids limit)") {
         return;
     }
     let (_dir, store, image) = setup();

@@ -4,33 +4,17 @@
 //! layers (imported as ordinary layers when included; refused naming their URLs when not), and
 //! empty layers (imported, unpacked).
 
+mod common;
+
+use common::{gzip, layer_tar};
+
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use molde_image::archive::{ArchiveError, ImportOptions, oci};
 use molde_image::layerfs::Digest;
 use molde_image::{Image, ImageBuilder, LayerMediaType, Store, unpack};
 use serde_json::Value;
-
-fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, content) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(content.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(1_700_000_000);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, path, *content).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
 
 /// A store with `demo:1`: a gzip layer and a plain one, exported as a layout.
 fn exported() -> (Store, Image, tempfile::TempDir) {
@@ -66,11 +50,15 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
 }
 
-/// Write `doc` as a new blob of the layout; its descriptor's digest and size.
+/// Write `doc` as a blob of the layout (unless it is there: blobs are read-only); its
+/// descriptor's digest and size.
 fn put(dir: &Path, doc: &Value) -> (String, usize) {
     let bytes = serde_json::to_vec(doc).unwrap();
     let d = Digest::of(&bytes).to_string();
-    fs::write(blob(dir, &d), &bytes).unwrap();
+    let path = blob(dir, &d);
+    if !path.exists() {
+        fs::write(path, &bytes).unwrap();
+    }
     (d, bytes.len())
 }
 

@@ -2,24 +2,14 @@
 //! it opens: the layout into `oci/`, beside `molde/`; a move cut short at any step opens, and
 //! the layout directory holds the layout only.
 
+mod common;
+
+use common::layer_tar;
+
 use std::fs;
 use std::path::Path;
 
 use molde_image::{ImageBuilder, Store, StoreError, unpack};
-
-/// A layer tar holding `files` (path, content).
-fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, content) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(content.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(1_700_000_000);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, path, *content).unwrap();
-    }
-    b.into_inner().unwrap()
-}
 
 /// A store at `root` with a tagged two-layer image, unpacked, held; the store is closed.
 fn make_store(root: &Path) {
@@ -151,16 +141,62 @@ fn an_empty_layout_an_older_molde_made_again_is_removed() {
     assert_moved_forward(&root);
 }
 
-/// An entry in both places with content in each (an older molde wrote images to the store
-/// after the move) is refused, naming both paths, and neither is touched.
+/// Images an older molde wrote to the root after the move (one under a tag the store has)
+/// are merged into `oci/`: blobs moved over, images added, the store's tag kept, the other
+/// image untagged.
 #[test]
-fn a_layout_entry_in_both_places_is_refused() {
+fn images_an_older_molde_wrote_after_the_move_are_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    make_store(&root);
+    let ours = Store::open(&root).unwrap().resolve("old:1").unwrap();
+    // The older molde's images: `other:1`, and another image under `old:1`.
+    let elsewhere = dir.path().join("elsewhere");
+    let (other, clash) = {
+        let s = Store::open(&elsewhere).unwrap();
+        let l = s
+            .add_layer(&layer_tar(&[("written", b"by an older molde")])[..])
+            .unwrap()
+            .layer;
+        let other = s.commit(ImageBuilder::new().layer(l, "other")).unwrap();
+        let clash = s
+            .commit(
+                ImageBuilder::new()
+                    .layer(l, "clash")
+                    .label("which", "clash"),
+            )
+            .unwrap();
+        s.tag(&other, "other:1").unwrap();
+        s.tag(&clash, "old:1").unwrap();
+        (other, clash)
+    };
+    make_legacy(&elsewhere);
+    for name in ENTRIES {
+        fs::rename(elsewhere.join(name), root.join(name)).unwrap();
+    }
+
+    let store = Store::open(&root).unwrap();
+    assert_eq!(names(&root), ["molde", "oci"]);
+    assert_eq!(store.resolve("old:1").unwrap().id(), ours.id());
+    assert_eq!(store.resolve("other:1").unwrap().id(), other.id());
+    let clash_again = store.load(clash.manifest_digest()).unwrap();
+    assert!(store.tags_of(&clash_again).unwrap().is_empty());
+    assert_eq!(store.list().unwrap().len(), 3);
+    // Every blob is there: GC keeps them all.
+    let gc = store.gc().unwrap();
+    assert!(gc.blobs.is_empty(), "{gc:?}");
+    unpack::unpack(&store, &other).unwrap();
+}
+
+/// An index in the root that cannot be read is refused, naming both files; neither is
+/// touched.
+#[test]
+fn an_unreadable_index_in_both_places_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     make_store(&root);
     let before = fs::read(root.join("oci/index.json")).unwrap();
-    // The older molde's index names an image.
-    fs::copy(root.join("oci/index.json"), root.join("index.json")).unwrap();
+    fs::write(root.join("index.json"), b"{ not json").unwrap();
     let err = Store::open(&root).unwrap_err();
     match &err {
         StoreError::LayoutConflict { old, new } => {
@@ -172,7 +208,7 @@ fn a_layout_entry_in_both_places_is_refused() {
     assert!(err.to_string().contains("keep one"), "{err}");
     assert_eq!(fs::read(root.join("oci/index.json")).unwrap(), before);
     assert!(root.join("index.json").exists());
-    // Once one is removed, the store opens.
+    // Once it is removed, the store opens.
     fs::remove_file(root.join("index.json")).unwrap();
     assert_moved_forward(&root);
 }

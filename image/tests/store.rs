@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{gzip, layer_tar};
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -15,26 +17,6 @@ use molde_image::store::REF_NAME;
 use molde_image::{
     Image, ImageBuilder, ImageError, Layer, LayerMediaType, Removed, Store, StoreError,
 };
-
-/// A layer tar holding `files` (path, content), deterministic.
-fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, content) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(content.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(1_700_000_000);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, path, *content).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
 
 fn add(store: &Store, files: &[(&str, &[u8])]) -> Layer {
     store.add_layer(&layer_tar(files)[..]).unwrap().layer

@@ -110,13 +110,13 @@ pub enum StoreError {
         /// Its holds.
         holds: Vec<Hold>,
     },
-    /// Opening a store of an older molde found a layout entry both in the root (where that
-    /// molde kept it) and in `oci/` (where it now lives): an older molde wrote the store again
-    /// after a newer one had moved it.
+    /// Opening a store of an older molde found an index both in the root (where that molde
+    /// kept it) and in `oci/` (where it now lives), and one of them is not a readable index, so
+    /// the two cannot be merged.
     #[error(
-        "{old} and {new} both exist: an older molde wrote this store after its layout moved into \
-         oci/; keep one of them (move or remove the other, after stopping the older molde) and \
-         open the store again"
+        "{old} and {new} both exist and one is not a readable image index: an older molde wrote \
+         this store after its layout moved into oci/; keep one of them (move or remove the \
+         other, after stopping the older molde) and open the store again"
     )]
     LayoutConflict {
         /// The entry where an older molde keeps it.

@@ -9,16 +9,22 @@
 //! (atomic), the `oci-layout` marker last, under the index lock: a kill between two renames
 //! leaves every entry in exactly one place, and the next open moves what is left. Nothing
 //! under `molde/` moves, so unpacked layers, containers (whose records name their lower
-//! directories) and holds stay valid.
+//! directories) and holds stay valid. An older molde that opens the store afterwards makes a
+//! layout in the root again; what it holds is merged into `oci/` at the next open.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
+
+use oci_spec::image::ImageIndex;
 
 use super::index::empty_index;
-use super::{Store, StoreError, StoreInner, io_err};
+use super::{
+    REF_NAME, Store, StoreError, StoreInner, canonical_json, desc_digest, io_err, ref_name,
+};
 use crate::blob;
 use crate::layout::Layout;
-use std::sync::Arc;
 
 impl Store {
     pub(super) fn open_with(
@@ -70,12 +76,9 @@ fn move_layout_forward(layout: &Layout) -> Result<(), StoreError> {
         let name = old.file_name().expect("legacy entries have names");
         let new = oci.join(name);
         if exists(&new) {
-            // An older molde that only opened the store after the move made a fresh, empty
-            // layout in the root again: nothing to keep.
-            if !holds_nothing(&old) {
-                return Err(StoreError::LayoutConflict { old, new });
-            }
-            remove_leftover(&old).map_err(io_err("removing", &old))?;
+            // An older molde opened (or wrote to) the store after the move and made a layout
+            // in the root again: what it holds joins the one in oci/.
+            merge_into(&old, &new)?;
             continue;
         }
         fs::rename(&old, &new).map_err(io_err("moving into the store's oci/", &old))?;
@@ -86,41 +89,65 @@ fn move_layout_forward(layout: &Layout) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Whether a layout entry in the root is what an older molde writes when it opens a store
-/// with no layout there: the `oci-layout` marker, an index without images, an empty
-/// `blobs/sha256/`.
-fn holds_nothing(entry: &Path) -> bool {
-    match entry.file_name().and_then(|n| n.to_str()) {
-        Some("oci-layout") => true,
-        Some("index.json") => fs::read(entry)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| {
-                v.get("manifests")
-                    .and_then(|m| m.as_array())
-                    .map(Vec::is_empty)
-            })
-            .unwrap_or(false),
-        Some("blobs") => fs::read_dir(entry).is_ok_and(|entries| {
-            entries.flatten().all(|e| {
-                e.file_name() == "sha256"
-                    && fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_none())
-            })
-        }),
-        _ => false,
-    }
-}
-
-/// Remove an entry [`holds_nothing`] found empty.
-fn remove_leftover(entry: &Path) -> std::io::Result<()> {
-    if fs::symlink_metadata(entry)?.is_dir() {
-        let sha = entry.join("sha256");
-        if exists(&sha) {
-            fs::remove_dir(&sha)?;
+/// Merge a layout entry an older molde made in the root again into its counterpart in
+/// `oci/`, then remove it: blobs move over (content-addressed: one already there is the same),
+/// the index's images are added to the other's (a tag the other has stays as it is there; the
+/// image it names here is added untagged), the `oci-layout` marker goes. Each step can be
+/// repeated, so a kill midway leaves work the next open finishes.
+fn merge_into(old: &Path, new: &Path) -> Result<(), StoreError> {
+    match old.file_name().and_then(|n| n.to_str()) {
+        Some("blobs") => {
+            let (from, to) = (old.join("sha256"), new.join("sha256"));
+            if exists(&from) {
+                for entry in fs::read_dir(&from).map_err(io_err("reading", &from))? {
+                    let entry = entry.map_err(io_err("reading", &from))?;
+                    let target = to.join(entry.file_name());
+                    if exists(&target) {
+                        fs::remove_file(entry.path())
+                    } else {
+                        fs::rename(entry.path(), &target)
+                    }
+                    .map_err(io_err("moving into the store's oci/", &entry.path()))?;
+                }
+                blob::sync_dir(&to).map_err(io_err("syncing", &to))?;
+                fs::remove_dir(&from).map_err(io_err("removing", &from))?;
+            }
+            fs::remove_dir(old).map_err(io_err("removing", old))
         }
-        fs::remove_dir(entry)
-    } else {
-        fs::remove_file(entry)
+        Some("index.json") => {
+            let read = |p: &Path| -> Option<ImageIndex> {
+                serde_json::from_slice(&fs::read(p).ok()?).ok()
+            };
+            let (Some(theirs), Some(mut ours)) = (read(old), read(new)) else {
+                return Err(StoreError::LayoutConflict {
+                    old: old.to_owned(),
+                    new: new.to_owned(),
+                });
+            };
+            let mut manifests = ours.manifests().clone();
+            for mut d in theirs.manifests().iter().cloned() {
+                if let Some(tag) = ref_name(&d)
+                    && manifests.iter().any(|m| ref_name(m) == Some(tag))
+                {
+                    if let Some(a) = d.annotations().clone() {
+                        let untagged: HashMap<_, _> =
+                            a.into_iter().filter(|(k, _)| k != REF_NAME).collect();
+                        d.set_annotations((!untagged.is_empty()).then_some(untagged));
+                    }
+                }
+                let known = manifests
+                    .iter()
+                    .any(|m| desc_digest(m) == desc_digest(&d) && ref_name(m) == ref_name(&d));
+                if !known {
+                    manifests.push(d);
+                }
+            }
+            ours.set_manifests(manifests);
+            let bytes = canonical_json("index.json", &ours)?;
+            blob::write_atomic(new, &bytes).map_err(io_err("writing", new))?;
+            fs::remove_file(old).map_err(io_err("removing", old))
+        }
+        _ => fs::remove_file(old).map_err(io_err("removing", old)),
     }
 }
 
