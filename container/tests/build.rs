@@ -35,7 +35,7 @@ fn base(store: &Store) -> molde_image::Image {
 }
 
 fn can_run() -> bool {
-    common::require(common::privileged(), "needs root to run build containers")
+    common::containers_or_skip()
 }
 
 #[test]
@@ -149,7 +149,12 @@ fn steps_layers_history_and_config() {
 
 #[test]
 fn add_tar_unpacks_under_destination() {
-    if !can_run() {
+    // Rootless, the owners an ADDed tar records (33:44) come out 0:0 in the image: a gap of
+    // `add_tar` without root, open (the other rootless owner paths keep them).
+    if !common::require(
+        common::privileged(),
+        "needs root: an ADDed tar's owners are kept only as root so far",
+    ) {
         return;
     }
     let store = Store::temporary().unwrap();

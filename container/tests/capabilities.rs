@@ -23,10 +23,7 @@ const APPLETS: &[&str] = &[
 ];
 
 fn can_run() -> bool {
-    common::require(
-        common::privileged(),
-        "needs root to mount overlay writable layers",
-    )
+    common::containers_or_skip()
 }
 
 /// A tar entry: a file (`Some(body)`), a directory (`None` and no link) or a symlink.

@@ -3,10 +3,12 @@
 
 mod common;
 
+use common::{gzip, layer_tar};
+
 use common::require;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use molde_image::archive::rootfs::{self, RootfsOptions};
@@ -14,25 +16,6 @@ use molde_image::archive::{self, ArchiveError, ImportOptions, docker, oci};
 use molde_image::blob::BlobError;
 use molde_image::layerfs::Digest;
 use molde_image::{Image, ImageBuilder, Layer, LayerMediaType, Store};
-
-fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, content) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(content.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(1_700_000_000);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, path, *content).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
 
 /// A store with two tagged images sharing a gzip base layer: `demo:v1` (base + app, tar)
 /// and `demo:v2` (base + other, zstd).
@@ -83,7 +66,7 @@ fn fixture() -> Fixture {
 
 fn index_len(store: &Store) -> usize {
     let v: serde_json::Value =
-        serde_json::from_slice(&fs::read(store.root().join("index.json")).unwrap()).unwrap();
+        serde_json::from_slice(&fs::read(store.oci_dir().join("index.json")).unwrap()).unwrap();
     v["manifests"].as_array().unwrap().len()
 }
 

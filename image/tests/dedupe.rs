@@ -1,29 +1,12 @@
 //! Layers found by content: a layer whose DiffID the store has (under any compression) is
 //! neither stored nor unpacked again when an import brings it under another compression.
 
-use std::io::Write;
+mod common;
+
+use common::{gzip, layer_tar};
 
 use molde_image::archive::{self, ImportOptions, docker, oci};
 use molde_image::{Image, ImageBuilder, LayerMediaType, Store};
-
-fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, content) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(content.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(1_700_000_000);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, path, *content).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
 
 /// The same two-layer image stored once with plain layers (`a`) and once gzip'd (`b`).
 fn two_stores() -> (Store, Image, Store, Image) {

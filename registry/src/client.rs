@@ -25,6 +25,7 @@ pub struct RegistryOptions {
     pub(crate) attempts: u32,
     pub(crate) backoff: Duration,
     pub(crate) certs_dirs: Vec<PathBuf>,
+    pub(crate) registries: Option<crate::mirrors::RegistriesConf>,
 }
 
 impl Default for RegistryOptions {
@@ -39,6 +40,7 @@ impl Default for RegistryOptions {
                 PathBuf::from("/etc/containers/certs.d"),
                 PathBuf::from("/etc/docker/certs.d"),
             ],
+            registries: None,
         }
     }
 }
@@ -83,6 +85,23 @@ impl RegistryOptions {
         self.attempts = attempts.max(1);
         self.backoff = backoff;
         self
+    }
+
+    /// Where to pull from: these `registries.conf` rules (mirrors, search registries for
+    /// short names, blocked registries) instead of those of the files the containers tools
+    /// read ([`RegistriesConf::load_default`](crate::RegistriesConf::load_default), read at
+    /// each pull).
+    pub fn registries_conf(mut self, conf: crate::mirrors::RegistriesConf) -> Self {
+        self.registries = Some(conf);
+        self
+    }
+
+    /// The `registries.conf` rules a pull follows.
+    pub(crate) fn registries(&self) -> Result<crate::mirrors::RegistriesConf, RegistryError> {
+        match &self.registries {
+            Some(c) => Ok(c.clone()),
+            None => crate::mirrors::RegistriesConf::load_default(),
+        }
     }
 
     /// Look for per-registry CA files (`<host[:port]>/*.crt`) in these directories instead.

@@ -14,6 +14,22 @@ pub enum RegistryError {
     /// The reference is not valid.
     #[error(transparent)]
     Reference(#[from] ReferenceError),
+    /// A `registries.conf` file could not be read or is not valid.
+    #[error("registries.conf {path}: {reason}")]
+    Config {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `registries.conf` blocks the registry this reference is on.
+    #[error("{reference}: registry {registry} is blocked by registries.conf")]
+    Blocked {
+        /// The image reference.
+        reference: String,
+        /// The blocked prefix.
+        registry: String,
+    },
     /// The registry answered with an HTTP error status (after retries, for 429 and 5xx).
     #[error("{reference}: registry {registry} answered {status}{}: {message}", hint(*.status))]
     Status {

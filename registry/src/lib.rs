@@ -19,6 +19,8 @@
 //!   stored image's manifest names the stored blobs; its config, id and DiffIDs are the
 //!   registry's, and [`PullReport::digest`] is the registry's digest).
 //! - **progress**: [`Progress`] events for a callback; [`ProgressDisplay`] draws them.
+//! - **mirrors**: [`mirrors`] reads `registries.conf` as podman does: mirrors tried before
+//!   a registry, search registries for short names, blocked registries.
 //! - **credentials**: [`auth`] finds them in docker's and podman's auth files and
 //!   credential helpers; plain HTTP only for loopback registries and those
 //!   [`RegistryOptions::insecure`] names.
@@ -28,6 +30,7 @@
 pub mod auth;
 mod client;
 mod error;
+pub mod mirrors;
 mod platform;
 mod progress;
 mod pull;
@@ -37,6 +40,7 @@ mod runtime;
 pub use auth::{Credentials, CredentialsError};
 pub use client::{RegistryOptions, is_loopback};
 pub use error::RegistryError;
+pub use mirrors::RegistriesConf;
 pub use platform::{Platform, PlatformError};
 pub use progress::{LayerStatus, Progress, ProgressDisplay, ProgressFn, human};
 pub use pull::{

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use molde_image::ImageBuilder;
-use molde_registry::{LayerStatus, Progress, Pull, Push, PushedBlob};
+use molde_registry::{
+    LayerStatus, Progress, Pull, Push, PushedBlob, RegistriesConf, RegistryOptions,
+};
 
 fn events() -> (Arc<Mutex<Vec<Progress>>>, molde_registry::ProgressFn) {
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -242,4 +244,100 @@ fn two_pulls_of_one_image_at_once_store_one_copy_of_each_blob() {
     );
     assert_eq!(unpacked, 4);
     assert_eq!(std::fs::read_dir(store.layout().tmp()).unwrap().count(), 0);
+}
+
+#[test]
+fn registries_conf_mirrors_and_search_registries_are_followed() {
+    if !registry_or_skip() {
+        return;
+    }
+    // The local registry plays docker.io's mirror (no network needed: docker.io itself is
+    // never reached), after a mirror that refuses connections.
+    let reg = Registry::start();
+    let source = tmp_store();
+    let image = image_of(&source, &[noise(5, 20_000)], "app:v1");
+    for repo in ["library/molde-mirrored:1", "team/app:1"] {
+        Push::new(&source, "app:v1", &reg.reference(repo))
+            .run()
+            .unwrap();
+    }
+    let addr = &reg.addr;
+    let options = |conf: &str| {
+        let conf = RegistriesConf::parse("test registries.conf", conf).unwrap();
+        RegistryOptions::default()
+            .registries_conf(conf)
+            .retries(1, std::time::Duration::from_millis(10))
+    };
+    let mirrored = options(&format!(
+        "[[registry]]\nlocation = \"docker.io\"\n\
+         [[registry.mirror]]\nlocation = \"127.0.0.1:1/nothing\"\n\
+         [[registry.mirror]]\nlocation = \"{addr}\"\n"
+    ));
+    let store = tmp_store();
+    let report = Pull::new(&store, "molde-mirrored:1")
+        .options(mirrored)
+        .run()
+        .unwrap();
+    assert_eq!(report.source, format!("{addr}/library/molde-mirrored:1"));
+    assert_eq!(report.tag.unwrap().to_string(), "molde-mirrored:1");
+    assert_eq!(report.image.id(), image.id());
+    assert_eq!(store.resolve("molde-mirrored:1").unwrap().id(), image.id());
+
+    // A short name, looked for in each search registry in turn.
+    let searched = options(&format!(
+        "unqualified-search-registries = [\"127.0.0.1:1\", \"{addr}\"]\n"
+    ));
+    let report = Pull::new(&store, "team/app:1")
+        .options(searched)
+        .run()
+        .unwrap();
+    assert_eq!(report.source, format!("{addr}/team/app:1"));
+    assert_eq!(
+        report.tag.unwrap().to_string(),
+        format!("{addr}/team/app:1")
+    );
+    assert_eq!(report.bytes_fetched, 0, "the layer is in the store already");
+
+    // A blocked registry is refused before anything is asked of it.
+    let blocked = options(&format!(
+        "[[registry]]\nlocation = \"{addr}\"\nblocked = true\n"
+    ));
+    let e = Pull::new(&store, &reg.reference("team/app:1"))
+        .options(blocked)
+        .run()
+        .unwrap_err();
+    assert!(e.to_string().contains("blocked"), "{e}");
+}
+
+#[test]
+fn pulls_run_from_inside_a_tokio_runtime_both_ways() {
+    if !registry_or_skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let a = tmp_store();
+    let image = image_of(&a, &[noise(21, 30_000), noise(22, 30_000)], "rt:v1");
+    Push::new(&a, "rt:v1", &reg.reference("rt:v1"))
+        .run()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (b, c) = (tmp_store(), tmp_store());
+    let r = reg.reference("rt:v1");
+    let (sync, on_callers) = rt.block_on(async {
+        // The sync API from async code (its own runtime, in a thread of its own), then the
+        // async one on this runtime.
+        let sync = Pull::new(&b, &r).run();
+        let on_callers = Pull::new(&c, &r).run_async().await;
+        (sync, on_callers)
+    });
+    assert_eq!(sync.unwrap().image.id(), image.id());
+    assert_eq!(on_callers.unwrap().image.id(), image.id());
+    for store in [&b, &c] {
+        let pulled = store.resolve(&r).unwrap();
+        assert!(molde_image::unpack::unpack(store, &pulled).unwrap()[1].existed);
+    }
 }

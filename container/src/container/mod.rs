@@ -4,6 +4,7 @@
 
 pub(crate) mod backend;
 pub(crate) mod builder;
+pub(crate) mod bundle;
 pub(crate) mod child;
 pub(crate) mod commit;
 pub(crate) mod copy;

@@ -21,6 +21,16 @@ pub fn privileged() -> bool {
     molde_layerfs::privilege::is_privileged()
 }
 
+/// Whether containers of images can run here: as root, or as a user with subordinate id
+/// ranges (xtask's unprivileged pass), whose containers get those ranges through
+/// newuidmap/newgidmap. Skips (or fails under `MOLDE_REQUIRE_ALL=1`) saying why otherwise.
+pub fn containers_or_skip() -> bool {
+    require(
+        privileged() || molde_layerfs::idmap::IdMaps::subordinate_for_current_process().is_some(),
+        "needs root, or a user with subordinate id ranges, to run containers",
+    )
+}
+
 /// Whether `tool` is on PATH.
 pub fn have_tool(tool: &str) -> bool {
     std::env::var_os("PATH")

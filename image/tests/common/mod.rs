@@ -1,4 +1,5 @@
 //! Helpers shared by the image integration tests (include with `mod common;`).
+#![allow(dead_code)]
 
 /// Whether a test that needs `ok` (a privilege, a tool) can run: when not, the test is skipped
 /// with a line saying why, unless `MOLDE_REQUIRE_ALL=1` (set by `cargo xtask test`), in which
@@ -12,4 +13,26 @@ pub fn require(ok: bool, why: &str) -> bool {
     }
     eprintln!("skipping: {why}");
     false
+}
+
+/// A layer tar holding `files` (path, content): regular files, mode 0644, a fixed mtime.
+pub fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, content) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, *content).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// `bytes` gzip-compressed.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
 }
