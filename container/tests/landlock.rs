@@ -135,3 +135,21 @@ fn the_container_api_keeps_the_ruleset_for_exec() {
     c.kill().unwrap();
     c.remove().unwrap();
 }
+
+#[test]
+fn in_a_user_namespace_the_ruleset_holds_too() {
+    let Some(root) = ready() else { return };
+    let mut spec = common::busybox::sh(
+        root.path(),
+        "echo a > /etc/userns; echo \"outside=$?\"; echo b > /tmp/userns; echo \"inside=$?\"",
+    );
+    spec.user_namespace = Some(molde_container::launch::IdMaps::rootless());
+    spec.landlock = Some(rules());
+    let (status, out, err) = common::busybox::run(&spec);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    assert!(
+        out.contains("outside=1") && out.contains("inside=0"),
+        "{out}\n{err}"
+    );
+    assert!(err.contains("Permission denied"), "{err}");
+}
