@@ -76,47 +76,89 @@ fn main() {
     }
 
     let fixtures = fixtures_dir();
-    let mut figures = Vec::new();
+    let mut run = Run::default();
     if ["apply-tar", "apply-floor", "apply-umoci", "commit-1pct"]
         .iter()
         .any(|n| wanted(n))
     {
-        let layer = layer_fixture(&fixtures);
-        if wanted("apply-tar") {
-            figures.push(apply_tar(&layer, pairs));
-        }
-        if wanted("apply-floor") {
-            figures.push(apply_floor(&layer, pairs));
-        }
-        if wanted("apply-umoci") {
-            figures.push(apply_umoci(&layer, pairs));
-        }
-        if wanted("commit-1pct") {
-            figures.extend(commit_1pct(&layer, pairs));
-        }
+        run.group("apply", || {
+            let layer = layer_fixture(&fixtures);
+            let mut figures = Vec::new();
+            if wanted("apply-tar") {
+                figures.push(apply_tar(&layer, pairs));
+            }
+            if wanted("apply-floor") {
+                figures.push(apply_floor(&layer, pairs));
+            }
+            if wanted("apply-umoci") {
+                figures.push(apply_umoci(&layer, pairs));
+            }
+            if wanted("commit-1pct") {
+                figures.extend(commit_1pct(&layer, pairs));
+            }
+            figures
+        });
     }
     if wanted("digest") {
-        figures.push(digest(&fixtures, pairs));
+        run.group("digest", || vec![digest(&fixtures, pairs)]);
     }
     {
         // The start figures' store (image, unpacked layers, writable layers) is on disk: a
         // fresh ext4 made for this run (see FreshExt4).
         let disk = FreshExt4::new();
-        figures.extend(start::figures(&disk.path(), pairs, &wanted));
-        figures.extend(tty::figures(&disk.path(), pairs, &wanted));
-        figures.extend(network::figures(&disk.path(), pairs, &wanted));
+        run.group("start", || start::figures(&disk.path(), pairs, &wanted));
+        run.group("tty", || tty::figures(&disk.path(), pairs, &wanted));
+        run.group("network", || network::figures(&disk.path(), pairs, &wanted));
     }
-    figures.extend(build::figures(&fixtures, pairs, &wanted));
-    figures.extend(dockerfile::figures(&fixtures, pairs, &wanted));
-    figures.extend(harness::figures(pairs, &wanted));
-    figures.extend(registry::figures(&fixtures, pairs, &wanted));
-    for f in &figures {
+    run.group("build", || build::figures(&fixtures, pairs, &wanted));
+    run.group("dockerfile", || {
+        dockerfile::figures(&fixtures, pairs, &wanted)
+    });
+    run.group("harness", || harness::figures(pairs, &wanted));
+    run.group("registry", || registry::figures(&fixtures, pairs, &wanted));
+    for f in &run.figures {
         println!("{}", f.line());
     }
     if write_doc && only.is_none() {
         let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
-        fs::write(&doc, report(&figures, pairs)).expect("write docs/benchmarks.md");
+        fs::write(&doc, report(&run.figures, &run.failed, pairs))
+            .expect("write docs/benchmarks.md");
         eprintln!("wrote {}", doc.display());
+    }
+    if !run.failed.is_empty() {
+        eprintln!("failed groups: {:?}", run.failed);
+        std::process::exit(1);
+    }
+}
+
+/// The figures made so far, and the groups that failed. A group that panics is reported
+/// and the run goes on with the next one, so that one failure loses only its own figures.
+#[derive(Default)]
+struct Run {
+    figures: Vec<Figure>,
+    failed: Vec<(String, String)>,
+}
+
+impl Run {
+    fn group(&mut self, name: &str, f: impl FnOnce() -> Vec<Figure>) {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(figures) => {
+                // Each line as soon as its group ends: a later failure loses nothing here.
+                for fig in &figures {
+                    eprintln!("{}", fig.line());
+                }
+                self.figures.extend(figures);
+            }
+            Err(e) => {
+                let why = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "a panic".to_owned());
+                eprintln!("BENCH group {name} FAILED: {why}");
+                self.failed.push((name.to_owned(), why));
+            }
+        }
     }
 }
 
@@ -804,7 +846,7 @@ fn tool_version(cmd: &str, arg: &str) -> String {
         .unwrap_or_default()
 }
 
-fn report(figures: &[Figure], pairs: usize) -> String {
+fn report(figures: &[Figure], failed: &[(String, String)], pairs: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Benchmarks\n");
     let _ = writeln!(
@@ -843,6 +885,12 @@ fn report(figures: &[Figure], pairs: usize) -> String {
             fmt_d(median_d(&f.peers)),
             f.peer,
             f.rss_kib / 1024
+        );
+    }
+    for (group, why) in failed {
+        let _ = writeln!(
+            s,
+            "| {group} (every figure of the group) | - | - | FAILED: {why} | - | - | - |"
         );
     }
     let _ = writeln!(s, "\n## Commands\n");

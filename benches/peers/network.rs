@@ -2,7 +2,7 @@
 //! floor) and against podman on its default bridge, and the time from start to the first
 //! TCP connect to a published port (molde's forwarder, podman's `-p`).
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
@@ -151,14 +151,22 @@ fn first_answer(addr: SocketAddr, since: Instant) -> Duration {
     let limit = since + Duration::from_secs(30);
     loop {
         let answered = (|| -> std::io::Result<bool> {
-            let mut s = TcpStream::connect(addr)?;
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+            // A connection that hangs (see the analysis: a reply that never comes) is given
+            // up and tried again, as a client with a deadline would.
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            s.set_write_timeout(Some(Duration::from_secs(1)))?;
             s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
             let mut got = String::new();
             s.read_to_string(&mut got)?;
             Ok(got.contains(" 200 "))
         })();
-        if answered.unwrap_or(false) {
-            return since.elapsed();
+        match answered {
+            Ok(true) => return since.elapsed(),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                eprintln!("publish-ready: a connection to {addr} hung for 1 s ({e}); retried");
+            }
+            _ => {}
         }
         assert!(Instant::now() < limit, "nothing answered on {addr}");
         std::thread::sleep(Duration::from_micros(200));

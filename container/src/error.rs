@@ -32,6 +32,16 @@ pub enum ContainerError {
     /// A named volume failed.
     #[error(transparent)]
     Volume(#[from] VolumeError),
+    /// A named volume is kept because the containers could not be listed, so whether any
+    /// mounts it is unknown.
+    #[error("volume {name:?}: listing the containers that may mount it: {source}")]
+    VolumeUsers {
+        /// The volume.
+        name: String,
+        /// Why listing failed.
+        #[source]
+        source: Box<ContainerError>,
+    },
     /// A network, an address or a published port failed.
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
@@ -133,6 +143,17 @@ pub enum ContainerError {
         path: PathBuf,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// The container cannot be written as an OCI runtime bundle: a part of its configuration
+    /// has no equivalent in `config.json`.
+    #[error("container {id}: its {what} cannot be written to an OCI runtime bundle: {detail}")]
+    Export {
+        /// The container.
+        id: String,
+        /// Which part (`networks`, `argv`, `env` ...).
+        what: &'static str,
+        /// What it held, and what to do.
+        detail: String,
     },
     /// Several cleanup steps failed (from `close` or `remove`).
     #[error("removing container {id}: {}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]

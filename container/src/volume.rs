@@ -31,16 +31,6 @@ pub enum VolumeError {
         /// The containers whose records mount it.
         containers: Vec<String>,
     },
-    /// The containers could not be listed, so whether any mounts the volume is unknown (it
-    /// is kept).
-    #[error("volume {name:?}: listing the containers that may mount it: {source}")]
-    Users {
-        /// The volume.
-        name: String,
-        /// Why listing failed.
-        #[source]
-        source: Box<crate::error::ContainerError>,
-    },
     /// A file operation failed.
     #[error("{op} {path}: {source}")]
     Io {

@@ -149,9 +149,11 @@ fn host_binary() -> (std::path::PathBuf, Vec<u8>) {
 
 /// A script that tries to open every process's /proc/<pid>/exe for writing (and reading),
 /// `rounds` times, printing WROTE or READ on success.
+/// The attack runs until `/dev/shm/stop` exists (at most `rounds` rounds): the test stops it
+/// once its execs are done, however fast each round is.
 fn exe_attack(rounds: u32) -> String {
     format!(
-        "i=0; while [ $i -lt {rounds} ]; do \
+        "i=0; while [ ! -e /dev/shm/stop ] && [ $i -lt {rounds} ]; do \
            for f in /proc/[0-9]*/exe /proc/self/exe; do \
              (echo pwned >> $f) 2>/dev/null && echo WROTE $f; \
              (cat $f > /dev/null) 2>/dev/null || true; \
@@ -188,7 +190,7 @@ fn cannot_overwrite_the_host_binary_through_proc_exe() {
 
     // A process racing execs into the container: every process it sees, including the ones
     // still on their way to exec, is attacked.
-    let mut spec = sh(root.path(), &exe_attack(300));
+    let mut spec = sh(root.path(), &exe_attack(1_000_000));
     spec.init = true;
     let mut attacker = launch::spawn(&spec).unwrap();
     let stdout = attacker.take_stdout().unwrap();
@@ -208,6 +210,10 @@ fn cannot_overwrite_the_host_binary_through_proc_exe() {
         assert!(status.success());
         assert_eq!(out, b"1\n");
     }
+    let mut e = ExecSpec::new("sh");
+    e.args = vec!["-c".into(), ": > /dev/shm/stop".into()];
+    let mut stop = launch::exec(attacker.pid(), &e).unwrap();
+    assert!(stop.wait().unwrap().success());
     let mut out = String::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();

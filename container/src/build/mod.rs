@@ -45,6 +45,7 @@
 mod cache;
 mod check;
 pub mod copy;
+mod copy_from;
 mod copy_step;
 pub mod dockerfile;
 mod exec;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::step::CopyFrom;
+use super::copy_from::CopyFrom;
 
 /// How a `RUN` step gives its command.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,9 +6,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use molde_image::Image;
 use nix::sys::signal::Signal;
 
+pub use super::copy_from::CopyFrom;
 use super::ignore::Ignore;
 pub use super::run_step::{Healthcheck, Run, RunCommand, RunMount, RunNetwork, Sharing};
 
@@ -67,25 +67,6 @@ impl std::str::FromStr for Port {
     }
 }
 
-/// Where a `COPY` reads its sources: the host (the build context), an earlier stage of the
-/// same build, or an image.
-#[derive(Debug, Clone)]
-pub enum CopyFrom {
-    /// A stage of the [`Stages`](super::Stages) being built, by name (or index as text).
-    Stage(String),
-    /// An image of the store.
-    Image(Image),
-}
-
-impl PartialEq for CopyFrom {
-    fn eq(&self, other: &CopyFrom) -> bool {
-        match (self, other) {
-            (CopyFrom::Stage(a), CopyFrom::Stage(b)) => a == b,
-            (CopyFrom::Image(a), CopyFrom::Image(b)) => a.manifest_digest() == b.manifest_digest(),
-            _ => false,
-        }
-    }
-}
 impl Eq for CopyFrom {}
 
 /// A `COPY` of files into the image, with its owner and mode options.

@@ -11,24 +11,22 @@ use crate::record::ContainerPaths;
 use crate::volume::{Volume, VolumeError};
 
 impl Volume {
-    /// Delete the volume and its contents. Refused while a container record mounts it.
-    pub fn remove(self, store: &Store) -> Result<(), VolumeError> {
-        let users = match users(store, self.name()) {
-            Ok(users) => users,
-            Err(e) => {
-                return Err(VolumeError::Users {
-                    name: self.name().to_owned(),
-                    source: Box::new(e),
-                });
-            }
-        };
+    /// Delete the volume and its contents. Refused while a container record mounts it
+    /// ([`VolumeError::InUse`], in [`ContainerError::Volume`]), and kept when the containers
+    /// cannot be listed ([`ContainerError::VolumeUsers`]).
+    pub fn remove(self, store: &Store) -> Result<(), ContainerError> {
+        let users = users(store, self.name()).map_err(|e| ContainerError::VolumeUsers {
+            name: self.name().to_owned(),
+            source: Box::new(e),
+        })?;
         if !users.is_empty() {
             return Err(VolumeError::InUse {
                 name: self.name().to_owned(),
                 containers: users,
-            });
+            }
+            .into());
         }
-        self.delete(store)
+        Ok(self.delete(store)?)
     }
 }
 
@@ -61,7 +59,7 @@ mod tests {
         fs::create_dir_all(containers.parent().unwrap()).unwrap();
         fs::write(&containers, b"not a directory").unwrap();
         match v.remove(&store) {
-            Err(e @ VolumeError::Users { .. }) => {
+            Err(e @ ContainerError::VolumeUsers { .. }) => {
                 assert!(std::error::Error::source(&e).is_some());
             }
             r => panic!("removing with unknown users: {r:?}"),
@@ -83,7 +81,7 @@ mod tests {
         )
         .unwrap();
         match v.remove(&store) {
-            Err(VolumeError::InUse { containers, .. }) => {
+            Err(ContainerError::Volume(VolumeError::InUse { containers, .. })) => {
                 assert_eq!(containers, ["ab".repeat(32)])
             }
             r => panic!("removing a volume a newer record names: {r:?}"),

@@ -32,6 +32,7 @@ mod child;
 mod console;
 mod error;
 mod exec;
+mod exit;
 mod failure;
 mod init;
 mod loopback;
@@ -50,7 +51,8 @@ mod thread_caps;
 pub use bundle::{BundleError, spec_from_bundle};
 pub use error::{LaunchError, Stage};
 pub use exec::exec;
-pub use process::{ChildStderr, ChildStdin, ChildStdout, ExitStatus, Process};
+pub use exit::ExitStatus;
+pub use process::{ChildStderr, ChildStdin, ChildStdout, Process};
 pub use spawn::spawn;
 pub use terminal::{Terminal, WindowSize};
 

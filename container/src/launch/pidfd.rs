@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
-use super::process::ExitStatus;
+use super::exit::ExitStatus;
 
 /// `pidfd_open(2)`: a pidfd for `pid`.
 pub(crate) fn open(pid: u32) -> Result<OwnedFd, Errno> {
