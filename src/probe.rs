@@ -64,6 +64,8 @@ pub struct Probe {
     pub user_mode_network: Support,
     /// seccomp filters.
     pub seccomp: Support,
+    /// Landlock (`ContainerBuilder::landlock`): the kernel's ABI version.
+    pub landlock: Support,
 }
 
 impl fmt::Display for Probe {
@@ -80,6 +82,7 @@ impl fmt::Display for Probe {
             ("cgroup limits", &self.cgroups),
             ("user-mode network", &self.user_mode_network),
             ("seccomp", &self.seccomp),
+            ("landlock", &self.landlock),
         ] {
             writeln!(f, "{name}: {s}")?;
         }
@@ -89,7 +92,7 @@ impl fmt::Display for Probe {
 
 /// Probe what this host supports for this process: user namespaces and which sysctl or
 /// AppArmor setting blocks them, subordinate id ranges, overlay (in a user namespace when
-/// unprivileged), cgroup delegation, pasta/slirp4netns, seccomp. A harness uses it to skip
+/// unprivileged), cgroup delegation, pasta/slirp4netns, seccomp, Landlock. A harness uses it to skip
 /// cleanly and say why.
 ///
 /// ```
@@ -110,6 +113,7 @@ pub fn probe() -> Probe {
         cgroups: cgroups(privileged),
         user_mode_network: user_mode_network(),
         seccomp: seccomp(),
+        landlock: landlock(),
     }
 }
 
@@ -329,6 +333,20 @@ fn seccomp() -> Support {
         None => Support::missing(
             "the kernel has no seccomp filters (CONFIG_SECCOMP_FILTER)",
             "a kernel built with CONFIG_SECCOMP_FILTER",
+        ),
+    }
+}
+
+fn landlock() -> Support {
+    match molde_container::landlock::abi() {
+        Ok(v) => Support::Available(format!("ABI {v}")),
+        Err(libc::EOPNOTSUPP) => Support::missing(
+            "Landlock is built into the kernel but not enabled",
+            "add `landlock` to the kernel's `lsm=` boot parameter",
+        ),
+        Err(_) => Support::missing(
+            "the kernel has no Landlock",
+            "Linux 5.13 or later built with CONFIG_SECURITY_LANDLOCK",
         ),
     }
 }

@@ -23,6 +23,11 @@ fn the_probe_agrees_with_this_process() {
     let p = molde::probe();
     println!("{p}");
     assert_eq!(p.privileged, molde::layerfs::privilege::is_privileged());
+    assert_eq!(
+        p.landlock.is_available(),
+        molde::container::landlock::abi().is_ok(),
+        "{p}"
+    );
     // Whether containers can run follows the user namespaces' answer.
     assert_eq!(
         p.user_namespaces.is_available(),

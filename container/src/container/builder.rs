@@ -113,6 +113,7 @@ pub struct ContainerBuilder {
     pub(crate) ambient_capabilities: Vec<Capability>,
     pub(crate) no_new_privileges: bool,
     pub(crate) seccomp: crate::seccomp::Seccomp,
+    pub(crate) landlock: Option<crate::landlock::Landlock>,
     pub(crate) logs: Option<crate::logs::LogConfig>,
     pub(crate) name: Option<String>,
     pub(crate) tty: bool,
@@ -152,6 +153,7 @@ impl ContainerBuilder {
             ambient_capabilities: Vec::new(),
             no_new_privileges: true,
             seccomp: crate::seccomp::Seccomp::Default,
+            landlock: None,
             logs: None,
             name: None,
             tty: false,
@@ -254,6 +256,13 @@ impl ContainerBuilder {
     /// [`Seccomp::Unconfined`](crate::Seccomp::Unconfined)).
     pub fn seccomp(mut self, seccomp: crate::seccomp::Seccomp) -> Self {
         self.seccomp = seccomp;
+        self
+    }
+    /// Restrict what the container's processes (exec'd ones too) may reach of its filesystem
+    /// to the paths of a Landlock ruleset (off by default). The launch fails at
+    /// [`Stage::Landlock`](crate::launch::Stage::Landlock) where the kernel lacks Landlock.
+    pub fn landlock(mut self, landlock: crate::landlock::Landlock) -> Self {
+        self.landlock = Some(landlock);
         self
     }
     /// The primary group: a name (looked up in the image's `/etc/group`) or a gid.

@@ -171,6 +171,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         ambient_capabilities: b.ambient_capabilities.clone(),
         no_new_privileges: b.no_new_privileges,
         seccomp: b.seccomp.clone(),
+        landlock: b.landlock.clone(),
         logs: b.logs,
         tty: b.tty,
     };

@@ -189,6 +189,7 @@ impl ExecBuilder<'_> {
         spec.ambient_capabilities = run.ambient_capabilities.clone();
         spec.no_new_privs = run.no_new_privileges;
         spec.seccomp = run.seccomp.clone();
+        spec.landlock = run.landlock.clone();
         spec.target_start = start;
         spec.cgroup_procs = cgroup_procs(c)?;
         let dup = |s: &Option<Stdio>| -> Result<launch::Stdio, ContainerError> {

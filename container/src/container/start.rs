@@ -423,6 +423,7 @@ impl Container {
         spec.ambient_capabilities = run.ambient_capabilities.clone();
         spec.no_new_privs = run.no_new_privileges;
         spec.seccomp = run.seccomp.clone();
+        spec.landlock = run.landlock.clone();
         spec.network = if run.host_network {
             Network::Host
         } else {

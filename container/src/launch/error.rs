@@ -87,11 +87,14 @@ pub enum Stage {
     /// Making the process's terminal (the index names the step: opening `/dev/pts/ptmx`,
     /// the window size, `/dev/console`, `setsid`, `TIOCSCTTY`...).
     Terminal,
+    /// Adding the Landlock ruleset's rules and enforcing it (or, before `clone`, creating it);
+    /// the index names the rule.
+    Landlock,
 }
 
 impl Stage {
     /// Every stage, for decoding the number the child reports.
-    const ALL: [Stage; 36] = [
+    const ALL: [Stage; 37] = [
         Stage::Prepare,
         Stage::Clone,
         Stage::UidMap,
@@ -128,6 +131,7 @@ impl Stage {
         Stage::JoinNamespace,
         Stage::Seccomp,
         Stage::Terminal,
+        Stage::Landlock,
     ];
 
     /// The stage with this number, as the child reported it.
@@ -173,6 +177,7 @@ impl Stage {
             Stage::JoinNamespace => "joining a namespace made ahead",
             Stage::Seccomp => "installing the seccomp filter",
             Stage::Terminal => "making the terminal",
+            Stage::Landlock => "applying the Landlock ruleset",
         }
     }
 }
@@ -297,6 +302,16 @@ fn hint(stage: Stage, errno: Errno) -> &'static str {
             " (an ambient capability asked for is not one this process can grant)"
         }
         (Stage::Setns, Errno::ESRCH) => " (the container's process has exited)",
+        (Stage::Landlock, Errno::ENOSYS) => {
+            " (this kernel has no Landlock: Linux 5.13 or later built with \
+             CONFIG_SECURITY_LANDLOCK; see molde::probe())"
+        }
+        (Stage::Landlock, Errno::EOPNOTSUPP) => {
+            " (Landlock is not enabled: add `landlock` to the kernel's `lsm=` boot parameter; \
+             see molde::probe())"
+        }
+        (Stage::Landlock, Errno::ENOENT) => " (the path is not in the container)",
+        (Stage::Landlock, Errno::EINVAL) => " (a path of the ruleset is not absolute)",
         _ => "",
     }
 }

@@ -82,6 +82,7 @@ pub fn exec(target_pid: u32, spec: &ExecSpec) -> Result<Process, LaunchError> {
         setgroups_denied,
         no_new_privs: spec.no_new_privs,
         seccomp: &spec.seccomp,
+        landlock: spec.landlock.as_ref(),
         init: false,
         terminal: spec.terminal,
     };

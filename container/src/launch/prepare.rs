@@ -31,6 +31,8 @@ pub(crate) struct ParentSide {
     /// Mount targets, to name them in an error.
     pub rootfs_targets: Vec<PathBuf>,
     pub extra_targets: Vec<PathBuf>,
+    /// The Landlock ruleset's paths, by rule index.
+    pub landlock_paths: Vec<PathBuf>,
     /// A mount namespace made ahead was taken: the next is asked for when this side is
     /// dropped, at the launch's end (the child exec'd, or the launch failed).
     pub refill_mntns: Option<super::mntns::Refill>,
@@ -271,6 +273,7 @@ pub(crate) struct Run<'a> {
     pub setgroups_denied: bool,
     pub no_new_privs: bool,
     pub seccomp: &'a crate::seccomp::Seccomp,
+    pub landlock: Option<&'a crate::landlock::Landlock>,
     pub init: bool,
     /// A terminal of this size instead of `stdio`.
     pub terminal: Option<super::WindowSize>,
@@ -296,6 +299,7 @@ pub(crate) fn common(
         candidates: Vec::new(),
         rootfs_targets: Vec::new(),
         extra_targets: Vec::new(),
+        landlock_paths: Vec::new(),
         refill_mntns: None,
     };
     let stdio_fds = if run.terminal.is_some() {
@@ -313,6 +317,17 @@ pub(crate) fn common(
         tracing::warn!(error = %e, "seccomp profile");
         LaunchError::new(Stage::Seccomp, Errno::EINVAL)
     })?;
+    let landlock = match run.landlock {
+        Some(l) => {
+            let (fd, rules) = l
+                .prepare()
+                .map_err(|e| LaunchError::new(Stage::Landlock, Errno::from_raw(e)))?;
+            side.child_ends.push(fd);
+            side.landlock_paths = l.paths().cloned().collect();
+            Some(rules)
+        }
+        None => None,
+    };
     if run.setgroups_denied && !run.groups.is_empty() {
         return Err(LaunchError::new(Stage::Setgroups, Errno::EPERM));
     }
@@ -335,6 +350,7 @@ pub(crate) fn common(
         ambient,
         no_new_privs: run.no_new_privs,
         seccomp,
+        landlock,
         init: run.init,
         // A container's first process binds /dev/console to it; an exec'd one finds it.
         console: run.terminal.map(|size| ConsoleSetup {
@@ -377,6 +393,7 @@ pub(crate) fn spawn(spec: &Spec) -> Result<(Prepared, ParentSide), LaunchError> 
             .is_some_and(|maps| !maps.setgroups_allowed()),
         no_new_privs: spec.no_new_privs,
         seccomp: &spec.seccomp,
+        landlock: spec.landlock.as_ref(),
         init: spec.init,
         terminal: spec.terminal,
     };

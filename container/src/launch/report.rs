@@ -125,6 +125,7 @@ pub(crate) fn report_error(side: &ParentSide, stage: u32, errno: i32, index: u32
         Stage::Proc => Some("/proc".into()),
         Stage::Sys => Some("/sys".into()),
         Stage::Terminal => Some(console::step_name(index as u32).into()),
+        Stage::Landlock => side.landlock_paths.get(index).cloned(),
         Stage::MaskPaths => child::MASKED
             .get(index)
             .map(|c| c.to_string_lossy().into_owned().into()),

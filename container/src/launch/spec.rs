@@ -82,6 +82,8 @@ pub struct Spec {
     /// The system call filter. Default: [`Seccomp::Default`](crate::seccomp::Seccomp), moby's
     /// profile.
     pub seccomp: crate::seccomp::Seccomp,
+    /// A Landlock ruleset: the paths the container's processes may reach. Default: none.
+    pub landlock: Option<crate::landlock::Landlock>,
     /// Resource limits. A limit above the current hard limit is clamped to it when the caller
     /// lacks `CAP_SYS_RESOURCE` in its bounding set.
     pub rlimits: Vec<Rlimit>,
@@ -125,6 +127,7 @@ impl Spec {
             ambient_capabilities: Vec::new(),
             no_new_privs: true,
             seccomp: crate::seccomp::Seccomp::Default,
+            landlock: None,
             rlimits: Vec::new(),
             cgroup_procs: Vec::new(),
             init: false,
@@ -273,6 +276,8 @@ pub struct ExecSpec {
     pub no_new_privs: bool,
     /// The system call filter (a container's exec'd processes get the container's).
     pub seccomp: crate::seccomp::Seccomp,
+    /// The Landlock ruleset (a container's exec'd processes get the container's).
+    pub landlock: Option<crate::landlock::Landlock>,
     /// Open `cgroup.procs` / `tasks` files of the container's cgroups: the process joins them
     /// before entering the container.
     pub cgroup_procs: Vec<OwnedFd>,
@@ -303,6 +308,7 @@ impl ExecSpec {
             ambient_capabilities: Vec::new(),
             no_new_privs: true,
             seccomp: crate::seccomp::Seccomp::Default,
+            landlock: None,
             cgroup_procs: Vec::new(),
             target_start: None,
         }

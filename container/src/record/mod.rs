@@ -458,6 +458,7 @@ pub(crate) mod tests {
                 ambient_capabilities: vec![crate::launch::Capability::CAP_NET_BIND_SERVICE],
                 no_new_privileges: false,
                 seccomp: crate::seccomp::Seccomp::Unconfined,
+                landlock: None,
                 tty: true,
                 logs: None,
             },

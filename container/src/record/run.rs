@@ -90,6 +90,9 @@ pub struct RunConfig {
     /// The system call filter (absent in older records: the default profile).
     #[serde(default, skip_serializing_if = "is_default_seccomp")]
     pub seccomp: crate::seccomp::Seccomp,
+    /// The Landlock ruleset, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landlock: Option<crate::landlock::Landlock>,
     /// Its process runs on a terminal of its own (`docker run -t`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tty: bool,

@@ -257,7 +257,7 @@ fn the_default_allow_list_is_a_short_tree() {
     let default = super::Seccomp::default_profile();
     let tree = compile(&default, &target, Arch::here(), tree::program);
     let flat = compile(&default, &target, Arch::here(), compile::flat);
-    assert!(tree[0].len() < 600, "{} instructions", tree[0].len());
+    assert!(tree[0].len() < 300, "{} instructions", tree[0].len());
     assert!(flat[0].len() > 3 * tree[0].len());
     // A well-known call, refused ones, another architecture.
     let data = |nr: i64, arch| Data {

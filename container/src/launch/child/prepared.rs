@@ -103,6 +103,8 @@ pub(crate) struct Prepared {
     pub no_new_privs: bool,
     /// The seccomp filters to install, in order (none: unconfined).
     pub seccomp: Option<crate::seccomp::Programs>,
+    /// The Landlock rules to add and enforce (none: no ruleset).
+    pub landlock: Option<crate::landlock::Rules>,
     pub init: bool,
     /// Make a terminal, the process's stdio ([`crate::launch::console`]).
     pub console: Option<crate::launch::console::ConsoleSetup>,

@@ -1,4 +1,4 @@
-//! The program's own setup and its exec: stdio, every other descriptor closed, the
+//! The program's own setup and its exec: the Landlock ruleset, stdio, every other descriptor closed, the
 //! credentials (`credentials`), the working directory, no_new_privs, the seccomp filters,
 //! (init: fork and supervise), the terminal's session, the signal mask emptied, `execve`.
 
@@ -9,6 +9,14 @@ use crate::launch::{init, sys};
 
 /// From stdio to `execve` (see the module docs). Never returns.
 pub(super) fn run(p: &Prepared) -> ! {
+    // Landlock first: its paths are the container's (the root is in place), its ruleset's
+    // descriptor is still open, and the process still holds CAP_SYS_ADMIN in its user
+    // namespace, which the kernel takes in place of no_new_privs.
+    if let Some(rules) = &p.landlock {
+        if let Err((errno, index)) = crate::landlock::restrict(rules) {
+            fail(p.err_w, Stage::Landlock, errno, index);
+        }
+    }
     for (target, &source) in p.stdio.iter().enumerate() {
         if source >= 0 {
             // SAFETY: plain integer arguments.
