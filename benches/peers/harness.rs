@@ -200,6 +200,11 @@ fn fixture_copy(harness: &Harness, image: &Image) -> Figure {
     sorted.sort();
     let p99 = sorted[(RUNS * 99) / 100 - 1];
     let median = sorted[RUNS / 2];
+    eprintln!(
+        "fixture-copy: median {:.2} ms, p99 {:.2} ms over {RUNS}",
+        median.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
     Figure {
         name: "fixture-copy",
         peer: "the 5 ms goal",
