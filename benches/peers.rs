@@ -34,6 +34,8 @@ mod dockerfile;
 mod harness;
 #[path = "peers/network.rs"]
 mod network;
+#[path = "peers/pg_podman.rs"]
+mod pg_podman;
 #[path = "../registry/tests/common/mod.rs"]
 mod regcommon;
 #[path = "peers/registry.rs"]

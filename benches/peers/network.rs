@@ -18,7 +18,7 @@ use super::{Figure, interleave, peak_rss_kib, run_peer};
 /// podman on private storage (`dir`: its runroot, which podman wants under 50 characters, is
 /// `dir`'s short name under /tmp), runc (crun 1.8 refuses hybrid cgroups) and rlimits within
 /// this host's hard limits (DESIGN.md, "Peers here").
-fn podman(dir: &Path) -> Command {
+pub fn podman(dir: &Path) -> Command {
     let mut cmd = Command::new("podman");
     let run = Path::new("/tmp").join(dir.file_name().unwrap_or_default());
     cmd.arg("--root")
