@@ -69,6 +69,9 @@ fn errno_err(op: &'static str) -> impl FnOnce(nix::errno::Errno) -> AttachError 
 const DETACH_KEYS: [u8; 2] = [0x10, 0x11];
 /// Ctrl-D: the end-of-file character of a terminal in its default modes.
 const EOF_CHAR: u8 = 0x04;
+/// How long the container may stay quiet after piped input ended before its end-of-file
+/// character is sent again (see `pump`).
+const EOF_AGAIN_MS: u16 = 250;
 /// The signals caught while attached.
 const CAUGHT: [Signal; 4] = [
     Signal::SIGWINCH,
@@ -243,9 +246,24 @@ fn pump(
         if input_open {
             fds.push(PollFd::new(input, PollFlags::POLLIN));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        // Once piped input has ended, its end-of-file character is sent again whenever the
+        // container is quiet for a while: a shell that turns its line editing on after the
+        // character arrived (canonical input switched to raw) loses it, and would wait for
+        // input forever. Every read after the end of a pipe gets end-of-file; so here.
+        let timeout = if input_open {
+            PollTimeout::NONE
+        } else {
+            PollTimeout::from(EOF_AGAIN_MS)
+        };
+        match poll(&mut fds, timeout) {
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(errno_err("waiting for input")(e)),
+            Ok(0) => {
+                (&*terminal)
+                    .write_all(&[EOF_CHAR])
+                    .map_err(io_err("writing to the container's terminal"))?;
+                continue;
+            }
             Ok(_) => {}
         }
         let ready = |i: usize| {
