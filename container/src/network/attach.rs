@@ -30,7 +30,8 @@ pub(crate) fn host_end(owner: &str, n: usize) -> String {
 /// bytes, as Docker does. An address keeps its MAC across restarts and reuse, so the host's
 /// (and the other containers') ARP entries stay right: with a random MAC each start, a
 /// restarted container is unreachable until the stale entry is probed again (seconds).
-fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+/// The bridge has its gateway's (see `bridge`), which no container is given.
+pub(crate) fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
     let [a, b, c, d] = ip.octets();
     [0x02, 0x42, a, b, c, d]
 }

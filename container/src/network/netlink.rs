@@ -118,10 +118,13 @@ impl Rtnl {
         }
     }
 
-    /// Make a bridge named `name` (`EEXIST` if a link has that name).
-    pub(crate) fn add_bridge(&mut self, name: &str) -> io::Result<()> {
+    /// Make a bridge named `name` with the hardware address `mac` (`EEXIST` if a link has
+    /// that name). An address given at creation is the bridge's for good: the kernel no
+    /// longer makes it the lowest of its ports' addresses as ports come and go.
+    pub(crate) fn add_bridge(&mut self, name: &str, mac: [u8; 6]) -> io::Result<()> {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.into()));
+        m.attributes.push(LinkAttribute::Address(mac.to_vec()));
         m.attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
                 InfoKind::Bridge,
@@ -178,7 +181,7 @@ impl Rtnl {
         self.request(RouteNetlinkMessage::SetLink(m), 0)
     }
 
-    /// Give the link `index` (down) the hardware address `mac`.
+    /// Give the link `index` (down, or a bridge) the hardware address `mac`.
     pub(crate) fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> io::Result<()> {
         let mut m = LinkMessage::default();
         m.header.index = index;
