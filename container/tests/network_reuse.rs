@@ -24,8 +24,10 @@ fn can_run() -> bool {
 }
 
 /// How long an answer may take before it counts as a hang. A lost answer never comes (15 s
-/// and more); the first packets to a container whose port the kernel has not yet enabled
-/// (its link-state work runs a little after the veth is up) are sent again after 1 s.
+/// and more). Packets sent to a container whose bridge port the kernel has not yet enabled
+/// (its link-state work runs a little after the veth is up) are lost and sent again after
+/// 1 s: molde's veths made ahead are up in time, but where the kernel (before 6.2) renames
+/// only links that are down, a veth goes down and up again at start.
 const HANG: Duration = Duration::from_secs(3);
 
 /// One GET with `HANG` timeouts: Ok(true) on a 200, Ok(false) on anything else quick

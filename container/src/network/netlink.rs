@@ -171,7 +171,16 @@ impl Rtnl {
         self.request(RouteNetlinkMessage::SetLink(m), 0)
     }
 
-    /// Rename the link `index` (down) to `name`, and bring it up.
+    /// Take the link `index` down.
+    pub(crate) fn set_down(&mut self, index: u32) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.change_mask = LinkFlags::Up;
+        self.request(RouteNetlinkMessage::SetLink(m), 0)
+    }
+
+    /// Rename the link `index` to `name`, and bring it up (`EBUSY` if it is up and the
+    /// kernel, before 6.2, renames only links that are down).
     pub(crate) fn rename_up(&mut self, index: u32, name: &str) -> io::Result<()> {
         let mut m = LinkMessage::default();
         m.header.index = index;
