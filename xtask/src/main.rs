@@ -39,6 +39,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("gcc", "libc6-dev"),
     ("newuidmap", "uidmap"),
     ("mmdebstrap", "mmdebstrap"),
+    // The network tests compare `ip -o link` before and after, and add bridge ports by hand.
+    ("ip", "iproute2"),
 ];
 
 /// Debian packages the benchmarks compare against.
