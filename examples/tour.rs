@@ -250,7 +250,10 @@ fn networks(store: &Store) -> Res<()> {
         ));
         Some(net)
     } else {
-        say("  rootless: no bridge; each container gets pasta's user-mode network instead");
+        say("  rootless: no bridge (bridges need root); each container gets a network namespace");
+        say("  of its own with pasta's user-mode stack, which copies the host's address into it:");
+        say("  both show that same address, each in its own namespace, and each is reached from");
+        say("  the host through a port of its own");
         None
     };
     let serve = |name: &str| {
@@ -283,18 +286,30 @@ fn networks(store: &Store) -> Res<()> {
             .collect::<Vec<_>>()
             .join(", ");
         let port = c.host_addr(8080).ok_or("no published port")?;
-        let via = match c.ip() {
-            Some(ip) => format!(
-                "http://{ip}:8080/ answers {}",
-                http_status(std::net::SocketAddr::new(ip.into(), 8080))?
-            ),
-            None => "(pasta: the host's address, copied in)".to_owned(),
-        };
-        say(&format!("  {name}: address {own}; {via}"));
+        say(&format!("  {name}: address {own}"));
+        if let Some(ip) = c.ip() {
+            let (status, _) = get_hosts(std::net::SocketAddr::new(ip.into(), 8080))?;
+            say(&format!("       http://{ip}:8080/ answers {status}"));
+        }
+        let (status, hosts) = get_hosts(port)?;
         say(&format!(
-            "       published on http://{port}/, which answers {}",
-            http_status(port)?
+            "       published on http://{port}/, which answers {status}"
         ));
+        // The container's own line of its /etc/hosts: its address and names.
+        let names = |n: &str| {
+            hosts
+                .lines()
+                .find(|l| l.split_whitespace().any(|w| w == n))
+                .map(|l| l.replace('\t', " "))
+        };
+        if let Some(line) = names(name) {
+            say(&format!("       its /etc/hosts: {line}"));
+        }
+        // On a bridge network the other container is a name away.
+        let other = if *name == "uno" { "dos" } else { "uno" };
+        if let Some(line) = names(other) {
+            say(&format!("       and names {other}: {line}"));
+        }
     }
     for c in servers {
         c.remove()?;
@@ -305,8 +320,8 @@ fn networks(store: &Store) -> Res<()> {
     Ok(())
 }
 
-/// The status line of GET /hosts at `addr`, retried while the server starts.
-fn http_status(addr: std::net::SocketAddr) -> Res<String> {
+/// GET /hosts at `addr`, retried while the server starts: the status line and the body.
+fn get_hosts(addr: std::net::SocketAddr) -> Res<(String, String)> {
     use std::io::{Read, Write};
     for _ in 0..500 {
         if let Ok(mut s) = std::net::TcpStream::connect(addr) {
@@ -314,7 +329,12 @@ fn http_status(addr: std::net::SocketAddr) -> Res<String> {
             s.write_all(b"GET /hosts HTTP/1.0\r\n\r\n")?;
             let mut answer = String::new();
             s.read_to_string(&mut answer)?;
-            return Ok(answer.lines().next().unwrap_or("").to_owned());
+            let status = answer.lines().next().unwrap_or("").to_owned();
+            if !status.contains(" 200 ") {
+                return Err(format!("GET /hosts at {addr}: {status}").into());
+            }
+            let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            return Ok((status, body.to_owned()));
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -7,8 +7,9 @@
 //! - [`image`]: the content store, images and layers;
 //! - [`container`]: containers and their lifecycle;
 //! - [`registry`] (cargo feature `registry`, on by default): pull from and push to OCI
-//!   registries, as `docker pull` / `docker push` do. Without the feature no HTTP stack is
-//!   compiled.
+//!   registries, as `docker pull` / `docker push` do; [`RegistryResolver`] pulls the images a
+//!   Dockerfile's `FROM` and `COPY --from` name when the store lacks them. Without the
+//!   feature no HTTP stack is compiled.
 //! - `harness` (cargo feature `harness`, off by default; `molde::harness`): test fixtures
 //!   built once and shared across test processes, a fresh copy-on-write container per test,
 //!   readiness waits, logs on failure.
@@ -31,6 +32,10 @@ use std::path::PathBuf;
 
 mod probe;
 pub use probe::{Probe, Support, probe};
+#[cfg(feature = "registry")]
+mod resolver;
+#[cfg(feature = "registry")]
+pub use resolver::RegistryResolver;
 
 /// Open (or create) the store at `root` and clear the stale container state a killed process
 /// left in it: a container recorded `running` whose process and owner are gone is marked

@@ -144,6 +144,17 @@ pub enum ContainerError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The container cannot be written as an OCI runtime bundle: a part of its configuration
+    /// has no equivalent in `config.json`.
+    #[error("container {id}: its {what} cannot be written to an OCI runtime bundle: {detail}")]
+    Export {
+        /// The container.
+        id: String,
+        /// Which part (`networks`, `argv`, `env` ...).
+        what: &'static str,
+        /// What it held, and what to do.
+        detail: String,
+    },
     /// Several cleanup steps failed (from `close` or `remove`).
     #[error("removing container {id}: {}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Cleanup {

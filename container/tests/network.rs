@@ -383,6 +383,10 @@ fn a_sigkilled_host_leaves_no_veth_nor_port_and_recover_releases_what_nobody_hol
     let published = SocketAddr::from(([127, 0, 0, 1], port));
     assert!(get(published, Duration::from_secs(5)).contains("hello"));
     assert_eq!(ip_lines("link", &format!("mv{}", &id[..12])).len(), 1);
+    // This process did not start it, and knows where its port is.
+    let seen = Container::open(&store, &id).unwrap();
+    assert_eq!(seen.host_port(8080), Some(port));
+    assert_eq!(seen.published_ports().len(), 1);
     host.kill().unwrap();
     host.wait().unwrap();
     // The kernel ends the container (parent-death signal), its namespace and so its veth;
@@ -393,6 +397,7 @@ fn a_sigkilled_host_leaves_no_veth_nor_port_and_recover_releases_what_nobody_hol
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(TcpStream::connect(published).is_err(), "the port is free");
+    assert_eq!(seen.host_port(8080), None, "its run ended: no port");
     // An allocation whose container is gone (a create cut short), and the container's own:
     // recover releases the first, the container keeps its address until removed.
     let ips = store
@@ -417,4 +422,85 @@ fn a_sigkilled_host_leaves_no_veth_nor_port_and_recover_releases_what_nobody_hol
     net.remove(&again).unwrap();
     assert!(ip_lines("link", &bridge).is_empty());
     assert!(ip_lines("addr", &bridge).is_empty());
+}
+
+const OPEN_ENV: &str = "MOLDE_TEST_NET_OPEN";
+
+#[test]
+fn published_ports_are_known_to_every_handle_and_process_and_end_with_the_run() {
+    if let Some(spec) = std::env::var_os(OPEN_ENV) {
+        // The other process: opens the container by id and goes through its published port.
+        let spec = spec.into_string().unwrap();
+        let (root, id) = spec.split_once('\n').unwrap();
+        let store = Store::open(std::path::PathBuf::from(root)).unwrap();
+        let c = Container::open(&store, id).unwrap();
+        let addr = c.host_addr(8080).expect("the port of a running container");
+        let body = get(addr, Duration::from_secs(5));
+        println!(
+            "OPENED {} {}",
+            addr.port(),
+            body.contains("hello from molde")
+        );
+        return;
+    }
+    if !can_run() {
+        return;
+    }
+    let (_dir, store, image) = setup();
+    let net = Network::create(&store, "ports").unwrap();
+    let c = httpd(&store, &image)
+        .join(&net)
+        .publish(8080)
+        .start()
+        .unwrap();
+    let port = c.host_port(8080).unwrap();
+    // The handle that started it lets it go: its port is still served, by this process.
+    let id = c.keep();
+    let published = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(get(published, Duration::from_secs(5)).contains("hello"));
+    let mut again = Container::open(&store, &id).unwrap();
+    assert_eq!(again.host_port(8080), Some(port));
+    // Another process opens it and finds the same port, which answers it.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "published_ports_are_known_to_every_handle_and_process_and_end_with_the_run",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(OPEN_ENV, format!("{}\n{id}", store.root().display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("OPENED {port} true")),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Stopped through another handle: the forwarder ends with the run, and no handle names
+    // a port any more.
+    again.stop(Duration::from_millis(100)).unwrap();
+    assert_eq!(again.host_port(8080), None);
+    assert_eq!(Container::open(&store, &id).unwrap().host_port(8080), None);
+    let end = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(published).is_ok() {
+        assert!(Instant::now() < end, "the forwarder outlived the run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A restart publishes again, on a new ephemeral port, known to every handle.
+    again.start().unwrap();
+    let port2 = again.host_port(8080).unwrap();
+    assert_eq!(
+        Container::open(&store, &id).unwrap().host_port(8080),
+        Some(port2)
+    );
+    assert!(
+        get(
+            SocketAddr::from(([127, 0, 0, 1], port2)),
+            Duration::from_secs(5)
+        )
+        .contains("hello")
+    );
+    again.remove().unwrap();
+    net.remove(&store).unwrap();
 }

@@ -91,8 +91,32 @@ fn rootless_helper() {
         Err(molde_container::network::NetworkError::NeedsRoot) => {}
         other => panic!("a bridge network rootless: {other:?}"),
     }
+    // A network of the store (as root would have made it): joining it rootless is a typed
+    // error naming it, and nothing is made.
+    let dir = store.layout().state().join("networks/rootnet");
+    fs::create_dir_all(dir.join("ips")).unwrap();
+    fs::write(
+        dir.join("network.json"),
+        r#"{"name":"rootnet","id":"0123456789ab","subnet":"10.253.0.0/24","gateway":"10.253.0.1","bridge":"mb-0123456789ab","created":"2026-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let rootnet = molde_container::network::Network::open(&store, "rootnet").unwrap();
+    let before = Container::list(&store).unwrap().len();
+    match common::web::httpd(&store, &image).join(&rootnet).create() {
+        Err(molde_container::ContainerError::Network(
+            molde_container::network::NetworkError::RootlessJoin { network },
+        )) => assert_eq!(network, "rootnet"),
+        other => panic!("a rootless container joining a network: {other:?}"),
+    }
+    assert_eq!(
+        Container::list(&store).unwrap().len(),
+        before,
+        "nothing made"
+    );
+    assert!(rootnet.allocations(&store).unwrap().is_empty());
     // Two containers of one image, both on 8080, each at its own published port.
     let a = common::web::httpd(&store, &image)
+        .hostname("uno")
         .publish(8080)
         .start()
         .unwrap();
@@ -106,6 +130,32 @@ fn rootless_helper() {
         let body = common::web::get(addr, Duration::from_secs(10));
         assert!(body.contains("hello from molde"), "{body}");
     }
+    // Another handle knows where the ports are.
+    let other = Container::open(&store, a.id()).unwrap();
+    assert_eq!(other.host_addr(8080), Some(pa));
+    // Its own /etc/hosts: localhost, and its names at the address pasta gave it.
+    let out = a.exec("/bin/cat").arg("/etc/hosts").output().unwrap();
+    let hosts = String::from_utf8_lossy(&out.stdout);
+    assert!(hosts.contains("127.0.0.1\tlocalhost"), "{hosts}");
+    let own = hosts
+        .lines()
+        .find(|l| l.split_whitespace().any(|w| w == "uno"))
+        .unwrap_or_else(|| panic!("no line names the container: {hosts}"));
+    assert!(own.contains(&a.id()[..12]), "{hosts}");
+    let seen = a
+        .exec("/bin/ip")
+        .args(["-o", "-4", "addr"])
+        .output()
+        .unwrap();
+    let seen = String::from_utf8_lossy(&seen.stdout);
+    let address = own.split_whitespace().next().unwrap();
+    assert!(
+        address == "127.0.1.1" || seen.contains(&format!(" {address}/")),
+        "hosts names {address}, the container has {seen}"
+    );
+    let resolv = a.exec("/bin/cat").arg("/etc/resolv.conf").output().unwrap();
+    assert!(resolv.success(), "{resolv:?}");
+    drop(other);
     a.remove().unwrap();
     b.remove().unwrap();
     // pasta went with its container: the port is free again.

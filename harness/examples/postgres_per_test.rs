@@ -7,8 +7,11 @@
 //!                                                                # fixture is still built once
 //! ```
 //!
-//! Every test connects with the `postgres` crate through a unix socket in a directory of its
-//! own (no network, no port to clash), writes its own rows, and sees no other test's.
+//! The image comes as users get theirs: pulled (by digest) from a registry, here a real
+//! `docker-registry` on 127.0.0.1 that serves what `cargo xtask fixtures` pushed, started once
+//! per test process. Every test connects with the `postgres` crate through a unix socket in a
+//! directory of its own (no network, no port to clash), writes its own rows, and sees no other
+//! test's.
 
 fn main() {
     eprintln!("run the tests: cargo test -p molde-harness --example postgres_per_test");
@@ -25,14 +28,26 @@ mod suite {
     use molde_harness::{Fixture, Harness};
     use molde_image::Image;
 
-    /// The services image (PostgreSQL 15, Redis), `None` when this host cannot run the tests.
-    fn services() -> Option<&'static Harness> {
-        let why = if !nix::unistd::geteuid().is_root() {
-            "needs root to mount overlay writable layers"
-        } else if molde_harness::fixture_archive("services").is_none() {
-            "needs the fixture images: run `cargo xtask fixtures`"
+    /// The harness and the services image's reference (PostgreSQL 15, Redis) in the fixture
+    /// registry (a real `docker-registry` on 127.0.0.1, serving what `cargo xtask fixtures`
+    /// pushed, started once for this process); `None` when this host cannot run the tests.
+    fn services() -> Option<(&'static Harness, String)> {
+        let rootless_ok =
+            molde_image::layerfs::idmap::IdMaps::subordinate_for_current_process().is_some();
+        let why = if !nix::unistd::geteuid().is_root() && !rootless_ok {
+            "needs root, or subordinate ids for this user (/etc/subuid, /etc/subgid and \
+             newuidmap: PostgreSQL and Redis run as their own users of the image)"
+                .to_owned()
         } else {
-            return Some(Harness::shared().expect("opening the harness"));
+            match molde_harness::fixture_reference("services") {
+                Ok(Some(reference)) => {
+                    return Some((Harness::shared().expect("opening the harness"), reference));
+                }
+                Ok(None) => "needs the fixture images in the fixture registry: run \
+                             `cargo xtask fixtures`"
+                    .to_owned(),
+                Err(e) => format!("the fixture registry: {e}"),
+            }
         };
         if std::env::var_os("MOLDE_REQUIRE_ALL").is_some_and(|v| v == "1") {
             panic!("MOLDE_REQUIRE_ALL=1 and this test cannot run: {why}");
@@ -41,14 +56,14 @@ mod suite {
         None
     }
 
-    /// The fixture: initdb and the schema, run once (in this process, or found in the cache).
-    fn fixture(harness: &Harness) -> Image {
+    /// The fixture: the services image pulled from the fixture registry, initdb and the
+    /// schema, run once (in this process, or found in the cache).
+    fn fixture(harness: &Harness, reference: &str) -> Image {
         static IMAGE: OnceLock<Image> = OnceLock::new();
         IMAGE
             .get_or_init(|| {
-                let archive = molde_harness::fixture_archive("services").unwrap();
                 let began = Instant::now();
-                let image = pg_fixture::fixture(archive)
+                let image = pg_fixture::initdb(Fixture::pull("postgres", reference))
                     .run_as(
                         "postgres",
                         pg_fixture::sql(
@@ -67,10 +82,10 @@ mod suite {
     /// Start a server, record this test's visit, and check that only it (and the fixture's row)
     /// is there.
     fn visit(test: &str) {
-        let Some(harness) = services() else {
+        let Some((harness, reference)) = services() else {
             return;
         };
-        let image = fixture(harness);
+        let image = fixture(harness, &reference);
         let began = Instant::now();
         let pg = Postgres::start(harness, &image).unwrap();
         let mut client = postgres::Client::connect(&pg.conninfo(), postgres::NoTls).unwrap();
@@ -109,10 +124,10 @@ mod suite {
 
     #[test]
     fn each_server_is_its_own() {
-        let Some(harness) = services() else {
+        let Some((harness, reference)) = services() else {
             return;
         };
-        let image = fixture(harness);
+        let image = fixture(harness, &reference);
         let a = Postgres::start(harness, &image).unwrap();
         let b = Postgres::start(harness, &image).unwrap();
         let mut ca = postgres::Client::connect(&a.conninfo(), postgres::NoTls).unwrap();
@@ -130,13 +145,10 @@ mod suite {
 
     #[test]
     fn redis_of_its_own() {
-        let Some(harness) = services() else {
+        let Some((harness, reference)) = services() else {
             return;
         };
-        let archive = molde_harness::fixture_archive("services").unwrap();
-        let image = Fixture::archive("services", archive)
-            .build(harness)
-            .unwrap();
+        let image = Fixture::pull("services", reference).build(harness).unwrap();
         let redis = Redis::start(harness, &image).unwrap();
         let mut conn = std::os::unix::net::UnixStream::connect(redis.socket()).unwrap();
         // RESP, as any client speaks it.

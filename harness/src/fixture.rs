@@ -25,6 +25,9 @@ enum Source {
     Archive(PathBuf),
     /// An image already in the harness's store (a reference).
     Image(String),
+    /// An image pulled from a registry (a reference).
+    #[cfg(feature = "registry")]
+    Registry(String),
 }
 
 /// One setup step: a command run in a container of the image so far, its changes committed.
@@ -93,6 +96,18 @@ pub enum FixtureError {
         /// Its last log lines.
         lines: LastLines,
     },
+    /// The source image could not be pulled.
+    #[cfg(feature = "registry")]
+    #[error("fixture {name}: pulling {reference}: {source}")]
+    Pull {
+        /// The fixture.
+        name: String,
+        /// The reference.
+        reference: String,
+        /// The cause.
+        #[source]
+        source: Box<molde_registry::RegistryError>,
+    },
     /// The store refused.
     #[error("fixture {name}: {source}")]
     Store {
@@ -137,6 +152,20 @@ impl Fixture {
         Fixture {
             name: name.into(),
             source: Source::Image(reference.into()),
+            steps: Vec::new(),
+        }
+    }
+
+    /// A fixture from an image pulled from a registry (`host:port/repo:tag`,
+    /// `repo@sha256:...`; plain HTTP for loopback registries), into the harness's store,
+    /// when the fixture is first built. A digest reference keys the fixture by that digest
+    /// alone (the registry's address may change from run to run, the content cannot); a tag
+    /// is read once, when the fixture is built: pin a digest to follow new content.
+    #[cfg(feature = "registry")]
+    pub fn pull(name: impl Into<String>, reference: impl Into<String>) -> Fixture {
+        Fixture {
+            name: name.into(),
+            source: Source::Registry(reference.into()),
             steps: Vec::new(),
         }
     }
@@ -188,6 +217,11 @@ impl Fixture {
                 ));
             }
             Source::Image(r) => h.update(format!("image {r}\n")),
+            #[cfg(feature = "registry")]
+            Source::Registry(r) => match r.rsplit_once('@') {
+                Some((_, digest)) => h.update(format!("registry {digest}\n")),
+                None => h.update(format!("registry {r}\n")),
+            },
         }
         for s in &self.steps {
             h.update(format!("step {:?} {:?} {:?}\n", s.user, s.argv, s.env));
@@ -213,21 +247,30 @@ impl Fixture {
         let key = self.key()?;
         let tag = format!("molde-harness/{}:{}", self.name, &key[..16]);
         let store = harness.store();
+        let locks = crate::owner::dir(store).join("fixtures");
+        let lock_path = locks.join(format!("{key}.lock"));
         if let Ok(image) = store.resolve(&tag) {
+            // Its use keeps it from `Harness::prune_fixtures`.
+            let _ = crate::prune::touch(&lock_path);
             return Ok(image);
         }
-        let locks = crate::owner::dir(store).join("fixtures");
         std::fs::create_dir_all(&locks).map_err(|e| self.source_err(&locks, e))?;
-        let lock_path = locks.join(format!("{key}.lock"));
+        // Held while building: a prune waits for no build, and removes nothing one uses.
+        let builds = crate::prune::builds_lock(&locks);
+        let _building = FileLock::acquire(&builds, LockKind::Shared)
+            .map_err(|e| self.source_err(&builds, e))?;
         let _lock = FileLock::acquire(&lock_path, LockKind::Exclusive)
             .map_err(|e| self.source_err(&lock_path, e))?;
+        let _ = crate::prune::touch(&lock_path);
         // Another process may have built it while this one waited.
         if let Ok(image) = store.resolve(&tag) {
             return Ok(image);
         }
         let mut image = self.source_image(harness)?;
+        let mut between = Vec::new();
         for step in &self.steps {
             image = self.run_step(harness, &image, step)?;
+            between.push(image.clone());
         }
         store
             .tag(&image, &tag)
@@ -235,6 +278,14 @@ impl Fixture {
                 name: self.name.clone(),
                 source: Box::new(source),
             })?;
+        // The images of the steps before the last are of no use but to hold their layers,
+        // which the fixture's image holds too.
+        between.pop();
+        for step_image in between {
+            if store.tags_of(&step_image).is_ok_and(|t| t.is_empty()) {
+                let _ = store.remove(&step_image.manifest_digest().to_string());
+            }
+        }
         Ok(image)
     }
 
@@ -262,6 +313,15 @@ impl Fixture {
                 })?;
                 Ok(first.image)
             }
+            #[cfg(feature = "registry")]
+            Source::Registry(r) => molde_registry::Pull::new(store, r)
+                .run()
+                .map(|report| report.image)
+                .map_err(|source| FixtureError::Pull {
+                    name: self.name.clone(),
+                    reference: r.clone(),
+                    source: Box::new(source),
+                }),
         }
     }
 

@@ -7,6 +7,11 @@
 //!   `<tmp>/molde-harness-<uid>`). Opening it removes whatever a killed test process left.
 //! - A [`Fixture`] is an image plus setup steps (e.g. `initdb` and a schema), built once per key
 //!   under a file lock (cargo-nextest's process per test builds it once), cached in that store.
+//!   Its source is pulled from a registry (`Fixture::pull`, cargo feature `registry`, on by
+//!   default), an archive, or an image of the store; images of keys no build used for a week
+//!   are pruned ([`Harness::prune_fixtures`]).
+//! - [`LocalRegistry`] runs a real `docker-registry` on 127.0.0.1 for tests;
+//!   [`fixture_reference`] names the Debian fixture images `cargo xtask fixtures` pushed.
 //! - [`Harness::start`] runs a test's own container of it: logs kept, removed when the
 //!   [`TestContainer`] drops (on panic too, after printing its last log lines).
 //! - [`ready::wait`] waits until it serves: a TCP or unix-socket connect, a log line, an exec'd
@@ -36,26 +41,27 @@
 pub mod asynch;
 mod fixture;
 mod owner;
+mod prune;
 pub mod ready;
+pub mod registry;
 pub mod services;
 
 use std::ops::{Deref, DerefMut};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use molde_container::{Container, ContainerBuilder, ContainerError, LogConfig};
 use molde_image::{Image, Store, StoreError};
 
 pub use fixture::{Fixture, FixtureError};
+pub use prune::{FIXTURE_IDLE, PruneReport};
+pub use registry::{LocalRegistry, fixture_reference};
 
 /// The oci-archive of fixture image `name` that `cargo xtask fixtures` made (`debian`,
 /// `services`): in `$MOLDE_FIXTURES`, else this workspace's `target/fixtures`; `None` if it
 /// is not there.
 pub fn fixture_archive(name: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("MOLDE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fixtures"));
-    Some(dir.join(format!("{name}.oci.tar"))).filter(|p| p.is_file())
+    Some(registry::fixtures_dir().join(format!("{name}.oci.tar"))).filter(|p| p.is_file())
 }
 
 /// Why the harness failed.
@@ -88,12 +94,18 @@ static SHARED: OnceLock<Harness> = OnceLock::new();
 
 impl Harness {
     /// Open the harness store at `root`, removing what killed test processes left (their
-    /// containers, with their writable layers, mounts and cgroups) and stale container records.
+    /// containers, with their writable layers, mounts and cgroups) and stale container records,
+    /// and fixture images no build used for [`FIXTURE_IDLE`] ([`Harness::prune_fixtures`]).
     pub fn open(root: impl Into<PathBuf>) -> Result<Harness, HarnessError> {
         let store = Store::open(root.into())?;
         molde_container::recover(&store)?;
         owner::sweep(&store)?;
-        Ok(Harness { store })
+        let harness = Harness { store };
+        // Fixture images whose key no build used for a week (their recipe changed).
+        if let Err(e) = harness.prune_fixtures(FIXTURE_IDLE) {
+            tracing::warn!("pruning unused fixture images: {e}");
+        }
+        Ok(harness)
     }
 
     /// The default root: `$MOLDE_HARNESS_ROOT`, else `<tmp>/molde-harness-<uid>`.
@@ -120,14 +132,15 @@ impl Harness {
     }
 
     /// A builder for a test container of `image`: output kept as logs (1 MiB, two files), the
-    /// writable layer on a tmpfs (a test's writes never reach the disk).
+    /// writable layer on a tmpfs (a test's writes never reach the disk) where this process may
+    /// mount one (as root; rootless, it stays in the store's directory).
     pub fn container(&self, image: &Image) -> ContainerBuilder {
         Container::builder(&self.store, image)
             .logs(LogConfig {
                 max_bytes: 1 << 20,
                 files: 2,
             })
-            .ephemeral(true)
+            .ephemeral(molde_image::layerfs::privilege::is_privileged())
     }
 
     /// Create and start the container `builder` describes, owned by this process: removed when

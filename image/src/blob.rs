@@ -123,27 +123,15 @@ pub(crate) fn ingest(
             });
         }
     }
-    let tmp_dir = layout.tmp();
-    let tmp = tempfile::Builder::new()
-        .prefix("ingest-")
-        .tempfile_in(&tmp_dir)
-        .map_err(io_err("creating temp file in", &tmp_dir))?;
-    // Lock the temp file so a store opening elsewhere does not clear it as a leftover.
-    let lock_handle = tmp
-        .as_file()
-        .try_clone()
-        .map_err(io_err("duplicating", tmp.path()))?;
-    let _lock = FileLock::on(lock_handle, crate::lock::LockKind::Exclusive)
-        .map_err(io_err("locking", tmp.path()))?;
-
+    let pending = PendingBlob::create(layout)?;
     let mut source = SourceErr(reader, None);
-    let mut writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp.as_file()));
+    let mut writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, pending.file()));
     if let Err(e) = io::copy(&mut source, &mut writer) {
         return Err(match source.1.take() {
             Some(source) => BlobError::Read { source },
             None => BlobError::Io {
                 op: "writing",
-                path: tmp.path().to_owned(),
+                path: pending.path().to_owned(),
                 source: e,
             },
         });
@@ -151,61 +139,112 @@ pub(crate) fn ingest(
     let (buf, (digest, size)) = writer.finish();
     buf.into_inner()
         .map_err(|e| e.into_error())
-        .map_err(io_err("writing", tmp.path()))?;
-    if let Some(exp) = expected {
-        if exp.digest != digest {
-            return Err(BlobError::DigestMismatch {
-                expected: exp.digest,
-                actual: digest,
-            });
-        }
-        if let Some(expected_size) = exp.size.filter(|s| *s != size) {
-            return Err(BlobError::SizeMismatch {
-                digest,
-                expected: expected_size,
-                actual: size,
-            });
-        }
+        .map_err(io_err("writing", pending.path()))?;
+    pending.persist(layout, digest, size, expected)
+}
+
+/// A blob being written: a temp file in the store's `tmp/`, locked so that a store opening
+/// elsewhere does not clear it as a leftover, removed when dropped unless persisted.
+pub(crate) struct PendingBlob {
+    tmp: tempfile::NamedTempFile,
+    _lock: FileLock,
+}
+
+impl PendingBlob {
+    pub(crate) fn create(layout: &Layout) -> Result<PendingBlob, BlobError> {
+        let tmp_dir = layout.tmp();
+        let tmp = tempfile::Builder::new()
+            .prefix("ingest-")
+            .tempfile_in(&tmp_dir)
+            .map_err(io_err("creating temp file in", &tmp_dir))?;
+        let lock_handle = tmp
+            .as_file()
+            .try_clone()
+            .map_err(io_err("duplicating", tmp.path()))?;
+        let lock = FileLock::on(lock_handle, crate::lock::LockKind::Exclusive)
+            .map_err(io_err("locking", tmp.path()))?;
+        Ok(PendingBlob { tmp, _lock: lock })
     }
-    let final_path = layout.blob(&digest);
-    if final_path.exists() {
-        return Ok(BlobInfo {
-            digest,
-            size,
-            existed: true,
-        });
+
+    /// The file to write the blob's bytes to.
+    pub(crate) fn file(&self) -> &File {
+        self.tmp.as_file()
     }
-    tmp.as_file()
-        .sync_all()
-        .map_err(io_err("syncing", tmp.path()))?;
-    fs::set_permissions(tmp.path(), Permissions::from_mode(0o444))
-        .map_err(io_err("making read-only", tmp.path()))?;
-    match tmp.persist_noclobber(&final_path) {
-        Ok(_) => {}
-        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+
+    pub(crate) fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Make the written bytes (whose `digest` and `size` the writer measured) the blob
+    /// `digest`, once checked against `expected`: synced, read-only, renamed into place.
+    pub(crate) fn persist(
+        self,
+        layout: &Layout,
+        digest: Digest,
+        size: u64,
+        expected: Option<Expected>,
+    ) -> Result<BlobInfo, BlobError> {
+        if let Some(exp) = expected {
+            verify(exp, digest, size)?;
+        }
+        let final_path = layout.blob(&digest);
+        if final_path.exists() {
             return Ok(BlobInfo {
                 digest,
                 size,
                 existed: true,
             });
         }
-        Err(e) => {
-            return Err(BlobError::Io {
-                op: "renaming into",
-                path: final_path,
-                source: e.error,
-            });
+        let tmp = self.tmp;
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_err("syncing", tmp.path()))?;
+        fs::set_permissions(tmp.path(), Permissions::from_mode(0o444))
+            .map_err(io_err("making read-only", tmp.path()))?;
+        match tmp.persist_noclobber(&final_path) {
+            Ok(_) => {}
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+                return Ok(BlobInfo {
+                    digest,
+                    size,
+                    existed: true,
+                });
+            }
+            Err(e) => {
+                return Err(BlobError::Io {
+                    op: "renaming into",
+                    path: final_path,
+                    source: e.error,
+                });
+            }
         }
+        sync_dir(&layout.blobs()).map_err(io_err("syncing", &layout.blobs()))?;
+        Ok(BlobInfo {
+            digest,
+            size,
+            existed: false,
+        })
     }
-    sync_dir(&layout.blobs()).map_err(io_err("syncing", &layout.blobs()))?;
-    Ok(BlobInfo {
-        digest,
-        size,
-        existed: false,
-    })
 }
 
-/// fsync a directory, making a rename in it durable.
+/// Check what was received (its `digest` and `size`) against what was expected.
+pub(crate) fn verify(expected: Expected, digest: Digest, size: u64) -> Result<(), BlobError> {
+    if expected.digest != digest {
+        return Err(BlobError::DigestMismatch {
+            expected: expected.digest,
+            actual: digest,
+        });
+    }
+    match expected.size {
+        Some(e) if e != size => Err(BlobError::SizeMismatch {
+            digest,
+            expected: e,
+            actual: size,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Store a small document held in memory. Its digest is known before writing, so a document
 /// already in the store (a rebuilt image's config and manifest) costs one `stat`, not a
 /// temp file and an fsync.
@@ -217,6 +256,7 @@ pub(crate) fn ingest_bytes(layout: &Layout, bytes: &[u8]) -> Result<BlobInfo, Bl
     ingest(layout, bytes, Some(expected))
 }
 
+/// fsync a directory, making a rename in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

@@ -1,9 +1,10 @@
 //! Where things live under a store root.
 //!
 //! ```text
-//! <root>/oci-layout                 {"imageLayoutVersion": "1.0.0"}      (OCI image layout)
-//! <root>/index.json                 every image; tags as org.opencontainers.image.ref.name
-//! <root>/blobs/sha256/<hex>         content-addressed, read-only blobs
+//! <root>/oci/                       the OCI image layout, and nothing else:
+//! <root>/oci/oci-layout               {"imageLayoutVersion": "1.0.0"}
+//! <root>/oci/index.json               every image; tags as org.opencontainers.image.ref.name
+//! <root>/oci/blobs/sha256/<hex>       content-addressed, read-only blobs
 //! <root>/molde/lock                 index lock: serialises index.json and hold updates
 //! <root>/molde/gc.lock              shared by writers of content, exclusive for GC
 //! <root>/molde/holds/<name>         persistent holds (leases) on images: one symlink each,
@@ -14,6 +15,11 @@
 //! <root>/molde/diffids/<diffid hex>  symlink to a stored blob with that DiffID
 //!                                   (`gzip@sha256:<hex>`): layers found by content
 //! ```
+//!
+//! The layout directory holds the layout only, so tools that walk it whole (`oci-image-tool
+//! validate`, which opens every file) never meet an unpacked layer's device nodes, a hold's
+//! symlink or a container's tree. An older molde kept the layout in the root itself; the
+//! store moves it into `oci/` when it opens, under its index lock.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -35,21 +41,33 @@ impl Layout {
         Layout { root: root.into() }
     }
 
-    /// The store root (an OCI image layout).
+    /// The store root: the OCI layout directory ([`Layout::oci_dir`]) and molde's state
+    /// ([`Layout::state`]) side by side.
     pub fn root(&self) -> &Path {
         &self.root
     }
-    /// `oci-layout`.
+    /// The OCI image layout directory, `oci/`: what skopeo, umoci and oci-image-tool read
+    /// (`skopeo inspect oci:<root>/oci:busybox:latest`). It holds the layout only.
+    pub fn oci_dir(&self) -> PathBuf {
+        self.root.join("oci")
+    }
+    /// `oci/oci-layout`.
     pub fn oci_layout(&self) -> PathBuf {
-        self.root.join("oci-layout")
+        self.oci_dir().join("oci-layout")
     }
-    /// `index.json`.
+    /// `oci/index.json`.
     pub fn index(&self) -> PathBuf {
-        self.root.join("index.json")
+        self.oci_dir().join("index.json")
     }
-    /// `blobs/sha256`.
+    /// `oci/blobs/sha256`.
     pub fn blobs(&self) -> PathBuf {
-        self.root.join("blobs").join("sha256")
+        self.oci_dir().join("blobs").join("sha256")
+    }
+    /// Where an older molde kept the layout, in the root itself: `blobs`, `index.json` and
+    /// `oci-layout`, in the order the store moves them into [`Layout::oci_dir`] (the marker
+    /// file last).
+    pub(crate) fn legacy_layout_entries(&self) -> [PathBuf; 3] {
+        ["blobs", "index.json", "oci-layout"].map(|name| self.root.join(name))
     }
     /// The path of one blob.
     pub fn blob(&self, digest: &Digest) -> PathBuf {

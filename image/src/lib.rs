@@ -5,9 +5,9 @@
 //!
 //! ## Vocabulary
 //!
-//! - **store** ([`Store`]): a directory that is itself an OCI image layout (`oci-layout`,
-//!   `index.json`, `blobs/sha256/`), with molde's own state beside it in `molde/`. Several
-//!   threads and processes share one store under file locks.
+//! - **store** ([`Store`]): a directory holding an OCI image layout in `oci/` (`oci-layout`,
+//!   `index.json`, `blobs/sha256/`, and nothing else), with molde's own state beside it in
+//!   `molde/`. Several threads and processes share one store under file locks.
 //! - **blob**: content addressed by its sha256 digest, written once, read-only.
 //! - **layer** ([`Layer`]): a layer blob with its DiffID; unpacked once per ChainID.
 //! - **image** ([`Image`]): manifest + config; immutable, cheap to clone. New images come from
@@ -31,6 +31,7 @@ pub mod layout;
 pub mod lock;
 pub mod reference;
 pub mod store;
+mod streamed;
 pub mod unpack;
 
 pub use archive::{ArchiveError, ImportOptions, ImportReport, ImportedImage, ImportedLayer};

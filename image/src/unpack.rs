@@ -27,6 +27,8 @@ use crate::layout::Layout;
 use crate::lock::{FileLock, LockKind};
 use crate::store::{Store, StoreError, io_err};
 
+pub use crate::streamed::{StagedLayer, StreamedLayer, store_and_unpack};
+
 /// One layer of an image, unpacked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnpackedLayer {
@@ -184,11 +186,11 @@ pub(crate) fn collect_flats(layout: &Layout, keep: &BTreeSet<Digest>) -> Result<
     Ok(())
 }
 
-fn lock_path(layout: &Layout, chain_id: &Digest) -> PathBuf {
+pub(crate) fn lock_path(layout: &Layout, chain_id: &Digest) -> PathBuf {
     layout.layers().join(format!("{}.lock", chain_id.hex()))
 }
 
-fn tmp_path(final_path: &Path) -> PathBuf {
+pub(crate) fn tmp_path(final_path: &Path) -> PathBuf {
     let mut s = final_path.as_os_str().to_owned();
     s.push(".tmp");
     PathBuf::from(s)
@@ -226,16 +228,22 @@ fn unpack_one(
             actual: report.diff_id,
         });
     }
-    // Rootless with subordinate ids: the owners the tar recorded (kept in an xattr where the
-    // caller could not set them) made real through the maps containers run with.
-    if let Some(maps) = IdMaps::subordinate_for_current_process()
-        && let Err(e) = userns::restore_owners(maps, &tmp)
-    {
+    if let Err(e) = restore_owners(&tmp) {
         let _ = remove_tree(&tmp);
-        return Err(io_err("giving their recorded owners to the files of", &tmp)(e));
+        return Err(e);
     }
     fs::rename(&tmp, path).map_err(io_err("renaming into place", path))?;
     crate::blob::sync_dir(&store.layout().layers()).map_err(io_err("syncing", path))
+}
+
+/// Rootless with subordinate ids: the owners the tar recorded (kept in an xattr where the
+/// caller could not set them) made real through the maps containers run with.
+pub(crate) fn restore_owners(tree: &Path) -> Result<(), StoreError> {
+    match IdMaps::subordinate_for_current_process() {
+        Some(maps) => userns::restore_owners(maps, tree)
+            .map_err(io_err("giving their recorded owners to the files of", tree)),
+        None => Ok(()),
+    }
 }
 
 /// Remove half-unpacked layers whose writer is gone.
@@ -323,7 +331,7 @@ fn tree_size(path: &Path) -> u64 {
 
 /// Remove a tree, making directories writable first where needed (a layer may hold
 /// read-only directories).
-fn remove_tree(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -83,7 +83,7 @@ fn fixture() -> Fixture {
 
 fn index_len(store: &Store) -> usize {
     let v: serde_json::Value =
-        serde_json::from_slice(&fs::read(store.root().join("index.json")).unwrap()).unwrap();
+        serde_json::from_slice(&fs::read(store.oci_dir().join("index.json")).unwrap()).unwrap();
     v["manifests"].as_array().unwrap().len()
 }
 

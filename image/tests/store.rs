@@ -49,13 +49,14 @@ fn image_with(store: &Store, layers: &[Layer], label: &str) -> Image {
 }
 
 fn index_json(store: &Store) -> serde_json::Value {
-    serde_json::from_slice(&fs::read(store.root().join("index.json")).unwrap()).unwrap()
+    serde_json::from_slice(&fs::read(store.oci_dir().join("index.json")).unwrap()).unwrap()
 }
 
 #[test]
 fn a_new_store_is_an_oci_layout() {
     let store = Store::temporary().unwrap();
-    let root = store.root();
+    let root = store.oci_dir();
+    assert_eq!(root, store.root().join("oci"));
     let layout: serde_json::Value =
         serde_json::from_slice(&fs::read(root.join("oci-layout")).unwrap()).unwrap();
     assert_eq!(layout["imageLayoutVersion"], "1.0.0");
@@ -63,7 +64,14 @@ fn a_new_store_is_an_oci_layout() {
     assert_eq!(index["schemaVersion"], 2);
     assert_eq!(index["manifests"].as_array().unwrap().len(), 0);
     assert!(root.join("blobs/sha256").is_dir());
-    assert!(root.join("molde").is_dir());
+    assert!(store.root().join("molde").is_dir());
+    // The layout directory holds the layout only.
+    let mut names: Vec<_> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["blobs", "index.json", "oci-layout"]);
 
     let l = add(&store, &[("etc/motd", b"hi")]);
     let img = image_with(&store, &[l], "x");
@@ -81,7 +89,7 @@ fn a_new_store_is_an_oci_layout() {
         assert_eq!(e.metadata().unwrap().permissions().mode() & 0o777, 0o444);
     }
     // A temporary store disappears with its last clone.
-    let path = root.to_owned();
+    let path = store.root().to_owned();
     let clone = store.clone();
     drop(store);
     assert!(path.exists());
@@ -98,7 +106,7 @@ fn default_root_follows_molde_root() {
     assert_eq!(molde_image::layout::default_root(), dir.path());
     let store = Store::open_default().unwrap();
     assert_eq!(store.root(), dir.path());
-    assert!(dir.path().join("index.json").exists());
+    assert!(dir.path().join("oci/index.json").exists());
     // SAFETY: as above.
     unsafe { std::env::remove_var("MOLDE_ROOT") };
 }
@@ -743,7 +751,7 @@ fn umoci_unpacks_a_tagged_image_in_place() {
     let bundle = out.path().join("bundle");
     let res = Command::new("umoci")
         .args(["raw", "unpack", "--rootless", "--image"])
-        .arg(format!("{}:demo:v1", store.root().display()))
+        .arg(format!("{}:demo:v1", store.oci_dir().display()))
         .arg(&bundle)
         .output()
         .unwrap();
@@ -758,7 +766,7 @@ fn umoci_unpacks_a_tagged_image_in_place() {
 
 /// Every file name under `blobs/sha256/`, sorted.
 fn blob_names(store: &Store) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(store.root().join("blobs/sha256"))
+    let mut v: Vec<String> = fs::read_dir(store.oci_dir().join("blobs/sha256"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();

@@ -28,6 +28,27 @@ enum Reply {
     Send(u16, &'static str, Vec<u8>),
     /// Announce the whole body, send only the first `n` bytes, close.
     Cut(Vec<u8>, usize),
+    /// Send the first `n` bytes of the body, wait until the gate opens, send the rest.
+    Hold(Vec<u8>, usize, Gate),
+}
+
+/// A gate a held reply waits at (for 60 s at most).
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    fn open(&self) {
+        *self.0.0.lock().unwrap() = true;
+        self.0.1.notify_all();
+    }
+
+    fn wait(&self) {
+        let open = self.0.0.lock().unwrap();
+        let _ = self
+            .0
+            .1
+            .wait_timeout_while(open, Duration::from_secs(60), |open| !*open);
+    }
 }
 
 /// (method, path, range start) of each request served.
@@ -162,6 +183,18 @@ fn write_reply(mut conn: TcpStream, req: &Request, reply: Reply) {
     let (status, ctype, body, cut) = match reply {
         Reply::Send(s, c, b) => (s, c, b, None),
         Reply::Cut(b, n) => (200, "application/octet-stream", b, Some(n)),
+        Reply::Hold(b, n, gate) => {
+            let head = format!(
+                "HTTP/1.1 200 X\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                b.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&b[..n]);
+            let _ = conn.flush();
+            gate.wait();
+            let _ = conn.write_all(&b[n..]);
+            return;
+        }
     };
     // Ranges are honoured for whole blobs.
     let (status, body) = match req.range {
@@ -497,4 +530,60 @@ fn a_pull_that_failed_half_way_reuses_the_layers_it_completed() {
         1,
         "the first layer was fetched once"
     );
+}
+
+#[test]
+fn a_layer_is_unpacked_while_it_downloads_and_appears_once_verified() {
+    let source = tmp_store();
+    let image = image_of(&source, &[noise(3, 5 << 20)], "app:v1");
+    let layer = image.layers()[0];
+    let path = format!("/v2/test/app/blobs/{}", layer.digest);
+    let body = std::fs::read(source.layout().blob(&layer.digest)).unwrap();
+    let gate = Gate::default();
+    let g = gate.clone();
+    let server = serve(
+        &source,
+        &image,
+        Arc::new(move |req: &Request, _| {
+            (req.path == path && req.method == "GET")
+                .then(|| Reply::Hold(body.clone(), 3 << 20, g.clone()))
+        }),
+    );
+    let store = tmp_store();
+    let reference = format!("{}/test/app:v1", server.addr);
+    let s = store.clone();
+    let pulling = std::thread::spawn(move || Pull::new(&s, &reference).options(fast()).run());
+    // Three of the five MiB sent: the file is being written into the layer's staging
+    // directory, while neither the blob nor the unpacked layer is in the store.
+    let chain = layer.diff_id;
+    let layers_dir = store.layout().layers();
+    let mut seen = 0;
+    for _ in 0..2000 {
+        seen = std::fs::read_dir(&layers_dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .filter_map(|e| std::fs::metadata(e.path().join("l0")).ok())
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0);
+        if seen >= 1 << 20 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let visible_early = store.has_blob(&layer.digest) || store.layout().layer(&chain).exists();
+    gate.open();
+    let report = pulling.join().unwrap().unwrap();
+    assert!(
+        seen >= 1 << 20,
+        "unpacked while downloading: {seen} bytes of l0 staged"
+    );
+    assert!(
+        !visible_early,
+        "blob or layer visible before the download ended"
+    );
+    assert_eq!(report.bytes_fetched, layer.size);
+    let unpacked = store.layout().layer(&chain).join("l0");
+    assert_eq!(std::fs::read(unpacked).unwrap(), noise(3, 5 << 20));
 }

@@ -8,7 +8,16 @@
 //!                                    redis-server (no cluster: initdb is a
 //!                                    fixture step of the tests)
 //! target/fixtures/NAME.recipe        the recipe each archive was made from
+//! target/fixtures/registry/          a registry's storage (docker-registry's filesystem
+//!                                    driver) holding each image as
+//!                                    molde-fixtures/NAME:bookworm
+//! target/fixtures/NAME.digest        its manifest digest there
 //! ```
+//!
+//! Tests pull the images as users do: `molde_harness::fixture_reference` serves
+//! `registry/` read-only from a `docker-registry` of the test process on 127.0.0.1 and names
+//! each image by its digest. An image is pushed again (skopeo, digests kept: the layer stays
+//! an uncompressed tar) whenever its archive is newer than its digest file.
 //!
 //! An archive is made again only when its recipe changed (or it is missing). Each is an
 //! oci-archive of a one-layer image, imported from mmdebstrap's rootfs tarball by molde itself
@@ -137,8 +146,17 @@ fn image_config(recipe: &Recipe) -> ImageBuilder {
     b
 }
 
-/// Make every fixture whose archive is missing or whose recipe changed.
+/// The Debian packages making and pushing the fixtures needs.
+const PACKAGES: &[(&str, &str)] = &[
+    ("mmdebstrap", "mmdebstrap"),
+    ("skopeo", "skopeo"),
+    ("docker-registry", "docker-registry"),
+];
+
+/// Make every fixture whose archive is missing or whose recipe changed, and push what the
+/// fixture registry lacks.
 pub fn make(workspace: &Path) -> Result<(), String> {
+    crate::install(PACKAGES)?;
     let dir = dir(workspace);
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mirror = mirror();
@@ -169,6 +187,58 @@ pub fn make(workspace: &Path) -> Result<(), String> {
         made?;
         fs::write(&recipe_file, text).map_err(|e| format!("{}: {e}", recipe_file.display()))?;
         eprintln!("fixture {}: made ({})", recipe.tag, archive.display());
+    }
+    push(&dir)
+}
+
+/// Whether the registry holds `recipe`'s image as its archive is now.
+fn pushed(dir: &Path, recipe: &Recipe) -> bool {
+    let modified = |p: PathBuf| fs::metadata(p).and_then(|m| m.modified()).ok();
+    let archive = modified(dir.join(format!("{}.oci.tar", recipe.name)));
+    let digest = modified(dir.join(format!("{}.digest", recipe.name)));
+    archive.is_some()
+        && digest >= archive
+        && molde_harness::registry::fixture_digest(dir, recipe.name).is_some()
+}
+
+/// Push every image the fixture registry lacks (or holds an older archive of) into
+/// `<dir>/registry`, recording its digest in `<dir>/NAME.digest`.
+fn push(dir: &Path) -> Result<(), String> {
+    let todo: Vec<&Recipe> = RECIPES.iter().filter(|r| !pushed(dir, r)).collect();
+    if todo.is_empty() {
+        eprintln!(
+            "fixture registry: up to date ({})",
+            dir.join("registry").display()
+        );
+        return Ok(());
+    }
+    let registry = molde_harness::LocalRegistry::start(&dir.join("registry"), false)
+        .map_err(|e| format!("fixture registry: {e}"))?;
+    for recipe in todo {
+        let archive = dir.join(format!("{}.oci.tar", recipe.name));
+        let digest = dir.join(format!("{}.digest", recipe.name));
+        let tmp = dir.join(format!("{}.digest.tmp", recipe.name));
+        let tag = recipe.tag.rsplit_once(':').map_or("latest", |(_, t)| t);
+        let target = registry.reference(&format!(
+            "{}/{}:{tag}",
+            molde_harness::registry::FIXTURE_REPOSITORY,
+            recipe.name
+        ));
+        crate::run(
+            &format!("push {} to the fixture registry", recipe.tag),
+            Command::new("skopeo").args([
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+                "--digestfile",
+                &tmp.display().to_string(),
+                &format!("oci-archive:{}", archive.display()),
+                &format!("docker://{target}"),
+            ]),
+        )?;
+        fs::rename(&tmp, &digest).map_err(|e| format!("{}: {e}", digest.display()))?;
     }
     Ok(())
 }

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use molde_image::{Image, Store};
 
-use super::{Child, Container, Output};
 use crate::config::EnvOp;
-use crate::error::ContainerError;
 use crate::launch::{Capability, Network};
 use crate::record::{LayerStorage, MountRecord};
 
@@ -29,7 +27,7 @@ pub(crate) enum StdioKind {
 }
 
 impl Stdio {
-    /// A pipe to this process (see [`Child`]'s `stdin`, `stdout`, `stderr`).
+    /// A pipe to this process (see [`Child`](crate::Child)'s `stdin`, `stdout`, `stderr`).
     pub fn piped() -> Stdio {
         Stdio(StdioKind::Piped)
     }
@@ -66,7 +64,7 @@ impl From<OwnedFd> for Stdio {
     }
 }
 
-/// Builds a [`Container`] from an [`Image`]. The image's config (env, cmd, entrypoint,
+/// Builds a [`Container`](crate::Container) from an [`Image`]. The image's config (env, cmd, entrypoint,
 /// workdir, user, stop signal) applies unless overridden here.
 ///
 /// ```no_run
@@ -279,7 +277,7 @@ impl ContainerBuilder {
         self
     }
     /// Keep stdout and stderr in the store (bounded and rotated as `config` says), to read back
-    /// with [`Container::logs`] or follow with [`Container::follow_logs`]; this replaces
+    /// with [`Container::logs`](crate::Container::logs) or follow with [`Container::follow_logs`](crate::Container::follow_logs); this replaces
     /// [`ContainerBuilder::stdout`] and [`ContainerBuilder::stderr`]. A container dropped while
     /// its thread panics prints its last log lines.
     pub fn logs(mut self, config: crate::logs::LogConfig) -> Self {
@@ -287,9 +285,9 @@ impl ContainerBuilder {
         self
     }
     /// Name the container (`docker run --name`): unique in the store, kept until the
-    /// container is removed, accepted by [`Container::open`]. Docker's rule applies
+    /// container is removed, accepted by [`Container::open`](crate::Container::open). Docker's rule applies
     /// (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`); a name another container holds fails the create with
-    /// [`ContainerError::NameInUse`].
+    /// [`ContainerError::NameInUse`](crate::ContainerError::NameInUse).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
@@ -298,7 +296,7 @@ impl ContainerBuilder {
     /// container's own devpts is its stdin, stdout and stderr (the `stdin`, `stdout` and
     /// `stderr` settings are then unused) and its controlling terminal, in a session of its
     /// own, so a shell has job control; `/dev/console` is bound to it. The host's end is
-    /// [`Container::take_terminal`] (or [`Child::terminal`](super::Child::terminal)): read
+    /// [`Container::take_terminal`](crate::Container::take_terminal) (or [`Child::terminal`](super::Child::terminal)): read
     /// what the process writes, write its input, [`resize`](crate::launch::Terminal::resize)
     /// it; [`attach`](crate::attach) joins it to this program's own terminal. Kept in the
     /// record: every start gets a new terminal.
@@ -374,7 +372,7 @@ impl ContainerBuilder {
     }
 
     /// Publish TCP `port` of the container on an ephemeral port of the host's 127.0.0.1
-    /// ([`Container::host_port`] tells which). As root a container that joins no network
+    /// ([`Container::host_port`](crate::Container::host_port) tells which). As root a container that joins no network
     /// joins the default one; rootless, pasta forwards it.
     pub fn publish(self, port: u16) -> Self {
         self.publish_port(crate::network::PublishedPort::local(
@@ -433,7 +431,7 @@ impl ContainerBuilder {
         self
     }
     /// Kill the container's process when a run lasts longer than this (wall clock); waiting
-    /// then fails with [`ContainerError::TimedOut`].
+    /// then fails with [`ContainerError::TimedOut`](crate::ContainerError::TimedOut).
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
         self
@@ -453,37 +451,9 @@ impl ContainerBuilder {
         };
         self
     }
-    /// The signal [`Container::stop`] sends first (default: the image's, else SIGTERM).
+    /// The signal [`Container::stop`](crate::Container::stop) sends first (default: the image's, else SIGTERM).
     pub fn stop_signal(mut self, sig: nix::sys::signal::Signal) -> Self {
         self.stop_signal = Some(sig as i32);
         self
-    }
-
-    /// Create the container (state created: writable layer allocated, image held, record
-    /// written). Every setting is checked, the user resolved, before anything is made.
-    pub fn create(self) -> Result<Container, ContainerError> {
-        super::create::create(self)
-    }
-
-    /// Create and start the container.
-    pub fn start(self) -> Result<Container, ContainerError> {
-        let mut c = self.create()?;
-        c.start()?;
-        Ok(c)
-    }
-
-    /// Create and start the container, giving a [`Child`] (dropping it kills the process and
-    /// removes the container).
-    pub fn spawn(self) -> Result<Child, ContainerError> {
-        Child::new(self.start()?)
-    }
-
-    /// Run the container to the end and collect its output (stdout and stderr piped, stdin
-    /// null unless set), then remove it.
-    pub fn output(mut self) -> Result<Output, ContainerError> {
-        self.stdin.get_or_insert_with(Stdio::null);
-        self.stdout.get_or_insert_with(Stdio::piped);
-        self.stderr.get_or_insert_with(Stdio::piped);
-        self.spawn()?.wait_with_output()
     }
 }

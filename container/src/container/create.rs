@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use molde_layerfs::OverlayXattr;
 use molde_layerfs::view::UnionView;
 
-use super::builder::ContainerBuilder;
-use super::{Container, list};
+use super::builder::{ContainerBuilder, Stdio};
+use super::{Child, Container, Output, list};
 use crate::config;
 use crate::error::{ContainerError, io_err};
 use crate::launch::Network;
@@ -16,6 +16,37 @@ use crate::record::{
     self, ContainerPaths, LayerStorage, MountRecord, Record, RunConfig, State, names,
 };
 use crate::volume::Volume;
+
+/// The builder's verbs: each makes the container, then starts, runs or collects it.
+impl ContainerBuilder {
+    /// Create the container (state created: writable layer allocated, image held, record
+    /// written). Every setting is checked, the user resolved, before anything is made.
+    pub fn create(self) -> Result<Container, ContainerError> {
+        create(self)
+    }
+
+    /// Create and start the container.
+    pub fn start(self) -> Result<Container, ContainerError> {
+        let mut c = self.create()?;
+        c.start()?;
+        Ok(c)
+    }
+
+    /// Create and start the container, giving a [`Child`] (dropping it kills the process and
+    /// removes the container).
+    pub fn spawn(self) -> Result<Child, ContainerError> {
+        Child::new(self.start()?)
+    }
+
+    /// Run the container to the end and collect its output (stdout and stderr piped, stdin
+    /// null unless set), then remove it.
+    pub fn output(mut self) -> Result<Output, ContainerError> {
+        self.stdin.get_or_insert_with(Stdio::null);
+        self.stdout.get_or_insert_with(Stdio::piped);
+        self.stderr.get_or_insert_with(Stdio::piped);
+        self.spawn()?.wait_with_output()
+    }
+}
 
 /// The signal number an image's `StopSignal` names (`SIGTERM`, `TERM`, `15`); SIGTERM when
 /// unset or unknown.

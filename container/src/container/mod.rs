@@ -4,6 +4,7 @@
 
 pub(crate) mod backend;
 pub(crate) mod builder;
+pub(crate) mod bundle;
 pub(crate) mod child;
 pub(crate) mod commit;
 pub(crate) mod copy;
@@ -12,6 +13,7 @@ pub(crate) mod exec;
 pub(crate) mod list;
 pub(crate) mod logs;
 pub(crate) mod networking;
+pub(crate) mod published;
 pub(crate) mod remove;
 pub(crate) mod remove_volume;
 pub(crate) mod start;
@@ -135,8 +137,8 @@ pub struct Container {
     pub(crate) timeout: Option<timeout::RunTimeout>,
     pub(crate) remove_on_drop: bool,
     pub(crate) removed: bool,
-    /// The published ports of the current run, served by this handle.
-    pub(crate) net: Option<networking::Running>,
+    /// The published ports of the run this handle started, and what serves them.
+    pub(crate) net: Option<published::Running>,
     /// The thread writing the logs of the process this handle started.
     pub(crate) log_pump: Option<crate::logs::pump::Pump>,
 }
@@ -381,7 +383,8 @@ impl Container {
     }
 
     /// Leave the container as it is (record, writable layer, a running process) for
-    /// debugging or for another process to open; returns its id.
+    /// debugging or for another process to open; returns its id. Its published ports stay
+    /// served by this process while the container runs.
     pub fn keep(mut self) -> String {
         self.remove_on_drop = false;
         if let Some(p) = self.process.take() {
@@ -391,6 +394,10 @@ impl Container {
         }
         if let Some(cg) = self.cgroup.take() {
             std::mem::forget(cg);
+        }
+        // Its published ports stay served (by this process) until its process ends.
+        if let Some(net) = self.net.take() {
+            net.leave();
         }
         // Released, not forgotten: a running record nobody owns stays `running` while its
         // process lives, and once it ends any handle (of this process too) marks it exited.

@@ -4,14 +4,16 @@
 //! served while it runs.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex};
 
 use molde_image::{Image, Store};
 
 use super::builder::ContainerBuilder;
+use super::published::{Running, Servers};
 use crate::error::{ContainerError, io_err};
 use crate::launch::{BeforeRun, ContainerMount, MountKind, Spec};
-use crate::network::publish::{self, Bound, Forwarder};
+use crate::network::publish::{self, Bound};
 use crate::network::{
     Allocation, Attached, Attachments, Network, NetworkError, Protocol, PublishedPort, attach,
     hosts, ipam, pasta,
@@ -62,8 +64,11 @@ pub(crate) fn create(
         return Err(NetworkError::HostNetwork.into());
     }
     if !molde_layerfs::privilege::is_privileged() {
-        if !req.joins.is_empty() {
-            return Err(NetworkError::NeedsRoot.into());
+        if let Some(net) = req.joins.first() {
+            return Err(NetworkError::RootlessJoin {
+                network: net.name().to_owned(),
+            }
+            .into());
         }
         pasta::find()?;
         return Ok(Attachments {
@@ -80,10 +85,8 @@ pub(crate) fn create(
     let mut names: Vec<String> = b.hostname.iter().cloned().collect();
     names.push(id[..12].to_owned());
     names.extend(req.aliases.iter().cloned());
+    write_files(paths, &hosts::initial(&names))?;
     let hosts_path = paths.dir().join("hosts");
-    std::fs::write(&hosts_path, hosts::initial(&names)).map_err(io_err("writing", &hosts_path))?;
-    let resolv = paths.dir().join("resolv.conf");
-    std::fs::write(&resolv, hosts::resolv_conf()).map_err(io_err("writing", &resolv))?;
     let alloc = Allocation {
         owner: id.to_owned(),
         names,
@@ -124,14 +127,6 @@ pub(crate) struct Pending {
     pasta: Arc<Mutex<Option<pasta::Pasta>>>,
 }
 
-/// What a running container's networking holds: its published ports and their forwarders.
-#[derive(Debug, Default)]
-pub(crate) struct Running {
-    pub(crate) ports: Vec<(PublishedPort, SocketAddr)>,
-    _forwarders: Vec<Forwarder>,
-    _pasta: Option<pasta::Pasta>,
-}
-
 /// Before a start: the network namespace plumbed and the ports bound (root), or pasta made
 /// ready to attach (rootless), all set in `spec`.
 pub(crate) fn prepare(
@@ -145,12 +140,23 @@ pub(crate) fn prepare(
     if att.user_mode {
         let pasta = pasta::find()?;
         let hosts = pasta::choose_ports(&att.publish)?;
+        // Its hosts file names it at the address pasta gives it (written at each start: the
+        // host's address may have changed since the last).
+        let address = pasta::outbound();
+        let names: Vec<String> = spec
+            .hostname
+            .iter()
+            .cloned()
+            .chain([id[..12].to_owned()])
+            .collect();
+        write_files(paths, &hosts::user_mode(&names, address.map(|(ip, _)| ip)))?;
+        bind_files(paths, spec);
         pending.user_mode = att.publish.iter().copied().zip(hosts.clone()).collect();
         let ports = att.publish.clone();
         let (stash, keep) = (pending.pasta_error.clone(), pending.pasta.clone());
         let pid_file = paths.dir().join("pasta.pid");
         spec.before_run = Some(BeforeRun(Box::new(move |pid| {
-            match pasta::attach(&pasta, pid, &ports, &hosts, &pid_file) {
+            match pasta::attach(&pasta, pid, &ports, &hosts, address, &pid_file) {
                 Ok(p) => {
                     if let Ok(mut slot) = keep.lock() {
                         *slot = Some(p);
@@ -170,15 +176,7 @@ pub(crate) fn prepare(
     if att.networks.is_empty() {
         return Ok(pending);
     }
-    for (file, target) in [("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")] {
-        spec.mounts.push(ContainerMount {
-            target: target.into(),
-            kind: MountKind::Bind {
-                source: paths.dir().join(file),
-                read_only: false,
-            },
-        });
-    }
+    bind_files(paths, spec);
     let nets = att
         .networks
         .iter()
@@ -193,26 +191,53 @@ pub(crate) fn prepare(
     Ok(pending)
 }
 
+/// Write the container's `hosts` (with `hosts`) and `resolv.conf` (the host's resolvers).
+fn write_files(paths: &ContainerPaths, hosts: &str) -> Result<(), ContainerError> {
+    let resolv = hosts::resolv_conf();
+    for (file, content) in [("hosts", hosts), ("resolv.conf", resolv.as_str())] {
+        let path = paths.dir().join(file);
+        std::fs::write(&path, content).map_err(io_err("writing", &path))?;
+    }
+    Ok(())
+}
+
+/// Bind the container's `hosts` and `resolv.conf` over the image's.
+fn bind_files(paths: &ContainerPaths, spec: &mut Spec) {
+    for (file, target) in [("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")] {
+        spec.mounts.push(ContainerMount {
+            target: target.into(),
+            kind: MountKind::Bind {
+                source: paths.dir().join(file),
+                read_only: false,
+            },
+        });
+    }
+}
+
 impl Pending {
     /// After a failed launch: the typed error pasta left, if that is what failed.
     pub(crate) fn take_error(&self) -> Option<NetworkError> {
         self.pasta_error.lock().ok().and_then(|mut e| e.take())
     }
 
-    /// Once the program runs: serve the published ports.
-    pub(crate) fn serve(self) -> Result<Running, ContainerError> {
-        if !self.user_mode.is_empty() {
-            let pasta = self.pasta.lock().ok().and_then(|mut p| p.take());
-            return Ok(Running {
-                ports: self.user_mode,
-                _forwarders: Vec::new(),
-                _pasta: pasta,
-            });
-        }
-        let mut running = Running::default();
-        let Some(ip) = self.target else {
-            return Ok(running);
+    /// Once the program (of `pidfd`) runs: serve the published ports, until it ends.
+    pub(crate) fn serve(self, pidfd: BorrowedFd<'_>) -> Result<Running, ContainerError> {
+        let watch_err = |source| NetworkError::Io {
+            op: "watching the end of the process of",
+            path: "its published ports".into(),
+            source,
         };
+        if !self.user_mode.is_empty() {
+            let servers = Servers {
+                forwarders: Vec::new(),
+                pasta: self.pasta.lock().ok().and_then(|mut p| p.take()),
+            };
+            return Ok(Running::new(self.user_mode, servers, pidfd).map_err(watch_err)?);
+        }
+        let Some(ip) = self.target else {
+            return Ok(Running::default());
+        };
+        let (mut ports, mut servers) = (Vec::new(), Servers::default());
         for (p, bound, addr) in self.bound {
             let target = SocketAddr::new(ip.into(), p.container_port);
             let f = publish::serve(bound, target).map_err(|source| NetworkError::Io {
@@ -220,46 +245,14 @@ impl Pending {
                 path: addr.to_string().into(),
                 source,
             })?;
-            running._forwarders.push(f);
-            running.ports.push((p, addr));
+            servers.forwarders.push(f);
+            ports.push((p, addr));
         }
-        Ok(running)
+        Ok(Running::new(ports, servers, pidfd).map_err(watch_err)?)
     }
 }
 
 impl super::Container {
-    /// The host address and port TCP `port` of the container is published on, while it
-    /// runs under this handle (the handle that started it serves its ports).
-    pub fn host_addr(&self, port: u16) -> Option<SocketAddr> {
-        self.published(port, Protocol::Tcp)
-    }
-
-    /// The host port TCP `port` of the container is published on (see [`Self::host_addr`]).
-    pub fn host_port(&self, port: u16) -> Option<u16> {
-        self.host_addr(port).map(|a| a.port())
-    }
-
-    /// The host port UDP `port` of the container is published on.
-    pub fn host_port_udp(&self, port: u16) -> Option<u16> {
-        self.published(port, Protocol::Udp).map(|a| a.port())
-    }
-
-    /// Every published port of the current run, with its host address.
-    pub fn published_ports(&self) -> Vec<(PublishedPort, SocketAddr)> {
-        self.net
-            .as_ref()
-            .map(|n| n.ports.clone())
-            .unwrap_or_default()
-    }
-
-    fn published(&self, port: u16, protocol: Protocol) -> Option<SocketAddr> {
-        let net = self.net.as_ref()?;
-        net.ports
-            .iter()
-            .find(|(p, _)| p.container_port == port && p.protocol == protocol)
-            .map(|(_, a)| *a)
-    }
-
     /// The container's address on its first bridge network, if it joined one.
     pub fn ip(&self) -> Option<Ipv4Addr> {
         self.record.run.network.networks.first().map(|a| a.ip)

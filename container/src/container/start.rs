@@ -66,7 +66,7 @@ impl Container {
         };
         // The pump sees the end once the container's processes closed their copies.
         drop(spec);
-        let net = match pending.serve() {
+        let net = match pending.serve(process.pidfd()) {
             Ok(net) => net,
             Err(e) => {
                 let _ = process.kill();
@@ -95,6 +95,11 @@ impl Container {
         };
         let pid = process.pid();
         let start = record::pid_info(pid).map(|(s, _)| s);
+        if let Err(e) = super::published::persist(&self.paths, &net, pid, start) {
+            let _ = process.kill();
+            let _ = process.wait();
+            return Err(e);
+        }
         let mut r = current;
         r.state = State::Running;
         r.pid = Some(pid);

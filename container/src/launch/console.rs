@@ -10,8 +10,8 @@
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
-use super::child::{REPORT_LEN, fail};
 use super::error::Stage;
+use super::failure::{REPORT_LEN, fail};
 use super::sys::{self, Sys};
 
 /// The index of the stage-0 report that carries the terminal's master (the other stage-0

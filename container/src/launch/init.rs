@@ -21,7 +21,7 @@ pub(crate) fn fork_and_supervise(err_w: i32) {
     // Block everything before forking so that no SIGCHLD or forwarded signal is lost.
     let old = match sys::sigprocmask(libc::SIG_SETMASK, sys::ALL_SIGNALS) {
         Ok(old) => old as u64,
-        Err(e) => super::child::fail(err_w, Stage::InitFork, e, 0),
+        Err(e) => super::failure::fail(err_w, Stage::InitFork, e, 0),
     };
     // SAFETY: fork-like clone (no new stack): the child continues here with a copy.
     let pid = unsafe {
@@ -35,18 +35,18 @@ pub(crate) fn fork_and_supervise(err_w: i32) {
         )
     };
     if pid < 0 {
-        super::child::fail(err_w, Stage::InitFork, sys::errno(), 0);
+        super::failure::fail(err_w, Stage::InitFork, sys::errno(), 0);
     }
     if pid == 0 {
         // The program: its own signal mask back, then exec.
         if let Err(e) = sys::sigprocmask(libc::SIG_SETMASK, old) {
-            super::child::fail(err_w, Stage::InitFork, e, 0);
+            super::failure::fail(err_w, Stage::InitFork, e, 0);
         }
         // Report "forked" (stage 0): the kernel attaches this process's credentials, and the
         // parent learns its host pid, through which a later exec joins the container.
-        let report = [0u8; super::child::REPORT_LEN];
+        let report = [0u8; super::failure::REPORT_LEN];
         if let Err(e) = sys::write(err_w, &report) {
-            super::child::fail(err_w, Stage::InitFork, e, 0);
+            super::failure::fail(err_w, Stage::InitFork, e, 0);
         }
         return;
     }

@@ -52,7 +52,7 @@ fn maker(pool: &'static Ahead<OwnedFd>) {
 fn make(host: &OwnedFd) -> Result<OwnedFd, nix::errno::Errno> {
     nix::sched::setns(host, nix::sched::CloneFlags::CLONE_NEWNET)?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
-    super::child::loopback_up().map_err(nix::errno::Errno::from_raw)?;
+    super::loopback::loopback_up().map_err(nix::errno::Errno::from_raw)?;
     open_own()
 }
 
@@ -67,7 +67,7 @@ fn open_own() -> Result<OwnedFd, nix::errno::Errno> {
 
 /// Bring up the loopback interface of the calling thread's network namespace.
 pub(crate) fn loopback_up() -> std::io::Result<()> {
-    super::child::loopback_up()
+    super::loopback::loopback_up()
         .map(drop)
         .map_err(std::io::Error::from_raw_os_error)
 }
@@ -82,7 +82,7 @@ pub(crate) fn fresh() -> std::io::Result<OwnedFd> {
     std::thread::scope(|s| {
         s.spawn(|| {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
-            super::child::loopback_up().map_err(nix::errno::Errno::from_raw)?;
+            super::loopback::loopback_up().map_err(nix::errno::Errno::from_raw)?;
             open_own()
         })
         .join()

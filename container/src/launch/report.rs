@@ -6,9 +6,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
 
-use super::child::{self, REPORT_LEN};
+use super::child;
 use super::console;
 use super::error::{LaunchError, Stage};
+use super::failure::REPORT_LEN;
 use super::prepare::ParentSide;
 use super::process::Process;
 

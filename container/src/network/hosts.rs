@@ -1,5 +1,5 @@
-//! The `/etc/hosts` and `/etc/resolv.conf` a container on bridge networks sees: files of its
-//! own, bound over the image's.
+//! The `/etc/hosts` and `/etc/resolv.conf` a container on bridge networks (or on pasta's
+//! user-mode network) sees: files of its own, bound over the image's.
 //!
 //! Names resolve through the hosts file, kept current: whenever an address of a network is
 //! allocated or released, the hosts file of every member of that network is rewritten with
@@ -30,6 +30,15 @@ pub(crate) fn initial(names: &[String]) -> String {
         let _ = writeln!(s, "127.0.1.1\t{}", names.join(" "));
     }
     s
+}
+
+/// The hosts file of a container on a user-mode network (pasta): localhost, and its names at
+/// the address pasta copies into its namespace (`127.0.1.1` where the host has none).
+pub(crate) fn user_mode(names: &[String], address: Option<Ipv4Addr>) -> String {
+    match address {
+        Some(ip) => format!("{LOCALHOST}{ip}\t{}\n", names.join(" ")),
+        None => initial(names),
+    }
 }
 
 /// Rewrite the hosts file of every member of network `name` (caller holds the lock).

@@ -267,6 +267,46 @@ impl Rtnl {
         }
         Ok(out)
     }
+
+    /// The address (and prefix) a user-mode stack copies into a container, as pasta picks
+    /// it: the first address of the interface of the first IPv4 default route of the main
+    /// table. `None` where there is no default route.
+    pub(crate) fn outbound_v4(&mut self) -> io::Result<Option<(Ipv4Addr, u8)>> {
+        let mut r = RouteMessage::default();
+        r.header.address_family = AddressFamily::Inet;
+        let oif = self
+            .dump(RouteNetlinkMessage::GetRoute(r))?
+            .into_iter()
+            .find_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r)
+                    if r.header.table == RouteHeader::RT_TABLE_MAIN
+                        && r.header.destination_prefix_length == 0 =>
+                {
+                    r.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Oif(i) => Some(*i),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            });
+        let Some(oif) = oif else { return Ok(None) };
+        let mut a = AddressMessage::default();
+        a.header.family = AddressFamily::Inet;
+        Ok(self
+            .dump(RouteNetlinkMessage::GetAddress(a))?
+            .into_iter()
+            .find_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == oif => {
+                    a.attributes.iter().find_map(|attr| match attr {
+                        AddressAttribute::Local(std::net::IpAddr::V4(ip)) => {
+                            Some((*ip, a.header.prefix_len))
+                        }
+                        _ => None,
+                    })
+                }
+                _ => None,
+            }))
+    }
 }
 
 /// Run `f` with a netlink socket in the network namespace `netns` (a thread joins it; the

@@ -5,7 +5,7 @@
 //! (`--config-net`), binds the published ports on the host and forks into the background
 //! once ready. It exits by itself when the container's namespace goes.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -42,6 +42,17 @@ pub(crate) fn choose_ports(ports: &[PublishedPort]) -> Result<Vec<SocketAddr>, N
         .collect()
 }
 
+/// The address pasta gives the container (its `--address`, and the one its hosts file
+/// names): the host's address on the interface of its first IPv4 default route, as pasta
+/// itself would pick it. `None` where the host has no default route (or netlink cannot be
+/// read): pasta is then left to its own choice.
+pub(crate) fn outbound() -> Option<(Ipv4Addr, u8)> {
+    super::netlink::Rtnl::open()
+        .and_then(|mut r| r.outbound_v4())
+        .ok()
+        .flatten()
+}
+
 /// A running pasta; dropping it stops it.
 #[derive(Debug)]
 pub(crate) struct Pasta {
@@ -55,8 +66,8 @@ impl Drop for Pasta {
     }
 }
 
-/// Attach pasta to the namespaces of `pid` with `ports` published at `hosts`, and wait until
-/// it is ready (its pid file written).
+/// Attach pasta to the namespaces of `pid` with `ports` published at `hosts`, the container's
+/// address `address` (see [`outbound`]), and wait until it is ready (its pid file written).
 ///
 /// pasta runs in the foreground as the child of a thread of its own (`molde-pasta`), which
 /// waits for it: its parent-death signal (SIGKILL) is armed against that thread, so a killed
@@ -67,6 +78,7 @@ pub(crate) fn attach(
     pid: u32,
     ports: &[PublishedPort],
     hosts: &[SocketAddr],
+    address: Option<(Ipv4Addr, u8)>,
     pid_file: &std::path::Path,
 ) -> Result<Pasta, NetworkError> {
     let spec = |protocol| {
@@ -86,7 +98,11 @@ pub(crate) fn attach(
     let mut cmd = Command::new(pasta);
     cmd.args(["--config-net", "--quiet", "--foreground", "--no-map-gw"])
         .args(["-t", &spec(Protocol::Tcp), "-u", &spec(Protocol::Udp)])
-        .args(["-T", "none", "-U", "none", "-P"])
+        .args(["-T", "none", "-U", "none"]);
+    if let Some((ip, prefix)) = address {
+        cmd.args(["-a", &ip.to_string(), "-n", &prefix.to_string()]);
+    }
+    cmd.arg("-P")
         .arg(pid_file)
         .arg(pid.to_string())
         .stdin(Stdio::null())

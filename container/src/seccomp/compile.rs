@@ -11,28 +11,50 @@
 //!
 //! A call a rule matches is thus allowed by the base and given its rule's action by the other
 //! filters; a call no rule matches gets the default action from the base.
+//!
+//! The argument conditions are seccompiler's (`SeccompRule`); each filter's dispatch on the
+//! system call number is a decision tree of ours (`tree`), where seccompiler would emit a
+//! linear chain.
 
 use std::collections::BTreeMap;
 
 use oci_spec::runtime::{LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompOperator, LinuxSyscall};
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule,
+    TargetArch,
 };
 
 use super::SeccompError;
-use super::table;
+use super::{table, tree};
 
-/// A call's rules: `None` matches unconditionally; else any of the rules (each all of its
-/// conditions).
-type Chains = BTreeMap<i64, Option<Vec<SeccompRule>>>;
+/// Each call's rules, by number: `None` matches unconditionally; else any of the rules (each
+/// all of its conditions).
+pub(crate) type Chains = BTreeMap<i64, Option<Vec<SeccompRule>>>;
 
-/// This build's architecture, as seccompiler names it.
-fn arch() -> TargetArch {
-    if cfg!(target_arch = "aarch64") {
-        TargetArch::aarch64
-    } else {
-        TargetArch::x86_64
+/// How one filter's chains become BPF: `(chains, mismatch, match, architecture)`.
+pub(crate) type Emit =
+    fn(&Chains, SeccompAction, SeccompAction, TargetArch) -> Result<BpfProgram, SeccompError>;
+
+/// An architecture to compile for: seccompiler's name of it and its system call numbers.
+#[derive(Clone, Copy)]
+pub(crate) struct Arch<'t> {
+    /// The architecture.
+    pub target: TargetArch,
+    /// The number of a system call by name, if the architecture has it.
+    pub number: &'t dyn Fn(&str) -> Option<i64>,
+}
+
+impl Arch<'static> {
+    /// This build's architecture.
+    pub(crate) fn here() -> Arch<'static> {
+        Arch {
+            target: if cfg!(target_arch = "aarch64") {
+                TargetArch::aarch64
+            } else {
+                TargetArch::x86_64
+            },
+            number: &table::number,
+        }
     }
 }
 
@@ -79,8 +101,8 @@ fn condition(arg: &LinuxSeccompArg) -> Result<SeccompCondition, SeccompError> {
     SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, value).map_err(SeccompError::Compile)
 }
 
-/// Add `rule`'s calls (known on this architecture) to `chains`.
-fn add(chains: &mut Chains, rule: &LinuxSyscall) -> Result<(), SeccompError> {
+/// Add `rule`'s calls (known on `arch`) to `chains`.
+fn add(chains: &mut Chains, rule: &LinuxSyscall, arch: Arch<'_>) -> Result<(), SeccompError> {
     let conditions = rule
         .args()
         .iter()
@@ -88,7 +110,7 @@ fn add(chains: &mut Chains, rule: &LinuxSyscall) -> Result<(), SeccompError> {
         .map(condition)
         .collect::<Result<Vec<_>, _>>()?;
     for name in rule.names() {
-        let Some(nr) = table::number(name) else {
+        let Some(nr) = (arch.number)(name) else {
             // As runc: a call this architecture lacks cannot be made, so nothing to filter.
             continue;
         };
@@ -104,24 +126,39 @@ fn add(chains: &mut Chains, rule: &LinuxSyscall) -> Result<(), SeccompError> {
     Ok(())
 }
 
-fn program(
-    chains: Chains,
+/// seccompiler's own program for one filter: a linear chain, a `jeq` per call (what molde
+/// installed before `tree`; kept as the reference `tree` is tested against).
+#[cfg(test)]
+pub(crate) fn flat(
+    chains: &Chains,
     mismatch: SeccompAction,
     on_match: SeccompAction,
+    arch: TargetArch,
 ) -> Result<BpfProgram, SeccompError> {
     let rules = chains
-        .into_iter()
-        .map(|(nr, chain)| (nr, chain.unwrap_or_default()))
+        .iter()
+        .map(|(nr, chain)| (*nr, chain.clone().unwrap_or_default()))
         .collect();
-    let filter =
-        SeccompFilter::new(rules, mismatch, on_match, arch()).map_err(SeccompError::Compile)?;
+    let filter = seccompiler::SeccompFilter::new(rules, mismatch, on_match, arch)
+        .map_err(SeccompError::Compile)?;
     BpfProgram::try_from(filter).map_err(SeccompError::Compile)
 }
 
-/// The filters for `rules` under `default`, base first (see the module docs).
+/// The filters for `rules` under `default` on this architecture, base first (see the module
+/// docs).
 pub(crate) fn compile<'a>(
     default: (LinuxSeccompAction, Option<u32>),
     rules: impl Iterator<Item = &'a LinuxSyscall>,
+) -> Result<Vec<BpfProgram>, SeccompError> {
+    compile_for(Arch::here(), default, rules, tree::program)
+}
+
+/// The filters for `rules` under `default` on `arch`, each made by `emit`.
+pub(crate) fn compile_for<'a>(
+    arch: Arch<'_>,
+    default: (LinuxSeccompAction, Option<u32>),
+    rules: impl Iterator<Item = &'a LinuxSyscall>,
+    emit: Emit,
 ) -> Result<Vec<BpfProgram>, SeccompError> {
     let default = action(default.0, default.1)?;
     let mut base = Chains::new();
@@ -131,7 +168,7 @@ pub(crate) fn compile<'a>(
         if act == default {
             continue;
         }
-        add(&mut base, rule)?;
+        add(&mut base, rule, arch)?;
         if act != SeccompAction::Allow {
             let i = match others.iter().position(|(a, _)| *a == act) {
                 Some(i) => i,
@@ -140,15 +177,15 @@ pub(crate) fn compile<'a>(
                     others.len() - 1
                 }
             };
-            add(&mut others[i].1, rule)?;
+            add(&mut others[i].1, rule, arch)?;
         }
     }
     let mut programs = Vec::with_capacity(1 + others.len());
     if default != SeccompAction::Allow {
-        programs.push(program(base, default, SeccompAction::Allow)?);
+        programs.push(emit(&base, default, SeccompAction::Allow, arch.target)?);
     }
     for (act, chains) in others {
-        programs.push(program(chains, SeccompAction::Allow, act)?);
+        programs.push(emit(&chains, SeccompAction::Allow, act, arch.target)?);
     }
     Ok(programs)
 }

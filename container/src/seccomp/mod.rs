@@ -6,14 +6,20 @@
 //! give a profile of its own in Docker's or the OCI runtime spec's JSON ([`Seccomp::from_json`])
 //! or turn filtering off with [`Seccomp::Unconfined`].
 //!
-//! A profile is compiled to BPF with `seccompiler` (x86_64 and aarch64) before `clone`; the
-//! default once per process for each capability set. The child installs it with the raw
+//! A profile is compiled to BPF before `clone` (x86_64 and aarch64; the argument conditions
+//! by `seccompiler`, the dispatch on the system call number a decision tree of ours, see
+//! `tree`); the default once per process for each capability set. The child installs it with the raw
 //! `seccomp` system call, allocating nothing: last before `execve`, after `PR_SET_NO_NEW_PRIVS`
 //! (or, with no_new_privs off, before it changes ids, while it still holds `CAP_SYS_ADMIN`).
 
+#[cfg(test)]
+mod bpf_run;
 mod compile;
+#[cfg(test)]
+mod equivalence;
 mod profile;
 mod table;
+mod tree;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU32;

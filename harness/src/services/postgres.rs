@@ -39,12 +39,19 @@ shared_buffers = 16MB\n";
 /// (superuser `postgres`, trust authentication, C locale) and configured for tests. Add
 /// schema steps with [`sql`].
 pub fn fixture(archive: impl Into<PathBuf>) -> Fixture {
+    initdb(Fixture::archive("postgres", archive))
+}
+
+/// `source` (an image with PostgreSQL 15, e.g. `Fixture::pull` of the services image) with
+/// the steps of [`fixture`]: a data directory initialised by `initdb` and configured for
+/// tests.
+pub fn initdb(source: Fixture) -> Fixture {
     let script = format!(
         "initdb -D {DATA} -U postgres --auth=trust --no-sync -E UTF8 --locale=C >/dev/null \
          && printf \"{}\" >> {DATA}/postgresql.conf",
         CONF.replace('\n', "\\n")
     );
-    Fixture::archive("postgres", archive).run_as("postgres", ["/bin/sh", "-c", &script])
+    source.run_as("postgres", ["/bin/sh", "-c", &script])
 }
 
 /// A fixture step that runs `statements` (SQL) on the fixture's database, with the server

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read, Write};
 
-use molde_layerfs::{Compression, Digest, compression};
+use molde_layerfs::{Digest, compression};
 use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
 
@@ -89,18 +89,6 @@ fn named_digest(path: &str) -> Option<Digest> {
     format!("sha256:{stem}").parse().ok()
 }
 
-/// The compression and DiffID of a stored layer blob (no second read for a plain tar).
-fn diff_id_of(store: &Store, digest: &Digest) -> Result<(Compression, Digest), ArchiveError> {
-    let path = store.layout().blob(digest);
-    let f = store.open_blob(digest)?;
-    let (c, plain) = compression::decompress(f).map_err(io_err("decompressing", &path))?;
-    if c == Compression::None {
-        return Ok((c, *digest));
-    }
-    let (diff_id, _) = Digest::of_reader(plain).map_err(io_err("decompressing", &path))?;
-    Ok((c, diff_id))
-}
-
 pub(super) fn import_scanned(
     store: &Store,
     scanned: &Scanned,
@@ -176,7 +164,7 @@ pub(super) fn import_scanned(
                     what: what.clone(),
                     path: path.clone(),
                 })?;
-            let (c, diff_id) = diff_id_of(store, &info.digest)?;
+            let (c, diff_id) = super::layers::diff_id_of(store, &info.digest)?;
             let expected = super::parse_digest(&format!("config {}", e.config), declared)?;
             if expected != diff_id {
                 return Err(ArchiveError::DiffIdMismatch {

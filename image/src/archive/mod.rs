@@ -28,6 +28,7 @@ use crate::reference::{Reference, ReferenceError};
 use crate::store::{MAX_DOCUMENT, REF_NAME, Store, StoreError};
 
 pub mod docker;
+mod layers;
 pub mod oci;
 pub mod rootfs;
 mod scan;
@@ -103,6 +104,20 @@ pub enum ArchiveError {
         what: String,
         /// The media type found.
         media_type: String,
+    },
+    /// A non-distributable (foreign) layer that the input does not include: its publisher
+    /// points to URLs, from which molde fetches nothing.
+    #[error(
+        "{what}: layer {digest} is non-distributable and not in the input (its publisher lists \
+         {urls:?}); molde fetches nothing from there: import an archive that includes it"
+    )]
+    ForeignLayer {
+        /// Which manifest.
+        what: String,
+        /// The layer's digest.
+        digest: Digest,
+        /// Where its publisher says it can be had.
+        urls: Vec<String>,
     },
     /// A tag in the input (or given for the import) is not a valid reference.
     #[error(transparent)]
@@ -378,9 +393,15 @@ fn is_index(media_type: &MediaType) -> bool {
     matches!(media_type, MediaType::ImageIndex) || media_type.to_string() == DOCKER_MANIFEST_LIST
 }
 
-/// Parse a manifest and check every media type in it is one molde handles.
-fn parse_manifest(what: &str, bytes: &[u8]) -> Result<ImageManifest, ArchiveError> {
-    let manifest: ImageManifest = parse_json(what, bytes)?;
+/// Parse a manifest and check every media type in it is one molde handles. Foreign and
+/// non-distributable layers are accepted (see [`layers`]): the manifest comes back with
+/// ordinary media types, with the original descriptors of those layers (the import then writes
+/// the manifest anew).
+fn parse_manifest(
+    what: &str,
+    bytes: &[u8],
+) -> Result<(ImageManifest, Vec<Descriptor>), ArchiveError> {
+    let mut manifest: ImageManifest = parse_json(what, bytes)?;
     if let Some(mt) = manifest.media_type()
         && !matches!(mt, MediaType::ImageManifest)
         && mt.to_string() != DOCKER_MANIFEST
@@ -398,14 +419,15 @@ fn parse_manifest(what: &str, bytes: &[u8]) -> Result<ImageManifest, ArchiveErro
         });
     }
     for (i, l) in manifest.layers().iter().enumerate() {
-        if LayerMediaType::parse(l.media_type().as_ref()).is_none() {
+        if LayerMediaType::parse(l.media_type().as_ref()).is_none() && !layers::is_foreign(l) {
             return Err(ArchiveError::UnsupportedMediaType {
                 what: format!("layer {i} ({}) of {what}", l.digest()),
                 media_type: l.media_type().to_string(),
             });
         }
     }
-    Ok(manifest)
+    let foreign = layers::make_ordinary(&mut manifest);
+    Ok((manifest, foreign))
 }
 
 /// Make an [`Image`] of a checked manifest and its config bytes.

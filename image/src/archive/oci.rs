@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use molde_layerfs::Digest;
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
 
+use super::layers;
 use super::scan::{self, Item, Scanned};
 use super::{
     ArchiveError, DOCKER_MANIFEST, ImportOptions, ImportReport, ImportedImage, ImportedLayer, Seen,
@@ -207,6 +208,8 @@ fn check_layout(what: &str, bytes: Option<&[u8]>) -> Result<(), ArchiveError> {
 struct Planned {
     image: Image,
     tag: Option<Reference>,
+    /// Its manifest named foreign layers: it is written anew, with ordinary media types.
+    rewrite: bool,
 }
 
 /// Pick the manifest of a nested index for this platform.
@@ -263,20 +266,21 @@ fn import_index(
         let md = parse_digest(&what, d.digest().as_ref())?;
         let mwhat = format!("manifest {md}");
         let bytes = source.document(&what, &md, d.size())?;
-        let manifest = parse_manifest(&mwhat, &bytes)?;
+        let (manifest, foreign) = parse_manifest(&mwhat, &bytes)?;
         let cd = manifest.config();
         let config_digest = parse_digest(&mwhat, cd.digest().as_ref())?;
         let config = source.document(&mwhat, &config_digest, cd.size())?;
         let image = image_of(&mwhat, md, d.size(), manifest, config_digest, &config)?;
         for l in image.layers() {
             if !source.has(&l.digest) {
-                return Err(ArchiveError::MissingBlob {
-                    what: mwhat,
-                    digest: l.digest,
-                });
+                return Err(layers::missing(&mwhat, l.digest, &foreign));
             }
         }
-        plan.push(Planned { image, tag });
+        plan.push(Planned {
+            image,
+            tag,
+            rewrite: !foreign.is_empty(),
+        });
     }
 
     let mut seen = Seen::default();
@@ -304,6 +308,7 @@ fn import_index(
                 continue;
             }
             let existed = source.ingest(&what, &l.digest, l.size)?;
+            layers::verify_diff_id(store, &what, l)?;
             layers.push(ImportedLayer {
                 layer: *l,
                 existed: seen.note(l.digest, existed),
@@ -311,10 +316,11 @@ fn import_index(
         }
         let config_size = p.image.manifest().config().size();
         source.ingest(&what, &p.image.id(), config_size)?;
-        let image = if layers
-            .iter()
-            .zip(p.image.layers())
-            .all(|(a, b)| a.layer == *b)
+        let image = if !p.rewrite
+            && layers
+                .iter()
+                .zip(p.image.layers())
+                .all(|(a, b)| a.layer == *b)
         {
             source.ingest("index.json", &md, p.image.manifest_size())?;
             p.image.clone()

@@ -25,10 +25,11 @@ mod gc;
 mod holds;
 mod index;
 mod names;
+mod open;
 mod remove;
 
+use index::index_add;
 pub(crate) use index::{desc_digest, ref_name};
-use index::{empty_index, index_add};
 
 /// The annotation that carries a tag in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -108,6 +109,20 @@ pub enum StoreError {
         image: Digest,
         /// Its holds.
         holds: Vec<Hold>,
+    },
+    /// Opening a store of an older molde found a layout entry both in the root (where that
+    /// molde kept it) and in `oci/` (where it now lives): an older molde wrote the store again
+    /// after a newer one had moved it.
+    #[error(
+        "{old} and {new} both exist: an older molde wrote this store after its layout moved into \
+         oci/; keep one of them (move or remove the other, after stopping the older molde) and \
+         open the store again"
+    )]
+    LayoutConflict {
+        /// The entry where an older molde keeps it.
+        old: PathBuf,
+        /// The entry where the store keeps it now.
+        new: PathBuf,
     },
     /// Unpacking a layer failed.
     #[error("unpacking layer {layer}: {source}")]
@@ -225,7 +240,9 @@ struct StoreInner {
 
 impl Store {
     /// Open (creating if needed) the store at `root`, clearing leftovers of interrupted work.
-    /// The root is an OCI image layout: skopeo and umoci read its tagged images in place.
+    /// Its OCI image layout is `<root>/oci` ([`Store::oci_dir`]): skopeo and umoci read its
+    /// tagged images in place. A store of an older molde, whose layout was the root itself, is
+    /// moved forward (its `blobs/`, `index.json` and `oci-layout` into `oci/`; crash-safe).
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -233,7 +250,7 @@ impl Store {
     ///
     /// let dir = tempfile::tempdir()?;
     /// let store = Store::open(dir.path())?;
-    /// assert!(dir.path().join("oci-layout").is_file());
+    /// assert!(dir.path().join("oci/oci-layout").is_file());
     /// let image = store.commit(ImageBuilder::new().cmd(["sh"]))?;
     /// store.tag(&image, "shell:1")?;
     /// drop(store);
@@ -277,40 +294,16 @@ impl Store {
         Self::open_with(Layout::new(dir.path()), Some(dir))
     }
 
-    fn open_with(layout: Layout, temp: Option<tempfile::TempDir>) -> Result<Store, StoreError> {
-        for dir in [
-            layout.blobs(),
-            layout.tmp(),
-            layout.layers(),
-            layout.holds_dir(),
-        ] {
-            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-        }
-        let store = Store(Arc::new(StoreInner {
-            layout,
-            _temp: temp,
-        }));
-        {
-            let l = store.layout();
-            let _g = store.index_lock()?;
-            if !l.oci_layout().exists() {
-                blob::write_atomic(&l.oci_layout(), br#"{"imageLayoutVersion":"1.0.0"}"#)
-                    .map_err(io_err("writing", &l.oci_layout()))?;
-            }
-            if !l.index().exists() {
-                store.write_index(&empty_index())?;
-            }
-            crate::holds::migrate(&l.holds(), &l.holds_dir())
-                .map_err(io_err("moving the holds of", &l.holds()))?;
-            blob::clear_leftovers(&l.tmp()).map_err(io_err("clearing", &l.tmp()))?;
-            crate::unpack::clear_leftovers(l)?;
-        }
-        Ok(store)
-    }
-
-    /// The store root (an OCI image layout directory).
+    /// The store root: the OCI image layout directory ([`Store::oci_dir`]) and molde's own
+    /// state beside it.
     pub fn root(&self) -> &Path {
         self.0.layout.root()
+    }
+
+    /// The store's OCI image layout directory (`<root>/oci`): skopeo, umoci and
+    /// `oci-image-tool validate` read its tagged images in place. It holds the layout only.
+    pub fn oci_dir(&self) -> PathBuf {
+        self.0.layout.oci_dir()
     }
 
     /// The paths of this store.

@@ -402,6 +402,37 @@ pub fn apply_in(
     root: &Root,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport, ApplyError> {
+    apply_with(layer, root, opts, None)
+}
+
+/// [`apply()`] of a stream whose bytes the caller hashes itself, as a store's verifying
+/// writer does when the layer's bytes are teed into a blob and into this apply at once
+/// (a pull unpacking while it downloads). The stream as given is not hashed here: the
+/// report's `digest` is `digest`, and an uncompressed stream's `diff_id` is `digest` too
+/// (its stored bytes are its uncompressed bytes). A compressed stream's DiffID is computed
+/// as always. The report is true only once the caller has checked that the bytes it read
+/// have `digest`: it must discard the target otherwise.
+pub fn apply_hashed_by_caller(
+    layer: impl Read + Send,
+    target: &Path,
+    opts: &ApplyOptions,
+    digest: Digest,
+) -> Result<ApplyReport, ApplyError> {
+    let target_err = |source| ApplyError::Target {
+        path: target.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(target).map_err(target_err)?;
+    let root = Root::open(target).map_err(target_err)?;
+    apply_with(layer, &root, opts, Some(digest))
+}
+
+fn apply_with(
+    layer: impl Read + Send,
+    root: &Root,
+    opts: &ApplyOptions,
+    known: Option<Digest>,
+) -> Result<ApplyReport, ApplyError> {
     let mut applier = entry::Applier::new(root, opts).map_err(|source| ApplyError::Target {
         path: PathBuf::from("."),
         source,
@@ -410,7 +441,7 @@ pub fn apply_in(
     let (parsed, produced) = std::thread::scope(|s| {
         let reader = std::thread::Builder::new()
             .name("molde-layer-read".into())
-            .spawn_scoped(s, move || stream::produce(layer, tx, recycle));
+            .spawn_scoped(s, move || stream::produce(layer, tx, recycle, known));
         let reader = match reader {
             Ok(reader) => reader,
             Err(e) => return (Err(ApplyError::Thread(e)), None),

@@ -1,14 +1,18 @@
-//! One blob from the registry into the store: the bytes stream from the connection into
-//! the store's ingest (a blocking task hashing and writing a locked temp file), which
-//! checks size and digest before the blob becomes visible. A connection that breaks is
-//! resumed where it stopped, with a range request (or, from a registry that ignores the
-//! range, by skipping what was already received).
+//! One blob from the registry into the store: the bytes stream from the connection to a
+//! blocking task that stores them (hashing and writing a locked temp file, checked for size
+//! and digest before the blob becomes visible) and, for a layer to unpack, applies them into
+//! the layer's staging directory in the same pass
+//! ([`molde_image::unpack::store_and_unpack`]). A connection that breaks is resumed where it
+//! stopped, with a range request (or, from a registry that ignores the range, by skipping
+//! what was already received): the store sees one continuous stream.
 
 use std::io::{self, Read};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use molde_image::blob::{BlobError, BlobInfo, Expected};
+use molde_image::blob::{BlobError, Expected};
+use molde_image::layerfs::Digest;
+use molde_image::unpack::{StreamedLayer, store_and_unpack};
 use molde_image::{Layer, Store, StoreError};
 use oci_client::client::BlobResponse;
 use tokio::sync::mpsc;
@@ -37,27 +41,36 @@ impl Read for ChannelReader {
     }
 }
 
-/// Download `layer`'s blob into `store`, calling `progress(bytes so far)` as it comes.
+/// Download `layer`'s blob into `store`, calling `progress(bytes so far)` as it comes, and,
+/// given the ChainID to unpack it under, unpack it as it streams in.
 pub(crate) async fn download(
     remote: &Remote,
     store: &Store,
     layer: &Layer,
+    unpack_as: Option<Digest>,
     progress: &(dyn Fn(u64) + Send + Sync),
-) -> Result<BlobInfo, RegistryError> {
+) -> Result<StreamedLayer, RegistryError> {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(32);
-    let expected = Expected {
-        digest: layer.digest,
-        size: Some(layer.size),
-    };
     let ingest_store = store.clone();
+    let l = *layer;
     let ingest = tokio::task::spawn_blocking(move || {
-        ingest_store.ingest_blob(
-            ChannelReader {
-                rx,
-                current: Bytes::new(),
-            },
-            Some(expected),
-        )
+        let reader = ChannelReader {
+            rx,
+            current: Bytes::new(),
+        };
+        match unpack_as {
+            Some(chain) => store_and_unpack(&ingest_store, reader, &l, chain),
+            None => {
+                let expected = Expected {
+                    digest: l.digest,
+                    size: Some(l.size),
+                };
+                Ok(StreamedLayer {
+                    blob: ingest_store.ingest_blob(reader, Some(expected))?,
+                    staged: None,
+                })
+            }
+        }
     });
     let fed = feed(remote, layer, &tx, progress).await;
     if let Err(e) = &fed {
@@ -69,8 +82,7 @@ pub(crate) async fn download(
         reference: remote.name.clone(),
         reason: e.to_string(),
     })?;
-    fed?;
-    stored.map_err(|e| match e {
+    let stored_err = |e| match e {
         StoreError::Blob(BlobError::DigestMismatch { expected, actual }) => {
             RegistryError::DigestMismatch {
                 reference: remote.name.clone(),
@@ -83,7 +95,13 @@ pub(crate) async fn download(
             reference: remote.name.clone(),
             source: Box::new(source),
         },
-    })
+    };
+    match (fed, stored) {
+        // The store stopped reading: its own error says why.
+        (Err(RegistryError::Task { .. }), Err(e)) => Err(stored_err(e)),
+        (Err(e), _) => Err(e),
+        (Ok(()), stored) => stored.map_err(stored_err),
+    }
 }
 
 /// Send the blob's bytes down `tx`, resuming after broken connections.

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use molde_image::blob::Expected;
 use molde_image::layerfs::{Digest, digest::chain_id};
+use molde_image::unpack::StagedLayer;
 use molde_image::{Image, Layer, Reference, Store, StoreError};
 
 use crate::client::{RegistryOptions, Remote};
@@ -264,44 +265,69 @@ impl Pull {
             plan.push((i, *l, local));
         }
         let top = plan.len().saturating_sub(1);
-        let mut done: Vec<(usize, PulledLayer)> = stream::iter(plan)
+        let mut done: Vec<(usize, PulledLayer, Option<StagedLayer>)> = stream::iter(plan)
             .map(|(i, l, local)| {
                 let remote = Arc::clone(remote);
                 let fetched = Arc::clone(fetched);
                 let chain = chains[i];
                 async move {
-                    let pulled = match local {
-                        Some(layer) => PulledLayer {
-                            layer,
-                            existed: true,
-                        },
-                        None => self.download(&remote, i, l, &fetched).await?,
+                    let Some(layer) = local else {
+                        let (pulled, staged) =
+                            self.download(&remote, i, l, chain, &fetched).await?;
+                        // Every layer but the top enters the store as soon as it is in.
+                        let staged = match staged {
+                            Some(s) if i != top => {
+                                blocking(&remote.name, move || s.commit()).await?;
+                                None
+                            }
+                            staged => staged,
+                        };
+                        if staged.is_none() {
+                            self.emit_layer(i, l.digest, LayerStatus::PullComplete);
+                        }
+                        return Ok::<_, RegistryError>((i, pulled, staged));
+                    };
+                    let pulled = PulledLayer {
+                        layer,
+                        existed: true,
                     };
                     if self.unpack && i != top {
                         self.unpack_one(&remote, i, pulled, chain).await?;
                     }
-                    Ok::<_, RegistryError>((i, pulled))
+                    Ok((i, pulled, None))
                 }
             })
             .buffer_unordered(self.concurrency)
             .try_collect()
             .await?;
-        done.sort_by_key(|(i, _)| *i);
-        if self.unpack
-            && let Some((i, pulled)) = done.last()
-        {
-            self.unpack_one(remote, *i, *pulled, chains[*i]).await?;
+        done.sort_by_key(|(i, _, _)| *i);
+        // The top layer last, once every layer below it is in place: a present top means a
+        // whole stack (see `unpack_layer`).
+        if let Some((i, pulled, staged)) = done.last_mut() {
+            match staged.take() {
+                Some(s) => {
+                    blocking(&remote.name, move || s.commit()).await?;
+                    self.emit_layer(*i, pulled.layer.digest, LayerStatus::PullComplete);
+                }
+                None if self.unpack && pulled.existed => {
+                    self.unpack_one(remote, *i, *pulled, chains[*i]).await?;
+                }
+                None => {}
+            }
         }
-        Ok(done.into_iter().map(|(_, p)| p).collect())
+        Ok(done.into_iter().map(|(_, p, _)| p).collect())
     }
 
+    /// Download one layer, unpacking it as it streams in when the pull unpacks: the layer
+    /// as pulled and its tree, staged (`None` when its stack was unpacked already).
     async fn download(
         &self,
         remote: &Remote,
         i: usize,
         l: Layer,
+        chain: Digest,
         fetched: &AtomicU64,
-    ) -> Result<PulledLayer, RegistryError> {
+    ) -> Result<(PulledLayer, Option<StagedLayer>), RegistryError> {
         let last = AtomicU64::new(0);
         let report = |n: u64| {
             fetched.fetch_add(n - last.swap(n, Ordering::Relaxed), Ordering::Relaxed);
@@ -322,12 +348,14 @@ impl Pull {
                 total: l.size,
             },
         );
-        let info = download::download(remote, &self.store, &l, &report).await?;
+        let unpack_as = self.unpack.then_some(chain);
+        let streamed = download::download(remote, &self.store, &l, unpack_as, &report).await?;
         self.emit_layer(i, l.digest, LayerStatus::Verifying);
-        Ok(PulledLayer {
+        let pulled = PulledLayer {
             layer: l,
-            existed: info.existed,
-        })
+            existed: streamed.blob.existed,
+        };
+        Ok((pulled, streamed.staged))
     }
 
     async fn unpack_one(

@@ -7,7 +7,7 @@ use molde_image::Image;
 
 use super::shell::{Lex, Vars};
 use super::syntax::{Args, Node};
-use super::{Dockerfile, DockerfileError};
+use super::{Dockerfile, DockerfileError, ImageLookupError};
 use crate::build::state::onbuild_triggers;
 use crate::build::{Build, Stages, Step};
 
@@ -89,7 +89,9 @@ impl StageState {
 /// The conversion: the file, how images are found, what is known so far.
 pub(super) struct Converter<'a> {
     pub df: &'a Dockerfile,
-    pub find: &'a mut dyn FnMut(&str) -> Result<Image, String>,
+    pub find: &'a mut dyn FnMut(&str) -> Result<Image, ImageLookupError>,
+    /// The last image that could not be had, for the error of its instruction.
+    pub failed: Option<ImageLookupError>,
     /// Checking only: no image is looked up.
     pub dry: bool,
     pub meta: Vars,
@@ -108,12 +110,13 @@ impl Converter<'_> {
             .map(|(_, v)| v.clone())
     }
 
-    /// The image `name`, found once.
-    pub fn image(&mut self, name: &str) -> Result<Image, String> {
+    /// The image `name`, found once. A failure is kept for the instruction's error
+    /// ([`Converter::err_at`]).
+    pub fn image(&mut self, name: &str) -> Result<Image, ImageLookupError> {
         if let Some(i) = self.images.get(name) {
             return Ok(i.clone());
         }
-        let i = (self.find)(name)?;
+        let i = (self.find)(name).inspect_err(|e| self.failed = Some(e.clone()))?;
         self.images.insert(name.to_owned(), i.clone());
         Ok(i)
     }
@@ -133,6 +136,13 @@ impl Converter<'_> {
 
     fn err(&self, node: &Node, message: impl Into<String>) -> DockerfileError {
         self.df.error(Some(node), message)
+    }
+
+    /// The error of `node`, with the image that could not be had if that is the cause.
+    fn err_at(&mut self, node: &Node, message: impl Into<String>) -> DockerfileError {
+        let mut e = self.df.error(Some(node), message);
+        e.image = self.failed.take().map(Box::new);
+        e
     }
 
     /// The global `ARG`s (before the first `FROM`).
@@ -248,7 +258,8 @@ impl Converter<'_> {
             if n.command() == "FROM" {
                 continue;
             }
-            self.instruction(&mut st, n).map_err(|m| self.err(n, m))?;
+            self.instruction(&mut st, n)
+                .map_err(|m| self.err_at(n, m))?;
             origins.resize(st.steps.len(), at(n));
         }
         let onbuild = st
@@ -336,9 +347,10 @@ impl Converter<'_> {
         } else if self.dry {
             Build::scratch()
         } else {
-            let img = self
-                .image(&image)
-                .map_err(|m| self.err(node, format!("FROM {image}: {m}")))?;
+            let img = match self.image(&image) {
+                Ok(i) => i,
+                Err(e) => return Err(self.err_at(node, format!("FROM {image}: {e}"))),
+            };
             st.env = img
                 .env()
                 .iter()
@@ -392,10 +404,16 @@ fn check_stage_name(name: &str) -> Result<(), String> {
 
 /// Check `df` as far as can be done without images.
 pub(super) fn check(df: &Dockerfile) -> Result<(), DockerfileError> {
-    let mut none = |name: &str| -> Result<Image, String> { Err(format!("{name}: not looked up")) };
+    let mut none = |name: &str| -> Result<Image, ImageLookupError> {
+        Err(ImageLookupError::NotFound {
+            reference: name.to_owned(),
+            detail: "not looked up".into(),
+        })
+    };
     let mut c = Converter {
         df,
         find: &mut none,
+        failed: None,
         dry: true,
         meta: Vars::new(),
         stages: Vec::new(),
@@ -407,11 +425,12 @@ pub(super) fn check(df: &Dockerfile) -> Result<(), DockerfileError> {
 /// Convert `df`, finding images with `find`.
 pub(super) fn convert(
     df: &Dockerfile,
-    find: &mut dyn FnMut(&str) -> Result<Image, String>,
+    find: &mut dyn FnMut(&str) -> Result<Image, ImageLookupError>,
 ) -> Result<Stages, DockerfileError> {
     let mut c = Converter {
         df,
         find,
+        failed: None,
         dry: false,
         meta: Vars::new(),
         stages: Vec::new(),

@@ -25,6 +25,7 @@ mod convert;
 mod dump;
 mod flags;
 mod instr;
+mod resolve;
 mod run;
 mod shell;
 pub mod syntax;
@@ -36,6 +37,7 @@ use std::sync::Arc;
 
 use molde_image::{Image, Store};
 
+pub use resolve::{ImageLookupError, ImageResolver, StoreResolver};
 pub use shell::ShellError;
 
 use super::Stages;
@@ -54,6 +56,9 @@ pub struct DockerfileError {
     pub instruction: String,
     /// What is wrong.
     pub message: String,
+    /// The image a `FROM` or `COPY --from` names, when it is what could not be had.
+    #[source]
+    pub image: Option<Box<ImageLookupError>>,
 }
 
 impl fmt::Display for DockerfileError {
@@ -63,34 +68,6 @@ impl fmt::Display for DockerfileError {
             write!(f, "{}: ", self.instruction)?;
         }
         f.write_str(&self.message)
-    }
-}
-
-/// Finds the image a `FROM` or `COPY --from` names. The default looks in the store; a
-/// caller that can pull (the facade, with the registry crate) gives its own.
-pub trait ImageResolver: Send + Sync {
-    /// The image `name` (a reference as written in the Dockerfile).
-    fn resolve(&self, store: &Store, name: &str) -> Result<Image, String>;
-}
-
-/// Resolves names in the store only.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StoreResolver;
-
-impl ImageResolver for StoreResolver {
-    fn resolve(&self, store: &Store, name: &str) -> Result<Image, String> {
-        store.resolve(name).map_err(|e| {
-            format!("{e} (molde resolves FROM in its store; import or pull the image first)")
-        })
-    }
-}
-
-impl<F> ImageResolver for F
-where
-    F: Fn(&Store, &str) -> Result<Image, String> + Send + Sync,
-{
-    fn resolve(&self, store: &Store, name: &str) -> Result<Image, String> {
-        self(store, name)
     }
 }
 
@@ -131,6 +108,7 @@ impl Dockerfile {
             column: 0,
             instruction: String::new(),
             message: format!("reading it: {e}"),
+            image: None,
         })?;
         let mut df = Dockerfile::parse_named(&text, &name, context, build_args)?;
         let own = PathBuf::from(format!("{}.dockerignore", path.display()));
@@ -157,6 +135,7 @@ impl Dockerfile {
                 .unwrap_or_default()
                 .to_ascii_uppercase(),
             message: e.message,
+            image: None,
         })?;
         let ignore = std::fs::read_to_string(context.join(".dockerignore"))
             .map(|t| Ignore::parse(&t))
@@ -204,7 +183,7 @@ impl Dockerfile {
     /// The stages, with images found by `find` (tests and callers without a store).
     pub fn into_stages(
         self,
-        find: &mut dyn FnMut(&str) -> Result<Image, String>,
+        find: &mut dyn FnMut(&str) -> Result<Image, ImageLookupError>,
     ) -> Result<Stages, DockerfileError> {
         convert::convert(&self, find)
     }
@@ -216,6 +195,7 @@ impl Dockerfile {
             column: node.map_or(1, |n| n.column),
             instruction: node.map(syntax::Node::command).unwrap_or_default(),
             message: message.into(),
+            image: None,
         }
     }
 }

@@ -18,7 +18,10 @@ fn stages_of(text: &str, args: &[(&str, &str)]) -> Result<Stages, DockerfileErro
         .unwrap();
     Dockerfile::parse(text, Path::new("/ctx"), args)?.into_stages(&mut |name: &str| {
         if name.starts_with("missing") {
-            Err("no such image".into())
+            Err(ImageLookupError::NotFound {
+                reference: name.into(),
+                detail: "no such image".into(),
+            })
         } else {
             Ok(base.clone())
         }
@@ -74,11 +77,26 @@ fn stages_and_targets() {
     let e = Dockerfile::parse("FROM scratch\n", Path::new("/c"), &[])
         .unwrap()
         .target("nope")
-        .into_stages(&mut |_: &str| Err("x".to_owned()))
+        .into_stages(&mut |n: &str| {
+            Err(ImageLookupError::NotFound {
+                reference: n.into(),
+                detail: "x".into(),
+            })
+        })
         .unwrap_err();
     assert!(e.message.contains("nope"), "{e}");
     let e = stages_of("FROM a\nFROM missing:1\n", &[]).unwrap_err();
     assert_eq!((e.line, e.instruction.as_str()), (2, "FROM"));
+    let image = e.image.as_ref().expect("the typed cause");
+    assert_eq!(image.reference(), "missing:1");
+    assert!(image.is_not_found());
+    // COPY --from an image that cannot be had: the same typed cause, on the COPY's line.
+    let e = stages_of("FROM a\nCOPY --from=missing:2 /x /\n", &[]).unwrap_err();
+    assert_eq!((e.line, e.instruction.as_str()), (2, "COPY"));
+    assert_eq!(
+        e.image.map(|i| i.reference().to_owned()).as_deref(),
+        Some("missing:2")
+    );
 }
 
 #[test]
