@@ -43,6 +43,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("oci-image-tool", "oci-image-tool"),
     ("runc", "runc"),
     ("crun", "crun"),
+    // The network tests compare `ip -o link` before and after, and add bridge ports by hand.
+    ("ip", "iproute2"),
 ];
 
 /// Debian packages the benchmarks compare against.

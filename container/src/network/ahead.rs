@@ -3,8 +3,15 @@
 //! lock), the dearest part of plumbing a container. A background thread (`molde-veth`) keeps
 //! two network namespaces for the bridge last asked for, each with loopback up, a netlink
 //! socket opened inside it, and a veth pair already on the bridge: the peer `eth0` inside,
-//! down, the host end `mvp<12 random hex>`, down. A start takes one, renames the host end
-//! after its owner and brings it up, and gives the peer its MAC, address and route.
+//! the host end `mvp<12 random hex>`, both up. A start takes one, renames the host end after
+//! its owner, and gives the peer its MAC, address and route.
+//!
+//! Up, because a link that comes up is not at once of use: the kernel enables a bridge port
+//! (and, when the bridge had no port up, lets the bridge send again) only when its link-state
+//! work (`linkwatch`) has seen the carrier, some milliseconds later under load; until then
+//! what the host sends the container is dropped, and the first ARP request or SYN of a client
+//! is sent again only after a second. Made up ahead, the port is enabled long before its
+//! container starts, and the ports kept ready keep the bridge's carrier on between containers.
 //!
 //! Nothing made here outlives the process: a namespace's references are the pool's
 //! descriptor and socket, so it (and its veth) goes when they are dropped or the process
@@ -164,17 +171,18 @@ fn make(host_ns: &OwnedFd, host: &mut Rtnl, bridge: u32) -> std::io::Result<Read
         Ok::<_, std::io::Error>((own_ns()?, Rtnl::open()?))
     })();
     nix::sched::setns(host_ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-    let (ns, rtnl) = inside?;
+    let (ns, mut rtnl) = inside?;
     let mut id = [0u8; 6];
     getrandom(&mut id)?;
     let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
     let mut mac = id;
     mac[0] = 0x02;
     let name = format!("mvp{hex}");
-    host.add_veth(&name, "eth0", ns.as_fd(), (bridge, false), mac)?;
-    let host = host
-        .link_index(&name)?
-        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+    host.add_veth(&name, "eth0", ns.as_fd(), (bridge, true), mac)?;
+    let no_dev = || std::io::Error::from_raw_os_error(libc::ENODEV);
+    let host = host.link_index(&name)?.ok_or_else(no_dev)?;
+    let eth0 = rtnl.link_index("eth0")?.ok_or_else(no_dev)?;
+    rtnl.set_up(eth0)?;
     Ok(Ready { ns, rtnl, host })
 }
 

@@ -30,7 +30,8 @@ pub(crate) fn host_end(owner: &str, n: usize) -> String {
 /// bytes, as Docker does. An address keeps its MAC across restarts and reuse, so the host's
 /// (and the other containers') ARP entries stay right: with a random MAC each start, a
 /// restarted container is unreachable until the stale entry is probed again (seconds).
-fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+/// The bridge has its gateway's (see `bridge`), which no container is given.
+pub(crate) fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
     let [a, b, c, d] = ip.octets();
     [0x02, 0x42, a, b, c, d]
 }
@@ -58,11 +59,11 @@ pub(crate) fn plumb(
             // Its host end gets the owner's name (and goes up): veths are found by owner.
             let host = host_end(owner, 0);
             let mut rtnl = Rtnl::open().map_err(nl_err("opening netlink for", owner))?;
-            match rtnl.rename_up(ready.host, &host) {
+            match rename_live(&mut rtnl, ready.host, &host) {
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                     // Its previous run's, not torn down yet.
                     super::delete_link_named(&mut rtnl, &host)?;
-                    rtnl.rename_up(ready.host, &host)
+                    rename_live(&mut rtnl, ready.host, &host)
                 }
                 other => other,
             }
@@ -94,6 +95,19 @@ pub(crate) fn plumb(
     in_netns(ns.as_fd(), |r| configure(r, &inside))
         .map_err(nl_err("configuring the network namespace of", owner))?;
     Ok(ns)
+}
+
+/// Rename the host end of a veth made ahead (up, see `ahead`): where the kernel renames only
+/// links that are down (before 6.2), it goes down and up again, and its port is of use only
+/// once the kernel's link-state work has seen it (the first packets may wait a second).
+fn rename_live(rtnl: &mut Rtnl, index: u32, name: &str) -> std::io::Result<()> {
+    match rtnl.rename_up(index, name) {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            rtnl.set_down(index)?;
+            rtnl.rename_up(index, name)
+        }
+        other => other,
+    }
 }
 
 /// What a container's end of one network gets inside its namespace.

@@ -9,6 +9,7 @@
 //! - `ipam`: addresses, allocated as files under the networks' lock, persisted, released.
 //! - `hosts`: the `/etc/hosts` and `/etc/resolv.conf` a container sees.
 //! - `attach`: per start, a network namespace with a veth pair on the bridge.
+//! - `bridge`: what keeps a bridge the same for its containers (its hardware address).
 //! - `publish`: published ports (a userspace forwarder); `pasta`: rootless networking.
 //! - `netlink`: the link, address and route requests (rtnetlink, no `ip` command).
 //!
@@ -20,6 +21,7 @@
 
 mod ahead;
 pub(crate) mod attach;
+mod bridge;
 mod error;
 pub(crate) mod hosts;
 pub(crate) mod ipam;
@@ -377,9 +379,10 @@ impl Network {
             .link_index(name)
             .map_err(nl_err("looking for bridge", name))?
         {
+            bridge::keep_mac(rtnl, name, index).map_err(nl_err("fixing the address of", name))?;
             return Ok(index);
         }
-        match rtnl.add_bridge(name) {
+        match rtnl.add_bridge(name, attach::mac_of(self.gateway)) {
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                 return Err(NetworkError::NeedsRoot);
             }

@@ -118,10 +118,13 @@ impl Rtnl {
         }
     }
 
-    /// Make a bridge named `name` (`EEXIST` if a link has that name).
-    pub(crate) fn add_bridge(&mut self, name: &str) -> io::Result<()> {
+    /// Make a bridge named `name` with the hardware address `mac` (`EEXIST` if a link has
+    /// that name). An address given at creation is the bridge's for good: the kernel no
+    /// longer makes it the lowest of its ports' addresses as ports come and go.
+    pub(crate) fn add_bridge(&mut self, name: &str, mac: [u8; 6]) -> io::Result<()> {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.into()));
+        m.attributes.push(LinkAttribute::Address(mac.to_vec()));
         m.attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
                 InfoKind::Bridge,
@@ -168,7 +171,16 @@ impl Rtnl {
         self.request(RouteNetlinkMessage::SetLink(m), 0)
     }
 
-    /// Rename the link `index` (down) to `name`, and bring it up.
+    /// Take the link `index` down.
+    pub(crate) fn set_down(&mut self, index: u32) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.change_mask = LinkFlags::Up;
+        self.request(RouteNetlinkMessage::SetLink(m), 0)
+    }
+
+    /// Rename the link `index` to `name`, and bring it up (`EBUSY` if it is up and the
+    /// kernel, before 6.2, renames only links that are down).
     pub(crate) fn rename_up(&mut self, index: u32, name: &str) -> io::Result<()> {
         let mut m = LinkMessage::default();
         m.header.index = index;
@@ -178,7 +190,7 @@ impl Rtnl {
         self.request(RouteNetlinkMessage::SetLink(m), 0)
     }
 
-    /// Give the link `index` (down) the hardware address `mac`.
+    /// Give the link `index` (down, or a bridge) the hardware address `mac`.
     pub(crate) fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> io::Result<()> {
         let mut m = LinkMessage::default();
         m.header.index = index;
