@@ -12,16 +12,8 @@ use molde_container::Status;
 use molde_harness::ready::WaitFor;
 use molde_harness::{Harness, asynch};
 
-fn require(ok: bool, why: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if std::env::var_os("MOLDE_REQUIRE_ALL").is_some_and(|v| v == "1") {
-        panic!("MOLDE_REQUIRE_ALL=1 and this test cannot run: {why}");
-    }
-    eprintln!("skipping: {why}");
-    false
-}
+mod common;
+use common::require;
 
 #[tokio::test(flavor = "current_thread")]
 async fn nothing_blocks_a_current_thread_runtime() {

@@ -11,16 +11,8 @@ use molde_harness::{FIXTURE_IDLE, Fixture, Harness, LocalRegistry};
 use molde_image::ImageBuilder;
 use molde_image::lock::{FileLock, LockKind};
 
-fn require(ok: bool, why: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if std::env::var_os("MOLDE_REQUIRE_ALL").is_some_and(|v| v == "1") {
-        panic!("MOLDE_REQUIRE_ALL=1 and this test cannot run: {why}");
-    }
-    eprintln!("skipping: {why}");
-    false
-}
+mod common;
+use common::require;
 
 fn fixtures_dir(harness: &Harness) -> PathBuf {
     harness.store().layout().state().join("harness/fixtures")

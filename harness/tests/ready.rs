@@ -8,16 +8,8 @@ use std::time::{Duration, Instant};
 use molde_harness::ready::{self, ReadyError, WaitFor};
 use molde_harness::{Harness, TestContainer};
 
-fn require(ok: bool, why: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if std::env::var_os("MOLDE_REQUIRE_ALL").is_some_and(|v| v == "1") {
-        panic!("MOLDE_REQUIRE_ALL=1 and this test cannot run: {why}");
-    }
-    eprintln!("skipping: {why}");
-    false
-}
+mod common;
+use common::require;
 
 /// A harness in a temp dir and an image of host binaries.
 fn setup() -> Option<(tempfile::TempDir, Harness, molde_image::Image)> {

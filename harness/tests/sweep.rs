@@ -8,16 +8,8 @@ use std::process::{Command, Stdio};
 use molde_container::Container;
 use molde_harness::Harness;
 
-fn require(ok: bool, why: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if std::env::var_os("MOLDE_REQUIRE_ALL").is_some_and(|v| v == "1") {
-        panic!("MOLDE_REQUIRE_ALL=1 and this test cannot run: {why}");
-    }
-    eprintln!("skipping: {why}");
-    false
-}
+mod common;
+use common::require;
 
 fn image(harness: &Harness) -> molde_image::Image {
     let bins: Vec<&Path> = ["/bin/sh", "/bin/sleep"].iter().map(Path::new).collect();

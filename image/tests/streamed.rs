@@ -13,18 +13,8 @@ use molde_image::layerfs::digest::chain_id;
 use molde_image::unpack::store_and_unpack;
 use molde_image::{Layer, LayerMediaType, Store, StoreError};
 
-fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, content) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(content.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(1_700_000_000);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, path, *content).unwrap();
-    }
-    b.into_inner().unwrap()
-}
+mod common;
+use common::layer_tar;
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
