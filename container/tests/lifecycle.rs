@@ -721,8 +721,10 @@ fn a_container_directory_holds_only_lock_record_and_snapshot() {
         );
         let mut other = Container::open(&store, c.id()).unwrap();
         assert_eq!(other.status().unwrap(), Status::Running);
+        // `echo hi > x` creates the file before it writes to it: wait for the content,
+        // not for the file.
         for _ in 0..200 {
-            if c.read_file("/scratch/x").is_ok() {
+            if c.read_file("/scratch/x").is_ok_and(|b| b == b"hi\n") {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -929,7 +931,8 @@ fn exec_runs_in_the_running_container_as_its_user_or_another() {
         .start()
         .unwrap();
     for _ in 0..100 {
-        if c.writable_layer().join("scratch/w").exists() {
+        // The file exists before `echo` writes to it: wait for its content.
+        if fs::read(c.writable_layer().join("scratch/w")).is_ok_and(|b| b == b"inside\n") {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
