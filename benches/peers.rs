@@ -11,7 +11,8 @@
 //! and the same table with the machine and the exact commands in docs/benchmarks.md.
 //!
 //! Options (after `cargo xtask bench --`): `--pairs N` (default 30), `--only NAME[,NAME]`,
-//! `--no-write` (do not rewrite docs/benchmarks.md).
+//! `--no-write` (do not rewrite docs/benchmarks.md). With `MOLDE_BENCH_CPU=1` in the
+//! environment, the CPU time of each child and peer run is printed to stderr.
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -224,6 +225,7 @@ fn diff_options() -> DiffOptions {
 /// Run this binary in child mode; its wall time and peak RSS.
 fn run_child(args: &[&str]) -> (Duration, u64) {
     let exe = std::env::current_exe().expect("current exe");
+    let cpu = children_cpu();
     let start = Instant::now();
     let out = Command::new(exe)
         .arg("--child")
@@ -232,6 +234,7 @@ fn run_child(args: &[&str]) -> (Duration, u64) {
         .output()
         .expect("spawn child");
     let took = start.elapsed();
+    report_cpu(&format!("molde {}", args[0]), cpu);
     assert!(out.status.success(), "molde child {args:?} failed");
     let rss = String::from_utf8_lossy(&out.stdout)
         .trim()
@@ -241,8 +244,29 @@ fn run_child(args: &[&str]) -> (Duration, u64) {
     (took, rss)
 }
 
+/// CPU time (user + system) of the children waited for so far.
+fn children_cpu() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::new(t.tv_sec().max(0) as u64, (t.tv_usec().max(0) * 1000) as u32)
+    };
+    getrusage(UsageWho::RUSAGE_CHILDREN)
+        .map(|u| tv(u.user_time()) + tv(u.system_time()))
+        .unwrap_or_default()
+}
+
+/// With `MOLDE_BENCH_CPU` set, print the CPU time of the child just waited for (what a
+/// loaded machine can compare fairly, where wall times follow the load).
+fn report_cpu(what: &str, before: Duration) {
+    if std::env::var_os("MOLDE_BENCH_CPU").is_some() {
+        let ms = (children_cpu() - before).as_secs_f64() * 1e3;
+        eprintln!("cpu {what}: {ms:.0} ms");
+    }
+}
+
 /// Run a peer command line; its wall time.
 fn run_peer(cmd: &mut Command) -> Duration {
+    let cpu = children_cpu();
     let start = Instant::now();
     let status = cmd
         .stdout(Stdio::null())
@@ -250,6 +274,7 @@ fn run_peer(cmd: &mut Command) -> Duration {
         .status()
         .expect("spawn peer");
     let took = start.elapsed();
+    report_cpu(&cmd.get_program().to_string_lossy(), cpu);
     assert!(status.success(), "peer {cmd:?} failed");
     took
 }
