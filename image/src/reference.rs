@@ -3,6 +3,8 @@
 //! `docker.io/library/busybox:latest`). The familiar form is what the store keeps as the
 //! `org.opencontainers.image.ref.name` annotation of `index.json`.
 
+mod grammar;
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -45,7 +47,10 @@ impl Reference {
             input: s.to_owned(),
             source,
         };
-        let inner: OciReference = s.parse().map_err(|e| err(ReferenceErrorKind::Grammar(e)))?;
+        let inner: OciReference = match grammar::parse_ascii(s) {
+            Some(r) => r,
+            None => s.parse().map_err(|e| err(ReferenceErrorKind::Grammar(e)))?,
+        };
         let digest = match inner.digest() {
             Some(d) => Some(
                 d.parse::<Digest>()
