@@ -19,7 +19,7 @@ use super::spec::{MountKind, Spec, Stdio};
 #[derive(Debug)]
 pub(crate) struct ParentSide {
     pub err_r: OwnedFd,
-    /// The go-ahead's write end: handed to the launch ([`super::spawn::clone_child`]).
+    /// The go-ahead's write end: handed to the launch (`clone_child`).
     pub sync_w: Option<OwnedFd>,
     /// The child's ends (error channel write end, sync read end, stdio): closed after `clone`.
     pub child_ends: Vec<OwnedFd>,

@@ -9,7 +9,7 @@ pub use caps::Capability;
 
 /// Everything the launcher needs to start a container's first process.
 ///
-/// Built by the container lifecycle (or a test); [`super::spawn()`] prepares all of it (C strings,
+/// Built by the container lifecycle (or a test); `launch::spawn()` prepares all of it (C strings,
 /// pointer arrays, candidate program paths) before `clone`, so the child allocates nothing.
 #[derive(Debug)]
 pub struct Spec {
@@ -244,7 +244,7 @@ pub struct Rlimit {
     pub hard: u64,
 }
 
-/// A further process to run in a running container ([`super::exec()`]).
+/// A further process to run in a running container (by `launch::exec()`).
 #[derive(Debug)]
 pub struct ExecSpec {
     /// The program: a path inside the container, or a name searched in `path_dirs`.
