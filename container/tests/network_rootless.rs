@@ -176,6 +176,7 @@ fn user_networks(store: &Store, image: &molde_image::Image) {
     let published = server.host_addr(8080).unwrap();
     let body = common::web::get(published, Duration::from_secs(10));
     assert!(body.contains("hello from molde"), "{body}");
+    assert_eq!(pastas().len(), 1, "the server's pasta: {:?}", pastas());
     // From another container on the network: by IP, by hostname and by alias.
     let client = Container::builder(store, image)
         .command("/bin/sleep")
@@ -242,6 +243,14 @@ fn user_networks(store: &Store, image: &molde_image::Image) {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(net.allocations(store).unwrap().is_empty());
+    while !pastas().is_empty() {
+        assert!(
+            std::time::Instant::now() < end,
+            "pasta left: {:?}",
+            pastas()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Network::open(store, "backend")
         .unwrap()
         .remove(store)
@@ -258,4 +267,22 @@ fn host_links() -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The pids of this process's pasta children (pasta is spawned by a thread of this process).
+fn pastas() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let Some((comm, rest)) = stat.rsplit_once(") ") else {
+                return false;
+            };
+            // pasta is a link to passt (or passt.avx2), whose name it runs under.
+            let named = comm.contains("(pasta") || comm.contains("(passt");
+            named && rest.split(' ').nth(1) == Some(me.as_str())
+        })
+        .collect()
 }

@@ -117,6 +117,7 @@ fn start(maps: &IdMaps) -> Result<u32, NetworkError> {
         })?;
     let mut cmd = Command::new(sleep);
     cmd.arg("infinity")
+        .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
