@@ -15,7 +15,7 @@ use std::time::Duration;
 use molde::container::build::{Build, Copy};
 use molde::container::network::Network;
 use molde::container::{Container, Status, Stdio};
-use molde::image::{Store, StoreError, base};
+use molde::image::{Image, Store, StoreError, base};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -27,7 +27,20 @@ fn main() -> Res<()> {
     if !molde::layerfs::privilege::is_privileged() {
         println!("(unprivileged: each container gets a user namespace of its own)");
     }
+    let image = build_image(&store)?;
+    let mut containers = start_three(&store, &image)?;
+    copy_on_write(&store, &image, &containers)?;
+    stop_and_restart(&mut containers[1])?;
+    removal_refused(&store)?;
+    commit(&store, &image, &containers[0])?;
+    networks(&store)?;
+    remove_and_prune(&store, containers)?;
+    println!("\nDone: every step above ran for real.");
+    Ok(())
+}
 
+/// Chapter 1: an image built from host binaries by a recipe, its layers and history.
+fn build_image(store: &Store) -> Res<Image> {
     chapter("1. An image is a mould: read-only layers plus a config");
     say("We build an image from nothing downloaded. The base holds this host's /bin/sh, a few");
     say("tools and the shared libraries they need, found the way ld.so finds them. Then a");
@@ -48,7 +61,7 @@ fn main() -> Res<()> {
     .map(Path::new)
     .filter(|p| p.exists())
     .collect();
-    let base_image = base::from_host(&store, &tools)?;
+    let base_image = base::from_host(store, &tools)?;
     let context = tempfile::tempdir()?;
     let script = context.path().join("hello.sh");
     std::fs::write(&script, "echo \"$GREETING desde $(hostname)\"\n")?;
@@ -61,7 +74,7 @@ fn main() -> Res<()> {
         .cmd(["/bin/sh", "/app/hello.sh"])
         // A fixed source-date epoch: the same recipe always gives the same image, byte for byte.
         .source_date_epoch(1_700_000_000);
-    let built = recipe.build(&store, "tour/app:1")?;
+    let built = recipe.build(store, "tour/app:1")?;
     let image = built.image.clone();
     for step in &built.steps {
         say(&format!(
@@ -91,7 +104,7 @@ fn main() -> Res<()> {
     for line in image.history_table().lines() {
         say(&format!("  {line}"));
     }
-    let again = recipe.build(&store, "tour/app:1")?;
+    let again = recipe.build(store, "tour/app:1")?;
     say(&format!(
         "Building the same recipe again reuses every layer from the cache: {} RUN steps ran, \
          {:?}, and it is the same image (reproducible): {}",
@@ -99,13 +112,17 @@ fn main() -> Res<()> {
         again.duration,
         again.image.id() == image.id()
     ));
+    Ok(image)
+}
 
+/// Chapter 2: three containers of one image, each with its own hostname and layer.
+fn start_three(store: &Store, image: &Image) -> Res<Vec<Container>> {
     chapter("2. A container is the image in execution, with a writable layer of its own");
     say("Three containers start from the same image, at once. Each has its own hostname, its");
     say("own process tree and network namespace, and its own writable layer.");
     let mut containers = Vec::new();
     for name in ["uno", "dos", "tres"] {
-        let c = Container::builder(&store, &image)
+        let c = Container::builder(store, image)
             .hostname(name)
             // PID 1 of a container ignores signals it has no handler for: this one traps
             // `stop`'s SIGTERM and exits cleanly.
@@ -124,14 +141,18 @@ fn main() -> Res<()> {
             String::from_utf8_lossy(&out.stdout).trim()
         ));
     }
-    ps(&store)?;
+    ps(store)?;
+    Ok(containers)
+}
 
+/// Chapter 3: a write lands in the writer's layer only.
+fn copy_on_write(store: &Store, image: &Image, containers: &[Container]) -> Res<()> {
     chapter("3. Copy-on-write: a write lands in the writer's layer only");
     run(
         &containers[0],
         "echo 'solo en uno' > /app/nota.txt; echo 'editado' >> /etc/motd",
     )?;
-    for c in &containers {
+    for c in containers {
         let out = c
             .exec("/bin/sh")
             .args([
@@ -153,7 +174,7 @@ fn main() -> Res<()> {
         "  the image gained nothing: its layers are the same blobs ({unchanged}), and a new \
          container from it reads /etc/motd as: {}",
         String::from_utf8_lossy(
-            &Container::builder(&store, &image)
+            &Container::builder(store, image)
                 .command("/bin/cat")
                 .arg("/etc/motd")
                 .output()?
@@ -165,31 +186,40 @@ fn main() -> Res<()> {
     for change in containers[0].diff()? {
         say(&format!("    {change}"));
     }
+    Ok(())
+}
 
+/// Chapter 4: the writable layer outlives a stop and a restart.
+fn stop_and_restart(dos: &mut Container) -> Res<()> {
     chapter("4. Stop and restart: the writable layer lives until the container is removed");
-    run(&containers[1], "echo 'sigo aquí' > /app/persist.txt")?;
-    containers[1].stop(Duration::from_secs(2))?;
-    say(&format!("  dos is {}", containers[1].status()?));
-    containers[1].restart(Duration::from_secs(2))?;
-    say(&format!("  dos is {} again", containers[1].status()?));
-    let out = containers[1]
-        .exec("/bin/cat")
-        .arg("/app/persist.txt")
-        .output()?;
+    run(dos, "echo 'sigo aquí' > /app/persist.txt")?;
+    dos.stop(Duration::from_secs(2))?;
+    say(&format!("  dos is {}", dos.status()?));
+    dos.restart(Duration::from_secs(2))?;
+    say(&format!("  dos is {} again", dos.status()?));
+    let out = dos.exec("/bin/cat").arg("/app/persist.txt").output()?;
     say(&format!(
         "  and still reads /app/persist.txt: {}",
         String::from_utf8_lossy(&out.stdout).trim()
     ));
+    Ok(())
+}
 
+/// Chapter 5: an image in use cannot be removed.
+fn removal_refused(store: &Store) -> Res<()> {
     chapter("5. An image in use cannot be removed");
     match store.remove("tour/app:1") {
         Err(e @ StoreError::Held { .. }) => say(&format!("  refused, as it should be: {e}")),
         Err(e) => return Err(e.into()),
         Ok(_) => return Err("an image in use was removed".into()),
     }
+    Ok(())
+}
 
+/// Chapter 6: a container's writable layer committed as a new image.
+fn commit(store: &Store, image: &Image, uno: &Container) -> Res<()> {
     chapter("6. Commit: a container's writable layer becomes a new image");
-    let committed = containers[0].commit("add nota.txt, edit motd")?;
+    let committed = uno.commit("add nota.txt, edit motd")?;
     store.tag(&committed, "tour/app:2")?;
     let shared = committed
         .layers()
@@ -206,14 +236,16 @@ fn main() -> Res<()> {
     for line in committed.history_table().lines().take(3) {
         say(&format!("  {line}"));
     }
+    Ok(())
+}
 
-    networks(&store)?;
-
+/// Chapter 8: containers removed, images pruned, space back.
+fn remove_and_prune(store: &Store, containers: Vec<Container>) -> Res<()> {
     chapter("8. Remove the containers, then prune: space comes back");
     for c in containers {
         c.remove()?;
     }
-    ps(&store)?;
+    ps(store)?;
     store.remove("tour/app:2")?;
     store.untag("tour/app:1")?;
     let pruned = store.prune()?;
@@ -227,7 +259,6 @@ fn main() -> Res<()> {
     say(&format!(
         "  the store now holds {blobs} blobs and {layers} unpacked layers"
     ));
-    println!("\nDone: every step above ran for real.");
     Ok(())
 }
 
