@@ -271,56 +271,76 @@ fn networks(store: &Store) -> Res<()> {
     };
     let image = base::from_host(store, &[busybox.as_path()])?;
     let root = molde::layerfs::privilege::is_privileged();
-    let net = if root {
-        let net = Network::create(store, "tour")?;
-        say(&format!(
-            "  network `tour`: subnet {}, bridge {} (gateway {})",
-            net.subnet(),
-            net.bridge(),
-            net.gateway()
-        ));
-        Some(net)
-    } else {
-        say("  rootless: no bridge (bridges need root); each container gets a network namespace");
-        say("  of its own with pasta's user-mode stack, which copies the host's address into it:");
-        say("  both show that same address, each in its own namespace, and each is reached from");
-        say("  the host through a port of its own");
-        None
-    };
+    let net = Network::create(store, "tour")?;
+    say(&format!(
+        "  network `tour`: subnet {}, bridge {} (gateway {})",
+        net.subnet(),
+        net.bridge(),
+        net.gateway()
+    ));
+    if !root {
+        say("  rootless: the bridge is in the store's own user and network namespace (kept by a");
+        say("  small holder process), out of the host's reach; each container is reached from");
+        say("  the host through pasta, at a port of its own, and from the other by name");
+    }
     let serve = |name: &str| {
-        let mut b = Container::builder(store, &image)
+        Container::builder(store, &image)
             .command(&busybox)
             .args(["httpd", "-f", "-p", "8080", "-h", "/etc"])
             .hostname(name)
             .publish(8080)
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(net) = &net {
-            b = b.join(net);
-        }
-        b.start()
+            .stderr(Stdio::null())
+            .join(&net)
+            .start()
     };
     let servers = match (serve("uno"), serve("dos")) {
         (Ok(a), Ok(b)) => [a, b],
-        (Err(e), _) | (_, Err(e)) if !root => {
-            say(&format!("  rootless networking is not usable here: {e}"));
-            return Ok(());
+        (a, b) => {
+            let mut failure = None;
+            for started in [a, b] {
+                match started {
+                    Ok(c) => c.remove()?,
+                    Err(e) => failure = failure.or(Some(e)),
+                }
+            }
+            net.remove(store)?;
+            match failure {
+                Some(e) if !root => {
+                    say(&format!("  rootless networking is not usable here: {e}"));
+                    return Ok(());
+                }
+                Some(e) => return Err(e.into()),
+                None => return Ok(()),
+            }
         }
-        (Err(e), _) | (_, Err(e)) => return Err(e.into()),
     };
     for (name, c) in ["uno", "dos"].iter().zip(&servers) {
         let seen = c.exec(&busybox).args(["ip", "-o", "-4", "addr"]).output()?;
         let own = String::from_utf8_lossy(&seen.stdout)
             .lines()
-            .filter(|l| !l.contains(" lo "))
+            .filter(|l| !l.contains(" lo ") && !l.contains(" tap0 "))
             .filter_map(|l| l.split_whitespace().nth(3))
             .collect::<Vec<_>>()
             .join(", ");
         let port = c.host_addr(8080).ok_or("no published port")?;
         say(&format!("  {name}: address {own}"));
-        if let Some(ip) = c.ip() {
+        let other = if *name == "uno" { "dos" } else { "uno" };
+        if let (Some(ip), true) = (c.ip(), root) {
             let (status, _) = get_hosts(std::net::SocketAddr::new(ip.into(), 8080))?;
             say(&format!("       http://{ip}:8080/ answers {status}"));
+        } else if let Some(ip) = c.ip() {
+            // Rootless: the host has no route to the bridge; the other container has.
+            let from = &servers[usize::from(*name == "uno")];
+            let url = format!("http://{name}:8080/hosts");
+            let got = from
+                .exec(&busybox)
+                .args(["wget", "-q", "-O", "-", &url])
+                .output()?;
+            let answered = if got.success() { "answers" } else { "fails" };
+            say(&format!(
+                "       http://{ip}:8080/ from {other}, as {url}: {answered}"
+            ));
         }
         let (status, hosts) = get_hosts(port)?;
         say(&format!(
@@ -337,7 +357,6 @@ fn networks(store: &Store) -> Res<()> {
             say(&format!("       its /etc/hosts: {line}"));
         }
         // On a bridge network the other container is a name away.
-        let other = if *name == "uno" { "dos" } else { "uno" };
         if let Some(line) = names(other) {
             say(&format!("       and names {other}: {line}"));
         }
@@ -345,9 +364,7 @@ fn networks(store: &Store) -> Res<()> {
     for c in servers {
         c.remove()?;
     }
-    if let Some(net) = net {
-        net.remove(store)?;
-    }
+    net.remove(store)?;
     Ok(())
 }
 

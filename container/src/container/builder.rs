@@ -109,7 +109,7 @@ pub struct ContainerBuilder {
     /// a new intermediate image, do not.
     pub(crate) flatten: bool,
     /// Networks joined and ports published.
-    pub(crate) net: super::networking::Requested,
+    pub(crate) net: Requested,
     pub(crate) ambient_capabilities: Vec<Capability>,
     pub(crate) no_new_privileges: bool,
     pub(crate) seccomp: crate::seccomp::Seccomp,
@@ -118,6 +118,15 @@ pub struct ContainerBuilder {
     pub(crate) name: Option<String>,
     pub(crate) tty: bool,
     pub(crate) terminal_size: crate::launch::WindowSize,
+}
+
+/// The networks and ports the builder asked for (`container::networking` acts on them).
+#[derive(Debug, Default)]
+pub(crate) struct Requested {
+    pub(crate) joins: Vec<crate::network::Network>,
+    pub(crate) aliases: Vec<String>,
+    pub(crate) publish: Vec<crate::network::PublishedPort>,
+    pub(crate) publish_all: bool,
 }
 
 impl ContainerBuilder {

@@ -19,7 +19,7 @@ use super::spec::{MountKind, Spec, Stdio};
 #[derive(Debug)]
 pub(crate) struct ParentSide {
     pub err_r: OwnedFd,
-    /// The go-ahead's write end: handed to the launch ([`super::spawn::clone_child`]).
+    /// The go-ahead's write end: handed to the launch (`clone_child`).
     pub sync_w: Option<OwnedFd>,
     /// The child's ends (error channel write end, sync read end, stdio): closed after `clone`.
     pub child_ends: Vec<OwnedFd>,
@@ -522,6 +522,18 @@ fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchErr
         },
         _ => -1,
     };
+    // A user namespace to join (a rootless container on a bridge network), held likewise.
+    let userns = match &spec.join_userns {
+        Some(fd) => {
+            let fd = fd
+                .try_clone()
+                .map_err(|e| LaunchError::new(Stage::Prepare, io_errno(&e)))?;
+            let raw = fd.as_raw_fd();
+            side.child_ends.push(fd);
+            raw
+        }
+        None => -1,
+    };
     // A mount namespace made ahead, where the rootfs can be made detached before joining it.
     // Not for a root of another user namespace than the initial one: a made namespace would
     // belong to it, and the kernel mounts a new proc there only where one is fully visible
@@ -553,6 +565,7 @@ fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchErr
         sys_tree: -1,
         hostname,
         netns,
+        userns,
         mntns,
         mntns_root,
         loopback: spec.network == super::spec::Network::Isolated && netns < 0,

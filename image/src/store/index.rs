@@ -77,12 +77,47 @@ pub(super) fn index_add(index: &mut ImageIndex, image: &Image, tag: Option<&Refe
     // Replace an untagged entry by the tagged one; never duplicate an untagged entry.
     if let Some(tag) = tag {
         retain_manifests(index, |d| {
-            !(desc_digest(d) == Some(md) && ref_name(d).is_none())
+            !(desc_digest(d) == Some(md) && ref_name(d).is_none() && repo_digest(d).is_none())
         });
         push_manifest(index, index_entry(image, Some(&tag.to_string())));
     } else if !present {
         push_manifest(index, index_entry(image, None));
     }
+}
+
+/// The annotation of an `index.json` entry that records a repository digest of its image
+/// (`name@sha256:...`, docker's `RepoDigests`): the digest a registry serves the image
+/// under, which differs from the stored manifest's when the layers are stored under another
+/// compression. Such an entry has no `org.opencontainers.image.ref.name`: it is no tag.
+pub(crate) const REPO_DIGEST: &str = "io.molde.image.repo-digest";
+
+/// Record `name` (`repo@sha256:...`) as a repository digest of `image`, moving it from
+/// another image if it was on one. Returns whether the index changed.
+pub(super) fn index_add_repo_digest(index: &mut ImageIndex, image: &Image, name: &str) -> bool {
+    let md = image.manifest_digest();
+    if index
+        .manifests()
+        .iter()
+        .any(|d| repo_digest(d) == Some(name) && desc_digest(d) == Some(md))
+    {
+        return false;
+    }
+    retain_manifests(index, |d| repo_digest(d) != Some(name));
+    let mut entry = index_entry(image, None);
+    entry.set_annotations(Some(HashMap::from([(
+        REPO_DIGEST.to_owned(),
+        name.to_owned(),
+    )])));
+    push_manifest(index, entry);
+    true
+}
+
+/// The repository digest an entry records, if it is such an entry.
+pub(crate) fn repo_digest(d: &Descriptor) -> Option<&str> {
+    d.annotations()
+        .as_ref()
+        .and_then(|a| a.get(REPO_DIGEST))
+        .map(String::as_str)
 }
 
 pub(crate) fn desc_digest(d: &Descriptor) -> Option<Digest> {

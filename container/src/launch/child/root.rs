@@ -11,7 +11,9 @@ use crate::launch::sys;
 /// Set up the whole root (see the module docs); the working directory ends at `/`.
 pub(super) fn setup_root(err_w: i32, r: &mut RootSetup) {
     let p = err_w;
-    if r.netns >= 0 {
+    if r.userns >= 0 {
+        super::join::join_user_namespace(p, r);
+    } else if r.netns >= 0 {
         // SAFETY: plain integer arguments.
         step!(
             p,
