@@ -18,7 +18,7 @@ fn ready() -> Option<tempfile::TempDir> {
     ) {
         return None;
     }
-    common::busybox::ready(&[])
+    common::busybox::ready_rootless_too(&[])
 }
 
 fn rules() -> Landlock {

@@ -205,7 +205,7 @@ impl Executor<'_> {
                 .map_err(io_err("creating a directory in", &root))?;
             fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))
                 .map_err(io_err("setting the mode of", tmp.path()))?;
-            chown(tmp.path(), Some(uid), Some(gid)).map_err(io_err("chown", tmp.path()))?;
+            give_owner(tmp.path(), uid, gid).map_err(io_err("chown", tmp.path()))?;
             let made = tmp.keep();
             if fs::rename(&made, &dir).is_err() {
                 // Another build made it first.
@@ -364,5 +364,20 @@ impl Executor<'_> {
                 }
             }
         }
+    }
+}
+
+/// Give `path` the owner `uid:gid` as the build's containers see it. As root, a plain
+/// `chown`. Rootless with subordinate ids, a `chown` as root of a user namespace with the
+/// maps the containers run with (the caller alone may not give a file to a subordinate id).
+/// With one id, the caller already owns it as the containers' root sees it, and no other
+/// owner exists there.
+fn give_owner(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    match molde_layerfs::idmap::IdMaps::for_current_process() {
+        None => chown(path, Some(uid), Some(gid)),
+        Some(maps) if maps.needs_helpers() => {
+            molde_layerfs::userns::run_as_root(maps, || chown(path, Some(uid), Some(gid)))
+        }
+        Some(_) => Ok(()),
     }
 }
