@@ -4,8 +4,8 @@
 //!
 //! `testcontainers-peer NAME TAG SCRIPT`: for each line read on stdin, one run: `SyncRunner`
 //! start of image NAME:TAG with command `/bin/sh -c SCRIPT` as user `postgres`, port 5432
-//! mapped to a free port of 127.0.0.1, ready by PostgreSQL's log line on stderr (testcontainers' `WaitFor`), then a
-//! client connects over the published port and `select 1` answers. It prints the time from the
+//! mapped to a free port of 127.0.0.1, ready by PostgreSQL's log line on stderr
+//! (testcontainers' `WaitFor`), then a client connects over that port and `select 1` answers. It prints the time from the
 //! start call to that answer in nanoseconds, one line per run; the container's removal (its
 //! guard's drop) comes after the clock stops.
 
