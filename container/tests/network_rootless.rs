@@ -1,6 +1,9 @@
-//! Published ports of a rootless container, through pasta: this test binary, copied where
-//! `nobody` can run it, re-runs its helper as uid/gid 65534 (setpriv(1)); the helper starts
-//! busybox httpd containers publishing 8080 and reaches each from the host at its port.
+//! Rootless networking, through pasta: this test binary, copied where `nobody` can run it,
+//! re-runs its helper as uid/gid 65534 (setpriv(1)); the helper starts busybox httpd
+//! containers publishing 8080 and reaches each from the host at its port, and on a user
+//! network (in the store's rootless network namespace) reaches a server from another
+//! container by IP and by name and from the host at its published port, then checks that
+//! nothing is left (holder, pasta, veths, addresses).
 
 mod common;
 
@@ -86,34 +89,7 @@ fn rootless_helper() {
     assert!(!common::privileged(), "must run unprivileged");
     let (_dir, store, image) = common::web::setup();
     let _ = Store::open(work.join("unused"));
-    // Joining a bridge network needs root: a typed error.
-    match molde_container::network::Network::create(&store, "n") {
-        Err(molde_container::network::NetworkError::NeedsRoot) => {}
-        other => panic!("a bridge network rootless: {other:?}"),
-    }
-    // A network of the store (as root would have made it): joining it rootless is a typed
-    // error naming it, and nothing is made.
-    let dir = store.layout().state().join("networks/rootnet");
-    fs::create_dir_all(dir.join("ips")).unwrap();
-    fs::write(
-        dir.join("network.json"),
-        r#"{"name":"rootnet","id":"0123456789ab","subnet":"10.253.0.0/24","gateway":"10.253.0.1","bridge":"mb-0123456789ab","created":"2026-01-01T00:00:00Z"}"#,
-    )
-    .unwrap();
-    let rootnet = molde_container::network::Network::open(&store, "rootnet").unwrap();
-    let before = Container::list(&store).unwrap().len();
-    match common::web::httpd(&store, &image).join(&rootnet).create() {
-        Err(molde_container::ContainerError::Network(
-            molde_container::network::NetworkError::RootlessJoin { network },
-        )) => assert_eq!(network, "rootnet"),
-        other => panic!("a rootless container joining a network: {other:?}"),
-    }
-    assert_eq!(
-        Container::list(&store).unwrap().len(),
-        before,
-        "nothing made"
-    );
-    assert!(rootnet.allocations(&store).unwrap().is_empty());
+    user_networks(&store, &image);
     // Two containers of one image, both on 8080, each at its own published port.
     let a = common::web::httpd(&store, &image)
         .hostname("uno")
@@ -169,4 +145,144 @@ fn rootless_helper() {
     }
     let _ = Container::list(&store).unwrap();
     eprintln!("rootless network: checked");
+}
+
+/// A user network, rootless: a server reached from another container by IP and by name and
+/// from the host at its published port; then nothing left once all is removed.
+fn user_networks(store: &Store, image: &molde_image::Image) {
+    use molde_container::network::Network;
+    let links_before = host_links();
+    let net = Network::create(store, "backend").unwrap();
+    let holder_file = store.layout().state().join("networks/rootless-netns");
+    assert!(!holder_file.exists(), "no holder before a container starts");
+    let server = common::web::httpd(store, image)
+        .hostname("web")
+        .alias("db")
+        .join(&net)
+        .publish(8080)
+        .start()
+        .unwrap();
+    let ip = server.ip().expect("an address on the network");
+    assert!(net.subnet().contains(&ip), "{ip} in {}", net.subnet());
+    let holder: u32 = fs::read_to_string(&holder_file)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{holder}")).exists());
+    // From the host, at the published port (pasta into the server's namespace).
+    let published = server.host_addr(8080).unwrap();
+    let body = common::web::get(published, Duration::from_secs(10));
+    assert!(body.contains("hello from molde"), "{body}");
+    assert_eq!(pastas().len(), 1, "the server's pasta: {:?}", pastas());
+    // From another container on the network: by IP, by hostname and by alias.
+    let client = Container::builder(store, image)
+        .command("/bin/sleep")
+        .arg("60")
+        .join(&net)
+        .start()
+        .unwrap();
+    assert_ne!(client.ip(), Some(ip));
+    for host in [ip.to_string(), "web".into(), "db".into()] {
+        let url = format!("http://{host}:8080/");
+        let mut last = String::new();
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = client
+                .exec("/bin/wget")
+                // (busybox's `-T` crashes it: its default timeout it is.)
+                .args(["-q", "-O", "-", &url])
+                .output()
+                .unwrap();
+            let body = String::from_utf8_lossy(&out.stdout).into_owned();
+            if body.contains("hello from molde") {
+                break;
+            }
+            last = format!("{out:?}");
+            assert!(
+                std::time::Instant::now() < end,
+                "{url} from a container: {last}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = last;
+    }
+    // The host's network namespace got nothing: the bridge and veths are in the holder's.
+    assert_eq!(host_links(), links_before, "links in the host's namespace");
+    // In use: refused, naming the containers.
+    match Network::open(store, "backend").unwrap().remove(store) {
+        Err(molde_container::network::NetworkError::InUse { containers, .. }) => {
+            assert_eq!(containers.len(), 2, "{containers:?}")
+        }
+        other => panic!("removing a network in use: {other:?}"),
+    }
+    server.remove().unwrap();
+    assert!(
+        std::path::Path::new(&format!("/proc/{holder}")).exists(),
+        "the holder stays while a container is on a network"
+    );
+    client.remove().unwrap();
+    // The last container gone: the holder (its namespaces, bridge and veths) went too.
+    assert!(!holder_file.exists(), "holder file left");
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{holder}")).exists() {
+        assert!(
+            std::time::Instant::now() < end,
+            "holder {holder} outlived its containers"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // pasta went with its container.
+    while std::net::TcpStream::connect(published).is_ok() {
+        assert!(
+            std::time::Instant::now() < end,
+            "pasta outlived its container"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(net.allocations(store).unwrap().is_empty());
+    while !pastas().is_empty() {
+        assert!(
+            std::time::Instant::now() < end,
+            "pasta left: {:?}",
+            pastas()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Network::open(store, "backend")
+        .unwrap()
+        .remove(store)
+        .unwrap();
+    assert!(Network::list(store).unwrap().is_empty());
+    assert_eq!(host_links(), links_before);
+}
+
+/// The names of the links of this process's network namespace.
+fn host_links() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The pids of this process's pasta children (pasta is spawned by a thread of this process).
+fn pastas() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let Some((comm, rest)) = stat.rsplit_once(") ") else {
+                return false;
+            };
+            // pasta is a link to passt (or passt.avx2), whose name it runs under.
+            let named = comm.contains("(pasta") || comm.contains("(passt");
+            named && rest.split(' ').nth(1) == Some(me.as_str())
+        })
+        .collect()
 }

@@ -459,8 +459,15 @@ impl ContainerBuilder {
         self.init = yes;
         self
     }
-    /// Keep the writable layer on a tmpfs instead of on disk: fast, lost at removal (needs
-    /// the privilege to mount).
+    /// Keep the writable layer on a tmpfs instead of on disk: fast, lost at removal.
+    ///
+    /// As root the tmpfs is mounted on the host, so the layer can be committed, diffed and
+    /// copied from. Without root it is mounted inside the container's own user and mount
+    /// namespaces at each start (the host would refuse): the layer lasts one run, and what
+    /// reads or writes it from the host (`commit`, `diff`, `copy_in`, `copy_out`,
+    /// `read_file`, `export_bundle`) fails with
+    /// [`ContainerError::LayerOutOfReach`](crate::ContainerError::LayerOutOfReach); it needs
+    /// the overlay backend (overlay mountable in a user namespace).
     pub fn ephemeral(mut self, yes: bool) -> Self {
         self.storage = if yes {
             LayerStorage::Tmpfs

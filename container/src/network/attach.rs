@@ -49,7 +49,7 @@ pub(crate) fn plumb(
             name: format!("eth{n}"),
             ip: *ip,
             prefix: net.subnet().prefix_len(),
-            gateway: net.gateway(),
+            gateway: Some(net.gateway()),
         })
         .collect();
     // One network (the usual case): a namespace whose veth was made ahead, if one is ready.
@@ -111,16 +111,17 @@ fn rename_live(rtnl: &mut Rtnl, index: u32, name: &str) -> std::io::Result<()> {
 }
 
 /// What a container's end of one network gets inside its namespace.
-struct Inside {
-    name: String,
-    ip: Ipv4Addr,
-    prefix: u8,
-    gateway: Ipv4Addr,
+pub(super) struct Inside {
+    pub(super) name: String,
+    pub(super) ip: Ipv4Addr,
+    pub(super) prefix: u8,
+    /// The default route's gateway (the first network's, where it gives the default route).
+    pub(super) gateway: Option<Ipv4Addr>,
 }
 
 /// Inside the namespace (`r` talks to it): each end gets its MAC and address and goes up;
-/// the first network's gateway is the default route.
-fn configure(r: &mut Rtnl, inside: &[Inside]) -> std::io::Result<()> {
+/// the first network's gateway, if given, is the default route.
+pub(super) fn configure(r: &mut Rtnl, inside: &[Inside]) -> std::io::Result<()> {
     for (n, end) in inside.iter().enumerate() {
         let index = r
             .link_index(&end.name)?
@@ -128,8 +129,8 @@ fn configure(r: &mut Rtnl, inside: &[Inside]) -> std::io::Result<()> {
         r.set_mac(index, mac_of(end.ip))?;
         r.add_address(index, end.ip, end.prefix)?;
         r.set_up(index)?;
-        if n == 0 {
-            r.add_default_route(end.gateway)?;
+        if let (0, Some(gateway)) = (n, end.gateway) {
+            r.add_default_route(gateway)?;
         }
     }
     Ok(())

@@ -115,14 +115,6 @@ pub enum NetworkError {
         "a bridge network needs root (CAP_NET_ADMIN in the host's network namespace); rootless containers get a user-mode network from pasta"
     )]
     NeedsRoot,
-    /// A rootless container cannot join a bridge network (see docs/rootless.md, "Networks").
-    #[error(
-        "a rootless container cannot join network {network:?}: a bridge network's bridge and veths live in the host's network namespace, which only root can change, and molde keeps no per-user network namespace to hold them (that needs a process living beside the containers, a daemon molde does not have); rootless, publish ports instead (ContainerBuilder::publish, served by pasta) and reach each container at its own port of the host's 127.0.0.1, or run as root"
-    )]
-    RootlessJoin {
-        /// The network asked for.
-        network: String,
-    },
     /// pasta (the user-mode network stack of rootless containers) is not installed.
     #[error(
         "rootless networking needs pasta, which is not installed: install the Debian package `passt` (apt-get install passt)"
