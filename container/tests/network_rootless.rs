@@ -164,13 +164,7 @@ fn user_networks(store: &Store, image: &molde_image::Image) {
         .unwrap();
     let ip = server.ip().expect("an address on the network");
     assert!(net.subnet().contains(&ip), "{ip} in {}", net.subnet());
-    let holder: u32 = fs::read_to_string(&holder_file)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let holder = holder_pid(&holder_file);
     assert!(std::path::Path::new(&format!("/proc/{holder}")).exists());
     // From the host, at the published port (pasta into the server's namespace).
     let published = server.host_addr(8080).unwrap();
@@ -226,14 +220,8 @@ fn user_networks(store: &Store, image: &molde_image::Image) {
     client.remove().unwrap();
     // The last container gone: the holder (its namespaces, bridge and veths) went too.
     assert!(!holder_file.exists(), "holder file left");
+    wait_gone(holder);
     let end = std::time::Instant::now() + Duration::from_secs(5);
-    while std::path::Path::new(&format!("/proc/{holder}")).exists() {
-        assert!(
-            std::time::Instant::now() < end,
-            "holder {holder} outlived its containers"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
     // pasta went with its container.
     while std::net::TcpStream::connect(published).is_ok() {
         assert!(
@@ -251,6 +239,25 @@ fn user_networks(store: &Store, image: &molde_image::Image) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A holder that died (a crash, a reboot) is made again by the next start.
+    let mut again = common::web::httpd(store, image)
+        .join(&net)
+        .publish(8080)
+        .start()
+        .unwrap();
+    let first = holder_pid(&holder_file);
+    again.stop(Duration::from_millis(100)).unwrap();
+    // SAFETY: a plain kill of the holder this process started.
+    assert_eq!(unsafe { libc::kill(first as i32, libc::SIGKILL) }, 0);
+    wait_gone(first);
+    again.start().unwrap();
+    let second = holder_pid(&holder_file);
+    assert_ne!(first, second, "a new holder");
+    let body = common::web::get(again.host_addr(8080).unwrap(), Duration::from_secs(10));
+    assert!(body.contains("hello from molde"), "{body}");
+    again.remove().unwrap();
+    assert!(!holder_file.exists(), "holder file left");
+    wait_gone(second);
     Network::open(store, "backend")
         .unwrap()
         .remove(store)
@@ -285,4 +292,32 @@ fn pastas() -> Vec<u32> {
             named && rest.split(' ').nth(1) == Some(me.as_str())
         })
         .collect()
+}
+
+/// The holder's pid, from its file.
+fn holder_pid(file: &std::path::Path) -> u32 {
+    fs::read_to_string(file)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Wait (5 s at most) until process `pid` is gone (or a zombie: reaped by its parent later).
+fn wait_gone(pid: u32) {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(") ").map(|(_, r)| r.split(' ').next());
+        if stat.is_empty() || state == Some(Some("Z")) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "process {pid} outlived its use"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
