@@ -239,6 +239,7 @@ fn user_networks(store: &Store, image: &molde_image::Image) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    killed_owner(store, image);
     // A holder that died (a crash, a reboot) is made again by the next start.
     let mut again = common::web::httpd(store, image)
         .join(&net)
@@ -319,5 +320,78 @@ fn wait_gone(pid: u32) {
             "process {pid} outlived its use"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const OWNER_ENV: &str = "MOLDE_TEST_NETWORK_ROOTLESS_OWNER";
+
+/// A process that started a container on `backend` is SIGKILLed: its container and pasta
+/// die with it, the holder stays while the container's record holds its address; the next
+/// open of the store marks the container exited, and its removal stops the holder.
+fn killed_owner(store: &Store, image: &molde_image::Image) {
+    use std::io::BufRead;
+    let mut owner = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["rootless_owner", "--exact", "--ignored", "--nocapture"])
+        .env(
+            OWNER_ENV,
+            format!("{}\n{}", store.root().display(), image.id()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(owner.stdout.take().unwrap());
+    while !line.starts_with("started ") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the owner ended");
+    }
+    let mut words = line.split_whitespace().skip(1);
+    let (id, port): (String, std::net::SocketAddr) = (
+        words.next().unwrap().to_owned(),
+        words.next().unwrap().parse().unwrap(),
+    );
+    let holder_file = store.layout().state().join("networks/rootless-netns");
+    let holder = holder_pid(&holder_file);
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(port).is_ok() {
+        assert!(std::time::Instant::now() < end, "pasta outlived its owner");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    molde_container::recover(store).unwrap();
+    let mut c = Container::open(store, &id).unwrap();
+    assert!(
+        matches!(c.status().unwrap(), molde_container::Status::Exited { .. }),
+        "{:?}",
+        c.status()
+    );
+    assert_eq!(
+        holder_pid(&holder_file),
+        holder,
+        "the holder stays for the record"
+    );
+    c.remove().unwrap();
+    assert!(!holder_file.exists(), "holder file left");
+    wait_gone(holder);
+}
+
+/// Run by [`killed_owner`]: start a container on `backend`, say so, wait to be killed.
+#[test]
+#[ignore = "helper: run by rootless_helper, then killed"]
+fn rootless_owner() {
+    let env = std::env::var(OWNER_ENV).expect("a helper: started by rootless_helper");
+    let (root, image) = env.split_once('\n').unwrap();
+    let store = Store::open(root).unwrap();
+    let image = store.resolve(image).unwrap();
+    let net = molde_container::network::Network::open(&store, "backend").unwrap();
+    let c = common::web::httpd(&store, &image)
+        .join(&net)
+        .publish(8080)
+        .start()
+        .unwrap();
+    println!("started {} {}", c.id(), c.host_addr(8080).unwrap());
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
     }
 }
