@@ -1,5 +1,6 @@
 //! Rootless networking, through pasta: this test binary, copied where `nobody` can run it,
-//! re-runs its helper as uid/gid 65534 (setpriv(1)); the helper starts busybox httpd
+//! re-runs its helper as uid/gid 65534 (setpriv(1)), one id mapped, and as `molde-rootless`,
+//! with subordinate ranges; the helper starts busybox httpd
 //! containers publishing 8080 and reaches each from the host at its port, and on a user
 //! network (in the store's rootless network namespace) reaches a server from another
 //! container by IP and by name and from the host at its published port, then checks that
@@ -19,8 +20,35 @@ const ROOTLESS_ENV: &str = "MOLDE_TEST_NETWORK_ROOTLESS_DIR";
 
 #[test]
 fn rootless_published_ports_through_pasta_as_nobody() {
+    if ready() {
+        run_helper(65534, 65534, "--clear-groups");
+    }
+}
+
+/// The same as `molde-rootless`, a user with subordinate ranges: the rootless network
+/// namespace's user namespace is mapped through newuidmap/newgidmap.
+#[test]
+fn rootless_networks_with_subordinate_ids() {
+    if !ready() {
+        return;
+    }
+    let user = nix::unistd::User::from_name("molde-rootless")
+        .ok()
+        .flatten();
+    if common::require(
+        user.is_some(),
+        "needs the user molde-rootless with subordinate ranges (cargo xtask test makes it: \
+         useradd -m molde-rootless)",
+    ) {
+        let user = user.unwrap();
+        run_helper(user.uid.as_raw(), user.gid.as_raw(), "--init-groups");
+    }
+}
+
+/// Whether the tools are here (and this is root, who can become another user).
+fn ready() -> bool {
     if !common::require(common::have_tool("setpriv"), "needs setpriv(1)")
-        || !common::require(common::privileged(), "needs root to become nobody")
+        || !common::require(common::privileged(), "needs root to become another user")
         || !common::require(
             common::have_tool("pasta"),
             "needs pasta (Debian package passt)",
@@ -30,8 +58,13 @@ fn rootless_published_ports_through_pasta_as_nobody() {
             "needs a static busybox (Debian package busybox-static)",
         )
     {
-        return;
+        return false;
     }
+    true
+}
+
+/// Run [`rootless_helper`] as `uid`:`gid` (setpriv's `groups` option); it must pass.
+fn run_helper(uid: u32, gid: u32, groups: &str) {
     // pasta opens /dev/net/tun as the user: Debian's udev makes it 0666; some VMs leave it
     // 0600 (root only). Give it udev's mode, as a host set up for rootless containers has.
     let tun = std::path::Path::new("/dev/net/tun");
@@ -46,14 +79,11 @@ fn rootless_published_ports_through_pasta_as_nobody() {
     fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
     let work = base.join("work");
     fs::create_dir(&work).unwrap();
-    std::os::unix::fs::chown(&work, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(&work, Some(uid), Some(gid)).unwrap();
     let output = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .args([groups, "--inh-caps=-all"])
         .arg(&exe)
         .args([
             "rootless_helper",
@@ -79,9 +109,9 @@ fn rootless_published_ports_through_pasta_as_nobody() {
     );
 }
 
-/// Runs as `nobody` for [`rootless_published_ports_through_pasta_as_nobody`].
+/// Runs as `nobody` or `molde-rootless` for the tests above.
 #[test]
-#[ignore = "helper: run as nobody by rootless_published_ports_through_pasta_as_nobody"]
+#[ignore = "helper: run as nobody and as molde-rootless by the two tests above"]
 fn rootless_helper() {
     let work = std::env::var_os(ROOTLESS_ENV)
         .map(PathBuf::from)
