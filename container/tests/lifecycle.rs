@@ -891,8 +891,11 @@ fn recover_releases_only_container_holds_and_keeps_reading_old_bare_ones() {
 
 #[test]
 fn ephemeral_writable_layer_lives_on_a_tmpfs() {
-    if !can_run_as_root("a tmpfs is mounted on the host for the writable layer") {
+    if !can_run() {
         return;
+    }
+    if !common::privileged() {
+        return ephemeral_rootless();
     }
     let (dir, store, image) = setup();
     let mounts = mounts_mentioning(dir.path());
@@ -915,6 +918,54 @@ fn ephemeral_writable_layer_lives_on_a_tmpfs() {
     fs::write(dir.path().join("f"), b"on tmpfs").unwrap();
     c.copy_in(dir.path().join("f"), "/f").unwrap();
     assert_eq!(c.read_file("/f").unwrap(), b"on tmpfs");
+    c.close().unwrap();
+    assert!(!snap.exists());
+    assert_eq!(mounts_mentioning(dir.path()), mounts);
+}
+
+/// Rootless, the tmpfs is mounted in the container's own namespaces at each start: writes
+/// land there (not in the upper directory on disk), a second run starts fresh, and what would
+/// read the layer from the host is refused with a typed error.
+fn ephemeral_rootless() {
+    let (dir, store, image) = setup();
+    let mounts = mounts_mentioning(dir.path());
+    let script = "[ -e /f ] && exit 9; echo x > /f && [ -s /f ] && exit 5";
+    let mut c = sh(&store, &image, script)
+        .ephemeral(true)
+        .stdout(molde_container::Stdio::null())
+        .create()
+        .unwrap();
+    let five = Status::Exited {
+        code: Some(5),
+        signal: None,
+    };
+    for run in ["first", "second (a fresh tmpfs: no /f)"] {
+        c.start().unwrap();
+        assert_eq!(c.wait().unwrap(), five, "{run} run");
+        assert!(
+            !c.writable_layer().join("f").exists(),
+            "the write went to the upper on disk"
+        );
+        assert_eq!(
+            mounts_mentioning(dir.path()),
+            mounts,
+            "no mount on the host"
+        );
+    }
+    for err in [
+        c.commit("ephemeral").map(drop).unwrap_err(),
+        c.read_file("/etc/passwd").map(drop).unwrap_err(),
+        c.diff().map(drop).unwrap_err(),
+        c.copy_out("/etc", dir.path().join("out")).unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, ContainerError::LayerOutOfReach { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("ephemeral(true)"), "{err}");
+    }
+    assert!(!dir.path().join("out").exists());
+    let snap = c.writable_layer().parent().unwrap().to_owned();
     c.close().unwrap();
     assert!(!snap.exists());
     assert_eq!(mounts_mentioning(dir.path()), mounts);

@@ -291,6 +291,7 @@ const FUZZ_TARGETS: &[(&str, &str)] = &[
     ("molde-layerfs", "apply_fuzz"),
     ("molde-image", "archive_fuzz"),
     ("molde-container", "parsers_fuzz"),
+    ("molde-registry", "responses_fuzz"),
 ];
 
 /// `cargo xtask fuzz [--cases N]`: every fuzz target with N cases per property (default

@@ -288,13 +288,28 @@ fn make(
     run.network = super::networking::create(b, id, paths)?;
     store.hold(&b.image, &record::hold_name(id))?;
     let snap_dir = paths.snapshot();
-    if b.storage == LayerStorage::Tmpfs {
+    let privileged = molde_layerfs::privilege::is_privileged();
+    let storage = match b.storage {
+        LayerStorage::Tmpfs if !privileged => LayerStorage::TmpfsInNamespace,
+        other => other,
+    };
+    if storage == LayerStorage::Tmpfs {
         mount_tmpfs(&snap_dir)?;
     }
     let backend = super::backend::for_container(store);
     // The rootfs is mounted over the snapshot directory itself, in the container's own
     // mount namespace: no mount point of its own to make and delete.
     let snapshot = backend.prepare(lowers, &snap_dir)?;
+    if storage == LayerStorage::TmpfsInNamespace && snapshot.mounts.is_empty() {
+        // The copy backend (overlay not mountable in a user namespace here): the image's
+        // copy is the rootfs, which a tmpfs would hide.
+        let _ = backend.remove(snapshot);
+        return Err(ContainerError::LayerOutOfReach {
+            id: id.to_owned(),
+            op: "have an ephemeral writable layer (overlay cannot be mounted in a user \
+                 namespace here, and the copy backend's rootfs is on disk)",
+        });
+    }
     let record = Record {
         id: id.to_owned(),
         name: b.name.clone(),
@@ -312,7 +327,7 @@ fn make(
         exit_signal: None,
         backend: backend.name().to_owned(),
         lowers: lowers.to_vec(),
-        storage: b.storage,
+        storage,
         run,
     };
     record.write(paths)?;

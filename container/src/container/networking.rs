@@ -20,15 +20,6 @@ use crate::network::{
 };
 use crate::record::ContainerPaths;
 
-/// What the builder asked for.
-#[derive(Debug, Default)]
-pub(crate) struct Requested {
-    pub(crate) joins: Vec<Network>,
-    pub(crate) aliases: Vec<String>,
-    pub(crate) publish: Vec<PublishedPort>,
-    pub(crate) publish_all: bool,
-}
-
 /// The ports `image` EXPOSEs (`8080/tcp`, `53/udp`, `80`), published on 127.0.0.1.
 fn exposed(image: &Image) -> Vec<PublishedPort> {
     image

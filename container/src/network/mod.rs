@@ -6,7 +6,8 @@
 //! `container/` asks for it. Its parts:
 //!
 //! - [`Network`] (here): create, open, list, remove; the default network.
-//! - `ipam`: addresses, allocated as files under the networks' lock, persisted, released.
+//! - `ipam`: addresses, allocated as files under the networks' lock, persisted, released;
+//!   `allocation`: those files (who holds which address), read and deleted.
 //! - `hosts`: the `/etc/hosts` and `/etc/resolv.conf` a container sees.
 //! - `attach`: per start, a network namespace with a veth pair on the bridge.
 //! - `bridge`: what keeps a bridge the same for its containers (its hardware address).
@@ -23,6 +24,7 @@
 //! ```
 
 mod ahead;
+mod allocation;
 pub(crate) mod attach;
 mod bridge;
 mod error;
@@ -42,9 +44,9 @@ use molde_image::Store;
 use molde_image::lock::{FileLock, LockKind};
 use serde::{Deserialize, Serialize};
 
+pub use allocation::Allocation;
 pub use error::NetworkError;
 use error::{io_err, nl_err};
-pub use ipam::Allocation;
 pub use publish::{Protocol, PublishedPort};
 
 /// The name of the default network, which containers join when they publish ports without
@@ -330,7 +332,7 @@ impl Network {
     pub fn remove(self, store: &Store) -> Result<(), NetworkError> {
         let _guard = lock(store)?;
         let dir = networks_dir(store).join(&self.name);
-        let users: Vec<String> = ipam::allocations(&dir)?
+        let users: Vec<String> = allocation::allocations(&dir)?
             .into_iter()
             .map(|(_, a)| a.owner)
             .collect();
@@ -371,7 +373,7 @@ impl Network {
     }
     /// The containers (ids) with an address on it, and their addresses.
     pub fn allocations(&self, store: &Store) -> Result<Vec<(Ipv4Addr, Allocation)>, NetworkError> {
-        ipam::allocations(&networks_dir(store).join(&self.name))
+        allocation::allocations(&networks_dir(store).join(&self.name))
     }
 
     fn write(&self, dir: &Path) -> Result<(), NetworkError> {
@@ -459,9 +461,9 @@ pub(crate) fn sweep(store: &Store, is_live: &dyn Fn(&str) -> bool) -> Result<(),
     for net in Network::list_unlocked(store)? {
         let dir = networks_dir(store).join(&net.name);
         let mut changed = false;
-        for (ip, a) in ipam::allocations(&dir)? {
+        for (ip, a) in allocation::allocations(&dir)? {
             if !is_live(&a.owner) {
-                ipam::release_ip(&dir, ip)?;
+                allocation::release_ip(&dir, ip)?;
                 changed = true;
             }
         }

@@ -170,7 +170,7 @@ pub(crate) fn stop_if_unused(store: &Store) -> Result<(), NetworkError> {
         return Ok(());
     }
     for net in Network::list_unlocked(store)? {
-        if !super::ipam::allocations(&networks_dir(store).join(&net.name))?.is_empty() {
+        if !super::allocation::allocations(&networks_dir(store).join(&net.name))?.is_empty() {
             return Ok(());
         }
     }

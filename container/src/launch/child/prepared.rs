@@ -31,6 +31,9 @@ pub(crate) enum ExtraKind {
 pub(crate) struct RootSetup {
     pub root: CString,
     pub rootfs: Vec<PreparedMount>,
+    /// The directories to make in a tmpfs mounted on `root` first (`Spec::layer_tmpfs`); no
+    /// tmpfs when `None`.
+    pub layer_tmpfs: Option<Vec<CString>>,
     pub readonly_rootfs: bool,
     pub extra: Vec<ExtraMount>,
     /// Detached trees (open_tree fds) of the extra binds, filled in by the child.
