@@ -14,24 +14,7 @@ use molde_container::network::{Network, NetworkError, NetworkOptions};
 use molde_container::{Container, ContainerError};
 use molde_image::Store;
 
-/// Whether bridge networks can be made here: as root. Rootless (xtask's unprivileged pass)
-/// the test asserts instead the typed error they get there (a bridge and veths live in the
-/// host's network namespace: root's), nothing made, and ends.
-fn can_run() -> bool {
-    if !common::privileged() {
-        let store = Store::temporary().unwrap();
-        let err = Network::create(&store, "rootless").unwrap_err();
-        assert!(matches!(err, NetworkError::NeedsRoot), "{err:?}");
-        assert!(Network::list(&store).unwrap().is_empty());
-        return false;
-    }
-    common::require(
-        molde_container::image::base::static_busybox().is_some(),
-        "needs a static busybox (Debian package busybox-static)",
-    )
-}
-
-use common::web::{get, httpd, setup};
+use common::web::{can_run, get, httpd, setup};
 
 /// Lines of `ip -o <what>` mentioning `needle`.
 fn ip_lines(what: &str, needle: &str) -> Vec<String> {

@@ -9,24 +9,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use molde_container::network::{Network, NetworkError};
+use molde_container::network::Network;
 
-use common::web::{httpd, setup};
-
-/// Whether bridge networks can be made here: as root. Rootless (xtask's unprivileged pass)
-/// the test asserts instead the typed error they get there, and ends.
-fn can_run() -> bool {
-    if !common::privileged() {
-        let store = molde_image::Store::temporary().unwrap();
-        let err = Network::create(&store, "rootless").unwrap_err();
-        assert!(matches!(err, NetworkError::NeedsRoot), "{err:?}");
-        return false;
-    }
-    common::require(
-        molde_container::image::base::static_busybox().is_some(),
-        "needs a static busybox (Debian package busybox-static)",
-    )
-}
+use common::web::{can_run, httpd, setup};
 
 /// How long an answer may take before it counts as a hang. A lost answer never comes (15 s
 /// and more). Packets sent to a container whose bridge port the kernel has not yet enabled

@@ -1,5 +1,6 @@
 //! Rootless networking, through pasta: this test binary, copied where `nobody` can run it,
-//! re-runs its helper as uid/gid 65534 (setpriv(1)); the helper starts busybox httpd
+//! re-runs its helper as uid/gid 65534 (setpriv(1)), one id mapped, and as `molde-rootless`,
+//! with subordinate ranges; the helper starts busybox httpd
 //! containers publishing 8080 and reaches each from the host at its port, and on a user
 //! network (in the store's rootless network namespace) reaches a server from another
 //! container by IP and by name and from the host at its published port, then checks that
@@ -19,8 +20,35 @@ const ROOTLESS_ENV: &str = "MOLDE_TEST_NETWORK_ROOTLESS_DIR";
 
 #[test]
 fn rootless_published_ports_through_pasta_as_nobody() {
+    if ready() {
+        run_helper(65534, 65534, "--clear-groups");
+    }
+}
+
+/// The same as `molde-rootless`, a user with subordinate ranges: the rootless network
+/// namespace's user namespace is mapped through newuidmap/newgidmap.
+#[test]
+fn rootless_networks_with_subordinate_ids() {
+    if !ready() {
+        return;
+    }
+    let user = nix::unistd::User::from_name("molde-rootless")
+        .ok()
+        .flatten();
+    if common::require(
+        user.is_some(),
+        "needs the user molde-rootless with subordinate ranges (cargo xtask test makes it: \
+         useradd -m molde-rootless)",
+    ) {
+        let user = user.unwrap();
+        run_helper(user.uid.as_raw(), user.gid.as_raw(), "--init-groups");
+    }
+}
+
+/// Whether the tools are here (and this is root, who can become another user).
+fn ready() -> bool {
     if !common::require(common::have_tool("setpriv"), "needs setpriv(1)")
-        || !common::require(common::privileged(), "needs root to become nobody")
+        || !common::require(common::privileged(), "needs root to become another user")
         || !common::require(
             common::have_tool("pasta"),
             "needs pasta (Debian package passt)",
@@ -30,8 +58,13 @@ fn rootless_published_ports_through_pasta_as_nobody() {
             "needs a static busybox (Debian package busybox-static)",
         )
     {
-        return;
+        return false;
     }
+    true
+}
+
+/// Run [`rootless_helper`] as `uid`:`gid` (setpriv's `groups` option); it must pass.
+fn run_helper(uid: u32, gid: u32, groups: &str) {
     // pasta opens /dev/net/tun as the user: Debian's udev makes it 0666; some VMs leave it
     // 0600 (root only). Give it udev's mode, as a host set up for rootless containers has.
     let tun = std::path::Path::new("/dev/net/tun");
@@ -46,14 +79,11 @@ fn rootless_published_ports_through_pasta_as_nobody() {
     fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
     let work = base.join("work");
     fs::create_dir(&work).unwrap();
-    std::os::unix::fs::chown(&work, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(&work, Some(uid), Some(gid)).unwrap();
     let output = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .args([groups, "--inh-caps=-all"])
         .arg(&exe)
         .args([
             "rootless_helper",
@@ -79,9 +109,9 @@ fn rootless_published_ports_through_pasta_as_nobody() {
     );
 }
 
-/// Runs as `nobody` for [`rootless_published_ports_through_pasta_as_nobody`].
+/// Runs as `nobody` or `molde-rootless` for the tests above.
 #[test]
-#[ignore = "helper: run as nobody by rootless_published_ports_through_pasta_as_nobody"]
+#[ignore = "helper: run as nobody and as molde-rootless by the two tests above"]
 fn rootless_helper() {
     let work = std::env::var_os(ROOTLESS_ENV)
         .map(PathBuf::from)
@@ -164,13 +194,7 @@ fn user_networks(store: &Store, image: &molde_image::Image) {
         .unwrap();
     let ip = server.ip().expect("an address on the network");
     assert!(net.subnet().contains(&ip), "{ip} in {}", net.subnet());
-    let holder: u32 = fs::read_to_string(&holder_file)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let holder = holder_pid(&holder_file);
     assert!(std::path::Path::new(&format!("/proc/{holder}")).exists());
     // From the host, at the published port (pasta into the server's namespace).
     let published = server.host_addr(8080).unwrap();
@@ -226,14 +250,8 @@ fn user_networks(store: &Store, image: &molde_image::Image) {
     client.remove().unwrap();
     // The last container gone: the holder (its namespaces, bridge and veths) went too.
     assert!(!holder_file.exists(), "holder file left");
+    wait_gone(holder);
     let end = std::time::Instant::now() + Duration::from_secs(5);
-    while std::path::Path::new(&format!("/proc/{holder}")).exists() {
-        assert!(
-            std::time::Instant::now() < end,
-            "holder {holder} outlived its containers"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
     // pasta went with its container.
     while std::net::TcpStream::connect(published).is_ok() {
         assert!(
@@ -251,6 +269,26 @@ fn user_networks(store: &Store, image: &molde_image::Image) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    killed_owner(store, image);
+    // A holder that died (a crash, a reboot) is made again by the next start.
+    let mut again = common::web::httpd(store, image)
+        .join(&net)
+        .publish(8080)
+        .start()
+        .unwrap();
+    let first = holder_pid(&holder_file);
+    again.stop(Duration::from_millis(100)).unwrap();
+    // SAFETY: a plain kill of the holder this process started.
+    assert_eq!(unsafe { libc::kill(first as i32, libc::SIGKILL) }, 0);
+    wait_gone(first);
+    again.start().unwrap();
+    let second = holder_pid(&holder_file);
+    assert_ne!(first, second, "a new holder");
+    let body = common::web::get(again.host_addr(8080).unwrap(), Duration::from_secs(10));
+    assert!(body.contains("hello from molde"), "{body}");
+    again.remove().unwrap();
+    assert!(!holder_file.exists(), "holder file left");
+    wait_gone(second);
     Network::open(store, "backend")
         .unwrap()
         .remove(store)
@@ -285,4 +323,105 @@ fn pastas() -> Vec<u32> {
             named && rest.split(' ').nth(1) == Some(me.as_str())
         })
         .collect()
+}
+
+/// The holder's pid, from its file.
+fn holder_pid(file: &std::path::Path) -> u32 {
+    fs::read_to_string(file)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Wait (5 s at most) until process `pid` is gone (or a zombie: reaped by its parent later).
+fn wait_gone(pid: u32) {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(") ").map(|(_, r)| r.split(' ').next());
+        if stat.is_empty() || state == Some(Some("Z")) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "process {pid} outlived its use"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const OWNER_ENV: &str = "MOLDE_TEST_NETWORK_ROOTLESS_OWNER";
+
+/// A process that started a container on `backend` is SIGKILLed: its container and pasta
+/// die with it, the holder stays while the container's record holds its address; the next
+/// open of the store marks the container exited, and its removal stops the holder.
+fn killed_owner(store: &Store, image: &molde_image::Image) {
+    use std::io::BufRead;
+    let mut owner = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["rootless_owner", "--exact", "--ignored", "--nocapture"])
+        .env(
+            OWNER_ENV,
+            format!("{}\n{}", store.root().display(), image.id()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(owner.stdout.take().unwrap());
+    while !line.starts_with("started ") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the owner ended");
+    }
+    let mut words = line.split_whitespace().skip(1);
+    let (id, port): (String, std::net::SocketAddr) = (
+        words.next().unwrap().to_owned(),
+        words.next().unwrap().parse().unwrap(),
+    );
+    let holder_file = store.layout().state().join("networks/rootless-netns");
+    let holder = holder_pid(&holder_file);
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(port).is_ok() {
+        assert!(std::time::Instant::now() < end, "pasta outlived its owner");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    molde_container::recover(store).unwrap();
+    let mut c = Container::open(store, &id).unwrap();
+    assert!(
+        matches!(c.status().unwrap(), molde_container::Status::Exited { .. }),
+        "{:?}",
+        c.status()
+    );
+    assert_eq!(
+        holder_pid(&holder_file),
+        holder,
+        "the holder stays for the record"
+    );
+    c.remove().unwrap();
+    assert!(!holder_file.exists(), "holder file left");
+    wait_gone(holder);
+}
+
+/// Run by [`killed_owner`]: start a container on `backend`, say so, wait to be killed.
+#[test]
+#[ignore = "helper: run by rootless_helper, then killed"]
+fn rootless_owner() {
+    let env = std::env::var(OWNER_ENV).expect("a helper: started by rootless_helper");
+    let (root, image) = env.split_once('\n').unwrap();
+    let store = Store::open(root).unwrap();
+    let image = store.resolve(image).unwrap();
+    let net = molde_container::network::Network::open(&store, "backend").unwrap();
+    let c = common::web::httpd(&store, &image)
+        .join(&net)
+        .publish(8080)
+        .start()
+        .unwrap();
+    println!("started {} {}", c.id(), c.host_addr(8080).unwrap());
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
 }

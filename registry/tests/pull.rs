@@ -283,7 +283,11 @@ fn a_digest_reference_pins_content_and_tags_nothing() {
         .unwrap();
     let b = tmp_store();
     let by_digest = format!("{}@{}", reg.reference("pin"), image.manifest_digest());
-    let report = Pull::new(&b, &by_digest).run().unwrap();
+    // Declared plain HTTP (no HTTPS attempt first).
+    let report = Pull::new(&b, &by_digest)
+        .options(RegistryOptions::default().plain_http(reg.addr.clone()))
+        .run()
+        .unwrap();
     assert_eq!(report.image.manifest_digest(), image.manifest_digest());
     assert!(report.tag.is_none());
     assert!(b.tags_of(&report.image).unwrap().is_empty());

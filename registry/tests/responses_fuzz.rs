@@ -133,6 +133,8 @@ fn pull_checked(server: &Server) -> Result<PullReport, RegistryError> {
     match &result {
         Ok(report) => assert_eq!(store.list().unwrap().len(), 1, "{report:?}"),
         Err(e) => {
+            // A panic inside the transfer comes back as a Task error: a defect, not an answer.
+            assert!(!matches!(e, RegistryError::Task { .. }), "{e}");
             let text = e.to_string();
             assert!(
                 text.contains("test/app:v1"),
@@ -247,6 +249,9 @@ fn exchange() -> impl Strategy<Value = Exchange> {
         3 => prop::collection::vec(json_op(), 0..3).prop_map(|ops| Body::Json(usize::MAX, ops)),
         1 => prop::collection::vec(byte_op(), 1..4).prop_map(|ops| Body::Bytes(usize::MAX, ops)),
         1 => prop::collection::vec(any::<u8>(), 0..256).prop_map(Body::Random),
+        // Tokens no HTTP header can carry.
+        1 => prop::sample::select(vec!["t\nk", "t\u{0}k", "t\rk\u{7f}", "\u{e9}t\u{2028}"])
+            .prop_map(|t| Body::Random(serde_json::to_vec(&json!({ "token": t })).unwrap())),
     ];
     (
         challenge,
@@ -494,4 +499,22 @@ fn the_seeds_pull_or_are_refused_as_they_should_be() {
         .filter(|(_, p, _)| p.starts_with("/token"))
         .count();
     assert!(tokens >= 1, "the token server was asked");
+}
+
+/// A token server's answer with a token no HTTP header can carry (oci-client's request builder
+/// panics on it): a typed error naming the reference, not a panic.
+#[test]
+fn a_token_no_header_can_carry_is_a_typed_error() {
+    let exchange = Exchange {
+        challenge: Challenge::Mutated(Vec::new()),
+        token_status: 200,
+        token: Body::Random(br#"{"token":"t\nk"}"#.to_vec()),
+    };
+    let server = serve_with_tokens(&exchange);
+    match pull_checked(&server) {
+        Err(RegistryError::Invalid { reason, .. }) => {
+            assert!(reason.contains("cannot use"), "{reason}")
+        }
+        other => panic!("expected Invalid, got {:?}", other.map(|r| r.digest)),
+    }
 }

@@ -39,9 +39,17 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Ste
 
 impl Executor<'_> {
     /// The part of a `RUN`'s cache key its mounts make: each mount's description and, for a
-    /// bind of the context, the content of what it binds (a secret's content never).
+    /// bind of the context, the content of what it binds (a secret's content never); then
+    /// its Landlock ruleset, if any.
     pub(super) fn mounts_key(&self, r: &Run) -> Result<String, StepError> {
         let mut out = String::new();
+        if let Some(l) = &r.landlock {
+            out += &format!(
+                "landlock(ro={:?},rw={:?}) ",
+                l.read_only_paths(),
+                l.read_write_paths()
+            );
+        }
         for m in &r.mounts {
             out += &m.describe();
             match m {
@@ -293,6 +301,9 @@ impl Executor<'_> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         builder = self.add_mounts(builder, r, &mut held)?;
+        if let Some(rules) = &r.landlock {
+            builder = builder.landlock(rules.clone());
+        }
         let mut child = builder.spawn()?;
         let (out, err) = crate::container::child::collect(child.stdout.take(), child.stderr.take());
         let mut container: Container = child.into_container();

@@ -297,7 +297,9 @@ impl Pending {
 }
 
 impl super::Container {
-    /// The container's address on its first bridge network, if it joined one.
+    /// The container's address on its first bridge network, if it joined one. Rootless, the
+    /// network's other containers reach it there, the host does not (the bridge is in the
+    /// store's rootless network namespace): the host reaches its published ports.
     pub fn ip(&self) -> Option<Ipv4Addr> {
         self.record.run.network.networks.first().map(|a| a.ip)
     }

@@ -42,16 +42,7 @@ pub(crate) fn plumb(
     owner: &str,
     networks: &[(Network, Ipv4Addr)],
 ) -> Result<OwnedFd, NetworkError> {
-    let inside: Vec<Inside> = networks
-        .iter()
-        .enumerate()
-        .map(|(n, (net, ip))| Inside {
-            name: format!("eth{n}"),
-            ip: *ip,
-            prefix: net.subnet().prefix_len(),
-            gateway: Some(net.gateway()),
-        })
-        .collect();
+    let inside = Inside::all(networks, true);
     // One network (the usual case): a namespace whose veth was made ahead, if one is ready.
     if let [(net, _)] = networks {
         let bridge = net.ensure_bridge()?;
@@ -117,6 +108,23 @@ pub(super) struct Inside {
     pub(super) prefix: u8,
     /// The default route's gateway (the first network's, where it gives the default route).
     pub(super) gateway: Option<Ipv4Addr>,
+}
+
+impl Inside {
+    /// The container's ends on `networks`: `eth<n>` with its address, the first network's
+    /// gateway the default route if `route`.
+    pub(super) fn all(networks: &[(Network, Ipv4Addr)], route: bool) -> Vec<Inside> {
+        networks
+            .iter()
+            .enumerate()
+            .map(|(n, (net, ip))| Inside {
+                name: format!("eth{n}"),
+                ip: *ip,
+                prefix: net.subnet().prefix_len(),
+                gateway: route.then(|| net.gateway()),
+            })
+            .collect()
+    }
 }
 
 /// Inside the namespace (`r` talks to it): each end gets its MAC and address and goes up;

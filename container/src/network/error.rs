@@ -110,9 +110,9 @@ pub enum NetworkError {
         "a container on the host's network cannot join networks or publish ports: its ports are the host's"
     )]
     HostNetwork,
-    /// Bridge networks need root in the host's network namespace.
+    /// A bridge in the host's network namespace needs `CAP_NET_ADMIN` there.
     #[error(
-        "a bridge network needs root (CAP_NET_ADMIN in the host's network namespace); rootless containers get a user-mode network from pasta"
+        "a bridge in the host's network namespace needs CAP_NET_ADMIN there, which this process lacks: run as root with it, or unprivileged (a rootless network's bridge is in a namespace of the store's own)"
     )]
     NeedsRoot,
     /// pasta (the user-mode network stack of rootless containers) is not installed.

@@ -366,7 +366,8 @@ impl Network {
     pub fn gateway(&self) -> Ipv4Addr {
         self.gateway
     }
-    /// The name of its bridge in the host's network namespace.
+    /// The name of its bridge: in the host's network namespace (a network root made), or in
+    /// the store's rootless network namespace (one made without root; see `rootless`).
     pub fn bridge(&self) -> &str {
         &self.bridge
     }
@@ -449,8 +450,9 @@ pub(crate) fn delete_link_named(rtnl: &mut netlink::Rtnl, name: &str) -> Result<
 }
 
 /// Clear what killed processes left: allocations whose owner `is_live` denies are released
-/// (and the hosts files of the others rewritten), veths of this store's networks without a
-/// live owner are deleted. Called by `molde_container::recover`.
+/// (and the hosts files of the others rewritten), and the store's rootless network
+/// namespace's holder is stopped if no container holds an address any more. (Veths go with
+/// their namespaces: nothing to delete.) Called by `molde_container::recover`.
 pub(crate) fn sweep(store: &Store, is_live: &dyn Fn(&str) -> bool) -> Result<(), NetworkError> {
     if !networks_dir(store).exists() {
         return Ok(());

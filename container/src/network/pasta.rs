@@ -60,7 +60,7 @@ pub(crate) enum Target<'a> {
     /// Those of this process (a container's, waiting for its go-ahead): its user and network
     /// namespaces.
     Pid(u32),
-    /// A network namespace made for a container on rootless networks (`super::rootless`),
+    /// A network namespace made for a container on rootless networks (see the `rootless` module),
     /// with the user namespace that owns it, both handed to pasta as descriptors it inherits.
     /// Its tap is `tap0`: `eth<n>` are the networks' veths.
     Netns {

@@ -204,16 +204,7 @@ pub(crate) fn plumb(
     owner: &str,
     networks: &[(Network, Ipv4Addr)],
 ) -> Result<OwnedFd, NetworkError> {
-    let inside: Vec<Inside> = networks
-        .iter()
-        .enumerate()
-        .map(|(n, (net, ip))| Inside {
-            name: format!("eth{n}"),
-            ip: *ip,
-            prefix: net.subnet().prefix_len(),
-            gateway: None,
-        })
-        .collect();
+    let inside = Inside::all(networks, false);
     let made = in_holder(holder, || {
         let mut outer = Rtnl::open()?;
         let mut bridges = Vec::with_capacity(networks.len());
