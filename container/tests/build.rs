@@ -211,6 +211,7 @@ fn add_tar_keeps_owners_as_nobody() {
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
     let exe = tmp.path().join("build-test");
     fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    common::settle(&exe, &["--list"]);
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&exe)

@@ -1638,6 +1638,7 @@ fn rootless_lifecycle_as_nobody() {
     fs::set_permissions(base, fs::Permissions::from_mode(0o755)).unwrap();
     let exe = base.join("lifecycle");
     fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    common::settle(&exe, &["--list"]);
     fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
     let work = base.join("work");
     fs::create_dir(&work).unwrap();

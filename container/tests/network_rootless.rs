@@ -76,6 +76,7 @@ fn run_helper(uid: u32, gid: u32, groups: &str) {
     fs::set_permissions(base, fs::Permissions::from_mode(0o755)).unwrap();
     let exe = base.join("network_rootless");
     fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    common::settle(&exe, &["--list"]);
     fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
     let work = base.join("work");
     fs::create_dir(&work).unwrap();

@@ -408,6 +408,7 @@ fn rootless_terminals_as_nobody() {
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let exe = tmp.path().join("terminal");
     std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    common::settle(&exe, &["--list"]);
     let output = std::process::Command::new("setpriv")
         .args([
             "--reuid=65534",

@@ -17,7 +17,7 @@ pub fn rootfs(extra: &[&str]) -> Option<tempfile::TempDir> {
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     std::fs::copy(&busybox, bin.join("busybox")).unwrap();
-    settle(&bin.join("busybox"));
+    super::settle(&bin.join("busybox"), &["true"]);
     for name in APPLETS.iter().chain(extra) {
         let link = bin.join(name);
         if !link.exists() {
@@ -28,25 +28,6 @@ pub fn rootfs(extra: &[&str]) -> Option<tempfile::TempDir> {
         std::fs::create_dir(dir.path().join(d)).unwrap();
     }
     Some(dir)
-}
-
-/// Wait until `exe`, just written, can be executed: a process another test thread forked
-/// while the copy's descriptor was open holds a copy of it until that process execs, and
-/// meanwhile an exec of the file fails with ETXTBSY (seen under load).
-fn settle(exe: &Path) {
-    for _ in 0..500 {
-        match std::process::Command::new(exe)
-            .arg("true")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-        {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
-                std::thread::sleep(std::time::Duration::from_millis(10))
-            }
-            _ => return,
-        }
-    }
 }
 
 /// A busybox rootfs when this test can launch containers as root; `None` (skipped, or a

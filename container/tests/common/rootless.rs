@@ -60,6 +60,7 @@ fn run_as(test: &str, uid: u32, gid: u32, groups: &str, home: &Path) {
         .join(std::env::current_exe().unwrap().file_name().unwrap());
     std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    super::settle(&exe, &["--list"]);
     let out = std::process::Command::new("setpriv")
         .arg(format!("--reuid={uid}"))
         .arg(format!("--regid={gid}"))
