@@ -84,6 +84,20 @@ fn as_nobody_the_missing_ranges_are_named() {
     let exe = dir.path().join("probe");
     std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A process another test thread forked while the copy's descriptor was open holds it
+    // until that process execs; meanwhile an exec of the file fails with ETXTBSY.
+    for _ in 0..500 {
+        match std::process::Command::new(&exe)
+            .arg("--list")
+            .stdout(std::process::Stdio::null())
+            .status()
+        {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => break,
+        }
+    }
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&exe)

@@ -6,6 +6,8 @@
 //!   and polled until `select 1` answers. Goal <= 1.3.
 //! - `postgres-ready` (pg_podman.rs): the same per-test server against podman's `run -d -p`
 //!   of the same fixture image plus `pg_isready`. Goal <= 0.2.
+//! - `postgres-testcontainers` (pg_testcontainers.rs): the same against testcontainers-rs over
+//!   podman's Docker-compatible API; reported, no goal.
 //! - `fixture-copy`: from the cached fixture to a running per-test container (no readiness),
 //!   100 runs, against the 5 ms goal (the "peer" is the budget: a ratio <= 1 meets it); median
 //!   and p99 in the note.
@@ -100,18 +102,41 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-/// The harness figures wanted.
-pub fn figures(pairs: usize, wanted: &dyn Fn(&str) -> bool) -> Vec<Figure> {
-    let mut out = Vec::new();
-    if !(wanted("postgres-floor") || wanted("fixture-copy") || wanted("postgres-ready")) {
-        return out;
-    }
+/// A work directory, a harness store in it, and the fixture built there.
+fn setup() -> (tempfile::TempDir, Harness, Image) {
     let dir = tempfile::Builder::new()
         .prefix("molde-bench-harness-")
         .tempdir_in("/var/tmp")
         .expect("tempdir");
     let harness = Harness::open(dir.path().join("store")).expect("harness");
     let image = fixture(&harness);
+    (dir, harness, image)
+}
+
+/// `postgres-testcontainers`, if wanted: a group of its own, since it builds and runs a peer
+/// (testcontainers-rs over podman's API) that may fail where the other harness figures do not.
+pub fn testcontainers_figures(pairs: usize, wanted: &dyn Fn(&str) -> bool) -> Vec<Figure> {
+    if !wanted("postgres-testcontainers") {
+        return Vec::new();
+    }
+    let (dir, harness, image) = setup();
+    let figure = super::pg_testcontainers::postgres_testcontainers(
+        &harness,
+        &image,
+        dir.path(),
+        pairs,
+        first_query,
+    );
+    vec![figure.expect("podman could not load the fixture (its error is above)")]
+}
+
+/// The harness figures wanted.
+pub fn figures(pairs: usize, wanted: &dyn Fn(&str) -> bool) -> Vec<Figure> {
+    let mut out = Vec::new();
+    if !(wanted("postgres-floor") || wanted("fixture-copy") || wanted("postgres-ready")) {
+        return out;
+    }
+    let (dir, harness, image) = setup();
     if wanted("postgres-floor") {
         out.push(postgres_floor(&harness, &image, dir.path(), pairs));
     }

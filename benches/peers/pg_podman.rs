@@ -24,7 +24,7 @@ const PG_ISREADY: &str = "/usr/lib/postgresql/15/bin/pg_isready";
 /// What the podman container runs: the fixture's server, reachable over TCP from the host
 /// (the fixture listens on no TCP address, and trusts loopback only: podman's port forward
 /// comes from its bridge).
-fn server_script() -> String {
+pub fn server_script() -> String {
     format!(
         "printf 'host all all all trust\\n' >> {DATA}/pg_hba.conf && exec postgres -D {DATA} \
          -c listen_addresses='*' -c unix_socket_directories=/tmp"
@@ -73,6 +73,15 @@ pub fn load(harness: &Harness, image: &Image, work: &Path) -> Option<(PathBuf, S
             None
         }
     }
+}
+
+/// Remove the images and the storage [`load`] made.
+pub fn unload(dir: &Path) {
+    let _ = podman(dir).args(["rmi", "-af"]).output();
+    // podman leaves its storage's overlay mounted: unmount it, then remove the storage.
+    let _ = nix::mount::umount2(&dir.join("root/overlay"), nix::mount::MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir_all(Path::new("/tmp").join(dir.file_name().unwrap_or_default()));
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// `podman run -d -p` of the fixture, `pg_isready` every 5 ms until it answers, then the first
@@ -140,11 +149,7 @@ pub fn postgres_ready(
         (took, peak_rss_kib())
     };
     let (ratios, m, p, rss) = interleave(pairs, molde, || podman_ready(&dir, &name));
-    let _ = podman(&dir).args(["rmi", "-af"]).output();
-    // podman leaves its storage's overlay mounted: unmount it, then remove the storage.
-    let _ = nix::mount::umount2(&dir.join("root/overlay"), nix::mount::MntFlags::MNT_DETACH);
-    let _ = std::fs::remove_dir_all(Path::new("/tmp").join(dir.file_name().unwrap_or_default()));
-    let _ = std::fs::remove_dir_all(&dir);
+    unload(&dir);
     Some(Figure {
         name: "postgres-ready",
         peer: "podman -p + pg_isready",

@@ -29,6 +29,20 @@ fn can_run() -> bool {
     )
 }
 
+/// A temporary store and the [`image`] with `user` in it; `None` (saying why) where the test
+/// cannot run.
+fn setup(user: &str) -> Option<(Store, Image)> {
+    if !can_run() {
+        return None;
+    }
+    let store = Store::temporary().unwrap();
+    let Some(image) = image(&store, user) else {
+        assert!(common::require(false, "needs busybox-static"));
+        return None;
+    };
+    Some((store, image))
+}
+
 /// The busybox image with an env, a workdir, a user, an entrypoint and a cmd in its config.
 fn image(store: &Store, user: &str) -> Option<Image> {
     let base = common::busybox::image(store)?;
@@ -95,9 +109,7 @@ fn data_dir() -> tempfile::TempDir {
 }
 
 fn same_under_runc(user: &str, expect_id: &str) {
-    let store = Store::temporary().unwrap();
-    let Some(image) = image(&store, user) else {
-        assert!(common::require(false, "needs busybox-static"));
+    let Some((store, image)) = setup(user) else {
         return;
     };
     let data = data_dir();
@@ -140,17 +152,11 @@ fn same_under_runc(user: &str, expect_id: &str) {
 
 #[test]
 fn an_exported_image_runs_the_same_under_runc() {
-    if !can_run() {
-        return;
-    }
     same_under_runc("", "uid=0(root) gid=0(root)");
 }
 
 #[test]
 fn an_exported_image_with_a_user_runs_the_same_under_runc() {
-    if !can_run() {
-        return;
-    }
     same_under_runc("appuser", "uid=1000(appuser) gid=1000(appuser)");
 }
 
@@ -159,12 +165,7 @@ fn an_exported_image_with_a_user_runs_the_same_under_runc() {
 /// runc.
 #[test]
 fn an_exported_container_keeps_its_writable_layer() {
-    if !can_run() {
-        return;
-    }
-    let store = Store::temporary().unwrap();
-    let Some(image) = image(&store, "") else {
-        assert!(common::require(false, "needs busybox-static"));
+    let Some((store, image)) = setup("") else {
         return;
     };
     let data = data_dir();
@@ -210,12 +211,7 @@ fn an_exported_container_keeps_its_writable_layer() {
 /// What a bundle cannot say is refused, naming it: bridge networks.
 #[test]
 fn a_container_on_a_network_is_refused() {
-    if !can_run() {
-        return;
-    }
-    let store = Store::temporary().unwrap();
-    let Some(image) = image(&store, "") else {
-        assert!(common::require(false, "needs busybox-static"));
+    let Some((store, image)) = setup("") else {
         return;
     };
     let net = molde_container::network::Network::create(&store, "export-refused").unwrap();

@@ -69,6 +69,7 @@ fn rootless_containers_as_nobody() {
     chmod(base, 0o755);
     let exe = base.join("launch_rootless");
     std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    common::settle(&exe, &["--list"]);
     chmod(&exe, 0o755);
     // A plain rootfs (root-owned: unmapped in the namespace, read-only to it) ...
     std::fs::create_dir(base.join("rootfs")).unwrap();

@@ -14,17 +14,7 @@ use molde_container::network::{Network, NetworkError, NetworkOptions};
 use molde_container::{Container, ContainerError};
 use molde_image::Store;
 
-fn can_run() -> bool {
-    common::require(
-        common::privileged(),
-        "needs root for bridges and veths in the host's network namespace",
-    ) && common::require(
-        molde_container::image::base::static_busybox().is_some(),
-        "needs a static busybox (Debian package busybox-static)",
-    )
-}
-
-use common::web::{get, httpd, setup};
+use common::web::{can_run, get, httpd, setup};
 
 /// Lines of `ip -o <what>` mentioning `needle`.
 fn ip_lines(what: &str, needle: &str) -> Vec<String> {

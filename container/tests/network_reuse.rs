@@ -11,17 +11,7 @@ use std::time::{Duration, Instant};
 
 use molde_container::network::Network;
 
-use common::web::{httpd, setup};
-
-fn can_run() -> bool {
-    common::require(
-        common::privileged(),
-        "needs root for bridges and veths in the host's network namespace",
-    ) && common::require(
-        molde_container::image::base::static_busybox().is_some(),
-        "needs a static busybox (Debian package busybox-static)",
-    )
-}
+use common::web::{can_run, httpd, setup};
 
 /// How long an answer may take before it counts as a hang. A lost answer never comes (15 s
 /// and more). Packets sent to a container whose bridge port the kernel has not yet enabled

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{gzip, layer_tar};
+use common::{add_layer, commit_tagged, gzip, layer_tar};
 
 use std::fs;
 use std::path::Path;
@@ -19,23 +19,9 @@ use serde_json::Value;
 /// A store with `demo:1`: a gzip layer and a plain one, exported as a layout.
 fn exported() -> (Store, Image, tempfile::TempDir) {
     let store = Store::temporary().unwrap();
-    let a = store
-        .add_layer(&gzip(&layer_tar(&[("etc/motd", b"from a tool\n")]))[..])
-        .unwrap()
-        .layer;
-    let b = store
-        .add_layer(&layer_tar(&[("app/run", b"#!/bin/sh\n")])[..])
-        .unwrap()
-        .layer;
-    let image = store
-        .commit(
-            ImageBuilder::new()
-                .created("2024-01-01T00:00:00Z")
-                .layer(a, "ADD motd")
-                .layer(b, "ADD run"),
-        )
-        .unwrap();
-    store.tag(&image, "demo:1").unwrap();
+    let a = add_layer(&store, &gzip(&layer_tar(&[("etc/motd", b"from a tool\n")])));
+    let b = add_layer(&store, &layer_tar(&[("app/run", b"#!/bin/sh\n")]));
+    let image = commit_tagged(&store, vec![(a, "ADD motd"), (b, "ADD run")], "demo:1");
     let dir = tempfile::tempdir().unwrap();
     oci::export_dir(&store, &["demo:1"], dir.path()).unwrap();
     (store, image, dir)

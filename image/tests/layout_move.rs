@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::layer_tar;
+use common::{add_layer, commit_tagged, layer_tar};
 
 use std::fs;
 use std::path::Path;
@@ -14,23 +14,9 @@ use molde_image::{ImageBuilder, Store, StoreError, unpack};
 /// A store at `root` with a tagged two-layer image, unpacked, held; the store is closed.
 fn make_store(root: &Path) {
     let store = Store::open(root).unwrap();
-    let base = store
-        .add_layer(&layer_tar(&[("etc/motd", b"old store")])[..])
-        .unwrap()
-        .layer;
-    let top = store
-        .add_layer(&layer_tar(&[("app/run", b"#!/bin/sh")])[..])
-        .unwrap()
-        .layer;
-    let image = store
-        .commit(
-            ImageBuilder::new()
-                .created("2024-01-01T00:00:00Z")
-                .layer(base, "base")
-                .layer(top, "top"),
-        )
-        .unwrap();
-    store.tag(&image, "old:1").unwrap();
+    let base = add_layer(&store, &layer_tar(&[("etc/motd", b"old store")]));
+    let top = add_layer(&store, &layer_tar(&[("app/run", b"#!/bin/sh")]));
+    let image = commit_tagged(&store, vec![(base, "base"), (top, "top")], "old:1");
     store.hold(&image, "container-1").unwrap();
     unpack::unpack(&store, &image).unwrap();
 }

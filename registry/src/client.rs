@@ -2,10 +2,12 @@
 //! (HTTPS, or plain HTTP where allowed), TLS roots, credentials, and retries with backoff.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
@@ -226,7 +228,24 @@ impl Remote {
         let mut pause = self.backoff;
         let mut attempt = 1;
         loop {
-            match op().await {
+            // oci-client panics on some answers (a token no header can carry: `parse().unwrap()`
+            // in its request builder): a typed error here, not a panic in the caller's task.
+            let answer = AssertUnwindSafe(op())
+                .catch_unwind()
+                .await
+                .map_err(|panic| {
+                    let what = panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("a panic");
+                    RegistryError::Invalid {
+                        reference: self.name.clone(),
+                        what: format!("an answer of registry {}", self.registry),
+                        reason: format!("the HTTP client cannot use it ({what})"),
+                    }
+                })?;
+            match answer {
                 Ok(v) => return Ok(v),
                 Err(e) if attempt < self.attempts && error::retryable(&e) => {
                     tracing::debug!(error = %e, attempt, "retrying");

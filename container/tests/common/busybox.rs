@@ -17,7 +17,7 @@ pub fn rootfs(extra: &[&str]) -> Option<tempfile::TempDir> {
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     std::fs::copy(&busybox, bin.join("busybox")).unwrap();
-    settle(&bin.join("busybox"));
+    super::settle(&bin.join("busybox"), &["true"]);
     for name in APPLETS.iter().chain(extra) {
         let link = bin.join(name);
         if !link.exists() {
@@ -28,25 +28,6 @@ pub fn rootfs(extra: &[&str]) -> Option<tempfile::TempDir> {
         std::fs::create_dir(dir.path().join(d)).unwrap();
     }
     Some(dir)
-}
-
-/// Wait until `exe`, just written, can be executed: a process another test thread forked
-/// while the copy's descriptor was open holds a copy of it until that process execs, and
-/// meanwhile an exec of the file fails with ETXTBSY (seen under load).
-fn settle(exe: &Path) {
-    for _ in 0..500 {
-        match std::process::Command::new(exe)
-            .arg("true")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-        {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
-                std::thread::sleep(std::time::Duration::from_millis(10))
-            }
-            _ => return,
-        }
-    }
 }
 
 /// A busybox rootfs when this test can launch containers as root; `None` (skipped, or a
@@ -68,9 +49,34 @@ pub fn ready(extra: &[&str]) -> Option<tempfile::TempDir> {
     root
 }
 
+/// [`ready`], rootless too: a busybox rootfs when this test can launch containers as root, or
+/// as a user with subordinate id ranges (xtask's unprivileged pass), whose specs from [`spec`]
+/// get a user namespace with those ranges.
+pub fn ready_rootless_too(extra: &[&str]) -> Option<tempfile::TempDir> {
+    if !super::containers_or_skip() {
+        return None;
+    }
+    let root = rootfs(extra);
+    if !super::require(
+        root.is_some(),
+        "needs busybox-static (apt-get install busybox-static)",
+    ) {
+        return None;
+    }
+    root
+}
+
+/// `Spec::new(root, program)`, in a user namespace with this process's id maps when it is not
+/// privileged (as molde's containers are).
+pub fn spec(root: &Path, program: &str) -> Spec {
+    let mut spec = Spec::new(root, program);
+    spec.user_namespace = molde_container::launch::IdMaps::for_current_process().cloned();
+    spec
+}
+
 /// `sh -c script` in `root`, stdout and stderr piped.
 pub fn sh(root: &Path, script: &str) -> Spec {
-    let mut spec = Spec::new(root, "sh");
+    let mut spec = spec(root, "sh");
     spec.args = vec![OsString::from("-c"), OsString::from(script)];
     spec.stdout = Stdio::Piped;
     spec.stderr = Stdio::Piped;

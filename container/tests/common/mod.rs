@@ -37,4 +37,25 @@ pub fn have_tool(tool: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }
 pub mod busybox;
+pub mod rootless;
 pub mod web;
+
+/// Wait until `exe`, just written, can be executed (running it with `args`, which must be
+/// harmless): a process another test thread forked while the copy's descriptor was open
+/// holds a copy of it until that process execs, and meanwhile an exec of the file fails with
+/// ETXTBSY (seen under load).
+pub fn settle(exe: &std::path::Path, args: &[&str]) {
+    for _ in 0..500 {
+        match std::process::Command::new(exe)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+        {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => return,
+        }
+    }
+}

@@ -14,6 +14,18 @@ pub const APPLETS: &[&str] = &[
     "sh", "httpd", "nc", "wget", "sleep", "cat", "echo", "hostname", "ip", "true",
 ];
 
+/// Whether the network tests can run here: root (bridges and veths in the host's network
+/// namespace) and a static busybox; when not, says why (and fails under MOLDE_REQUIRE_ALL=1).
+pub fn can_run() -> bool {
+    super::require(
+        super::privileged(),
+        "needs root for bridges and veths in the host's network namespace",
+    ) && super::require(
+        molde_container::image::base::static_busybox().is_some(),
+        "needs a static busybox (Debian package busybox-static)",
+    )
+}
+
 /// A store and a busybox image serving `/www/index.html` ("hello from molde") on `httpd`.
 pub fn setup() -> (tempfile::TempDir, Store, Image) {
     let dir = tempfile::tempdir().unwrap();

@@ -1,13 +1,51 @@
-//! Edits of `index.json`: the images of the store and their tags.
+//! `index.json`: the images of the store and their tags, read, written and edited.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
 
 use molde_layerfs::Digest;
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
 
-use super::{REF_NAME, oci_digest};
+use super::documents::canonical_json;
+use super::{REF_NAME, Store, StoreError, io_err, oci_digest};
+use crate::blob;
 use crate::image::Image;
 use crate::reference::Reference;
+
+impl Store {
+    pub(crate) fn read_index(&self) -> Result<ImageIndex, StoreError> {
+        let p = self.layout().index();
+        let bytes = fs::read(&p).map_err(io_err("reading", &p))?;
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+            what: p.display().to_string(),
+            source,
+        })
+    }
+
+    pub(super) fn write_index(&self, index: &ImageIndex) -> Result<(), StoreError> {
+        let p = self.layout().index();
+        let bytes = canonical_json("index.json", index)?;
+        blob::write_atomic(&p, &bytes).map_err(io_err("writing", &p))
+    }
+
+    /// Every image in the index with its tags (manifest digest -> tags).
+    pub(super) fn entries(&self) -> Result<BTreeMap<Digest, Vec<String>>, StoreError> {
+        let index = self.read_index()?;
+        let mut out: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+        for d in index.manifests() {
+            if let Some(md) = desc_digest(d) {
+                let tags = out.entry(md).or_default();
+                if let Some(t) = ref_name(d) {
+                    tags.push(t.to_owned());
+                }
+            }
+        }
+        for tags in out.values_mut() {
+            tags.sort();
+        }
+        Ok(out)
+    }
+}
 
 /// Add `image` (with an optional tag) to `index`. Moving a tag away never drops the image it
 /// was on: it stays, untagged.

@@ -36,3 +36,24 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     e.write_all(bytes).unwrap();
     e.finish().unwrap()
 }
+
+/// The layer of `blob` (a layer tar, plain or compressed) added to `store`.
+pub fn add_layer(store: &molde_image::Store, blob: &[u8]) -> molde_image::Layer {
+    store.add_layer(blob).unwrap().layer
+}
+
+/// Commit an image of `layers` (each with its history line, bottom first), created
+/// 2024-01-01T00:00:00Z, and tag it `tag`.
+pub fn commit_tagged(
+    store: &molde_image::Store,
+    layers: Vec<(molde_image::Layer, &str)>,
+    tag: &str,
+) -> molde_image::Image {
+    let builder = layers.into_iter().fold(
+        molde_image::ImageBuilder::new().created("2024-01-01T00:00:00Z"),
+        |b, (layer, created_by)| b.layer(layer, created_by),
+    );
+    let image = store.commit(builder).unwrap();
+    store.tag(&image, tag).unwrap();
+    image
+}
