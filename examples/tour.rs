@@ -15,7 +15,7 @@ use std::time::Duration;
 use molde::container::build::{Build, Copy};
 use molde::container::network::Network;
 use molde::container::{Container, Status, Stdio};
-use molde::image::{Store, StoreError, base};
+use molde::image::{Image, Store, StoreError, base};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -27,7 +27,20 @@ fn main() -> Res<()> {
     if !molde::layerfs::privilege::is_privileged() {
         println!("(unprivileged: each container gets a user namespace of its own)");
     }
+    let image = build_image(&store)?;
+    let mut containers = start_three(&store, &image)?;
+    copy_on_write(&store, &image, &containers)?;
+    stop_and_restart(&mut containers[1])?;
+    removal_refused(&store)?;
+    commit(&store, &image, &containers[0])?;
+    networks(&store)?;
+    remove_and_prune(&store, containers)?;
+    println!("\nDone: every step above ran for real.");
+    Ok(())
+}
 
+/// Chapter 1: an image built from host binaries by a recipe, its layers and history.
+fn build_image(store: &Store) -> Res<Image> {
     chapter("1. An image is a mould: read-only layers plus a config");
     say("We build an image from nothing downloaded. The base holds this host's /bin/sh, a few");
     say("tools and the shared libraries they need, found the way ld.so finds them. Then a");
@@ -48,7 +61,7 @@ fn main() -> Res<()> {
     .map(Path::new)
     .filter(|p| p.exists())
     .collect();
-    let base_image = base::from_host(&store, &tools)?;
+    let base_image = base::from_host(store, &tools)?;
     let context = tempfile::tempdir()?;
     let script = context.path().join("hello.sh");
     std::fs::write(&script, "echo \"$GREETING desde $(hostname)\"\n")?;
@@ -61,7 +74,7 @@ fn main() -> Res<()> {
         .cmd(["/bin/sh", "/app/hello.sh"])
         // A fixed source-date epoch: the same recipe always gives the same image, byte for byte.
         .source_date_epoch(1_700_000_000);
-    let built = recipe.build(&store, "tour/app:1")?;
+    let built = recipe.build(store, "tour/app:1")?;
     let image = built.image.clone();
     for step in &built.steps {
         say(&format!(
@@ -91,7 +104,7 @@ fn main() -> Res<()> {
     for line in image.history_table().lines() {
         say(&format!("  {line}"));
     }
-    let again = recipe.build(&store, "tour/app:1")?;
+    let again = recipe.build(store, "tour/app:1")?;
     say(&format!(
         "Building the same recipe again reuses every layer from the cache: {} RUN steps ran, \
          {:?}, and it is the same image (reproducible): {}",
@@ -99,13 +112,17 @@ fn main() -> Res<()> {
         again.duration,
         again.image.id() == image.id()
     ));
+    Ok(image)
+}
 
+/// Chapter 2: three containers of one image, each with its own hostname and layer.
+fn start_three(store: &Store, image: &Image) -> Res<Vec<Container>> {
     chapter("2. A container is the image in execution, with a writable layer of its own");
     say("Three containers start from the same image, at once. Each has its own hostname, its");
     say("own process tree and network namespace, and its own writable layer.");
     let mut containers = Vec::new();
     for name in ["uno", "dos", "tres"] {
-        let c = Container::builder(&store, &image)
+        let c = Container::builder(store, image)
             .hostname(name)
             // PID 1 of a container ignores signals it has no handler for: this one traps
             // `stop`'s SIGTERM and exits cleanly.
@@ -124,14 +141,18 @@ fn main() -> Res<()> {
             String::from_utf8_lossy(&out.stdout).trim()
         ));
     }
-    ps(&store)?;
+    ps(store)?;
+    Ok(containers)
+}
 
+/// Chapter 3: a write lands in the writer's layer only.
+fn copy_on_write(store: &Store, image: &Image, containers: &[Container]) -> Res<()> {
     chapter("3. Copy-on-write: a write lands in the writer's layer only");
     run(
         &containers[0],
         "echo 'solo en uno' > /app/nota.txt; echo 'editado' >> /etc/motd",
     )?;
-    for c in &containers {
+    for c in containers {
         let out = c
             .exec("/bin/sh")
             .args([
@@ -153,7 +174,7 @@ fn main() -> Res<()> {
         "  the image gained nothing: its layers are the same blobs ({unchanged}), and a new \
          container from it reads /etc/motd as: {}",
         String::from_utf8_lossy(
-            &Container::builder(&store, &image)
+            &Container::builder(store, image)
                 .command("/bin/cat")
                 .arg("/etc/motd")
                 .output()?
@@ -165,31 +186,40 @@ fn main() -> Res<()> {
     for change in containers[0].diff()? {
         say(&format!("    {change}"));
     }
+    Ok(())
+}
 
+/// Chapter 4: the writable layer outlives a stop and a restart.
+fn stop_and_restart(dos: &mut Container) -> Res<()> {
     chapter("4. Stop and restart: the writable layer lives until the container is removed");
-    run(&containers[1], "echo 'sigo aquí' > /app/persist.txt")?;
-    containers[1].stop(Duration::from_secs(2))?;
-    say(&format!("  dos is {}", containers[1].status()?));
-    containers[1].restart(Duration::from_secs(2))?;
-    say(&format!("  dos is {} again", containers[1].status()?));
-    let out = containers[1]
-        .exec("/bin/cat")
-        .arg("/app/persist.txt")
-        .output()?;
+    run(dos, "echo 'sigo aquí' > /app/persist.txt")?;
+    dos.stop(Duration::from_secs(2))?;
+    say(&format!("  dos is {}", dos.status()?));
+    dos.restart(Duration::from_secs(2))?;
+    say(&format!("  dos is {} again", dos.status()?));
+    let out = dos.exec("/bin/cat").arg("/app/persist.txt").output()?;
     say(&format!(
         "  and still reads /app/persist.txt: {}",
         String::from_utf8_lossy(&out.stdout).trim()
     ));
+    Ok(())
+}
 
+/// Chapter 5: an image in use cannot be removed.
+fn removal_refused(store: &Store) -> Res<()> {
     chapter("5. An image in use cannot be removed");
     match store.remove("tour/app:1") {
         Err(e @ StoreError::Held { .. }) => say(&format!("  refused, as it should be: {e}")),
         Err(e) => return Err(e.into()),
         Ok(_) => return Err("an image in use was removed".into()),
     }
+    Ok(())
+}
 
+/// Chapter 6: a container's writable layer committed as a new image.
+fn commit(store: &Store, image: &Image, uno: &Container) -> Res<()> {
     chapter("6. Commit: a container's writable layer becomes a new image");
-    let committed = containers[0].commit("add nota.txt, edit motd")?;
+    let committed = uno.commit("add nota.txt, edit motd")?;
     store.tag(&committed, "tour/app:2")?;
     let shared = committed
         .layers()
@@ -206,14 +236,16 @@ fn main() -> Res<()> {
     for line in committed.history_table().lines().take(3) {
         say(&format!("  {line}"));
     }
+    Ok(())
+}
 
-    networks(&store)?;
-
+/// Chapter 8: containers removed, images pruned, space back.
+fn remove_and_prune(store: &Store, containers: Vec<Container>) -> Res<()> {
     chapter("8. Remove the containers, then prune: space comes back");
     for c in containers {
         c.remove()?;
     }
-    ps(&store)?;
+    ps(store)?;
     store.remove("tour/app:2")?;
     store.untag("tour/app:1")?;
     let pruned = store.prune()?;
@@ -227,7 +259,6 @@ fn main() -> Res<()> {
     say(&format!(
         "  the store now holds {blobs} blobs and {layers} unpacked layers"
     ));
-    println!("\nDone: every step above ran for real.");
     Ok(())
 }
 
@@ -240,56 +271,76 @@ fn networks(store: &Store) -> Res<()> {
     };
     let image = base::from_host(store, &[busybox.as_path()])?;
     let root = molde::layerfs::privilege::is_privileged();
-    let net = if root {
-        let net = Network::create(store, "tour")?;
-        say(&format!(
-            "  network `tour`: subnet {}, bridge {} (gateway {})",
-            net.subnet(),
-            net.bridge(),
-            net.gateway()
-        ));
-        Some(net)
-    } else {
-        say("  rootless: no bridge (bridges need root); each container gets a network namespace");
-        say("  of its own with pasta's user-mode stack, which copies the host's address into it:");
-        say("  both show that same address, each in its own namespace, and each is reached from");
-        say("  the host through a port of its own");
-        None
-    };
+    let net = Network::create(store, "tour")?;
+    say(&format!(
+        "  network `tour`: subnet {}, bridge {} (gateway {})",
+        net.subnet(),
+        net.bridge(),
+        net.gateway()
+    ));
+    if !root {
+        say("  rootless: the bridge is in the store's own user and network namespace (kept by a");
+        say("  small holder process), out of the host's reach; each container is reached from");
+        say("  the host through pasta, at a port of its own, and from the other by name");
+    }
     let serve = |name: &str| {
-        let mut b = Container::builder(store, &image)
+        Container::builder(store, &image)
             .command(&busybox)
             .args(["httpd", "-f", "-p", "8080", "-h", "/etc"])
             .hostname(name)
             .publish(8080)
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(net) = &net {
-            b = b.join(net);
-        }
-        b.start()
+            .stderr(Stdio::null())
+            .join(&net)
+            .start()
     };
     let servers = match (serve("uno"), serve("dos")) {
         (Ok(a), Ok(b)) => [a, b],
-        (Err(e), _) | (_, Err(e)) if !root => {
-            say(&format!("  rootless networking is not usable here: {e}"));
-            return Ok(());
+        (a, b) => {
+            let mut failure = None;
+            for started in [a, b] {
+                match started {
+                    Ok(c) => c.remove()?,
+                    Err(e) => failure = failure.or(Some(e)),
+                }
+            }
+            net.remove(store)?;
+            match failure {
+                Some(e) if !root => {
+                    say(&format!("  rootless networking is not usable here: {e}"));
+                    return Ok(());
+                }
+                Some(e) => return Err(e.into()),
+                None => return Ok(()),
+            }
         }
-        (Err(e), _) | (_, Err(e)) => return Err(e.into()),
     };
     for (name, c) in ["uno", "dos"].iter().zip(&servers) {
         let seen = c.exec(&busybox).args(["ip", "-o", "-4", "addr"]).output()?;
         let own = String::from_utf8_lossy(&seen.stdout)
             .lines()
-            .filter(|l| !l.contains(" lo "))
+            .filter(|l| !l.contains(" lo ") && !l.contains(" tap0 "))
             .filter_map(|l| l.split_whitespace().nth(3))
             .collect::<Vec<_>>()
             .join(", ");
         let port = c.host_addr(8080).ok_or("no published port")?;
         say(&format!("  {name}: address {own}"));
-        if let Some(ip) = c.ip() {
+        let other = if *name == "uno" { "dos" } else { "uno" };
+        if let (Some(ip), true) = (c.ip(), root) {
             let (status, _) = get_hosts(std::net::SocketAddr::new(ip.into(), 8080))?;
             say(&format!("       http://{ip}:8080/ answers {status}"));
+        } else if let Some(ip) = c.ip() {
+            // Rootless: the host has no route to the bridge; the other container has.
+            let from = &servers[usize::from(*name == "uno")];
+            let url = format!("http://{name}:8080/hosts");
+            let got = from
+                .exec(&busybox)
+                .args(["wget", "-q", "-O", "-", &url])
+                .output()?;
+            let answered = if got.success() { "answers" } else { "fails" };
+            say(&format!(
+                "       http://{ip}:8080/ from {other}, as {url}: {answered}"
+            ));
         }
         let (status, hosts) = get_hosts(port)?;
         say(&format!(
@@ -306,7 +357,6 @@ fn networks(store: &Store) -> Res<()> {
             say(&format!("       its /etc/hosts: {line}"));
         }
         // On a bridge network the other container is a name away.
-        let other = if *name == "uno" { "dos" } else { "uno" };
         if let Some(line) = names(other) {
             say(&format!("       and names {other}: {line}"));
         }
@@ -314,9 +364,7 @@ fn networks(store: &Store) -> Res<()> {
     for c in servers {
         c.remove()?;
     }
-    if let Some(net) = net {
-        net.remove(store)?;
-    }
+    net.remove(store)?;
     Ok(())
 }
 

@@ -155,6 +155,20 @@ pub enum ContainerError {
         /// What it held, and what to do.
         detail: String,
     },
+    /// Without root, an `ephemeral` container's writable layer is a tmpfs inside the
+    /// container's own mount namespace ([`LayerStorage::TmpfsInNamespace`](crate::record::LayerStorage)):
+    /// what reads or writes it from the host cannot.
+    #[error(
+        "container {id}: cannot {op}: without root, an ephemeral container's writable layer is \
+         a tmpfs inside the container's own mount namespace, out of the host's reach; create \
+         the container without ephemeral(true) to do this"
+    )]
+    LayerOutOfReach {
+        /// The container.
+        id: String,
+        /// What was asked.
+        op: &'static str,
+    },
     /// Several cleanup steps failed (from `close` or `remove`).
     #[error("removing container {id}: {}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Cleanup {

@@ -147,40 +147,120 @@ fn steps_layers_history_and_config() {
     );
 }
 
+/// A gzipped tar of `conf/app.conf` owned by 33:44 at `path`.
+fn owned_tar(path: &Path) {
+    let f = fs::File::create(path).unwrap();
+    let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    let mut h = tar::Header::new_ustar();
+    h.set_path("conf/app.conf").unwrap();
+    h.set_size(6);
+    h.set_mode(0o600);
+    h.set_uid(33);
+    h.set_gid(44);
+    h.set_cksum();
+    b.append(&h, &b"key=1\n"[..]).unwrap();
+    b.into_inner().unwrap().finish().unwrap();
+}
+
+/// `ADD` of [`owned_tar`] at /opt/bundle on `base`: the new layer's tar headers keep 33:44
+/// (no container needed: any user, a single-id one too). Returns the built image.
+fn add_owned_tar(store: &Store, base: &molde_image::Image, ctx: &Path) -> molde_image::Image {
+    let tar_path = ctx.join("bundle.tar.gz");
+    owned_tar(&tar_path);
+    let report = Build::from_image(base)
+        .add_tar(&tar_path, "/opt/bundle")
+        .build(store, "added:1")
+        .unwrap();
+    assert_eq!(report.image.layers().len(), 2);
+    let top = store.open_blob(&report.image.layers()[1].digest).unwrap();
+    let (_, plain) = molde_image::layerfs::compression::decompress(top).unwrap();
+    let mut layer = tar::Archive::new(plain);
+    let owners: Vec<(String, u64, u64)> = layer
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let h = e.header();
+            let path = e.path().unwrap().display().to_string();
+            (path, h.uid().unwrap(), h.gid().unwrap())
+        })
+        .collect();
+    assert!(
+        owners.contains(&("opt/bundle/conf/app.conf".into(), 33, 44)),
+        "{owners:?}"
+    );
+    report.image
+}
+
+/// The environment variable that tells [`add_tar_as_nobody_helper`] where to work.
+const NOBODY_ENV: &str = "MOLDE_TEST_ADD_AS_NOBODY";
+
+/// An `ADD`ed tar's owners with a single-id user namespace (nobody has no subordinate ids):
+/// kept through umoci's `user.rootlesscontainers` xattr. This binary, copied where nobody can
+/// run it, re-runs [`add_tar_as_nobody_helper`] as uid 65534.
 #[test]
-fn add_tar_unpacks_under_destination() {
-    // Rootless, the owners an ADDed tar records (33:44) come out 0:0 in the image: a gap of
-    // `add_tar` without root, open (the other rootless owner paths keep them).
-    if !common::require(
-        common::privileged(),
-        "needs root: an ADDed tar's owners are kept only as root so far",
-    ) {
+fn add_tar_keeps_owners_as_nobody() {
+    use std::os::unix::fs::PermissionsExt;
+    if !common::require(common::have_tool("setpriv"), "needs setpriv(1)")
+        || !common::require(common::privileged(), "needs root to become nobody")
+    {
         return;
     }
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let exe = tmp.path().join("build-test");
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args([
+            "add_tar_as_nobody_helper",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(NOBODY_ENV, tmp.path())
+        .env("TMPDIR", tmp.path())
+        .env("HOME", tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "a helper: run by add_tar_keeps_owners_as_nobody"]
+fn add_tar_as_nobody_helper() {
+    let work = std::env::var_os(NOBODY_ENV).expect("started by add_tar_keeps_owners_as_nobody");
+    assert!(!common::privileged(), "must run unprivileged");
+    assert!(
+        molde_layerfs::idmap::IdMaps::subordinate_for_current_process().is_none(),
+        "nobody has no subordinate ids here"
+    );
+    let store = Store::open(Path::new(&work).join("store")).unwrap();
+    let base = base(&store);
+    let ctx = tempfile::tempdir_in(&work).unwrap();
+    add_owned_tar(&store, &base, ctx.path());
+}
+
+#[test]
+fn add_tar_unpacks_under_destination() {
+    // Runs rootless too (the unprivileged pass): the owners the tar records (33:44) are the
+    // image's there as well, through the subordinate ids (and, for one id, see
+    // add_tar_keeps_owners_as_nobody).
     let store = Store::temporary().unwrap();
     let base = base(&store);
     let ctx = tempfile::tempdir().unwrap();
-    let tar_path = ctx.path().join("bundle.tar.gz");
-    {
-        let f = fs::File::create(&tar_path).unwrap();
-        let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
-        let mut b = tar::Builder::new(gz);
-        let mut h = tar::Header::new_ustar();
-        h.set_path("conf/app.conf").unwrap();
-        h.set_size(6);
-        h.set_mode(0o600);
-        h.set_uid(33);
-        h.set_gid(44);
-        h.set_cksum();
-        b.append(&h, &b"key=1\n"[..]).unwrap();
-        b.into_inner().unwrap().finish().unwrap();
+    let image = add_owned_tar(&store, &base, ctx.path());
+    if !can_run() {
+        return;
     }
-    let report = Build::from_image(&base)
-        .add_tar(&tar_path, "/opt/bundle")
-        .build(&store, "added:1")
-        .unwrap();
-    assert_eq!(report.image.layers().len(), 2);
-    let out = Container::builder(&store, &report.image)
+    let out = Container::builder(&store, &image)
         .command("/bin/sh")
         .args([
             "-c",

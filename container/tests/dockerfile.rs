@@ -11,7 +11,8 @@ use molde_image::Store;
 
 #[test]
 fn dockerfile_builds_runs_and_caches() {
-    if !common::require(common::privileged(), "needs root to run build containers") {
+    // Root, or rootless with subordinate ids (the unprivileged pass).
+    if !common::containers_or_skip() {
         return;
     }
     let store = Store::temporary().unwrap();

@@ -21,7 +21,7 @@ const APPLETS: &[&str] = &[
 /// A store with `busybox:test`, an image of busybox-static and its applets; `None` when the
 /// test cannot run here.
 fn busybox_store() -> Option<(Store, tempfile::TempDir)> {
-    let root = common::busybox::ready(APPLETS)?;
+    let root = common::busybox::ready_rootless_too(APPLETS)?;
     let store = Store::temporary().unwrap();
     let report = Build::scratch()
         .copy(Copy::new(root.path(), "/"))

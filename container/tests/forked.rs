@@ -20,7 +20,7 @@ fn child_launches(root: &std::path::Path) -> i32 {
     let ok = |spec: &Spec, want: ExitStatus| {
         launch::spawn(spec).ok().and_then(|mut p| p.wait().ok()) == Some(want)
     };
-    let mut t = Spec::new(root, "true");
+    let mut t = common::busybox::spec(root, "true");
     t.stdout = launch::Stdio::Null;
     let e = common::busybox::sh(root, "exit 3");
     if ok(&t, ExitStatus::Exited(0)) && ok(&e, ExitStatus::Exited(3)) {
@@ -32,7 +32,7 @@ fn child_launches(root: &std::path::Path) -> i32 {
 
 #[test]
 fn a_forked_child_launches_while_its_parent_does() {
-    let Some(root) = common::busybox::ready(&[]) else {
+    let Some(root) = common::busybox::ready_rootless_too(&[]) else {
         return;
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -43,7 +43,7 @@ fn a_forked_child_launches_while_its_parent_does() {
         std::thread::spawn(move || {
             let mut n = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                let mut p = launch::spawn(&Spec::new(&root, "true")).unwrap();
+                let mut p = launch::spawn(&common::busybox::spec(&root, "true")).unwrap();
                 assert_eq!(p.wait().unwrap(), ExitStatus::Exited(0));
                 n += 1;
             }

@@ -2,11 +2,14 @@
 //! grants `/` read-only and `/tmp` and `/dev` read-write, root itself cannot write outside
 //! them (EACCES, "Permission denied"), can inside; the same for what its shell forks and
 //! execs, for a process exec'd into the running container, and through the container API
-//! (`ContainerBuilder::landlock`, kept in the record for exec). A path the container lacks is
-//! a typed error naming it.
+//! (`ContainerBuilder::landlock`, kept in the record for exec), for a rootless user's
+//! containers (run as `molde-rootless`), and for a build's `RUN` step (`Run::landlock`). A path
+//! the container lacks is a typed error naming it.
 
 mod common;
 
+use molde_container::Build;
+use molde_container::build::Run;
 use molde_container::landlock::{self, Landlock};
 use molde_container::launch::{self, ExecSpec, Stage, Stdio};
 
@@ -18,7 +21,7 @@ fn ready() -> Option<tempfile::TempDir> {
     ) {
         return None;
     }
-    common::busybox::ready(&[])
+    common::busybox::ready_rootless_too(&[])
 }
 
 fn rules() -> Landlock {
@@ -110,15 +113,10 @@ fn a_path_the_container_lacks_is_a_typed_error_naming_it() {
     assert!(e.to_string().contains("not in the container"), "{e}");
 }
 
-#[test]
-fn the_container_api_keeps_the_ruleset_for_exec() {
-    let Some(_root) = ready() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let store = molde_container::image::Store::open(dir.path()).unwrap();
-    let Some(image) = common::busybox::image(&store) else {
-        return;
-    };
-    let mut c = molde_container::Container::builder(&store, &image)
+/// A container of `image` started with the ruleset (through the container API, which keeps
+/// it in the record): a process exec'd into it cannot write `/etc`, can write `/tmp`.
+fn exec_is_confined(store: &molde_container::image::Store, image: &molde_container::image::Image) {
+    let mut c = molde_container::Container::builder(store, image)
         .command("sleep")
         .arg("30")
         .landlock(rules())
@@ -137,6 +135,17 @@ fn the_container_api_keeps_the_ruleset_for_exec() {
 }
 
 #[test]
+fn the_container_api_keeps_the_ruleset_for_exec() {
+    let Some(_root) = ready() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store = molde_container::image::Store::open(dir.path()).unwrap();
+    let Some(image) = common::busybox::image(&store) else {
+        return;
+    };
+    exec_is_confined(&store, &image);
+}
+
+#[test]
 fn in_a_user_namespace_the_ruleset_holds_too() {
     let Some(root) = ready() else { return };
     let mut spec = common::busybox::sh(
@@ -152,4 +161,84 @@ fn in_a_user_namespace_the_ruleset_holds_too() {
         "{out}\n{err}"
     );
     assert!(err.contains("Permission denied"), "{err}");
+}
+
+/// As an unprivileged user (its containers in a user namespace of its subordinate ranges,
+/// rootless overlay, no privilege on the host), the ruleset holds for the first process and
+/// for an exec'd one.
+#[test]
+fn a_rootless_user_s_containers_are_confined_too() {
+    if !common::rootless::as_unprivileged_user("a_rootless_user_s_containers_are_confined_too") {
+        return;
+    }
+    if !common::require(
+        landlock::abi().is_ok(),
+        "needs Landlock (Linux 5.13+ built with CONFIG_SECURITY_LANDLOCK, `landlock` in lsm=)",
+    ) {
+        return;
+    }
+    assert!(!common::privileged(), "runs unprivileged");
+    let dir = tempfile::tempdir().unwrap();
+    let store = molde_container::image::Store::open(dir.path()).unwrap();
+    let image = common::busybox::image(&store);
+    if !common::require(image.is_some(), "needs busybox-static") {
+        return;
+    }
+    let image = image.unwrap();
+    let out = molde_container::Container::builder(&store, &image)
+        .command("sh")
+        .arg("-c")
+        .arg(SCRIPT)
+        .landlock(rules())
+        .output()
+        .unwrap();
+    let (text, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    for line in [
+        "outside=1",
+        "inside=b",
+        "mkdir=1",
+        "child_outside=1",
+        "read=ok",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in {text}\n{err}");
+    }
+    assert_eq!(err.matches("Permission denied").count(), 3, "{err}");
+    exec_is_confined(&store, &image);
+}
+
+/// A build's `RUN` step under a ruleset: writes outside it fail the step (EACCES), inside
+/// they make the layer; the ruleset is part of the step's cache key.
+#[test]
+fn a_build_run_step_is_confined_too() {
+    let Some(_root) = ready() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store = molde_container::image::Store::open(dir.path()).unwrap();
+    let Some(image) = common::busybox::image(&store) else {
+        return;
+    };
+    let step = || Run::shell("echo b > /tmp/inside && cat /etc/passwd > /dev/null");
+    let report = Build::from_image(&image)
+        .run_with(step().landlock(rules()))
+        .build(&store, "confined:1")
+        .unwrap();
+    assert_eq!(report.runs_executed(), 1);
+    // The same command without the ruleset is another step: it runs, not a cache hit.
+    let report = Build::from_image(&image)
+        .run_with(step())
+        .build(&store, "free:1")
+        .unwrap();
+    assert_eq!(report.runs_executed(), 1, "the ruleset is in the cache key");
+    let e = Build::from_image(&image)
+        .run_with(Run::shell("echo a > /etc/outside").landlock(rules()))
+        .build(&store, "refused:1")
+        .unwrap_err();
+    assert!(e.to_string().contains("Permission denied"), "{e}");
+    // Without it the same write goes through.
+    Build::from_image(&image)
+        .run_with(Run::shell("echo a > /etc/outside"))
+        .build(&store, "allowed:1")
+        .unwrap();
 }

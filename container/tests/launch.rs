@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use molde_container::cgroup::{Cgroup, Limits};
+use molde_container::cgroup::{Cgroup, CgroupError, Limits};
 use molde_container::launch::{
     self, ContainerMount, ExecSpec, ExitStatus, MountKind, Spec, Stage, Stdio,
 };
@@ -16,10 +16,10 @@ use nix::sys::resource::Resource;
 use nix::sys::signal::Signal;
 
 fn ready() -> Option<tempfile::TempDir> {
-    common::busybox::ready(&[])
+    common::busybox::ready_rootless_too(&[])
 }
 
-use common::busybox::{run, sh};
+use common::busybox::{run, sh, spec};
 
 fn mountinfo() -> String {
     std::fs::read_to_string("/proc/self/mountinfo").unwrap()
@@ -29,7 +29,7 @@ fn mountinfo() -> String {
 fn true_exits_zero_and_leaves_no_mount() {
     let Some(root) = ready() else { return };
     let before = mountinfo();
-    let mut p = launch::spawn(&Spec::new(root.path(), "true")).unwrap();
+    let mut p = launch::spawn(&spec(root.path(), "true")).unwrap();
     assert_eq!(p.wait().unwrap(), ExitStatus::Exited(0));
     assert_eq!(mountinfo(), before);
 }
@@ -58,7 +58,7 @@ fn stdout_and_stderr_piped_stdin_written() {
     assert_eq!(out, "out\n");
     assert_eq!(err, "err\n");
 
-    let mut spec = Spec::new(root.path(), "cat");
+    let mut spec = spec(root.path(), "cat");
     spec.stdin = Stdio::Piped;
     spec.stdout = Stdio::Piped;
     let mut p = launch::spawn(&spec).unwrap();
@@ -119,9 +119,9 @@ fn isolation_hostname_pid_files_mounts_network() {
 #[test]
 fn setup_failures_are_typed() {
     let Some(root) = ready() else { return };
-    let e = launch::spawn(&Spec::new(root.path(), "no-such-program")).unwrap_err();
+    let e = launch::spawn(&spec(root.path(), "no-such-program")).unwrap_err();
     assert_eq!((e.stage, e.errno), (Stage::Exec, Errno::ENOENT), "{e}");
-    let mut spec = Spec::new(root.path(), "true");
+    let mut spec = spec(root.path(), "true");
     spec.cwd = PathBuf::from("/no/such/dir");
     let e = launch::spawn(&spec).unwrap_err();
     assert_eq!((e.stage, e.errno), (Stage::Chdir, Errno::ENOENT), "{e}");
@@ -136,7 +136,7 @@ fn proc_or_sys_symlinked_in_the_image_is_refused() {
         let target = root.path().join(name);
         std::fs::remove_dir(&target).unwrap();
         std::os::unix::fs::symlink(elsewhere.path(), &target).unwrap();
-        let e = launch::spawn(&Spec::new(root.path(), "true")).unwrap_err();
+        let e = launch::spawn(&spec(root.path(), "true")).unwrap_err();
         assert_eq!((e.stage, e.errno), (stage, Errno::ENOTDIR), "{e}");
         assert_eq!(e.path, Some(PathBuf::from(format!("/{name}"))), "{e}");
         assert!(e.to_string().contains("symlink"), "{e}");
@@ -144,7 +144,7 @@ fn proc_or_sys_symlinked_in_the_image_is_refused() {
         std::fs::create_dir(&target).unwrap();
     }
     assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
-    run_ok(&Spec::new(root.path(), "true"));
+    run_ok(&spec(root.path(), "true"));
 }
 
 const CLOSED_STDIO_ENV: &str = "MOLDE_TEST_CLOSED_STDIO";
@@ -192,7 +192,7 @@ fn closed_stdio_helper() {
         unsafe { libc::close(fd) };
     }
     // No panics while stdio is closed: results are checked once it is back.
-    let mut failing = Spec::new(root.path(), "no-such-program");
+    let mut failing = spec(root.path(), "no-such-program");
     failing.stdin = Stdio::Null;
     failing.stdout = Stdio::Null;
     failing.stderr = Stdio::Null;
@@ -272,7 +272,7 @@ fn hundred_sequential_runs() {
     let Some(root) = ready() else { return };
     let start = std::time::Instant::now();
     for _ in 0..100 {
-        let mut p = launch::spawn(&Spec::new(root.path(), "true")).unwrap();
+        let mut p = launch::spawn(&spec(root.path(), "true")).unwrap();
         assert!(p.wait().unwrap().success());
     }
     eprintln!("100 sequential /bin/true containers: {:?}", start.elapsed());
@@ -523,6 +523,17 @@ fn exec_joins_the_containers_cgroup() {
         return;
     }
     let name = format!("launch-exec-{}", std::process::id());
+    if !common::privileged() {
+        // Rootless, with no cgroup delegated to this user (the unprivileged pass): the typed
+        // error that says how to allow it.
+        let err = Cgroup::create(&name, &Limits::default()).unwrap_err();
+        assert!(
+            matches!(err, CgroupError::PermissionDenied { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("Delegate=yes"), "{err}");
+        return;
+    }
     let cgroup = Cgroup::create(&name, &Limits::default()).unwrap();
     let mut spec = sh(root.path(), "sleep 30");
     spec.cgroup_procs = cgroup.procs_files().unwrap();
@@ -579,7 +590,7 @@ fn programs_start_with_default_signal_dispositions_and_nothing_blocked() {
     let none = ("0000000000000000".to_owned(), "0000000000000000".to_owned());
 
     for init in [false, true] {
-        let mut spec = Spec::new(root.path(), "cat");
+        let mut spec = spec(root.path(), "cat");
         spec.args = vec!["/proc/self/status".into()];
         spec.stdout = Stdio::Piped;
         spec.init = init;
@@ -643,7 +654,7 @@ fn each_container_has_a_fresh_network_namespace_with_loopback_up_and_working_dev
 #[test]
 fn a_rootfs_mount_that_cannot_be_prepared_is_the_typed_cause() {
     let Some(root) = ready() else { return };
-    let mut spec = Spec::new(root.path(), "true");
+    let mut spec = spec(root.path(), "true");
     spec.rootfs_mounts = vec![Mount::Overlay(OverlayMount {
         lowerdirs: Vec::new(),
         upperdir: None,
@@ -717,13 +728,22 @@ fn device_nodes_the_image_ships_cannot_be_opened() {
     let Some(lower) = ready() else { return };
     // A node with /dev/null's numbers, as an image layer unpacked as root would carry one (the
     // same for a disk's numbers): opening it must fail, whatever the rootfs mount.
-    nix::sys::stat::mknod(
+    let made = nix::sys::stat::mknod(
         &lower.path().join("etc/node"),
         nix::sys::stat::SFlag::S_IFCHR,
         nix::sys::stat::Mode::from_bits_truncate(0o666),
         nix::sys::stat::makedev(1, 3),
-    )
-    .unwrap();
+    );
+    if !common::privileged() {
+        // Rootless, no layer can carry one (an unpack skips nodes, and says so): the host
+        // refuses the node, and the container's own /dev/null works.
+        assert_eq!(made, Err(Errno::EPERM));
+        let (status, out, err) = run(&sh(lower.path(), "echo x > /dev/null && echo DEV-OK"));
+        assert!(status.success(), "{err}");
+        assert_eq!(out, "DEV-OK\n", "{err}");
+        return;
+    }
+    made.unwrap();
     let script = "echo x > /etc/node && echo OPENED; echo x > /dev/null && echo DEV-OK";
     let tmp = tempfile::tempdir().unwrap();
     let (upper, work, merged) = overlay_dirs(tmp.path());

@@ -32,10 +32,32 @@ fn can_run() -> bool {
     common::containers_or_skip()
 }
 
-/// For what only root has here: cgroup limits (no cgroup v2 subtree is delegated to users on
-/// this host) and mounts on the host (a tmpfs writable layer).
-fn can_run_as_root(what: &str) -> bool {
-    common::require(common::privileged(), &format!("needs root: {what}"))
+/// Whether containers with limits run here: as root. Rootless (xtask's unprivileged pass: no
+/// cgroup v2 subtree is delegated to that user on this host) the test asserts instead the
+/// typed error such a container gets, nothing left behind, and ends.
+fn can_limit() -> bool {
+    if !can_run() {
+        return false;
+    }
+    if common::privileged() {
+        return true;
+    }
+    let (dir, store, image) = setup();
+    let err = sh(&store, &image, "true").pids(64).start().unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ContainerError::Cgroup {
+                source: molde_container::cgroup::CgroupError::PermissionDenied { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("Delegate=yes"), "{err}");
+    assert!(Container::list(&store).unwrap().is_empty());
+    drop(dir);
+    false
 }
 
 /// A store in a temp dir and an image of host binaries with an /etc/passwd and /etc/group
@@ -623,7 +645,7 @@ const ISOLATED_ENV: &str = "MOLDE_TEST_ISOLATED";
 
 #[test]
 fn two_hundred_cycles_leave_no_trace() {
-    if !can_run_as_root("cgroups (pids limit)") {
+    if !can_limit() {
         return;
     }
     if std::env::var_os(ISOLATED_ENV).is_none() {
@@ -891,8 +913,11 @@ fn recover_releases_only_container_holds_and_keeps_reading_old_bare_ones() {
 
 #[test]
 fn ephemeral_writable_layer_lives_on_a_tmpfs() {
-    if !can_run_as_root("a tmpfs is mounted on the host for the writable layer") {
+    if !can_run() {
         return;
+    }
+    if !common::privileged() {
+        return ephemeral_rootless();
     }
     let (dir, store, image) = setup();
     let mounts = mounts_mentioning(dir.path());
@@ -915,6 +940,54 @@ fn ephemeral_writable_layer_lives_on_a_tmpfs() {
     fs::write(dir.path().join("f"), b"on tmpfs").unwrap();
     c.copy_in(dir.path().join("f"), "/f").unwrap();
     assert_eq!(c.read_file("/f").unwrap(), b"on tmpfs");
+    c.close().unwrap();
+    assert!(!snap.exists());
+    assert_eq!(mounts_mentioning(dir.path()), mounts);
+}
+
+/// Rootless, the tmpfs is mounted in the container's own namespaces at each start: writes
+/// land there (not in the upper directory on disk), a second run starts fresh, and what would
+/// read the layer from the host is refused with a typed error.
+fn ephemeral_rootless() {
+    let (dir, store, image) = setup();
+    let mounts = mounts_mentioning(dir.path());
+    let script = "[ -e /f ] && exit 9; echo x > /f && [ -s /f ] && exit 5";
+    let mut c = sh(&store, &image, script)
+        .ephemeral(true)
+        .stdout(molde_container::Stdio::null())
+        .create()
+        .unwrap();
+    let five = Status::Exited {
+        code: Some(5),
+        signal: None,
+    };
+    for run in ["first", "second (a fresh tmpfs: no /f)"] {
+        c.start().unwrap();
+        assert_eq!(c.wait().unwrap(), five, "{run} run");
+        assert!(
+            !c.writable_layer().join("f").exists(),
+            "the write went to the upper on disk"
+        );
+        assert_eq!(
+            mounts_mentioning(dir.path()),
+            mounts,
+            "no mount on the host"
+        );
+    }
+    for err in [
+        c.commit("ephemeral").map(drop).unwrap_err(),
+        c.read_file("/etc/passwd").map(drop).unwrap_err(),
+        c.diff().map(drop).unwrap_err(),
+        c.copy_out("/etc", dir.path().join("out")).unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, ContainerError::LayerOutOfReach { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("ephemeral(true)"), "{err}");
+    }
+    assert!(!dir.path().join("out").exists());
+    let snap = c.writable_layer().parent().unwrap().to_owned();
     c.close().unwrap();
     assert!(!snap.exists());
     assert_eq!(mounts_mentioning(dir.path()), mounts);
@@ -1005,7 +1078,7 @@ fn exec_refuses_a_recorded_pid_that_names_another_process() {
 
 #[test]
 fn exec_joins_the_container_cgroup() {
-    if !can_run_as_root("cgroups") {
+    if !can_limit() {
         return;
     }
     let (_dir, store, image) = setup();
@@ -1303,7 +1376,7 @@ fn host_sigkilled_leaves_no_container_process_and_recover_clears_it() {
         std::thread::sleep(Duration::from_secs(600));
         return;
     }
-    if !can_run_as_root("cgroups (pids limit)") {
+    if !can_limit() {
         return;
     }
     let (_dir, store, image) = setup();

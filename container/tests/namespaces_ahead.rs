@@ -308,90 +308,16 @@ fn privileged_launches_join_namespaces_made_ahead_holding_only_the_container() {
         check_inspecting(&spec, upper.as_deref());
     });
 
-    // Two containers that stay up (one joined a namespace made ahead): their mounts show in no
-    // other container, nor on the host.
-    let mut long_lived = Vec::new();
-    for n in 0..2 {
-        // Its namespace was made before the launch, not copied from this one at `clone`: older
-        // than one made just before the launch. (The maker may also have finished one in
-        // between, which the launch may get: then launch again.)
-        let p = joining(|i| {
-            let d = dir(format!("long-{n}-{i}"));
-            let mut spec = sh(root.path(), "sleep 600");
-            if n == 0 {
-                let target = d.join("merged");
-                std::fs::create_dir_all(&target).unwrap();
-                spec.root = target;
-                overlay(&mut spec, root.path(), &d);
-            } else {
-                spec.root = shared_root.clone();
-            }
-            spec.stdout = Stdio::Null;
-            spec.stderr = Stdio::Null;
-            let made_before = fresh_mntns_id();
-            let p = launch::spawn(&spec).unwrap();
-            let ns = mntns_id(Path::new(&format!("/proc/{}/ns/mnt", p.pid())));
-            (ns < made_before).then_some((p, ns))
-        });
-        // Everything in its namespace under the kernel's initial rootfs (its root, which
-        // listmount leaves out): the empty tmpfs beneath the container's root and the
-        // container's own mounts, nothing else (no copy of the host's, nor another
-        // container's).
-        let (p, ns) = p;
-        let visible = std::fs::read_to_string(format!("/proc/{}/mountinfo", p.pid())).unwrap();
-        assert_only_own_mounts(&visible, None);
-        assert_eq!(
-            mounts_in_namespace(ns),
-            1 + visible.lines().count(),
-            "more in the namespace than the container's mounts:\n{visible}"
-        );
-        long_lived.push(p);
-    }
-    // A burst of starts drains the pool; the maker makes the next ones from its home, never
-    // from a namespace a container uses (whose mounts a copy would hold).
-    for i in 0..6 {
-        let d = dir(format!("burst-{i}"));
-        let target = d.join("merged");
-        std::fs::create_dir_all(&target).unwrap();
-        let mut spec = sh(root.path(), "sleep 600");
-        spec.root = target;
-        overlay(&mut spec, root.path(), &d);
-        spec.stdout = Stdio::Null;
-        spec.stderr = Stdio::Null;
-        let counted = launch::mount_namespaces_made_ahead();
-        let p = launch::spawn(&spec).unwrap();
-        if launch::mount_namespaces_made_ahead() > counted {
-            let ns = mntns_id(Path::new(&format!("/proc/{}/ns/mnt", p.pid())));
-            let visible = std::fs::read_to_string(format!("/proc/{}/mountinfo", p.pid())).unwrap();
-            assert_eq!(mounts_in_namespace(ns), 1 + visible.lines().count());
-        }
-        long_lived.push(p);
-    }
+    // Two containers that stay up (one joined a namespace made ahead), then a burst: their
+    // mounts show in no other container, nor on the host.
+    let long_lived = long_lived_containers(root.path(), &shared_root, &dir);
     joining(|i| {
         let d = dir(format!("meanwhile-{i}"));
         let (spec, upper) = inspecting(root.path(), &host, Some(&d));
         check_inspecting(&spec, upper.as_deref());
     });
 
-    // An outside tool entering a container's mount namespace lands in its root, as with any
-    // runtime's containers (its root is the topmost mount on the namespace's root).
-    if common::require(common::have_tool("nsenter"), "needs nsenter (util-linux)") {
-        let pid = long_lived[1].pid();
-        let out = Command::new("nsenter")
-            .args([
-                "--target",
-                &pid.to_string(),
-                "--mount",
-                "--",
-                "/bin/ls",
-                "/",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        let listed = String::from_utf8_lossy(&out.stdout);
-        assert!(listed.lines().any(|l| l == "bin"), "{listed}");
-    }
+    nsenter_lands_in_the_root(long_lived[1].pid());
 
     // A chroot escape (Docker's default capabilities hold CAP_SYS_CHROOT) climbs no higher
     // than the container's root: `..` at a mount stacked on its parent's root leads nowhere.
@@ -465,4 +391,93 @@ fn escape_helper() {
     }
     nix::unistd::chroot(".").unwrap();
     println!("ESCAPED TO: {}", list());
+}
+
+/// Two containers that stay up, the first in a namespace made ahead, each holding only its
+/// own mounts; then a burst of six that drains the pool: the maker makes the next namespaces
+/// from its home, never from one a container uses (whose mounts a copy would hold).
+fn long_lived_containers(
+    root: &Path,
+    shared_root: &Path,
+    dir: &impl Fn(String) -> PathBuf,
+) -> Vec<launch::Process> {
+    let mut long_lived = Vec::new();
+    for n in 0..2 {
+        // Its namespace was made before the launch, not copied from this one at `clone`: older
+        // than one made just before the launch. (The maker may also have finished one in
+        // between, which the launch may get: then launch again.)
+        let p = joining(|i| {
+            let d = dir(format!("long-{n}-{i}"));
+            let mut spec = sh(root, "sleep 600");
+            if n == 0 {
+                let target = d.join("merged");
+                std::fs::create_dir_all(&target).unwrap();
+                spec.root = target;
+                overlay(&mut spec, root, &d);
+            } else {
+                spec.root = shared_root.to_path_buf();
+            }
+            spec.stdout = Stdio::Null;
+            spec.stderr = Stdio::Null;
+            let made_before = fresh_mntns_id();
+            let p = launch::spawn(&spec).unwrap();
+            let ns = mntns_id(Path::new(&format!("/proc/{}/ns/mnt", p.pid())));
+            (ns < made_before).then_some((p, ns))
+        });
+        // Everything in its namespace under the kernel's initial rootfs (its root, which
+        // listmount leaves out): the empty tmpfs beneath the container's root and the
+        // container's own mounts, nothing else (no copy of the host's, nor another
+        // container's).
+        let (p, ns) = p;
+        let visible = std::fs::read_to_string(format!("/proc/{}/mountinfo", p.pid())).unwrap();
+        assert_only_own_mounts(&visible, None);
+        assert_eq!(
+            mounts_in_namespace(ns),
+            1 + visible.lines().count(),
+            "more in the namespace than the container's mounts:\n{visible}"
+        );
+        long_lived.push(p);
+    }
+    // A burst of starts drains the pool; the maker makes the next ones from its home, never
+    // from a namespace a container uses (whose mounts a copy would hold).
+    for i in 0..6 {
+        let d = dir(format!("burst-{i}"));
+        let target = d.join("merged");
+        std::fs::create_dir_all(&target).unwrap();
+        let mut spec = sh(root, "sleep 600");
+        spec.root = target;
+        overlay(&mut spec, root, &d);
+        spec.stdout = Stdio::Null;
+        spec.stderr = Stdio::Null;
+        let counted = launch::mount_namespaces_made_ahead();
+        let p = launch::spawn(&spec).unwrap();
+        if launch::mount_namespaces_made_ahead() > counted {
+            let ns = mntns_id(Path::new(&format!("/proc/{}/ns/mnt", p.pid())));
+            let visible = std::fs::read_to_string(format!("/proc/{}/mountinfo", p.pid())).unwrap();
+            assert_eq!(mounts_in_namespace(ns), 1 + visible.lines().count());
+        }
+        long_lived.push(p);
+    }
+    long_lived
+}
+
+/// An outside tool entering a container's mount namespace lands in its root, as with any
+/// runtime's containers (its root is the topmost mount on the namespace's root).
+fn nsenter_lands_in_the_root(pid: u32) {
+    if common::require(common::have_tool("nsenter"), "needs nsenter (util-linux)") {
+        let out = Command::new("nsenter")
+            .args([
+                "--target",
+                &pid.to_string(),
+                "--mount",
+                "--",
+                "/bin/ls",
+                "/",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let listed = String::from_utf8_lossy(&out.stdout);
+        assert!(listed.lines().any(|l| l == "bin"), "{listed}");
+    }
 }

@@ -7,6 +7,8 @@
 //! release mode). Findings are kept in `parsers_fuzz.proptest-regressions`.
 
 mod common;
+#[path = "../../image/tests/mutate/mod.rs"]
+mod mutate;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -173,25 +175,6 @@ fn new_record(base: &Base) -> (String, PathBuf, Vec<u8>) {
     (id, record, bytes)
 }
 
-/// Replace the value at a path of indices (into objects' keys and arrays) with `value`.
-fn replace_at(at: &mut Value, path: &[usize], value: &Value) {
-    let Some((&step, rest)) = path.split_first() else {
-        *at = value.clone();
-        return;
-    };
-    match at {
-        Value::Object(map) if !map.is_empty() => {
-            let key = map.keys().nth(step % map.len()).unwrap().clone();
-            replace_at(map.get_mut(&key).unwrap(), rest, value)
-        }
-        Value::Array(items) if !items.is_empty() => {
-            let i = step % items.len();
-            replace_at(&mut items[i], rest, value)
-        }
-        _ => *at = value.clone(),
-    }
-}
-
 fn nasty_value() -> impl Strategy<Value = Value> {
     prop_oneof![
         Just(Value::Null),
@@ -259,7 +242,7 @@ proptest! {
         read_back(base, |original| {
             let mut doc: Value = serde_json::from_slice(original).unwrap();
             for (path, value) in &ops {
-                replace_at(&mut doc, path, value);
+                mutate::replace_at(&mut doc, path, false, value);
             }
             serde_json::to_vec(&doc).unwrap()
         });

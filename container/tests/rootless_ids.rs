@@ -3,7 +3,7 @@
 //! ownership inside, `su` to another user works, a `useradd`-like change is committed with
 //! the ids the container saw, and removing the container, the image and GC leave nothing.
 //!
-//! As root, the test runs itself again as [`USER`] (made by `cargo xtask test` with a
+//! As root, the test runs itself again as `molde-rootless` (`common::rootless`, made by `cargo xtask test` with a
 //! subordinate range; `useradd -m molde-rootless` on Debian gives one). Run as that user (the
 //! xtask's unprivileged pass), it runs directly. The single-id case (umoci's
 //! `user.rootlesscontainers` record) runs as nobody, who has no range.
@@ -11,19 +11,13 @@
 mod common;
 
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use molde_container::Container;
 use molde_image::{Image, ImageBuilder, Store};
 use molde_layerfs::idmap::IdMaps;
 
-/// The unprivileged user with subordinate ranges the tests run as.
-const USER: &str = "molde-rootless";
-/// The unprivileged user without subordinate ranges.
-const NOBODY: u32 = 65534;
-/// Set for the run as [`USER`] or nobody (so that it does not try to switch again).
-const INNER_ENV: &str = "MOLDE_TEST_ROOTLESS_IDS";
+use common::rootless;
 
 const APPLETS: &[&str] = &[
     "sh", "ls", "id", "su", "cat", "echo", "chown", "chmod", "mkdir", "touch", "stat", "grep",
@@ -172,99 +166,9 @@ fn owners(bytes: &[u8]) -> Vec<(String, u64, u64, u32)> {
         .collect()
 }
 
-/// Whether this run is the one that does the work (as an unprivileged user); as root, runs
-/// this test again as [`USER`] and returns false.
-fn as_unprivileged_user(test: &str) -> bool {
-    if !common::privileged() {
-        return common::require(
-            IdMaps::subordinate_for_current_process().is_some(),
-            "needs subordinate ids for this user in /etc/subuid and /etc/subgid, and newuidmap \
-             (apt-get install uidmap; usermod --add-subuids 100000-165535 --add-subgids \
-             100000-165535 $USER)",
-        );
-    }
-    if std::env::var_os(INNER_ENV).is_some() {
-        panic!("still root after switching to {USER}");
-    }
-    let user = nix::unistd::User::from_name(USER).ok().flatten();
-    if !common::require(
-        user.is_some() && common::have_tool("setpriv"),
-        "needs the user molde-rootless with subordinate ranges and setpriv (cargo xtask test \
-         makes it: useradd -m molde-rootless)",
-    ) {
-        return false;
-    }
-    let user = user.unwrap();
-    let groups = "--init-groups".to_owned();
-    run_as(
-        test,
-        user.uid.as_raw(),
-        user.gid.as_raw(),
-        &groups,
-        &user.dir,
-    );
-    false
-}
-
-/// Run `test` of this binary again as `uid`:`gid` (through setpriv), with
-/// `MOLDE_REQUIRE_ALL=1`; it must pass.
-fn run_as(test: &str, uid: u32, gid: u32, groups: &str, home: &Path) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let exe = dir.path().join("rootless_ids");
-    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = std::process::Command::new("setpriv")
-        .arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={gid}"))
-        .arg(groups)
-        .arg(&exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env(INNER_ENV, "1")
-        .env("HOME", home)
-        .env("TMPDIR", "/tmp")
-        .env("MOLDE_REQUIRE_ALL", "1")
-        .current_dir("/")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "as {uid}: {text}");
-    assert!(text.contains("1 passed"), "the inner test ran: {text}");
-}
-
-/// Whether this run is the one that does the work, as `nobody` (no subordinate range); as
-/// root, runs this test again as nobody and returns false. Run directly as another
-/// unprivileged user (the xtask's second pass), it skips: that user may have ranges.
-fn as_nobody(test: &str) -> bool {
-    if std::env::var_os(INNER_ENV).is_some() {
-        assert!(
-            !common::privileged(),
-            "still root after switching to nobody"
-        );
-        return true;
-    }
-    if !common::require(
-        common::privileged(),
-        "runs as nobody, started from a root run",
-    ) {
-        return false;
-    }
-    if !common::require(common::have_tool("setpriv"), "needs setpriv(1)") {
-        return false;
-    }
-    run_as(test, NOBODY, NOBODY, "--clear-groups", Path::new("/"));
-    false
-}
-
 #[test]
 fn many_owners_survive_a_rootless_run_and_commit() {
-    if !as_unprivileged_user("many_owners_survive_a_rootless_run_and_commit") {
+    if !rootless::as_unprivileged_user("many_owners_survive_a_rootless_run_and_commit") {
         return;
     }
     let busybox = molde_container::image::base::static_busybox();
@@ -410,7 +314,7 @@ fn many_owners_survive_a_rootless_run_and_commit() {
 /// back, for files the container changed (copied up with their xattrs) as for new ones.
 #[test]
 fn one_id_keeps_owners_in_the_xattr_and_commits_them() {
-    if !as_nobody("one_id_keeps_owners_in_the_xattr_and_commits_them") {
+    if !rootless::as_nobody("one_id_keeps_owners_in_the_xattr_and_commits_them") {
         return;
     }
     assert!(

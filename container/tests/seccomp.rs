@@ -39,7 +39,7 @@ fn ready() -> Option<tempfile::TempDir> {
     ) {
         return None;
     }
-    let root = common::busybox::ready(&[])?;
+    let root = common::busybox::ready_rootless_too(&[])?;
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/syscalls.c");
     let out = std::process::Command::new("gcc")
         .args(["-static", "-O2", "-o"])
@@ -62,7 +62,7 @@ fn parse(out: &str) -> BTreeMap<String, i32> {
 }
 
 fn helper(root: &Path, f: impl FnOnce(&mut Spec)) -> BTreeMap<String, i32> {
-    let mut spec = Spec::new(root, "/bin/syscalls");
+    let mut spec = common::busybox::spec(root, "/bin/syscalls");
     spec.stdout = Stdio::Piped;
     spec.stderr = Stdio::Piped;
     f(&mut spec);

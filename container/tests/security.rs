@@ -12,11 +12,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use molde_container::cgroup::{self, Cgroup, Controller, Limits};
-use molde_container::launch::{self, ExecSpec, ExitStatus, Spec, Stage, Stdio};
+use molde_container::launch::{self, ExecSpec, ExitStatus, Stage, Stdio};
 use nix::errno::Errno;
 
 fn ready() -> Option<tempfile::TempDir> {
-    common::busybox::ready(&["insmod", "tail", "grep"])
+    common::busybox::ready_rootless_too(&["insmod", "tail", "grep"])
 }
 
 use common::busybox::{run, sh};
@@ -164,7 +164,11 @@ fn exe_attack(rounds: u32) -> String {
 
 #[test]
 fn cannot_overwrite_the_host_binary_through_proc_exe() {
-    let Some(root) = ready() else { return };
+    // Root only: rootless, the racing execs are refused at `setns` of the user namespace
+    // (EACCES) while the attacker runs; not yet looked into.
+    let Some(root) = common::busybox::ready(&["insmod", "tail", "grep"]) else {
+        return;
+    };
     let (exe, before) = host_binary();
     let busybox_before = std::fs::read(root.path().join("bin/busybox")).unwrap();
 
@@ -277,7 +281,7 @@ fn leaked_descriptors_do_not_reach_the_host() {
 
     // The leaked descriptor as the working directory or in the program's path (what an image
     // config could name): refused, never a process running in a host directory.
-    let mut spec = Spec::new(root.path(), "/bin/true");
+    let mut spec = common::busybox::spec(root.path(), "/bin/true");
     spec.cwd = format!("/proc/self/fd/{n}").into();
     let e = launch::spawn(&spec).unwrap_err();
     assert_eq!(e.stage, Stage::Chdir, "{e}");
@@ -285,7 +289,7 @@ fn leaked_descriptors_do_not_reach_the_host() {
     e.cwd = format!("/proc/self/fd/{n}").into();
     let err = launch::exec(first.pid(), &e).unwrap_err();
     assert_eq!(err.stage, Stage::Chdir, "{err}");
-    let spec = Spec::new(root.path(), format!("/proc/self/fd/{n}/../bin/sh"));
+    let spec = common::busybox::spec(root.path(), &format!("/proc/self/fd/{n}/../bin/sh"));
     let e = launch::spawn(&spec).unwrap_err();
     assert_eq!((e.stage, e.errno), (Stage::Exec, Errno::ENOENT), "{e}");
     first.kill().unwrap();
@@ -293,11 +297,25 @@ fn leaked_descriptors_do_not_reach_the_host() {
     drop(leaked);
 }
 
+/// Whether cgroups can be made here: as root. Rootless (xtask's unprivileged pass: no cgroup
+/// is delegated to that user) the test asserts instead the typed error it gets, and ends.
 fn cgroups_ready() -> bool {
-    common::require(
+    if !common::require(
         cgroup::available().is_ok(),
         "needs a mounted cgroup filesystem",
-    )
+    ) {
+        return false;
+    }
+    if !common::privileged() {
+        let name = format!("security-rootless-{}", std::process::id());
+        let err = Cgroup::create(&name, &cgroup::Limits::default()).unwrap_err();
+        assert!(
+            matches!(err, cgroup::CgroupError::PermissionDenied { .. }),
+            "{err:?}"
+        );
+        return false;
+    }
+    true
 }
 
 /// Whether the host can still start a process (it carries on while a container misbehaves).
@@ -445,5 +463,5 @@ fn device_nodes_cannot_be_made_for_host_devices() {
 }
 
 fn ready_with(extra: &[&str]) -> Option<tempfile::TempDir> {
-    common::busybox::ready(&[&["insmod", "tail", "grep"][..], extra].concat())
+    common::busybox::ready_rootless_too(&[&["insmod", "tail", "grep"][..], extra].concat())
 }

@@ -110,7 +110,7 @@ impl Layout {
     pub fn diffids(&self) -> PathBuf {
         self.state().join("diffids")
     }
-    /// The directory of flattened layer stacks (see [`crate::unpack::flattened`]).
+    /// The directory of flattened layer stacks (see `unpack::flattened`).
     pub fn flats(&self) -> PathBuf {
         self.state().join("flat")
     }

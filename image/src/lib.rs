@@ -31,7 +31,6 @@ pub mod layout;
 pub mod lock;
 pub mod reference;
 pub mod store;
-mod streamed;
 pub mod unpack;
 
 pub use archive::{ArchiveError, ImportOptions, ImportReport, ImportedImage, ImportedLayer};

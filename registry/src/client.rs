@@ -2,10 +2,12 @@
 //! (HTTPS, or plain HTTP where allowed), TLS roots, credentials, and retries with backoff.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
@@ -20,6 +22,7 @@ use crate::error::{self, RegistryError};
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
     pub(crate) insecure: Vec<String>,
+    pub(crate) plain: Vec<String>,
     pub(crate) extra_ca: Vec<(String, Vec<u8>)>,
     pub(crate) credentials: Option<Credentials>,
     pub(crate) attempts: u32,
@@ -32,6 +35,7 @@ impl Default for RegistryOptions {
     fn default() -> Self {
         RegistryOptions {
             insecure: Vec::new(),
+            plain: Vec::new(),
             extra_ca: Vec::new(),
             credentials: None,
             attempts: 4,
@@ -50,6 +54,15 @@ impl RegistryOptions {
     /// without it.
     pub fn insecure(mut self, registry: impl Into<String>) -> Self {
         self.insecure.push(registry.into());
+        self
+    }
+
+    /// Speak plain HTTP to this registry (`host[:port]`) from the first request, without
+    /// trying HTTPS first as [`RegistryOptions::insecure`] (and the loopback default) do:
+    /// for a registry known to serve HTTP only, this saves a client and a TLS handshake
+    /// per transfer.
+    pub fn plain_http(mut self, registry: impl Into<String>) -> Self {
+        self.plain.push(registry.into());
         self
     }
 
@@ -148,7 +161,8 @@ fn install_crypto() {
 impl Remote {
     /// Connect to the registry of `reference`: HTTPS, or, where plain HTTP is allowed
     /// (loopback, or [`RegistryOptions::insecure`]), HTTPS if the registry speaks it and
-    /// plain HTTP otherwise, as Docker does for insecure registries.
+    /// plain HTTP otherwise, as Docker does for insecure registries; plain HTTP straight
+    /// away for a registry declared with [`RegistryOptions::plain_http`].
     pub async fn connect(
         reference: &molde_image::Reference,
         options: &RegistryOptions,
@@ -157,11 +171,9 @@ impl Remote {
         install_crypto();
         let oci = reference.distribution().clone();
         let registry = oci.resolve_registry().to_owned();
-        let plain_allowed = is_loopback(&registry)
-            || options
-                .insecure
-                .iter()
-                .any(|r| r == &registry || r == oci.registry());
+        let declared = |list: &[String]| list.iter().any(|r| r == &registry || r == oci.registry());
+        let plain_only = declared(&options.plain);
+        let plain_allowed = is_loopback(&registry) || declared(&options.insecure);
         let mut certs = Vec::new();
         for (what, pem) in &options.extra_ca {
             certs.push(certificate(what, pem.clone())?);
@@ -174,15 +186,20 @@ impl Remote {
             None => auth::credentials_for(oci.registry())?,
         };
         let auth = credentials.to_oci();
-        let mut client = build_client(&registry, ClientProtocol::Https, certs.clone())?;
-        if plain_allowed {
+        let plain = || ClientProtocol::HttpsExcept(vec![registry.clone()]);
+        let first = if plain_only {
+            plain()
+        } else {
+            ClientProtocol::Https
+        };
+        let mut client = build_client(&registry, first, certs.clone())?;
+        if plain_allowed && !plain_only {
             // The first request of every transfer: asks /v2/ (and a token if challenged).
             if let Err(e) = client.auth(&oci, &auth, operation).await
                 && matches!(&e, OciDistributionError::RequestError(r) if r.is_connect() || r.is_request())
             {
                 tracing::debug!(%registry, error = %e, "no HTTPS; using plain HTTP");
-                let plain = ClientProtocol::HttpsExcept(vec![registry.clone()]);
-                client = build_client(&registry, plain, certs)?;
+                client = build_client(&registry, plain(), certs)?;
             }
         }
         Ok(Remote {
@@ -211,7 +228,24 @@ impl Remote {
         let mut pause = self.backoff;
         let mut attempt = 1;
         loop {
-            match op().await {
+            // oci-client panics on some answers (a token no header can carry: `parse().unwrap()`
+            // in its request builder): a typed error here, not a panic in the caller's task.
+            let answer = AssertUnwindSafe(op())
+                .catch_unwind()
+                .await
+                .map_err(|panic| {
+                    let what = panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("a panic");
+                    RegistryError::Invalid {
+                        reference: self.name.clone(),
+                        what: format!("an answer of registry {}", self.registry),
+                        reason: format!("the HTTP client cannot use it ({what})"),
+                    }
+                })?;
+            match answer {
                 Ok(v) => return Ok(v),
                 Err(e) if attempt < self.attempts && error::retryable(&e) => {
                     tracing::debug!(error = %e, attempt, "retrying");

@@ -182,6 +182,24 @@ fn hint(status: u16) -> &'static str {
     }
 }
 
+/// The most of a registry's message an error keeps: its words, not a copy of a huge page
+/// (a proxy's HTML, megabytes of junk).
+const MESSAGE_LIMIT: usize = 1024;
+
+/// `message` trimmed, and cut at [`MESSAGE_LIMIT`] bytes (on a character boundary) saying how
+/// long it was.
+fn excerpt(message: &str) -> String {
+    let m = message.trim();
+    if m.len() <= MESSAGE_LIMIT {
+        return m.to_owned();
+    }
+    let mut end = MESSAGE_LIMIT;
+    while !m.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &m[..end], m.len())
+}
+
 /// What the transport says a failure is: an HTTP status with the registry's message, a
 /// broken or refused connection, or anything else.
 pub(crate) enum Failure {
@@ -193,12 +211,12 @@ pub(crate) enum Failure {
 pub(crate) fn classify(e: &OciDistributionError) -> Failure {
     match e {
         OciDistributionError::ServerError { code, message, .. } => {
-            Failure::Status(*code, message.trim().to_owned())
+            Failure::Status(*code, excerpt(message))
         }
         OciDistributionError::UnauthorizedError { url } => {
             Failure::Status(401, format!("unauthorized at {url}"))
         }
-        OciDistributionError::AuthenticationFailure(m) => Failure::Status(401, m.trim().to_owned()),
+        OciDistributionError::AuthenticationFailure(m) => Failure::Status(401, excerpt(m)),
         OciDistributionError::RegistryError { envelope, .. } => {
             let status = envelope
                 .errors
@@ -214,9 +232,9 @@ pub(crate) fn classify(e: &OciDistributionError) -> Failure {
                     _ => 400,
                 })
                 .unwrap_or(400);
-            Failure::Status(status, envelope.to_string())
+            Failure::Status(status, excerpt(&envelope.to_string()))
         }
-        OciDistributionError::ImageManifestNotFoundError(m) => Failure::Status(404, m.clone()),
+        OciDistributionError::ImageManifestNotFoundError(m) => Failure::Status(404, excerpt(m)),
         OciDistributionError::RequestError(r) => match r.status() {
             Some(s) => Failure::Status(s.as_u16(), r.to_string()),
             None => Failure::Connection,

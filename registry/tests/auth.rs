@@ -86,6 +86,20 @@ fn basic_auth_over_tls_with_an_extra_ca() {
         .run()
         .unwrap();
     assert_eq!(pulled.image.manifest_digest(), image.manifest_digest());
+    // Declared plain HTTP: no HTTPS attempt, so this registry (TLS only) refuses the
+    // request that worked above.
+    let e = Pull::new(&tmp_store(), &target)
+        .options(
+            options(&reg)
+                .credentials(Credentials::Anonymous)
+                .plain_http(reg.addr.clone()),
+        )
+        .run()
+        .unwrap_err();
+    assert!(
+        matches!(e, RegistryError::Status { status: 400, .. }),
+        "{e}"
+    );
 
     // Without the CA the certificate is not trusted: a connection error, no fallback to
     // plain HTTP that would send the password in clear (the registry speaks TLS).

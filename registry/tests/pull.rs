@@ -190,6 +190,87 @@ fn a_layer_stored_plain_is_found_by_content_when_the_registry_has_it_gzipped() {
 }
 
 #[test]
+fn a_deduplicated_pull_records_the_registrys_digest_and_the_tag_as_a_fresh_one_does() {
+    if !registry_or_skip() {
+        return;
+    }
+    let reg = Registry::start();
+    let a = tmp_store();
+    let bytes = vec![noise(8, 60_000), noise(9, 40_000)];
+    let gz = image_of(&a, &bytes, "dd:v1");
+    let target = reg.reference("team/dd:v1");
+    Push::new(&a, "dd:v1", &target).run().unwrap();
+    let by_digest = format!("{}@{}", reg.reference("team/dd"), gz.manifest_digest());
+
+    // A fresh pull: the stored manifest is the registry's, and the digest is recorded.
+    let fresh = tmp_store();
+    let report = Pull::new(&fresh, &target).run().unwrap();
+    assert_eq!(
+        fresh.repo_digests(&report.image).unwrap(),
+        [by_digest.as_str()]
+    );
+    assert_eq!(fresh.resolve(&by_digest).unwrap().id(), gz.id());
+
+    // Every layer already stored plain: the stored manifest names the plain blobs, so its
+    // digest is not the registry's; the image still carries the registry's digest and tag.
+    let c = tmp_store();
+    let mut builder = ImageBuilder::new();
+    for (i, b) in bytes.iter().enumerate() {
+        let name = format!("l{i}");
+        let plain = c
+            .add_layer(&layer_tar(&[(name.as_str(), b.as_slice())])[..])
+            .unwrap()
+            .layer;
+        builder = builder.layer(plain, format!("ADD {name}"));
+    }
+    let local = c.commit(builder).unwrap();
+    assert!(c.resolve(&by_digest).is_err(), "not pulled yet");
+    let report = Pull::new(&c, &target).run().unwrap();
+    assert!(report.layers.iter().all(|l| l.existed));
+    assert_eq!(report.bytes_fetched, 0);
+    assert_ne!(report.image.manifest_digest(), gz.manifest_digest());
+    assert_eq!(report.image.id(), gz.id());
+    let tag = format!("{}/team/dd:v1", reg.addr);
+    assert_eq!(c.tags_of(&report.image).unwrap(), [tag.as_str()]);
+    assert_eq!(c.repo_digests(&report.image).unwrap(), [by_digest.as_str()]);
+    for name in [&by_digest, &tag] {
+        let found = c.resolve(name).unwrap();
+        assert_eq!(
+            found.manifest_digest(),
+            report.image.manifest_digest(),
+            "{name}"
+        );
+    }
+    assert!(c.repo_digests(&local).unwrap().is_empty());
+
+    // Pulled again (the image present): nothing changes, the names stay.
+    let again = Pull::new(&c, &target).run().unwrap();
+    assert!(!again.newer);
+    assert_eq!(
+        again.image.manifest_digest(),
+        report.image.manifest_digest()
+    );
+    assert_eq!(c.repo_digests(&again.image).unwrap(), [by_digest.as_str()]);
+    // By digest only: found by it, no tag added, the tag kept.
+    let pinned = Pull::new(&c, &by_digest).run().unwrap();
+    assert!(pinned.tag.is_none());
+    assert_eq!(
+        pinned.image.manifest_digest(),
+        report.image.manifest_digest()
+    );
+    assert_eq!(c.tags_of(&pinned.image).unwrap(), [tag.as_str()]);
+    // Untagged, the image stays, found by its repository digest; removed by it, it goes.
+    c.untag(&tag).unwrap();
+    assert_eq!(c.resolve(&by_digest).unwrap().id(), gz.id());
+    c.remove(&by_digest).unwrap();
+    assert!(c.resolve(&by_digest).is_err());
+    assert!(
+        c.resolve(&report.image.manifest_digest().to_string())
+            .is_err()
+    );
+}
+
+#[test]
 fn a_digest_reference_pins_content_and_tags_nothing() {
     if !registry_or_skip() {
         return;
@@ -202,7 +283,11 @@ fn a_digest_reference_pins_content_and_tags_nothing() {
         .unwrap();
     let b = tmp_store();
     let by_digest = format!("{}@{}", reg.reference("pin"), image.manifest_digest());
-    let report = Pull::new(&b, &by_digest).run().unwrap();
+    // Declared plain HTTP (no HTTPS attempt first).
+    let report = Pull::new(&b, &by_digest)
+        .options(RegistryOptions::default().plain_http(reg.addr.clone()))
+        .run()
+        .unwrap();
     assert_eq!(report.image.manifest_digest(), image.manifest_digest());
     assert!(report.tag.is_none());
     assert!(b.tags_of(&report.image).unwrap().is_empty());

@@ -188,6 +188,10 @@ fn test(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     install(TEST_PACKAGES)?;
     fixtures::make(&workspace_root())?;
+    if nix_is_root() {
+        // The root pass's tests of rootless use (rootless_ids, network_rootless) run as it.
+        unprivileged::ensure_user()?;
+    }
     run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",
@@ -287,6 +291,7 @@ const FUZZ_TARGETS: &[(&str, &str)] = &[
     ("molde-layerfs", "apply_fuzz"),
     ("molde-image", "archive_fuzz"),
     ("molde-container", "parsers_fuzz"),
+    ("molde-registry", "responses_fuzz"),
 ];
 
 /// `cargo xtask fuzz [--cases N]`: every fuzz target with N cases per property (default

@@ -245,6 +245,10 @@ pub(crate) fn manifest(plan: &Plan, with_owner: bool) -> Result<Digest, CopyErro
 
 /// Write the plan as a layer (ancestors added) and store it. Directories the image has (in
 /// `view`) keep their attributes; `now` is the mtime of directories made up.
+///
+/// Owners are recorded as a container sees them: rootless, host ids go through the maps
+/// containers run with, and an owner a rootless unpack could not set (an `ADD`ed tar's
+/// `33:44`, kept in umoci's `user.rootlesscontainers` xattr) is the one recorded.
 pub(crate) fn write_layer(
     store: &Store,
     view: Option<&UnionView>,
@@ -258,6 +262,7 @@ pub(crate) fn write_layer(
         tempfile::tempfile_in(&tmp_dir).map_err(io_err("creating a file in", &tmp_dir))?;
     let opts = DiffOptions {
         mtime_clamp,
+        owners: molde_layerfs::idmap::IdMaps::for_current_process(),
         ..DiffOptions::default()
     };
     {

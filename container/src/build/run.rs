@@ -39,9 +39,17 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Ste
 
 impl Executor<'_> {
     /// The part of a `RUN`'s cache key its mounts make: each mount's description and, for a
-    /// bind of the context, the content of what it binds (a secret's content never).
+    /// bind of the context, the content of what it binds (a secret's content never); then
+    /// its Landlock ruleset, if any.
     pub(super) fn mounts_key(&self, r: &Run) -> Result<String, StepError> {
         let mut out = String::new();
+        if let Some(l) = &r.landlock {
+            out += &format!(
+                "landlock(ro={:?},rw={:?}) ",
+                l.read_only_paths(),
+                l.read_write_paths()
+            );
+        }
         for m in &r.mounts {
             out += &m.describe();
             match m {
@@ -205,7 +213,7 @@ impl Executor<'_> {
                 .map_err(io_err("creating a directory in", &root))?;
             fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))
                 .map_err(io_err("setting the mode of", tmp.path()))?;
-            chown(tmp.path(), Some(uid), Some(gid)).map_err(io_err("chown", tmp.path()))?;
+            give_owner(tmp.path(), uid, gid).map_err(io_err("chown", tmp.path()))?;
             let made = tmp.keep();
             if fs::rename(&made, &dir).is_err() {
                 // Another build made it first.
@@ -293,6 +301,9 @@ impl Executor<'_> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         builder = self.add_mounts(builder, r, &mut held)?;
+        if let Some(rules) = &r.landlock {
+            builder = builder.landlock(rules.clone());
+        }
         let mut child = builder.spawn()?;
         let (out, err) = crate::container::child::collect(child.stdout.take(), child.stderr.take());
         let mut container: Container = child.into_container();
@@ -364,5 +375,20 @@ impl Executor<'_> {
                 }
             }
         }
+    }
+}
+
+/// Give `path` the owner `uid:gid` as the build's containers see it. As root, a plain
+/// `chown`. Rootless with subordinate ids, a `chown` as root of a user namespace with the
+/// maps the containers run with (the caller alone may not give a file to a subordinate id).
+/// With one id, the caller already owns it as the containers' root sees it, and no other
+/// owner exists there.
+fn give_owner(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    match molde_layerfs::idmap::IdMaps::for_current_process() {
+        None => chown(path, Some(uid), Some(gid)),
+        Some(maps) if maps.needs_helpers() => {
+            molde_layerfs::userns::run_as_root(maps, || chown(path, Some(uid), Some(gid)))
+        }
+        Some(_) => Ok(()),
     }
 }

@@ -144,13 +144,14 @@ impl RunMount {
     }
 }
 
-/// A `RUN`: its command, mounts and network.
+/// A `RUN`: its command, mounts, network and Landlock ruleset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Run {
     pub(crate) command: RunCommand,
     pub(crate) mounts: Vec<RunMount>,
     pub(crate) network: RunNetwork,
     pub(crate) shell: Option<Vec<String>>,
+    pub(crate) landlock: Option<crate::landlock::Landlock>,
 }
 
 impl Run {
@@ -169,6 +170,7 @@ impl Run {
             mounts: Vec::new(),
             network: RunNetwork::Default,
             shell: None,
+            landlock: None,
         }
     }
     /// Add a mount.
@@ -179,6 +181,13 @@ impl Run {
     /// Its network.
     pub fn network(mut self, network: RunNetwork) -> Run {
         self.network = network;
+        self
+    }
+    /// Confine the step's processes to these paths of its filesystem with Landlock, as
+    /// [`ContainerBuilder::landlock`](crate::ContainerBuilder::landlock) does (a build
+    /// fetching and running untrusted code). The ruleset is part of the step's cache key.
+    pub fn landlock(mut self, rules: crate::landlock::Landlock) -> Run {
+        self.landlock = Some(rules);
         self
     }
     /// The command.

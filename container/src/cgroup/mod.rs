@@ -27,289 +27,27 @@
 //! ```
 
 mod detect;
+mod error;
 mod files;
+mod kill;
+mod limits;
+mod parent;
 mod v1;
 mod v2;
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use detect::{Controller, Layout, Placement, Unified, V1Hierarchy, available};
+pub use error::CgroupError;
+pub use kill::KillStrategy;
+pub use limits::Limits;
+pub use parent::Parent;
 
-/// How long [`Cgroup::kill_all`] waits for a cgroup to empty.
-const KILL_PATIENCE: Duration = Duration::from_secs(10);
 /// How long removal retries a directory the kernel still reports busy.
 const RMDIR_PATIENCE: Duration = Duration::from_secs(2);
-
-/// What went wrong with a cgroup.
-#[derive(Debug, thiserror::Error)]
-pub enum CgroupError {
-    /// No cgroup filesystem is mounted (nothing in `/proc/self/mountinfo`).
-    #[error(
-        "no cgroup filesystem is mounted (none in /proc/self/mountinfo): resource limits are not \
-         available; run without limits"
-    )]
-    NotMounted,
-    /// The kernel refused for lack of permission.
-    #[error(
-        "cannot {op} {path}: {source}: resource limits need root or a delegated cgroup (systemd \
-         `Delegate=yes`, passed as Parent::at); run without limits to go on without them"
-    )]
-    PermissionDenied {
-        /// What was attempted.
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
-    /// A limit was asked for whose controller this host does not offer.
-    #[error(
-        "the {controller} controller is not available (neither a v1 hierarchy nor the v2 \
-         hierarchy's cgroup.controllers has it): run without the {controller} limit"
-    )]
-    ControllerUnavailable {
-        /// The missing controller.
-        controller: Controller,
-    },
-    /// The kernel refused to enable a controller for the molde parent.
-    #[error(
-        "cannot enable the {controller} controller in {path}: {source} (EBUSY: that cgroup holds \
-         processes of its own, which cgroup v2 forbids for a parent; choose a parent without)"
-    )]
-    EnableController {
-        /// The controller.
-        controller: Controller,
-        /// The `cgroup.subtree_control` file.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
-    /// A cgroup of this name already exists.
-    #[error("cgroup {path} already exists")]
-    Exists {
-        /// The directory.
-        path: PathBuf,
-    },
-    /// The name is not usable as a cgroup directory.
-    #[error("invalid cgroup name {name:?}: {reason}")]
-    InvalidName {
-        /// The name given.
-        name: String,
-        /// Why it is refused.
-        reason: &'static str,
-    },
-    /// A limit is out of range.
-    #[error("invalid limit: {0}")]
-    InvalidLimit(String),
-    /// A cgroupfs file held something unexpected.
-    #[error("unexpected content in {path}: {text:?}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What it held.
-        text: String,
-    },
-    /// Processes were still in the cgroup after killing them.
-    #[error("cgroup {path} still holds processes {pids:?} after SIGKILL")]
-    NotEmpty {
-        /// A directory of the cgroup.
-        path: PathBuf,
-        /// The pids left.
-        pids: Vec<u32>,
-    },
-    /// A process could not be moved into the cgroup.
-    #[error("cannot move process {pid} into {path}: {source}")]
-    AddPid {
-        /// The process.
-        pid: u32,
-        /// The `cgroup.procs` file.
-        path: PathBuf,
-        /// The error (ESRCH: no such process).
-        #[source]
-        source: io::Error,
-    },
-    /// Another I/O error.
-    #[error("cannot {op} {path}: {source}")]
-    Io {
-        /// What was attempted.
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
-}
-
-/// A container's resource limits. `None` leaves a resource unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Limits {
-    /// Memory in bytes, swap included (the container does not swap around its limit). At least
-    /// one page is needed; the kernel rounds down to whole pages.
-    pub memory_bytes: Option<u64>,
-    /// Processes and threads, at least 1.
-    pub pids: Option<u64>,
-    /// CPU bandwidth: `quota` microseconds of CPU time per `period` microseconds (period 1 ms to
-    /// 1 s, quota at least 1 ms; `(50_000, 100_000)` is half a CPU, `(200_000, 100_000)` two).
-    pub cpu_quota: Option<(u64, u64)>,
-}
-
-impl Limits {
-    /// Whether no limit is set.
-    pub fn is_empty(&self) -> bool {
-        *self == Limits::default()
-    }
-
-    /// Checks the ranges the kernel accepts, so that a bad value fails before anything is made.
-    pub fn validate(&self) -> Result<(), CgroupError> {
-        if let Some(bytes) = self.memory_bytes
-            && bytes < 4096
-        {
-            return Err(CgroupError::InvalidLimit(format!(
-                "memory limit {bytes} bytes is below one page (4096)"
-            )));
-        }
-        if self.pids == Some(0) {
-            return Err(CgroupError::InvalidLimit(
-                "pids limit 0: at least 1 process is needed".into(),
-            ));
-        }
-        if let Some((quota, period)) = self.cpu_quota {
-            if !(1_000..=1_000_000).contains(&period) {
-                return Err(CgroupError::InvalidLimit(format!(
-                    "cpu period {period} us is outside 1000..=1000000 us"
-                )));
-            }
-            if quota < 1_000 {
-                return Err(CgroupError::InvalidLimit(format!(
-                    "cpu quota {quota} us is below the kernel's minimum of 1000 us"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether `controller` has a limit to set.
-    fn wants(&self, controller: Controller) -> bool {
-        match controller {
-            Controller::Memory => self.memory_bytes.is_some(),
-            Controller::Pids => self.pids.is_some(),
-            Controller::Cpu => self.cpu_quota.is_some(),
-            Controller::Freezer => false,
-        }
-    }
-}
-
-/// Where containers' cgroups are made: a path relative to the root of every hierarchy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Parent {
-    relative: PathBuf,
-}
-
-impl Default for Parent {
-    /// `molde`, at the root of every hierarchy.
-    fn default() -> Self {
-        Parent {
-            relative: PathBuf::from("molde"),
-        }
-    }
-}
-
-impl Parent {
-    /// A parent at `relative` below every hierarchy's root, such as a delegated subtree
-    /// (`user.slice/user-1000.slice/user@1000.service/app.slice/molde`). In v2 each of its
-    /// ancestors must hold no processes of its own once controllers are enabled.
-    pub fn at(relative: impl Into<PathBuf>) -> Result<Parent, CgroupError> {
-        let relative = relative.into();
-        let shown = relative.to_string_lossy().into_owned();
-        let normal = relative
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)));
-        if relative.as_os_str().is_empty() || !normal {
-            return Err(CgroupError::InvalidName {
-                name: shown,
-                reason: "a parent must be a relative path of plain components (no '..', no '/')",
-            });
-        }
-        Ok(Parent { relative })
-    }
-
-    /// The parent's path relative to each hierarchy's root.
-    pub fn relative(&self) -> &Path {
-        &self.relative
-    }
-
-    /// The parent's directory in every hierarchy molde uses on this host.
-    pub fn dirs(&self) -> Result<Vec<PathBuf>, CgroupError> {
-        let layout = available()?;
-        Ok(hierarchies(&layout)
-            .into_iter()
-            .map(|(mount, _)| mount.join(&self.relative))
-            .collect())
-    }
-
-    /// The names of the cgroups below this parent (in any hierarchy), sorted: after a crash,
-    /// whatever is here and not in the store's records is stale.
-    pub fn list(&self) -> Result<Vec<String>, CgroupError> {
-        let mut names = Vec::new();
-        for dir in self.dirs()? {
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(files::error("list", &dir, e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|e| files::error("list", &dir, e))?;
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    names.push(entry.file_name().to_string_lossy().into_owned());
-                }
-            }
-        }
-        names.sort();
-        names.dedup();
-        Ok(names)
-    }
-
-    /// Removes the parent's directories where they are empty (its last component only; those
-    /// holding cgroups are left). Other molde users may share a parent: call this only for a
-    /// parent of your own.
-    pub fn remove_if_empty(&self) -> Result<(), CgroupError> {
-        for dir in self.dirs()? {
-            match std::fs::remove_dir(&dir) {
-                Ok(()) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ENOENT | libc::EBUSY | libc::ENOTEMPTY)
-                    ) => {}
-                Err(e) => return Err(files::error("remove", &dir, e)),
-            }
-        }
-        Ok(())
-    }
-}
-
-/// How [`Cgroup::kill_all`] kills a cgroup's processes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KillStrategy {
-    /// v2 `cgroup.kill` (kernel 5.14+): the kernel kills every process, forks included.
-    CgroupKill,
-    /// v1 freezer: freeze (no process runs, none forks), SIGKILL each, thaw.
-    FreezerV1,
-    /// v2 `cgroup.freeze` (kernel 5.2+): the same with v2's built-in freezer.
-    FreezeV2,
-    /// SIGKILL each listed process, again until none is left (a forking process can race it;
-    /// the pids limit bounds the race).
-    Signal,
-}
 
 /// One of a cgroup's directories.
 #[derive(Debug)]
@@ -408,20 +146,20 @@ impl Cgroup {
         let unified_mount = layout.unified().map(|u| u.mount.clone());
         for (mount, controllers) in hierarchies(&layout) {
             let v2 = Some(&mount) == unified_mount.as_ref();
-            let parent_dir = mount.join(&parent.relative);
+            let parent_dir = mount.join(parent.relative());
             if v2 {
                 // Enable the controllers on the way down: the root (exempt from the "no
                 // internal processes" rule), each intermediate directory, then the parent.
                 let mut dir = mount.clone();
                 v2::enable(&dir, &controllers)?;
-                for component in parent.relative.components() {
+                for component in parent.relative().components() {
                     dir.push(component);
                     files::mkdir(&dir, true)?;
                     v2::enable(&dir, &controllers)?;
                 }
             } else {
                 let mut dir = mount.clone();
-                for component in parent.relative.components() {
+                for component in parent.relative().components() {
                     dir.push(component);
                     files::mkdir(&dir, true)?;
                 }
@@ -453,7 +191,7 @@ impl Cgroup {
         let unified_mount = layout.unified().map(|u| u.mount.clone());
         let mut dirs = Vec::new();
         for (mount, controllers) in hierarchies(&layout) {
-            let path = mount.join(&parent.relative).join(name);
+            let path = mount.join(parent.relative()).join(name);
             if path.is_dir() {
                 let v2 = Some(&mount) == unified_mount.as_ref();
                 let controllers = if v2 {
@@ -587,106 +325,6 @@ impl Cgroup {
         }
     }
 
-    /// Kills every process in the cgroup with SIGKILL and waits until it is empty, with the
-    /// first of [`Cgroup::kill_strategies`]: v2's `cgroup.kill` where the kernel has it (5.14+;
-    /// also in a hybrid's v2 hierarchy), which also catches processes forking meanwhile; else
-    /// freezing the cgroup (v1 `freezer`, or v2 `cgroup.freeze`), killing each process and
-    /// thawing; else killing until nothing is left.
-    pub fn kill_all(&self) -> Result<(), CgroupError> {
-        let strategy = self.kill_strategies()[0];
-        self.kill_all_using(strategy)
-    }
-
-    /// The ways this cgroup's processes can be killed here, best first (never empty: the last
-    /// is always [`KillStrategy::Signal`]).
-    pub fn kill_strategies(&self) -> Vec<KillStrategy> {
-        let mut out = Vec::new();
-        if let Some(dir) = self.unified() {
-            if dir.path.join("cgroup.kill").exists() {
-                out.push(KillStrategy::CgroupKill);
-            }
-        }
-        if self.dir_of(Controller::Freezer).is_some() {
-            out.push(KillStrategy::FreezerV1);
-        }
-        if let Some(dir) = self.unified() {
-            if dir.path.join("cgroup.freeze").exists() {
-                out.push(KillStrategy::FreezeV2);
-            }
-        }
-        out.push(KillStrategy::Signal);
-        out
-    }
-
-    /// [`Cgroup::kill_all`] with a given strategy (one of [`Cgroup::kill_strategies`]; another
-    /// fails with the I/O error of its missing file).
-    pub fn kill_all_using(&self, strategy: KillStrategy) -> Result<(), CgroupError> {
-        let missing = || CgroupError::Io {
-            op: "kill through",
-            path: self.dirs[0].path.clone(),
-            source: io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{strategy:?} is not available for this cgroup"),
-            ),
-        };
-        match strategy {
-            KillStrategy::CgroupKill => {
-                let dir = self.unified().ok_or_else(missing)?;
-                files::write(&dir.path.join("cgroup.kill"), "1")?;
-                return self.wait_empty(false);
-            }
-            KillStrategy::FreezerV1 | KillStrategy::FreezeV2 => {
-                let v2 = strategy == KillStrategy::FreezeV2;
-                let dir = if v2 {
-                    self.unified()
-                } else {
-                    self.dir_of(Controller::Freezer)
-                }
-                .ok_or_else(missing)?;
-                freeze(&dir.path, v2, true)?;
-                let killed = self.signal_each();
-                let thawed = freeze(&dir.path, v2, false);
-                killed?;
-                thawed?;
-            }
-            KillStrategy::Signal => self.signal_each()?,
-        }
-        self.wait_empty(true)
-    }
-
-    /// Sends SIGKILL to every process listed now.
-    fn signal_each(&self) -> Result<(), CgroupError> {
-        for pid in self.pids()? {
-            let Ok(raw) = i32::try_from(pid) else {
-                continue;
-            };
-            // ESRCH: it exited meanwhile.
-            let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
-        }
-        Ok(())
-    }
-
-    /// Waits until no process is left; with `resignal`, kills whatever still shows up.
-    fn wait_empty(&self, resignal: bool) -> Result<(), CgroupError> {
-        let deadline = Instant::now() + KILL_PATIENCE;
-        loop {
-            let pids = self.pids()?;
-            if pids.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(CgroupError::NotEmpty {
-                    path: self.dirs[0].path.clone(),
-                    pids,
-                });
-            }
-            if resignal {
-                self.signal_each()?;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
     /// Kills what is left in the cgroup and removes its directory in every hierarchy. Reports
     /// the first error; directories that could not be removed are named in it.
     pub fn remove(mut self) -> Result<(), CgroupError> {
@@ -724,15 +362,6 @@ impl Drop for Cgroup {
         {
             tracing::warn!(cgroup = %self.name, error = %e, "removing a dropped cgroup failed");
         }
-    }
-}
-
-/// Freezes or thaws `dir`: v1 `freezer.state`, or v2 `cgroup.freeze`.
-fn freeze(dir: &Path, v2: bool, frozen: bool) -> Result<(), CgroupError> {
-    if v2 {
-        files::write(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })
-    } else {
-        v1::freeze(dir, frozen)
     }
 }
 

@@ -109,7 +109,7 @@ pub struct ContainerBuilder {
     /// a new intermediate image, do not.
     pub(crate) flatten: bool,
     /// Networks joined and ports published.
-    pub(crate) net: super::networking::Requested,
+    pub(crate) net: Requested,
     pub(crate) ambient_capabilities: Vec<Capability>,
     pub(crate) no_new_privileges: bool,
     pub(crate) seccomp: crate::seccomp::Seccomp,
@@ -118,6 +118,15 @@ pub struct ContainerBuilder {
     pub(crate) name: Option<String>,
     pub(crate) tty: bool,
     pub(crate) terminal_size: crate::launch::WindowSize,
+}
+
+/// The networks and ports the builder asked for (`container::networking` acts on them).
+#[derive(Debug, Default)]
+pub(crate) struct Requested {
+    pub(crate) joins: Vec<crate::network::Network>,
+    pub(crate) aliases: Vec<String>,
+    pub(crate) publish: Vec<crate::network::PublishedPort>,
+    pub(crate) publish_all: bool,
 }
 
 impl ContainerBuilder {
@@ -450,8 +459,15 @@ impl ContainerBuilder {
         self.init = yes;
         self
     }
-    /// Keep the writable layer on a tmpfs instead of on disk: fast, lost at removal (needs
-    /// the privilege to mount).
+    /// Keep the writable layer on a tmpfs instead of on disk: fast, lost at removal.
+    ///
+    /// As root the tmpfs is mounted on the host, so the layer can be committed, diffed and
+    /// copied from. Without root it is mounted inside the container's own user and mount
+    /// namespaces at each start (the host would refuse): the layer lasts one run, and what
+    /// reads or writes it from the host (`commit`, `diff`, `copy_in`, `copy_out`,
+    /// `read_file`, `export_bundle`) fails with
+    /// [`ContainerError::LayerOutOfReach`](crate::ContainerError::LayerOutOfReach); it needs
+    /// the overlay backend (overlay mountable in a user namespace).
     pub fn ephemeral(mut self, yes: bool) -> Self {
         self.storage = if yes {
             LayerStorage::Tmpfs

@@ -36,6 +36,7 @@ impl Container {
     /// terms (see the module's documentation for what is written and what is refused).
     /// `runc run --bundle DIR ID` then runs what `start` would run.
     pub fn export_bundle(&self, dir: impl AsRef<Path>) -> Result<(), ContainerError> {
+        self.check_layer_in_reach("export it as a bundle")?;
         let dir = dir.as_ref();
         let spec = runtime_spec(&self.id, &self.record.run, &self.store)?;
         let rootfs = dir.join("rootfs");

@@ -20,6 +20,7 @@ impl Container {
     /// The paths added, changed and deleted in the writable layer, sorted by path, like
     /// `docker diff` (directories holding changes are listed as changed).
     pub fn diff(&self) -> Result<Vec<Change>, ContainerError> {
+        self.check_layer_in_reach("list the changes of its writable layer")?;
         changes_of(
             self.backend.as_ref(),
             &self.snapshot,
@@ -30,6 +31,7 @@ impl Container {
 
     /// The writable layer's changes as a deterministic layer tar in a temp file (rewound).
     fn diff_to_temp(&self) -> Result<File, ContainerError> {
+        self.check_layer_in_reach("write its writable layer as a layer")?;
         diff_to_temp(self.backend.as_ref(), &self.snapshot, self.paths.dir())
     }
 
@@ -39,6 +41,7 @@ impl Container {
     /// layer).
     pub fn commit(&self, message: &str) -> Result<Image, ContainerError> {
         self.check_not_removed("commit")?;
+        self.check_layer_in_reach("commit")?;
         // The writable layer is mounted `volatile` (nothing syncs it when the container
         // ends): make what is committed durable in the container too.
         let changes = self.snapshot.changes_dir();

@@ -51,6 +51,7 @@ impl Container {
         src: impl AsRef<Path>,
         dest: impl AsRef<Path>,
     ) -> Result<(), ContainerError> {
+        self.check_layer_in_reach("copy files out")?;
         let src = Path::new("/").join(relative(src.as_ref()).or_else(|e| {
             if src.as_ref().components().all(|c| c == Component::RootDir) {
                 Ok(PathBuf::new())
@@ -72,6 +73,7 @@ impl Container {
         dest: impl AsRef<Path>,
     ) -> Result<(), ContainerError> {
         self.check_not_removed("copy into")?;
+        self.check_layer_in_reach("copy files in")?;
         if self.status()? == Status::Running {
             return Err(ContainerError::State {
                 id: self.id.clone(),

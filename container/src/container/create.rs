@@ -5,6 +5,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use molde_layerfs::OverlayXattr;
+use molde_layerfs::snapshot::{Backend, Snapshot};
 use molde_layerfs::view::UnionView;
 
 use super::builder::{ContainerBuilder, Stdio};
@@ -74,6 +75,33 @@ struct NewVolumes {
     made: Vec<Volume>,
 }
 
+impl NewVolumes {
+    /// Makes the named volumes the mounts ask for that do not exist yet, and checks that
+    /// bind sources exist.
+    fn make(store: &molde_image::Store, mounts: &[MountRecord]) -> Result<Self, ContainerError> {
+        let mut new = NewVolumes {
+            store: store.clone(),
+            made: Vec::new(),
+        };
+        for m in mounts {
+            match m {
+                MountRecord::Volume { name, .. } => {
+                    let existed = Volume::open(store, name).is_ok();
+                    let volume = Volume::create(store, name)?;
+                    if !existed {
+                        new.made.push(volume);
+                    }
+                }
+                MountRecord::Bind { source, .. } => {
+                    fs::symlink_metadata(source).map_err(io_err("bind mount source", source))?;
+                }
+                MountRecord::Tmpfs { .. } => {}
+            }
+        }
+        Ok(new)
+    }
+}
+
 impl Drop for NewVolumes {
     fn drop(&mut self) {
         for volume in self.made.drain(..) {
@@ -93,100 +121,10 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         names::check_name(name)?;
     }
     // Everything that can be checked is checked before anything is made.
-    // A deep image's containers mount its flattened stack: one lower directory. Where it
-    // cannot be made (a hard link refused: EMLINK on a much-shared inode, EXDEV across
-    // mounts), the layers themselves.
-    let flat = if b.flatten {
-        molde_image::unpack::flattened(&store, &image).unwrap_or_else(|e| {
-            tracing::warn!("mounting the layers of {} one by one: {e}", image.id());
-            None
-        })
-    } else {
-        None
-    };
-    let lowers: Vec<PathBuf> = match flat {
-        Some(flat) => vec![flat],
-        None => molde_image::unpack::unpack(&store, &image)?
-            .into_iter()
-            .rev()
-            .map(|u| u.path)
-            .collect(),
-    };
-    let view = UnionView::new(lowers.clone(), None, xattr);
-    let identity = config::resolve_identity(
-        &view,
-        b.user.as_deref().or(image.user()),
-        b.group.as_deref(),
-    )?;
-    let argv = config::argv(
-        image.entrypoint(),
-        image.cmd(),
-        b.command.as_deref(),
-        b.entrypoint.as_deref(),
-        b.args.as_deref(),
-    )?;
-    let cwd = config::workdir(image.working_dir(), b.cwd.as_deref())?;
-    let env = config::merge_env(image.env(), &b.env, identity.home.as_deref());
+    let lowers = lower_dirs(&b, &store, &image)?;
+    let run = run_config(&b, &image, &lowers, xattr)?;
     // The volumes this create makes: removed again if it fails (see NewVolumes).
-    let mut new_volumes = NewVolumes {
-        store: store.clone(),
-        made: Vec::new(),
-    };
-    for m in &b.mounts {
-        match m {
-            MountRecord::Volume { name, .. } => {
-                let existed = Volume::open(&store, name).is_ok();
-                let volume = Volume::create(&store, name)?;
-                if !existed {
-                    new_volumes.made.push(volume);
-                }
-            }
-            MountRecord::Bind { source, .. } => {
-                fs::symlink_metadata(source).map_err(io_err("bind mount source", source))?;
-            }
-            MountRecord::Tmpfs { .. } => {}
-        }
-    }
-    let run = RunConfig {
-        argv,
-        env,
-        cwd,
-        uid: identity.uid,
-        gid: identity.gid,
-        groups: identity.groups,
-        hostname: b.hostname.clone(),
-        mounts: b.mounts.clone(),
-        read_only_rootfs: b.read_only_rootfs,
-        host_network: b.network == Network::Host,
-        memory_bytes: b.memory,
-        pids: b.pids,
-        cpu_quota: b.cpu,
-        rlimits: b.rlimits.clone(),
-        init: b.init,
-        stop_signal: b
-            .stop_signal
-            .unwrap_or_else(|| parse_signal(image.stop_signal())),
-        timeout_ms: b.timeout.map(|d| d.as_millis() as u64),
-        network: Default::default(),
-        ambient_capabilities: b.ambient_capabilities.clone(),
-        no_new_privileges: b.no_new_privileges,
-        seccomp: b.seccomp.clone(),
-        landlock: b.landlock.clone(),
-        logs: b.logs,
-        tty: b.tty,
-    };
-
-    let limits = crate::cgroup::Limits {
-        memory_bytes: run.memory_bytes,
-        pids: run.pids,
-        cpu_quota: run.cpu_quota,
-    };
-    if !limits.is_empty() {
-        limits.validate().map_err(|source| ContainerError::Cgroup {
-            id: String::new(),
-            source,
-        })?;
-    }
+    let mut new_volumes = NewVolumes::make(&store, &b.mounts)?;
     let id = record::new_id().map_err(|source| ContainerError::Io {
         op: "making a container id",
         path: PathBuf::from("/dev/urandom"),
@@ -196,61 +134,7 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
     fs::create_dir_all(paths.dir()).map_err(io_err("creating", paths.dir()))?;
     // Held through the creation: a concurrent list leaves a half-made container alone.
     let guard = record::lock(&paths)?;
-    let made = (|| -> Result<_, ContainerError> {
-        // Claimed first (under the store's name lock): a taken name fails before anything
-        // else is made.
-        if let Some(name) = &b.name
-            && let Err(holder) = names::claim(&store, name, &id)?
-        {
-            return Err(ContainerError::NameInUse {
-                name: name.clone(),
-                holder,
-            });
-        }
-        let mut run = run;
-        run.network = super::networking::create(&b, &id, &paths)?;
-        store.hold(&image, &record::hold_name(&id))?;
-        let snap_dir = paths.snapshot();
-        if b.storage == LayerStorage::Tmpfs {
-            fs::create_dir(&snap_dir).map_err(io_err("creating", &snap_dir))?;
-            nix::mount::mount(
-                Some("tmpfs"),
-                &snap_dir,
-                Some("tmpfs"),
-                nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-                Some("mode=0700"),
-            )
-            .map_err(|e| {
-                io_err("mounting a tmpfs for the writable layer on", &snap_dir)(e.into())
-            })?;
-        }
-        let backend = super::backend::for_container(&store);
-        // The rootfs is mounted over the snapshot directory itself, in the container's own
-        // mount namespace: no mount point of its own to make and delete.
-        let snapshot = backend.prepare(&lowers, &snap_dir)?;
-        let record = Record {
-            id: id.clone(),
-            name: b.name.clone(),
-            image: image.manifest_digest().to_string(),
-            image_id: image.id().to_string(),
-            created: molde_image::builder::now_rfc3339(),
-            state: State::Created,
-            pid: None,
-            pid_start: None,
-            program_pid: None,
-            program_pid_start: None,
-            started: None,
-            finished: None,
-            exit_code: None,
-            exit_signal: None,
-            backend: backend.name().to_owned(),
-            lowers: lowers.clone(),
-            storage: b.storage,
-            run,
-        };
-        record.write(&paths)?;
-        Ok((backend, snapshot, record))
-    })();
+    let made = make(&b, &id, &paths, &lowers, run);
     drop(guard);
     let (backend, snapshot, record) = match made {
         Ok(m) => m,
@@ -286,6 +170,181 @@ pub(crate) fn create(b: ContainerBuilder) -> Result<Container, ContainerError> {
         log_pump: None,
         removed: false,
     })
+}
+
+/// The image's layer directories, top first, as the union mounts them. A deep image's
+/// containers mount its flattened stack: one lower directory. Where it cannot be made (a
+/// hard link refused: EMLINK on a much-shared inode, EXDEV across mounts), the layers
+/// themselves.
+fn lower_dirs(
+    b: &ContainerBuilder,
+    store: &molde_image::Store,
+    image: &molde_image::Image,
+) -> Result<Vec<PathBuf>, ContainerError> {
+    let flat = if b.flatten {
+        molde_image::unpack::flattened(store, image).unwrap_or_else(|e| {
+            tracing::warn!("mounting the layers of {} one by one: {e}", image.id());
+            None
+        })
+    } else {
+        None
+    };
+    Ok(match flat {
+        Some(flat) => vec![flat],
+        None => molde_image::unpack::unpack(store, image)?
+            .into_iter()
+            .rev()
+            .map(|u| u.path)
+            .collect(),
+    })
+}
+
+/// What the container runs, resolved against the image and its files (user names looked up
+/// in the image's /etc/passwd): checked whole before anything is made.
+fn run_config(
+    b: &ContainerBuilder,
+    image: &molde_image::Image,
+    lowers: &[PathBuf],
+    xattr: OverlayXattr,
+) -> Result<RunConfig, ContainerError> {
+    let view = UnionView::new(lowers.to_vec(), None, xattr);
+    let identity = config::resolve_identity(
+        &view,
+        b.user.as_deref().or(image.user()),
+        b.group.as_deref(),
+    )?;
+    let argv = config::argv(
+        image.entrypoint(),
+        image.cmd(),
+        b.command.as_deref(),
+        b.entrypoint.as_deref(),
+        b.args.as_deref(),
+    )?;
+    let cwd = config::workdir(image.working_dir(), b.cwd.as_deref())?;
+    let env = config::merge_env(image.env(), &b.env, identity.home.as_deref());
+    let run = RunConfig {
+        argv,
+        env,
+        cwd,
+        uid: identity.uid,
+        gid: identity.gid,
+        groups: identity.groups,
+        hostname: b.hostname.clone(),
+        mounts: b.mounts.clone(),
+        read_only_rootfs: b.read_only_rootfs,
+        host_network: b.network == Network::Host,
+        memory_bytes: b.memory,
+        pids: b.pids,
+        cpu_quota: b.cpu,
+        rlimits: b.rlimits.clone(),
+        init: b.init,
+        stop_signal: b
+            .stop_signal
+            .unwrap_or_else(|| parse_signal(image.stop_signal())),
+        timeout_ms: b.timeout.map(|d| d.as_millis() as u64),
+        network: Default::default(),
+        ambient_capabilities: b.ambient_capabilities.clone(),
+        no_new_privileges: b.no_new_privileges,
+        seccomp: b.seccomp.clone(),
+        landlock: b.landlock.clone(),
+        logs: b.logs,
+        tty: b.tty,
+    };
+    let limits = crate::cgroup::Limits {
+        memory_bytes: run.memory_bytes,
+        pids: run.pids,
+        cpu_quota: run.cpu_quota,
+    };
+    if !limits.is_empty() {
+        limits.validate().map_err(|source| ContainerError::Cgroup {
+            id: String::new(),
+            source,
+        })?;
+    }
+    Ok(run)
+}
+
+/// Everything the container holds, made under its record lock: its name, its network
+/// addresses, the hold on its image, its writable layer and its record. On an error the
+/// caller discards what was made.
+fn make(
+    b: &ContainerBuilder,
+    id: &str,
+    paths: &ContainerPaths,
+    lowers: &[PathBuf],
+    mut run: RunConfig,
+) -> Result<(Box<dyn Backend>, Snapshot, Record), ContainerError> {
+    let store = &b.store;
+    // Claimed first (under the store's name lock): a taken name fails before anything else
+    // is made.
+    if let Some(name) = &b.name
+        && let Err(holder) = names::claim(store, name, id)?
+    {
+        return Err(ContainerError::NameInUse {
+            name: name.clone(),
+            holder,
+        });
+    }
+    run.network = super::networking::create(b, id, paths)?;
+    store.hold(&b.image, &record::hold_name(id))?;
+    let snap_dir = paths.snapshot();
+    let privileged = molde_layerfs::privilege::is_privileged();
+    let storage = match b.storage {
+        LayerStorage::Tmpfs if !privileged => LayerStorage::TmpfsInNamespace,
+        other => other,
+    };
+    if storage == LayerStorage::Tmpfs {
+        mount_tmpfs(&snap_dir)?;
+    }
+    let backend = super::backend::for_container(store);
+    // The rootfs is mounted over the snapshot directory itself, in the container's own
+    // mount namespace: no mount point of its own to make and delete.
+    let snapshot = backend.prepare(lowers, &snap_dir)?;
+    if storage == LayerStorage::TmpfsInNamespace && snapshot.mounts.is_empty() {
+        // The copy backend (overlay not mountable in a user namespace here): the image's
+        // copy is the rootfs, which a tmpfs would hide.
+        let _ = backend.remove(snapshot);
+        return Err(ContainerError::LayerOutOfReach {
+            id: id.to_owned(),
+            op: "have an ephemeral writable layer (overlay cannot be mounted in a user \
+                 namespace here, and the copy backend's rootfs is on disk)",
+        });
+    }
+    let record = Record {
+        id: id.to_owned(),
+        name: b.name.clone(),
+        image: b.image.manifest_digest().to_string(),
+        image_id: b.image.id().to_string(),
+        created: molde_image::builder::now_rfc3339(),
+        state: State::Created,
+        pid: None,
+        pid_start: None,
+        program_pid: None,
+        program_pid_start: None,
+        started: None,
+        finished: None,
+        exit_code: None,
+        exit_signal: None,
+        backend: backend.name().to_owned(),
+        lowers: lowers.to_vec(),
+        storage,
+        run,
+    };
+    record.write(paths)?;
+    Ok((backend, snapshot, record))
+}
+
+/// The writable layer of an `ephemeral` container: a tmpfs on its snapshot directory.
+fn mount_tmpfs(snap_dir: &std::path::Path) -> Result<(), ContainerError> {
+    fs::create_dir(snap_dir).map_err(io_err("creating", snap_dir))?;
+    nix::mount::mount(
+        Some("tmpfs"),
+        snap_dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some("mode=0700"),
+    )
+    .map_err(|e| io_err("mounting a tmpfs for the writable layer on", snap_dir)(e.into()))
 }
 
 #[cfg(test)]

@@ -374,6 +374,7 @@ impl Container {
 
     /// The contents of the file at `path` in the container (read through [`Container::view`]).
     pub fn read_file(&self, path: impl AsRef<Path>) -> Result<Vec<u8>, ContainerError> {
+        self.check_layer_in_reach("read its files from the host")?;
         let path = path.as_ref();
         self.view().read(path).map_err(|source| ContainerError::Io {
             op: "reading in the container",
@@ -412,6 +413,18 @@ impl Container {
     }
 
     /// Where the rootfs is mounted (inside the container's mount namespace).
+    /// [`ContainerError::LayerOutOfReach`] when the writable layer is in the container's
+    /// own mount namespace (an `ephemeral` container without root).
+    pub(crate) fn check_layer_in_reach(&self, op: &'static str) -> Result<(), ContainerError> {
+        if self.record.storage == crate::record::LayerStorage::TmpfsInNamespace {
+            return Err(ContainerError::LayerOutOfReach {
+                id: self.id.clone(),
+                op,
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn rootfs(&self) -> PathBuf {
         self.paths.rootfs()
     }

@@ -4,7 +4,7 @@
 //! served while it runs.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex};
 
 use molde_image::{Image, Store};
@@ -16,18 +16,9 @@ use crate::launch::{BeforeRun, ContainerMount, MountKind, Spec};
 use crate::network::publish::{self, Bound};
 use crate::network::{
     Allocation, Attached, Attachments, Network, NetworkError, Protocol, PublishedPort, attach,
-    hosts, ipam, pasta,
+    hosts, ipam, pasta, rootless,
 };
 use crate::record::ContainerPaths;
-
-/// What the builder asked for.
-#[derive(Debug, Default)]
-pub(crate) struct Requested {
-    pub(crate) joins: Vec<Network>,
-    pub(crate) aliases: Vec<String>,
-    pub(crate) publish: Vec<PublishedPort>,
-    pub(crate) publish_all: bool,
-}
 
 /// The ports `image` EXPOSEs (`8080/tcp`, `53/udp`, `80`), published on 127.0.0.1.
 fn exposed(image: &Image) -> Vec<PublishedPort> {
@@ -63,19 +54,18 @@ pub(crate) fn create(
     if b.network == crate::launch::Network::Host {
         return Err(NetworkError::HostNetwork.into());
     }
-    if !molde_layerfs::privilege::is_privileged() {
-        if let Some(net) = req.joins.first() {
-            return Err(NetworkError::RootlessJoin {
-                network: net.name().to_owned(),
-            }
-            .into());
-        }
+    // Rootless: pasta gives the way out and the published ports; networks joined are in
+    // the store's rootless network namespace (`network::rootless`).
+    let rootless = !molde_layerfs::privilege::is_privileged();
+    if rootless {
         pasta::find()?;
-        return Ok(Attachments {
-            networks: Vec::new(),
-            publish,
-            user_mode: true,
-        });
+        if req.joins.is_empty() {
+            return Ok(Attachments {
+                networks: Vec::new(),
+                publish,
+                user_mode: true,
+            });
+        }
     }
     let joins = if req.joins.is_empty() {
         vec![Network::default_network(&b.store)?]
@@ -100,7 +90,7 @@ pub(crate) fn create(
                 ip,
             }),
             Err(e) => {
-                let _ = ipam::release(&b.store, id);
+                let _ = crate::network::release(&b.store, id);
                 return Err(e.into());
             }
         }
@@ -108,13 +98,13 @@ pub(crate) fn create(
     Ok(Attachments {
         networks,
         publish,
-        user_mode: false,
+        user_mode: rootless,
     })
 }
 
 /// At remove: release the container's addresses.
 pub(crate) fn release(store: &Store, id: &str) -> Result<(), ContainerError> {
-    ipam::release(store, id).map_err(Into::into)
+    crate::network::release(store, id).map_err(Into::into)
 }
 
 /// One start's networking, between the spec and the running process.
@@ -137,6 +127,10 @@ pub(crate) fn prepare(
     spec: &mut Spec,
 ) -> Result<Pending, ContainerError> {
     let mut pending = Pending::default();
+    if att.user_mode && !att.networks.is_empty() {
+        prepare_rootless(store, id, paths, att, spec, &mut pending)?;
+        return Ok(pending);
+    }
     if att.user_mode {
         let pasta = pasta::find()?;
         let hosts = pasta::choose_ports(&att.publish)?;
@@ -156,7 +150,8 @@ pub(crate) fn prepare(
         let (stash, keep) = (pending.pasta_error.clone(), pending.pasta.clone());
         let pid_file = paths.dir().join("pasta.pid");
         spec.before_run = Some(BeforeRun(Box::new(move |pid| {
-            match pasta::attach(&pasta, pid, &ports, &hosts, address, &pid_file) {
+            let target = pasta::Target::Pid(pid);
+            match pasta::attach(&pasta, &target, &ports, &hosts, address, &pid_file) {
                 Ok(p) => {
                     if let Ok(mut slot) = keep.lock() {
                         *slot = Some(p);
@@ -189,6 +184,54 @@ pub(crate) fn prepare(
     spec.join_netns = Some(attach::plumb(id, &nets)?);
     pending.target = nets.first().map(|(_, ip)| *ip);
     Ok(pending)
+}
+
+/// Before a rootless start on networks: a network namespace in the store's rootless one's
+/// user namespace, with veths on the networks' bridges (`network::rootless`), pasta attached
+/// to it (the way out, the published ports), and the launch set to join both.
+fn prepare_rootless(
+    store: &Store,
+    id: &str,
+    paths: &ContainerPaths,
+    att: &Attachments,
+    spec: &mut Spec,
+    pending: &mut Pending,
+) -> Result<(), ContainerError> {
+    let pasta = pasta::find()?;
+    let hosts = pasta::choose_ports(&att.publish)?;
+    let nets = att
+        .networks
+        .iter()
+        .map(|a| Ok((Network::open(store, &a.network)?, a.ip)))
+        .collect::<Result<Vec<_>, NetworkError>>()?;
+    bind_files(paths, spec);
+    let (holder, netns) = {
+        // Under the networks' lock: no other process stops the holder meanwhile.
+        let _guard = crate::network::lock(store)?;
+        let holder = rootless::holder(store)?;
+        let netns = rootless::plumb(&holder, id, &nets)?;
+        (holder, netns)
+    };
+    let target = pasta::Target::Netns {
+        user: holder.user.as_fd(),
+        net: netns.as_fd(),
+    };
+    let pid_file = paths.dir().join("pasta.pid");
+    let running = pasta::attach(
+        &pasta,
+        &target,
+        &att.publish,
+        &hosts,
+        pasta::outbound(),
+        &pid_file,
+    )?;
+    pending.user_mode = att.publish.iter().copied().zip(hosts).collect();
+    if let Ok(mut slot) = pending.pasta.lock() {
+        *slot = Some(running);
+    }
+    spec.join_userns = Some(holder.user);
+    spec.join_netns = Some(netns);
+    Ok(())
 }
 
 /// Write the container's `hosts` (with `hosts`) and `resolv.conf` (the host's resolvers).
@@ -227,10 +270,11 @@ impl Pending {
             path: "its published ports".into(),
             source,
         };
-        if !self.user_mode.is_empty() {
+        let pasta = self.pasta.lock().ok().and_then(|mut p| p.take());
+        if !self.user_mode.is_empty() || pasta.is_some() {
             let servers = Servers {
                 forwarders: Vec::new(),
-                pasta: self.pasta.lock().ok().and_then(|mut p| p.take()),
+                pasta,
             };
             return Ok(Running::new(self.user_mode, servers, pidfd).map_err(watch_err)?);
         }
@@ -253,7 +297,9 @@ impl Pending {
 }
 
 impl super::Container {
-    /// The container's address on its first bridge network, if it joined one.
+    /// The container's address on its first bridge network, if it joined one. Rootless, the
+    /// network's other containers reach it there, the host does not (the bridge is in the
+    /// store's rootless network namespace): the host reaches its published ports.
     pub fn ip(&self) -> Option<Ipv4Addr> {
         self.record.run.network.networks.first().map(|a| a.ip)
     }

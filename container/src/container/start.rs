@@ -374,6 +374,9 @@ impl Container {
                 o.volatile = true;
             }
         }
+        if self.record.storage == record::LayerStorage::TmpfsInNamespace {
+            spec.layer_tmpfs = layer_dirs(&spec.rootfs_mounts);
+        }
         spec.readonly_rootfs = run.read_only_rootfs;
         for m in &run.mounts {
             spec.mounts.push(match m {
@@ -514,4 +517,18 @@ fn resource_from(n: u32) -> Option<crate::rlimit::Resource> {
     ]
     .into_iter()
     .find(|r| *r as libc::__rlimit_resource_t == n)
+}
+
+/// The directories a writable layer's tmpfs must hold for `mounts` to be made on it (an
+/// overlay's upper and work directories, or the bind of an upper alone), made in the tmpfs
+/// before them ([`Spec::layer_tmpfs`]).
+fn layer_dirs(mounts: &[Mount]) -> Vec<std::path::PathBuf> {
+    let mut dirs = Vec::new();
+    for m in mounts {
+        match m {
+            Mount::Overlay(o) => dirs.extend(o.upperdir.iter().chain(&o.workdir).cloned()),
+            Mount::Bind { source, .. } => dirs.push(source.clone()),
+        }
+    }
+    dirs
 }

@@ -79,8 +79,9 @@ pub enum Stage {
     Exec,
     /// Resetting signal dispositions to their defaults and unblocking signals for the program.
     Signals,
-    /// Joining a namespace made ahead (`setns`): the network namespace (index 0) or the mount
-    /// namespace (index 1).
+    /// Joining a namespace made ahead (`setns`): the network namespace (index 0), the mount
+    /// namespace (index 1), or a user namespace to join ([`Spec::join_userns`](super::Spec::join_userns))
+    /// and the namespaces made in it (index 2).
     JoinNamespace,
     /// Installing the seccomp filter (or, before `clone`, compiling its profile).
     Seccomp,

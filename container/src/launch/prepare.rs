@@ -19,7 +19,7 @@ use super::spec::{MountKind, Spec, Stdio};
 #[derive(Debug)]
 pub(crate) struct ParentSide {
     pub err_r: OwnedFd,
-    /// The go-ahead's write end: handed to the launch ([`super::spawn::clone_child`]).
+    /// The go-ahead's write end: handed to the launch (`clone_child`).
     pub sync_w: Option<OwnedFd>,
     /// The child's ends (error channel write end, sync read end, stdio): closed after `clone`.
     pub child_ends: Vec<OwnedFd>,
@@ -446,6 +446,7 @@ fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchErr
         );
         side.rootfs_targets.push(spec.root.clone());
     }
+    let layer_tmpfs = layer_tmpfs(spec)?;
     let mut extra = Vec::with_capacity(spec.mounts.len());
     for m in &spec.mounts {
         let target = container_path(&m.target)?;
@@ -521,11 +522,24 @@ fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchErr
         },
         _ => -1,
     };
+    // A user namespace to join (a rootless container on a bridge network), held likewise.
+    let userns = match &spec.join_userns {
+        Some(fd) => {
+            let fd = fd
+                .try_clone()
+                .map_err(|e| LaunchError::new(Stage::Prepare, io_errno(&e)))?;
+            let raw = fd.as_raw_fd();
+            side.child_ends.push(fd);
+            raw
+        }
+        None => -1,
+    };
     // A mount namespace made ahead, where the rootfs can be made detached before joining it.
     // Not for a root of another user namespace than the initial one: a made namespace would
     // belong to it, and the kernel mounts a new proc there only where one is fully visible
     // (`mount_too_revealing`), which nothing is in a made namespace.
     let joinable = !new_userns
+        && layer_tmpfs.is_none()
         && molde_layerfs::privilege::is_privileged()
         && rootfs.iter().all(|m| m.can_detach());
     let (mntns, mntns_root) = match joinable.then(super::mntns::take).flatten() {
@@ -541,6 +555,7 @@ fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchErr
         root,
         rootfs_trees: vec![-1; rootfs.len().max(1)],
         rootfs,
+        layer_tmpfs,
         readonly_rootfs: spec.readonly_rootfs,
         extra_trees: vec![-1; extra.len()],
         extra,
@@ -550,12 +565,36 @@ fn root_setup(spec: &Spec, side: &mut ParentSide) -> Result<RootSetup, LaunchErr
         sys_tree: -1,
         hostname,
         netns,
+        userns,
         mntns,
         mntns_root,
         loopback: spec.network == super::spec::Network::Isolated && netns < 0,
         wanted_rlimits: spec.rlimits.clone(),
         rlimits: Vec::new(),
     })
+}
+
+/// `Spec::layer_tmpfs` as C strings: each directory under `root` (`EINVAL` otherwise), and
+/// only with rootfs mounts (a tmpfs on an unpacked rootfs would hide it).
+fn layer_tmpfs(spec: &Spec) -> Result<Option<Vec<CString>>, LaunchError> {
+    if spec.layer_tmpfs.is_empty() {
+        return Ok(None);
+    }
+    if spec.rootfs_mounts.is_empty() {
+        return Err(LaunchError::at(
+            Stage::RootfsMount,
+            Errno::EINVAL,
+            &spec.root,
+        ));
+    }
+    let mut dirs = Vec::with_capacity(spec.layer_tmpfs.len());
+    for dir in &spec.layer_tmpfs {
+        if !dir.starts_with(&spec.root) || dir == &spec.root {
+            return Err(LaunchError::at(Stage::RootfsMount, Errno::EINVAL, dir));
+        }
+        dirs.push(cstring(dir.as_os_str().as_bytes(), dir)?);
+    }
+    Ok(Some(dirs))
 }
 
 #[cfg(test)]

@@ -457,14 +457,21 @@ pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
     if spec.user_namespace.is_some() {
         flags |= libc::CLONE_NEWUSER as u64;
     }
+    let joins_userns = spec.join_userns.is_some();
+    if joins_userns {
+        // Made in the joined user namespace by the child itself (`child::join`).
+        flags = 0;
+    }
     // With id maps or cgroups to write, the child announces itself (its host pid comes with
     // the report's credentials) and waits: with CLONE_VFORK the launcher thread stays in
     // `clone` until the exec, so they are written from here. Without, it goes on at once. An
     // init never execs: it is made fork-style.
-    let handshake =
-        spec.user_namespace.is_some() || !spec.cgroup_procs.is_empty() || spec.before_run.is_some();
+    let handshake = (spec.user_namespace.is_some() && !joins_userns)
+        || !spec.cgroup_procs.is_empty()
+        || spec.before_run.is_some();
     prepared.handshake = handshake;
-    prepared.shares_memory = !spec.init;
+    // A child that joins a user namespace never execs (it stays as the supervisor).
+    prepared.shares_memory = !spec.init && !joins_userns;
     let child_ends = std::mem::take(&mut side.child_ends);
     // SAFETY: `cloning` is finished or given up on every path below (or dropped, which gives
     // up), before `prepared` goes.
@@ -502,7 +509,7 @@ pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
     let mut terminal = None;
     let report = loop {
         match next_report(&side.err_r, &mut terminal) {
-            Ok(Some(((0, _, _), sender))) if spec.init => match sender {
+            Ok(Some(((0, _, _), sender))) if spec.init || joins_userns => match sender {
                 Some(program) => program_pid = Some(program),
                 None => {
                     return Err(cloning.give_up(LaunchError::new(Stage::InitFork, Errno::ESRCH)));
@@ -531,7 +538,11 @@ pub fn spawn(spec: &Spec) -> Result<Process, LaunchError> {
 
 /// Write the id maps and cgroup membership (the child waits for the go-ahead meanwhile).
 fn release(spec: &Spec, pid: u32) -> Result<(), LaunchError> {
-    if let Some(maps) = &spec.user_namespace {
+    if let Some(maps) = spec
+        .user_namespace
+        .as_ref()
+        .filter(|_| spec.join_userns.is_none())
+    {
         maps.write_for(pid).map_err(|e| map_error(e, pid))?;
     }
     let pid_text = pid.to_string();

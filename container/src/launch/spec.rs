@@ -9,7 +9,7 @@ pub use caps::Capability;
 
 /// Everything the launcher needs to start a container's first process.
 ///
-/// Built by the container lifecycle (or a test); [`super::spawn()`] prepares all of it (C strings,
+/// Built by the container lifecycle (or a test); `launch::spawn()` prepares all of it (C strings,
 /// pointer arrays, candidate program paths) before `clone`, so the child allocates nothing.
 #[derive(Debug)]
 pub struct Spec {
@@ -19,6 +19,12 @@ pub struct Spec {
     pub root: PathBuf,
     /// The mounts making the root filesystem (from a layerfs snapshot), performed in order.
     pub rootfs_mounts: Vec<molde_layerfs::mount::Mount>,
+    /// Mount a fresh tmpfs (mode 0700) on `root` in the container's own mount namespace, and
+    /// make these directories in it (host paths under `root`, e.g. an overlay's upper and
+    /// work directories), before the `rootfs_mounts`: the writable layer of an `ephemeral`
+    /// container without root, which cannot mount a tmpfs on the host but can in its user
+    /// namespace. It lives as long as that namespace. Empty: no tmpfs.
+    pub layer_tmpfs: Vec<PathBuf>,
     /// Remount the root read-only after setting it up.
     pub readonly_rootfs: bool,
     /// Further mounts inside the container, in order.
@@ -50,6 +56,13 @@ pub struct Spec {
     /// With [`Network::Isolated`]: join this network namespace (configured beforehand, e.g.
     /// with veths on a bridge) instead of making one.
     pub join_netns: Option<OwnedFd>,
+    /// Join this user namespace instead of making one (with `user_namespace` set to the maps
+    /// it has, and `join_netns` a network namespace it owns): a rootless container on a bridge
+    /// network joins the store's rootless network namespace's user namespace, and makes its
+    /// mount, pid, UTS, IPC and cgroup namespaces inside it. The process made is then a small
+    /// supervisor outside the new pid namespace (it forwards signals to the container's first
+    /// process and exits with its status, as [`Spec::init`] does inside).
+    pub join_userns: Option<OwnedFd>,
     /// Run in the caller once the child exists and before it runs anything (its id maps and
     /// cgroups are written, it waits for the go-ahead), with its host pid: e.g. attach a
     /// user-mode network stack to its namespaces. An error fails the launch.
@@ -103,6 +116,7 @@ impl Spec {
         Spec {
             root: root.into(),
             rootfs_mounts: Vec::new(),
+            layer_tmpfs: Vec::new(),
             readonly_rootfs: false,
             mounts: Vec::new(),
             hostname: None,
@@ -118,6 +132,7 @@ impl Spec {
             network: Network::Isolated,
             user_namespace: None,
             join_netns: None,
+            join_userns: None,
             before_run: None,
             stdin: Stdio::Inherit,
             stdout: Stdio::Inherit,
@@ -237,7 +252,7 @@ pub struct Rlimit {
     pub hard: u64,
 }
 
-/// A further process to run in a running container ([`super::exec()`]).
+/// A further process to run in a running container (by `launch::exec()`).
 #[derive(Debug)]
 pub struct ExecSpec {
     /// The program: a path inside the container, or a name searched in `path_dirs`.

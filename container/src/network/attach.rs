@@ -42,16 +42,7 @@ pub(crate) fn plumb(
     owner: &str,
     networks: &[(Network, Ipv4Addr)],
 ) -> Result<OwnedFd, NetworkError> {
-    let inside: Vec<Inside> = networks
-        .iter()
-        .enumerate()
-        .map(|(n, (net, ip))| Inside {
-            name: format!("eth{n}"),
-            ip: *ip,
-            prefix: net.subnet().prefix_len(),
-            gateway: net.gateway(),
-        })
-        .collect();
+    let inside = Inside::all(networks, true);
     // One network (the usual case): a namespace whose veth was made ahead, if one is ready.
     if let [(net, _)] = networks {
         let bridge = net.ensure_bridge()?;
@@ -111,16 +102,34 @@ fn rename_live(rtnl: &mut Rtnl, index: u32, name: &str) -> std::io::Result<()> {
 }
 
 /// What a container's end of one network gets inside its namespace.
-struct Inside {
-    name: String,
-    ip: Ipv4Addr,
-    prefix: u8,
-    gateway: Ipv4Addr,
+pub(super) struct Inside {
+    pub(super) name: String,
+    pub(super) ip: Ipv4Addr,
+    pub(super) prefix: u8,
+    /// The default route's gateway (the first network's, where it gives the default route).
+    pub(super) gateway: Option<Ipv4Addr>,
+}
+
+impl Inside {
+    /// The container's ends on `networks`: `eth<n>` with its address, the first network's
+    /// gateway the default route if `route`.
+    pub(super) fn all(networks: &[(Network, Ipv4Addr)], route: bool) -> Vec<Inside> {
+        networks
+            .iter()
+            .enumerate()
+            .map(|(n, (net, ip))| Inside {
+                name: format!("eth{n}"),
+                ip: *ip,
+                prefix: net.subnet().prefix_len(),
+                gateway: route.then(|| net.gateway()),
+            })
+            .collect()
+    }
 }
 
 /// Inside the namespace (`r` talks to it): each end gets its MAC and address and goes up;
-/// the first network's gateway is the default route.
-fn configure(r: &mut Rtnl, inside: &[Inside]) -> std::io::Result<()> {
+/// the first network's gateway, if given, is the default route.
+pub(super) fn configure(r: &mut Rtnl, inside: &[Inside]) -> std::io::Result<()> {
     for (n, end) in inside.iter().enumerate() {
         let index = r
             .link_index(&end.name)?
@@ -128,8 +137,8 @@ fn configure(r: &mut Rtnl, inside: &[Inside]) -> std::io::Result<()> {
         r.set_mac(index, mac_of(end.ip))?;
         r.add_address(index, end.ip, end.prefix)?;
         r.set_up(index)?;
-        if n == 0 {
-            r.add_default_route(end.gateway)?;
+        if let (0, Some(gateway)) = (n, end.gateway) {
+            r.add_default_route(gateway)?;
         }
     }
     Ok(())

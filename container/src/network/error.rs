@@ -110,19 +110,11 @@ pub enum NetworkError {
         "a container on the host's network cannot join networks or publish ports: its ports are the host's"
     )]
     HostNetwork,
-    /// Bridge networks need root in the host's network namespace.
+    /// A bridge in the host's network namespace needs `CAP_NET_ADMIN` there.
     #[error(
-        "a bridge network needs root (CAP_NET_ADMIN in the host's network namespace); rootless containers get a user-mode network from pasta"
+        "a bridge in the host's network namespace needs CAP_NET_ADMIN there, which this process lacks: run as root with it, or unprivileged (a rootless network's bridge is in a namespace of the store's own)"
     )]
     NeedsRoot,
-    /// A rootless container cannot join a bridge network (see docs/rootless.md, "Networks").
-    #[error(
-        "a rootless container cannot join network {network:?}: a bridge network's bridge and veths live in the host's network namespace, which only root can change, and molde keeps no per-user network namespace to hold them (that needs a process living beside the containers, a daemon molde does not have); rootless, publish ports instead (ContainerBuilder::publish, served by pasta) and reach each container at its own port of the host's 127.0.0.1, or run as root"
-    )]
-    RootlessJoin {
-        /// The network asked for.
-        network: String,
-    },
     /// pasta (the user-mode network stack of rootless containers) is not installed.
     #[error(
         "rootless networking needs pasta, which is not installed: install the Debian package `passt` (apt-get install passt)"

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use molde_image::Store;
 
+use super::allocation::{Allocation, allocations};
 use super::error::io_err;
-use super::ipam::{Allocation, allocations};
 use super::{Network, NetworkError, networks_dir};
 
 const LOCALHOST: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";

@@ -1,66 +1,18 @@
 //! Addresses of a network: one file per allocated address (`ips/<a.b.c.d>`, made with
 //! `O_EXCL` under the networks' lock), so an address is never handed out twice, even across
-//! processes, and survives the process that took it until released.
+//! processes, and survives the process that took it until released. The records themselves
+//! are read and deleted by `allocation`; this module chooses addresses and keeps the hosts files
+//! current.
 
 use std::fs;
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 
 use molde_image::Store;
-use serde::{Deserialize, Serialize};
 
+use super::allocation::{Allocation, allocations, release_ip};
 use super::error::io_err;
 use super::{Network, NetworkError, networks_dir};
-
-/// Who holds an address of a network.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Allocation {
-    /// The owner: a container id.
-    pub owner: String,
-    /// The names it answers to on the network (name, aliases, hostname, short id).
-    pub names: Vec<String>,
-    /// Its hosts file, kept current with the names of the network's members.
-    pub hosts: Option<PathBuf>,
-}
-
-/// Every allocation of the network whose directory is `dir`, by address.
-pub(crate) fn allocations(dir: &Path) -> Result<Vec<(Ipv4Addr, Allocation)>, NetworkError> {
-    let ips = dir.join("ips");
-    let entries = match fs::read_dir(&ips) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("listing", &ips)(e)),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_err("listing", &ips))?;
-        let Some(ip) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<Ipv4Addr>().ok())
-        else {
-            continue;
-        };
-        let path = entry.path();
-        let bytes = fs::read(&path).map_err(io_err("reading", &path))?;
-        match serde_json::from_slice::<Allocation>(&bytes) {
-            Ok(a) => out.push((ip, a)),
-            // Cut short by a crash between create and write: nobody holds it.
-            Err(_) if bytes.is_empty() => {
-                let _ = fs::remove_file(&path);
-            }
-            Err(e) => {
-                return Err(NetworkError::Record {
-                    path,
-                    reason: e.to_string(),
-                });
-            }
-        }
-    }
-    out.sort_by_key(|(ip, _)| *ip);
-    Ok(out)
-}
 
 /// Allocate the lowest free address of `net` (after the gateway) to `alloc.owner`, or the
 /// one it holds already. Refreshes the hosts files of the network's members.
@@ -134,13 +86,4 @@ pub(crate) fn release(store: &Store, owner: &str) -> Result<(), NetworkError> {
         }
     }
     Ok(())
-}
-
-/// Delete the allocation file of `ip`.
-pub(crate) fn release_ip(dir: &Path, ip: Ipv4Addr) -> Result<(), NetworkError> {
-    let path = dir.join("ips").join(ip.to_string());
-    match fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("releasing", path)(e)),
-        _ => Ok(()),
-    }
 }

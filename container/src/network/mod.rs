@@ -6,20 +6,25 @@
 //! `container/` asks for it. Its parts:
 //!
 //! - [`Network`] (here): create, open, list, remove; the default network.
-//! - `ipam`: addresses, allocated as files under the networks' lock, persisted, released.
+//! - `ipam`: addresses, allocated as files under the networks' lock, persisted, released;
+//!   `allocation`: those files (who holds which address), read and deleted.
 //! - `hosts`: the `/etc/hosts` and `/etc/resolv.conf` a container sees.
 //! - `attach`: per start, a network namespace with a veth pair on the bridge.
 //! - `bridge`: what keeps a bridge the same for its containers (its hardware address).
 //! - `publish`: published ports (a userspace forwarder); `pasta`: rootless networking.
+//! - `rootless`: the bridges of rootless containers, in a user and network namespace of the
+//!   store's own, kept by a holder process.
 //! - `netlink`: the link, address and route requests (rtnetlink, no `ip` command).
 //!
 //! ```text
 //! <store>/molde/networks/lock                     flock around every change of network state
 //! <store>/molde/networks/<name>/network.json      name, id, subnet, gateway, bridge
 //! <store>/molde/networks/<name>/ips/<a.b.c.d>     one allocation: owner, names, hosts file
+//! <store>/molde/networks/rootless-netns           the rootless holder's pid and start time
 //! ```
 
 mod ahead;
+mod allocation;
 pub(crate) mod attach;
 mod bridge;
 mod error;
@@ -28,6 +33,7 @@ pub(crate) mod ipam;
 mod netlink;
 pub(crate) mod pasta;
 pub mod publish;
+pub(crate) mod rootless;
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -38,9 +44,9 @@ use molde_image::Store;
 use molde_image::lock::{FileLock, LockKind};
 use serde::{Deserialize, Serialize};
 
+pub use allocation::Allocation;
 pub use error::NetworkError;
 use error::{io_err, nl_err};
-pub use ipam::Allocation;
 pub use publish::{Protocol, PublishedPort};
 
 /// The name of the default network, which containers join when they publish ports without
@@ -185,8 +191,12 @@ impl Network {
         Network::create_with(store, name, NetworkOptions::new())
     }
 
-    /// Create the network `name` with `options`. Needs root (the bridge lives in the host's
-    /// network namespace). Nothing is made when this fails.
+    /// Create the network `name` with `options`. Nothing is made when this fails.
+    ///
+    /// As root the bridge is made now, in the host's network namespace. Unprivileged, the
+    /// network is for rootless containers: its bridge is made when a container on it starts,
+    /// in the store's rootless network namespace (see docs/rootless.md, "Networks"); its
+    /// subnet still overlaps no route of the host (pasta gives the containers the host's).
     pub fn create_with(
         store: &Store,
         name: &str,
@@ -194,15 +204,16 @@ impl Network {
     ) -> Result<Network, NetworkError> {
         check_name(name)?;
         let asked = options.subnet.as_deref().map(parse_subnet).transpose()?;
-        if !molde_layerfs::privilege::is_privileged() {
-            return Err(NetworkError::NeedsRoot);
-        }
+        let privileged = molde_layerfs::privilege::is_privileged();
         let _guard = lock(store)?;
         let dir = networks_dir(store).join(name);
         if dir.join("network.json").exists() {
             return Err(NetworkError::Exists { name: name.into() });
         }
-        let _host = FileLock::acquire(Path::new(HOST_LOCK), LockKind::Exclusive)
+        // Rootless networks' bridges are the store's own: only the host's routes matter.
+        let _host = privileged
+            .then(|| FileLock::acquire(Path::new(HOST_LOCK), LockKind::Exclusive))
+            .transpose()
             .map_err(io_err("locking", HOST_LOCK))?;
         let mut taken: Vec<(Ipv4Net, String)> = Network::list_unlocked(store)?
             .into_iter()
@@ -243,13 +254,17 @@ impl Network {
             subnet,
             created: molde_image::builder::now_rfc3339(),
         };
-        net.ensure_bridge_with(&mut rtnl)?;
+        if privileged {
+            net.ensure_bridge_with(&mut rtnl)?;
+        }
         let written = (|| {
             fs::create_dir_all(dir.join("ips")).map_err(io_err("creating", &dir))?;
             net.write(&dir)
         })();
         if let Err(e) = written {
-            let _ = net.delete_bridge();
+            if privileged {
+                let _ = net.delete_bridge();
+            }
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
         }
@@ -317,7 +332,7 @@ impl Network {
     pub fn remove(self, store: &Store) -> Result<(), NetworkError> {
         let _guard = lock(store)?;
         let dir = networks_dir(store).join(&self.name);
-        let users: Vec<String> = ipam::allocations(&dir)?
+        let users: Vec<String> = allocation::allocations(&dir)?
             .into_iter()
             .map(|(_, a)| a.owner)
             .collect();
@@ -327,7 +342,12 @@ impl Network {
                 containers: users,
             });
         }
-        self.delete_bridge()?;
+        if molde_layerfs::privilege::is_privileged() {
+            self.delete_bridge()?;
+        } else {
+            rootless::delete_bridge(store, &self)?;
+            rootless::stop_if_unused(store)?;
+        }
         // The record first: a removal cut short leaves no network that half exists.
         let record = dir.join("network.json");
         fs::remove_file(&record).map_err(io_err("removing", &record))?;
@@ -346,13 +366,14 @@ impl Network {
     pub fn gateway(&self) -> Ipv4Addr {
         self.gateway
     }
-    /// The name of its bridge in the host's network namespace.
+    /// The name of its bridge: in the host's network namespace (a network root made), or in
+    /// the store's rootless network namespace (one made without root; see `rootless`).
     pub fn bridge(&self) -> &str {
         &self.bridge
     }
     /// The containers (ids) with an address on it, and their addresses.
     pub fn allocations(&self, store: &Store) -> Result<Vec<(Ipv4Addr, Allocation)>, NetworkError> {
-        ipam::allocations(&networks_dir(store).join(&self.name))
+        allocation::allocations(&networks_dir(store).join(&self.name))
     }
 
     fn write(&self, dir: &Path) -> Result<(), NetworkError> {
@@ -429,8 +450,9 @@ pub(crate) fn delete_link_named(rtnl: &mut netlink::Rtnl, name: &str) -> Result<
 }
 
 /// Clear what killed processes left: allocations whose owner `is_live` denies are released
-/// (and the hosts files of the others rewritten), veths of this store's networks without a
-/// live owner are deleted. Called by `molde_container::recover`.
+/// (and the hosts files of the others rewritten), and the store's rootless network
+/// namespace's holder is stopped if no container holds an address any more. (Veths go with
+/// their namespaces: nothing to delete.) Called by `molde_container::recover`.
 pub(crate) fn sweep(store: &Store, is_live: &dyn Fn(&str) -> bool) -> Result<(), NetworkError> {
     if !networks_dir(store).exists() {
         return Ok(());
@@ -439,15 +461,26 @@ pub(crate) fn sweep(store: &Store, is_live: &dyn Fn(&str) -> bool) -> Result<(),
     for net in Network::list_unlocked(store)? {
         let dir = networks_dir(store).join(&net.name);
         let mut changed = false;
-        for (ip, a) in ipam::allocations(&dir)? {
+        for (ip, a) in allocation::allocations(&dir)? {
             if !is_live(&a.owner) {
-                ipam::release_ip(&dir, ip)?;
+                allocation::release_ip(&dir, ip)?;
                 changed = true;
             }
         }
         if changed {
             hosts::refresh(store, &net.name)?;
         }
+    }
+    rootless::stop_if_unused(store)
+}
+
+/// Release every address `owner` holds (see `ipam::release`); the store's rootless network
+/// namespace is stopped when no container holds one any more.
+pub(crate) fn release(store: &Store, owner: &str) -> Result<(), NetworkError> {
+    ipam::release(store, owner)?;
+    if networks_dir(store).exists() {
+        let _guard = lock(store)?;
+        rootless::stop_if_unused(store)?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! once ready. It exits by itself when the container's namespace goes.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -53,6 +54,23 @@ pub(crate) fn outbound() -> Option<(Ipv4Addr, u8)> {
         .flatten()
 }
 
+/// The namespaces pasta attaches to.
+#[derive(Debug)]
+pub(crate) enum Target<'a> {
+    /// Those of this process (a container's, waiting for its go-ahead): its user and network
+    /// namespaces.
+    Pid(u32),
+    /// A network namespace made for a container on rootless networks (see the `rootless` module),
+    /// with the user namespace that owns it, both handed to pasta as descriptors it inherits.
+    /// Its tap is `tap0`: `eth<n>` are the networks' veths.
+    Netns {
+        /// The user namespace.
+        user: BorrowedFd<'a>,
+        /// The network namespace.
+        net: BorrowedFd<'a>,
+    },
+}
+
 /// A running pasta; dropping it stops it.
 #[derive(Debug)]
 pub(crate) struct Pasta {
@@ -66,7 +84,7 @@ impl Drop for Pasta {
     }
 }
 
-/// Attach pasta to the namespaces of `pid` with `ports` published at `hosts`, the container's
+/// Attach pasta to the namespaces of `target` with `ports` published at `hosts`, the container's
 /// address `address` (see [`outbound`]), and wait until it is ready (its pid file written).
 ///
 /// pasta runs in the foreground as the child of a thread of its own (`molde-pasta`), which
@@ -75,7 +93,7 @@ impl Drop for Pasta {
 /// daemonize keeps the namespace open itself, and so never sees it go.)
 pub(crate) fn attach(
     pasta: &std::path::Path,
-    pid: u32,
+    target: &Target<'_>,
     ports: &[PublishedPort],
     hosts: &[SocketAddr],
     address: Option<(Ipv4Addr, u8)>,
@@ -102,17 +120,37 @@ pub(crate) fn attach(
     if let Some((ip, prefix)) = address {
         cmd.args(["-a", &ip.to_string(), "-n", &prefix.to_string()]);
     }
-    cmd.arg("-P")
-        .arg(pid_file)
-        .arg(pid.to_string())
-        .stdin(Stdio::null())
+    cmd.arg("-P").arg(pid_file);
+    match target {
+        Target::Pid(pid) => {
+            cmd.arg(pid.to_string());
+        }
+        Target::Netns { user, net } => {
+            let path = |fd: &BorrowedFd<'_>| format!("/proc/self/fd/{}", fd.as_raw_fd());
+            cmd.args(["--ns-ifname", "tap0", "--no-netns-quit", "--userns"])
+                .arg(path(user))
+                .arg("--netns")
+                .arg(path(net));
+        }
+    }
+    let inherited: Vec<i32> = match target {
+        Target::Pid(_) => Vec::new(),
+        Target::Netns { user, net } => vec![user.as_raw_fd(), net.as_raw_fd()],
+    };
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
+    // SAFETY: prctl and fcntl are async-signal-safe; they set this child's parent-death
+    // signal and let it inherit the namespaces' descriptors (this child's copies only).
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            for &fd in &inherited {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });

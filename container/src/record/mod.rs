@@ -175,6 +175,11 @@ pub enum LayerStorage {
     Disk,
     /// On a tmpfs mounted on the snapshot directory (throwaway containers).
     Tmpfs,
+    /// On a tmpfs mounted on the snapshot directory inside the container's own mount
+    /// namespace, at each start (throwaway containers without root, who cannot mount one on
+    /// the host): out of the host's reach, and fresh at each start.
+    #[serde(rename = "tmpfs-in-namespace")]
+    TmpfsInNamespace,
 }
 
 /// A container's persisted record.

@@ -68,9 +68,34 @@ pub fn ready(extra: &[&str]) -> Option<tempfile::TempDir> {
     root
 }
 
+/// [`ready`], rootless too: a busybox rootfs when this test can launch containers as root, or
+/// as a user with subordinate id ranges (xtask's unprivileged pass), whose specs from [`spec`]
+/// get a user namespace with those ranges.
+pub fn ready_rootless_too(extra: &[&str]) -> Option<tempfile::TempDir> {
+    if !super::containers_or_skip() {
+        return None;
+    }
+    let root = rootfs(extra);
+    if !super::require(
+        root.is_some(),
+        "needs busybox-static (apt-get install busybox-static)",
+    ) {
+        return None;
+    }
+    root
+}
+
+/// `Spec::new(root, program)`, in a user namespace with this process's id maps when it is not
+/// privileged (as molde's containers are).
+pub fn spec(root: &Path, program: &str) -> Spec {
+    let mut spec = Spec::new(root, program);
+    spec.user_namespace = molde_container::launch::IdMaps::for_current_process().cloned();
+    spec
+}
+
 /// `sh -c script` in `root`, stdout and stderr piped.
 pub fn sh(root: &Path, script: &str) -> Spec {
-    let mut spec = Spec::new(root, "sh");
+    let mut spec = spec(root, "sh");
     spec.args = vec![OsString::from("-c"), OsString::from(script)];
     spec.stdout = Stdio::Piped;
     spec.stderr = Stdio::Piped;

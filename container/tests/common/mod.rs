@@ -37,4 +37,5 @@ pub fn have_tool(tool: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }
 pub mod busybox;
+pub mod rootless;
 pub mod web;

@@ -119,82 +119,8 @@ pub(super) fn import_scanned(
     let mut plan = Vec::new();
     for (i, (e, tags)) in entries.iter().zip(tags).enumerate() {
         let what = format!("manifest.json entry {i}");
-        let config = match scanned.get(&e.config) {
-            Some(Item::Doc(b)) => b.clone(),
-            Some(Item::Blob(info)) => {
-                let f = store.open_blob(&info.digest)?;
-                super::read_document(&e.config, f)?
-            }
-            _ => {
-                return Err(ArchiveError::MissingFile {
-                    what,
-                    path: e.config.clone(),
-                });
-            }
-        };
-        let config_digest = Digest::of(&config);
-        if let Some(named) = named_digest(&e.config)
-            && named != config_digest
-        {
-            return Err(ArchiveError::Blob {
-                what: format!("archive entry {}", e.config),
-                source: BlobError::DigestMismatch {
-                    expected: named,
-                    actual: config_digest,
-                },
-            });
-        }
-        let parsed: ImageConfiguration = parse_json(&format!("config {}", e.config), &config)?;
-        let declared = parsed.rootfs().diff_ids();
-        if declared.len() != e.layers.len() {
-            return Err(ArchiveError::Image {
-                what,
-                source: ImageError::LayerCount {
-                    layers: e.layers.len(),
-                    diff_ids: declared.len(),
-                    history: e.layers.len(),
-                },
-            });
-        }
-        let mut layers = Vec::new();
-        for (path, declared) in e.layers.iter().zip(declared) {
-            let info = scanned
-                .blob(path)
-                .ok_or_else(|| ArchiveError::MissingFile {
-                    what: what.clone(),
-                    path: path.clone(),
-                })?;
-            let (c, diff_id) = super::layers::diff_id_of(store, &info.digest)?;
-            let expected = super::parse_digest(&format!("config {}", e.config), declared)?;
-            if expected != diff_id {
-                return Err(ArchiveError::DiffIdMismatch {
-                    layer: path.clone(),
-                    expected,
-                    actual: diff_id,
-                });
-            }
-            let layer = Layer {
-                digest: info.digest,
-                diff_id,
-                size: info.size,
-                media_type: LayerMediaType::from_compression(c),
-            };
-            // The same tar already stored under another compression: use that blob (the
-            // one just scanned in is left unreferenced, for GC).
-            if !info.existed
-                && let Some(stored) = store.layer_by_diff_id(&diff_id)
-            {
-                layers.push(ImportedLayer {
-                    layer: stored,
-                    existed: true,
-                });
-                continue;
-            }
-            layers.push(ImportedLayer {
-                layer,
-                existed: seen.note(info.digest, info.existed),
-            });
-        }
+        let (config, config_digest, parsed) = entry_config(store, scanned, e, &what)?;
+        let layers = entry_layers(store, scanned, e, &parsed, &mut seen, &what)?;
         let plain: Vec<Layer> = layers.iter().map(|l| l.layer).collect();
         let (manifest, manifest_bytes) = manifest_for(config_digest, config.len() as u64, &plain)?;
         let md = Digest::of(&manifest_bytes);
@@ -215,7 +141,112 @@ pub(super) fn import_scanned(
             layers,
         });
     }
+    store_planned(store, plan)
+}
 
+/// An entry's config: its bytes, their digest (checked against the digest its file name
+/// carries, if any) and the parsed document.
+fn entry_config(
+    store: &Store,
+    scanned: &Scanned,
+    e: &Entry,
+    what: &str,
+) -> Result<(Vec<u8>, Digest, ImageConfiguration), ArchiveError> {
+    let config = match scanned.get(&e.config) {
+        Some(Item::Doc(b)) => b.clone(),
+        Some(Item::Blob(info)) => {
+            let f = store.open_blob(&info.digest)?;
+            super::read_document(&e.config, f)?
+        }
+        _ => {
+            return Err(ArchiveError::MissingFile {
+                what: what.to_owned(),
+                path: e.config.clone(),
+            });
+        }
+    };
+    let config_digest = Digest::of(&config);
+    if let Some(named) = named_digest(&e.config)
+        && named != config_digest
+    {
+        return Err(ArchiveError::Blob {
+            what: format!("archive entry {}", e.config),
+            source: BlobError::DigestMismatch {
+                expected: named,
+                actual: config_digest,
+            },
+        });
+    }
+    let parsed: ImageConfiguration = parse_json(&format!("config {}", e.config), &config)?;
+    Ok((config, config_digest, parsed))
+}
+
+/// An entry's layers, each checked against the DiffID its config declares; a tar already
+/// stored under another compression is taken from the store.
+fn entry_layers(
+    store: &Store,
+    scanned: &Scanned,
+    e: &Entry,
+    parsed: &ImageConfiguration,
+    seen: &mut Seen,
+    what: &str,
+) -> Result<Vec<ImportedLayer>, ArchiveError> {
+    let declared = parsed.rootfs().diff_ids();
+    if declared.len() != e.layers.len() {
+        return Err(ArchiveError::Image {
+            what: what.to_owned(),
+            source: ImageError::LayerCount {
+                layers: e.layers.len(),
+                diff_ids: declared.len(),
+                history: e.layers.len(),
+            },
+        });
+    }
+    let mut layers = Vec::new();
+    for (path, declared) in e.layers.iter().zip(declared) {
+        let info = scanned
+            .blob(path)
+            .ok_or_else(|| ArchiveError::MissingFile {
+                what: what.to_owned(),
+                path: path.clone(),
+            })?;
+        let (c, diff_id) = super::layers::diff_id_of(store, &info.digest)?;
+        let expected = super::parse_digest(&format!("config {}", e.config), declared)?;
+        if expected != diff_id {
+            return Err(ArchiveError::DiffIdMismatch {
+                layer: path.clone(),
+                expected,
+                actual: diff_id,
+            });
+        }
+        let layer = Layer {
+            digest: info.digest,
+            diff_id,
+            size: info.size,
+            media_type: LayerMediaType::from_compression(c),
+        };
+        // The same tar already stored under another compression: use that blob (the one just
+        // scanned in is left unreferenced, for GC).
+        if !info.existed
+            && let Some(stored) = store.layer_by_diff_id(&diff_id)
+        {
+            layers.push(ImportedLayer {
+                layer: stored,
+                existed: true,
+            });
+            continue;
+        }
+        layers.push(ImportedLayer {
+            layer,
+            existed: seen.note(info.digest, info.existed),
+        });
+    }
+    Ok(layers)
+}
+
+/// Stores the planned images' configs and manifests, then adds them (and their tags) to the
+/// index in one step.
+fn store_planned(store: &Store, plan: Vec<Planned>) -> Result<ImportReport, ArchiveError> {
     let mut index_entries = Vec::new();
     let mut report = ImportReport::default();
     for p in plan {

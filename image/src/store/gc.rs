@@ -86,10 +86,10 @@ impl Store {
                 report.blobs.push(d);
             }
         }
-        let (layers, bytes) = crate::unpack::collect(self.layout(), &chains)?;
+        let (layers, bytes) = super::trees::collect(self.layout(), &chains)?;
         report.layers = layers;
         report.bytes += bytes;
-        crate::unpack::collect_flats(self.layout(), &chains)?;
+        super::trees::collect_flats(self.layout(), &chains)?;
         let dir = self.layout().diffids();
         crate::diffids::rebuild(self.layout(), &kept).map_err(io_err("rewriting", &dir))?;
         blob::clear_leftovers(&self.layout().tmp())

@@ -1,13 +1,51 @@
-//! Edits of `index.json`: the images of the store and their tags.
+//! `index.json`: the images of the store and their tags, read, written and edited.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
 
 use molde_layerfs::Digest;
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
 
-use super::{REF_NAME, oci_digest};
+use super::documents::canonical_json;
+use super::{REF_NAME, Store, StoreError, io_err, oci_digest};
+use crate::blob;
 use crate::image::Image;
 use crate::reference::Reference;
+
+impl Store {
+    pub(crate) fn read_index(&self) -> Result<ImageIndex, StoreError> {
+        let p = self.layout().index();
+        let bytes = fs::read(&p).map_err(io_err("reading", &p))?;
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+            what: p.display().to_string(),
+            source,
+        })
+    }
+
+    pub(super) fn write_index(&self, index: &ImageIndex) -> Result<(), StoreError> {
+        let p = self.layout().index();
+        let bytes = canonical_json("index.json", index)?;
+        blob::write_atomic(&p, &bytes).map_err(io_err("writing", &p))
+    }
+
+    /// Every image in the index with its tags (manifest digest -> tags).
+    pub(super) fn entries(&self) -> Result<BTreeMap<Digest, Vec<String>>, StoreError> {
+        let index = self.read_index()?;
+        let mut out: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+        for d in index.manifests() {
+            if let Some(md) = desc_digest(d) {
+                let tags = out.entry(md).or_default();
+                if let Some(t) = ref_name(d) {
+                    tags.push(t.to_owned());
+                }
+            }
+        }
+        for tags in out.values_mut() {
+            tags.sort();
+        }
+        Ok(out)
+    }
+}
 
 /// Add `image` (with an optional tag) to `index`. Moving a tag away never drops the image it
 /// was on: it stays, untagged.
@@ -39,12 +77,47 @@ pub(super) fn index_add(index: &mut ImageIndex, image: &Image, tag: Option<&Refe
     // Replace an untagged entry by the tagged one; never duplicate an untagged entry.
     if let Some(tag) = tag {
         retain_manifests(index, |d| {
-            !(desc_digest(d) == Some(md) && ref_name(d).is_none())
+            !(desc_digest(d) == Some(md) && ref_name(d).is_none() && repo_digest(d).is_none())
         });
         push_manifest(index, index_entry(image, Some(&tag.to_string())));
     } else if !present {
         push_manifest(index, index_entry(image, None));
     }
+}
+
+/// The annotation of an `index.json` entry that records a repository digest of its image
+/// (`name@sha256:...`, docker's `RepoDigests`): the digest a registry serves the image
+/// under, which differs from the stored manifest's when the layers are stored under another
+/// compression. Such an entry has no `org.opencontainers.image.ref.name`: it is no tag.
+pub(crate) const REPO_DIGEST: &str = "io.molde.image.repo-digest";
+
+/// Record `name` (`repo@sha256:...`) as a repository digest of `image`, moving it from
+/// another image if it was on one. Returns whether the index changed.
+pub(super) fn index_add_repo_digest(index: &mut ImageIndex, image: &Image, name: &str) -> bool {
+    let md = image.manifest_digest();
+    if index
+        .manifests()
+        .iter()
+        .any(|d| repo_digest(d) == Some(name) && desc_digest(d) == Some(md))
+    {
+        return false;
+    }
+    retain_manifests(index, |d| repo_digest(d) != Some(name));
+    let mut entry = index_entry(image, None);
+    entry.set_annotations(Some(HashMap::from([(
+        REPO_DIGEST.to_owned(),
+        name.to_owned(),
+    )])));
+    push_manifest(index, entry);
+    true
+}
+
+/// The repository digest an entry records, if it is such an entry.
+pub(crate) fn repo_digest(d: &Descriptor) -> Option<&str> {
+    d.annotations()
+        .as_ref()
+        .and_then(|a| a.get(REPO_DIGEST))
+        .map(String::as_str)
 }
 
 pub(crate) fn desc_digest(d: &Descriptor) -> Option<Digest> {

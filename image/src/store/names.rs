@@ -1,10 +1,14 @@
-//! Names of images: tags, and finding an image by tag, digest, id or prefix.
+//! Names of images: tags, repository digests, and finding an image by tag, digest, id or
+//! prefix.
 
 use std::collections::BTreeMap;
 
 use molde_layerfs::Digest;
 
-use super::index::{desc_digest, index_entry, push_manifest, ref_name, remove_tag};
+use super::index::{
+    desc_digest, index_add_repo_digest, index_entry, push_manifest, ref_name, remove_tag,
+    repo_digest,
+};
 use super::{Store, StoreError};
 use crate::image::Image;
 use crate::reference::Reference;
@@ -25,6 +29,51 @@ impl Store {
         ))?;
         self.add_to_index(image, Some(&tag_ref))?;
         Ok(tag_ref)
+    }
+
+    /// Record that `image` is what the registry serves as `reference` (`name@sha256:...`,
+    /// docker's `RepoDigests`: the digest of the manifest or index as served), so that
+    /// [`Store::resolve`] finds the image by it even when its stored manifest differs (its
+    /// layers stored under another compression). A pull records it; the image must be in
+    /// the index (see [`Store::register`]). Returns the digest reference as recorded
+    /// (familiar form, without the tag).
+    pub fn add_repo_digest(
+        &self,
+        image: &Image,
+        reference: &Reference,
+    ) -> Result<Reference, StoreError> {
+        let Some(digest) = reference.digest() else {
+            return Err(StoreError::NotFound(format!(
+                "{reference} (a repository digest needs name@sha256:...)"
+            )));
+        };
+        let name = Reference::parse(&format!("{}@{digest}", reference.familiar_name()))?;
+        let _g = self.index_lock()?;
+        let mut index = self.read_index()?;
+        let md = image.manifest_digest();
+        if !index.manifests().iter().any(|d| desc_digest(d) == Some(md)) {
+            return Err(StoreError::NotFound(format!(
+                "{md} (not in the index: register the image first)"
+            )));
+        }
+        if index_add_repo_digest(&mut index, image, &name.to_string()) {
+            self.write_index(&index)?;
+        }
+        Ok(name)
+    }
+
+    /// The repository digests recorded for an image (`name@sha256:...`, sorted).
+    pub fn repo_digests(&self, image: &Image) -> Result<Vec<String>, StoreError> {
+        let md = image.manifest_digest();
+        let mut out: Vec<String> = self
+            .read_index()?
+            .manifests()
+            .iter()
+            .filter(|d| desc_digest(d) == Some(md))
+            .filter_map(|d| repo_digest(d).map(str::to_owned))
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
     /// Remove a tag; the image stays (untagged if it was its last tag).
@@ -72,7 +121,7 @@ impl Store {
                 return if entries.contains_key(&d) {
                     self.load(d)
                 } else {
-                    Err(StoreError::NotFound(what.to_owned()))
+                    self.by_repo_digest(&format!("{}@{d}", r.familiar_name()), what)
                 };
             }
             let name = r.to_string();
@@ -86,6 +135,19 @@ impl Store {
         match as_ref {
             Ok(_) => Err(StoreError::NotFound(what.to_owned())),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    fn by_repo_digest(&self, name: &str, what: &str) -> Result<Image, StoreError> {
+        let index = self.read_index()?;
+        match index
+            .manifests()
+            .iter()
+            .find(|d| repo_digest(d) == Some(name))
+            .and_then(desc_digest)
+        {
+            Some(md) => self.load(md),
+            None => Err(StoreError::NotFound(what.to_owned())),
         }
     }
 

@@ -53,7 +53,7 @@ impl Store {
             crate::holds::migrate(&l.holds(), &l.holds_dir())
                 .map_err(io_err("moving the holds of", &l.holds()))?;
             blob::clear_leftovers(&l.tmp()).map_err(io_err("clearing", &l.tmp()))?;
-            crate::unpack::clear_leftovers(l)?;
+            super::trees::clear_leftovers(l)?;
         }
         Ok(store)
     }

@@ -99,6 +99,9 @@ pub(crate) async fn download(
     match (fed, stored) {
         // The store stopped reading: its own error says why.
         (Err(RegistryError::Task { .. }), Err(e)) => Err(stored_err(e)),
+        // ... or it needed no more bytes: another pull (this process or another) stored
+        // the verified blob and unpacked the layer meanwhile.
+        (Err(RegistryError::Task { .. }), Ok(stored)) => Ok(stored),
         (Err(e), _) => Err(e),
         (Ok(()), stored) => stored.map_err(stored_err),
     }

@@ -417,7 +417,8 @@ impl Pull {
     }
 
     /// Store the manifest (as served when its blobs are the store's, else one naming the
-    /// stored blobs) and add the image to the index. Returns it, and whether the index
+    /// stored blobs) and add the image to the index, with its tag and the digest it was
+    /// pulled by (see [`Store::add_repo_digest`]). Returns it, and whether the index
     /// changed (a new image or a moved tag).
     async fn register(
         &self,
@@ -432,6 +433,13 @@ impl Pull {
         let bytes = resolved.manifest_bytes.clone();
         let (config, config_size) = (resolved.config_digest, resolved.config_bytes.len() as u64);
         let tag = tag_of(reference);
+        // docker's RepoDigests: the image is found by the digest the registry serves it
+        // under, also when its stored manifest names other blobs.
+        let repo_digest = Reference::parse(&format!(
+            "{}@{}",
+            reference.familiar_name(),
+            resolved.digest
+        ))?;
         blocking(&remote.name, move || {
             let md = if same {
                 store.ingest_blob(&bytes[..], None)?.digest
@@ -448,6 +456,7 @@ impl Pull {
                 None => None,
             };
             let image = store.register(md, tag.as_ref())?;
+            store.add_repo_digest(&image, &repo_digest)?;
             Ok((image, before != Some(md)))
         })
         .await

@@ -3,6 +3,8 @@
 //! from a CA the test makes with `openssl`; stopped (by pid) when dropped.
 #![allow(dead_code)]
 
+pub mod standin;
+
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

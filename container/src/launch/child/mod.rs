@@ -12,6 +12,7 @@
 
 mod credentials;
 mod dev;
+mod join;
 mod mounts;
 mod prepared;
 mod program;

@@ -31,6 +31,9 @@ pub(crate) enum ExtraKind {
 pub(crate) struct RootSetup {
     pub root: CString,
     pub rootfs: Vec<PreparedMount>,
+    /// The directories to make in a tmpfs mounted on `root` first (`Spec::layer_tmpfs`); no
+    /// tmpfs when `None`.
+    pub layer_tmpfs: Option<Vec<CString>>,
     pub readonly_rootfs: bool,
     pub extra: Vec<ExtraMount>,
     /// Detached trees (open_tree fds) of the extra binds, filled in by the child.
@@ -48,6 +51,10 @@ pub(crate) struct RootSetup {
     /// A network namespace made ahead ([`crate::launch::netns`]) to join, or -1 (the child was made
     /// in a new one, or shares the host's).
     pub netns: i32,
+    /// A user namespace to join (`setns`) before `netns`, or -1. Joining it, the child makes
+    /// its other namespaces inside it (`unshare`) and forks: the fork's child, pid 1 of the
+    /// new pid namespace, goes on; the child itself supervises it (see `child::join`).
+    pub userns: i32,
     /// Bring loopback up (a network namespace of the child's own making).
     pub loopback: bool,
     /// A mount namespace made ahead ([`crate::launch::mntns`]) to join, or -1 (the child was made in

@@ -11,7 +11,9 @@ use crate::launch::sys;
 /// Set up the whole root (see the module docs); the working directory ends at `/`.
 pub(super) fn setup_root(err_w: i32, r: &mut RootSetup) {
     let p = err_w;
-    if r.netns >= 0 {
+    if r.userns >= 0 {
+        super::join::join_user_namespace(p, r);
+    } else if r.netns >= 0 {
         // SAFETY: plain integer arguments.
         step!(
             p,
@@ -197,6 +199,23 @@ fn mount_root_in_copy(p: i32, r: &mut RootSetup) {
         0,
         sys::mount(None, c"/", None, libc::MS_SLAVE | libc::MS_REC, None)
     );
+    if let Some(dirs) = &r.layer_tmpfs {
+        step!(
+            p,
+            Stage::RootfsMount,
+            0,
+            sys::mount(
+                Some(c"tmpfs"),
+                &r.root,
+                Some(c"tmpfs"),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                Some(c"mode=0700")
+            )
+        );
+        for dir in dirs {
+            step!(p, Stage::RootfsMount, 0, sys::mkdir_exist_ok(dir, 0o700));
+        }
+    }
     if r.rootfs.is_empty() {
         step!(
             p,

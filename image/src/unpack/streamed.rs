@@ -10,7 +10,7 @@
 //! Once the stream ends, the digest and size are checked, then the DiffID; only then is the
 //! blob renamed into place, and the tree waits in its staging directory as a
 //! [`StagedLayer`] until [`StagedLayer::commit`] renames it into place (a pull commits an
-//! image's top layer last, see [`crate::unpack::unpack_layer`]). On any failure the temp
+//! image's top layer last, see [`super::unpack_layer`]). On any failure the temp
 //! blob and the staging directory are removed: nothing is half visible.
 
 use std::fs;
@@ -21,11 +21,12 @@ use molde_layerfs::apply::{ApplyOptions, apply_hashed_by_caller};
 use molde_layerfs::digest::HashingReader;
 use molde_layerfs::{Digest, Format, OverlayXattr};
 
+use super::UnpackedLayer;
 use crate::blob::{self, BlobError, BlobInfo, Expected, PendingBlob};
 use crate::layer::Layer;
 use crate::lock::{FileLock, LockKind};
+use crate::store::trees::{lock_path, remove_tree, tmp_path};
 use crate::store::{Store, StoreError, io_err};
-use crate::unpack::{self, UnpackedLayer};
 
 /// A layer unpacked into its staging directory, its blob stored and verified: the tree
 /// enters the store ([`StagedLayer::commit`]) or, when dropped uncommitted, is removed.
@@ -65,7 +66,7 @@ impl StagedLayer {
 impl Drop for StagedLayer {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = unpack::remove_tree(&self.tmp);
+            let _ = remove_tree(&self.tmp);
         }
     }
 }
@@ -111,14 +112,14 @@ pub fn store_and_unpack(
     if path.is_dir() {
         return stored_only(reader);
     }
-    let lock_path = unpack::lock_path(layout, &chain_id);
+    let lock_path = lock_path(layout, &chain_id);
     let lock = FileLock::acquire(&lock_path, LockKind::Exclusive)
         .map_err(io_err("locking", &lock_path))?;
     if path.is_dir() {
         return stored_only(reader);
     }
-    let tmp = unpack::tmp_path(&path);
-    unpack::remove_tree(&tmp).map_err(io_err("removing", &tmp))?;
+    let tmp = tmp_path(&path);
+    remove_tree(&tmp).map_err(io_err("removing", &tmp))?;
     let staged = StagedLayer {
         chain_id,
         digest: layer.digest,
@@ -150,7 +151,7 @@ pub fn store_and_unpack(
             actual: report.diff_id,
         });
     }
-    unpack::restore_owners(&staged.tmp)?;
+    super::restore_owners(&staged.tmp)?;
     let blob = pending.persist(layout, digest, size, None)?;
     Ok(StreamedLayer {
         blob,
