@@ -5,10 +5,11 @@
 //!
 //! The testcontainers side is a program of its own (benches/testcontainers-peer, outside the
 //! workspace so that its Docker client stack is compiled only for this figure), built here with
-//! `cargo build --release` and driven over its stdin: one line, one run, its time on stdout. It
-//! runs the same fixture image as `postgres-ready`, `podman load`ed before the clock starts
-//! into a storage private to the run, which `podman system service` (runc, the same storage)
-//! serves on a unix socket given to testcontainers as `DOCKER_HOST`.
+//! `cargo build --release` (into target/testcontainers-peer) and driven over its stdin: one
+//! line, one run, its time on stdout. It runs the same fixture image as `postgres-ready`,
+//! `podman load`ed before the clock starts into a storage private to the run, which `podman
+//! system service` (runc, the same storage) serves on a unix socket given to testcontainers as
+//! `DOCKER_HOST`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -24,12 +25,14 @@ use super::network::podman;
 use super::pg_podman;
 use super::{Figure, interleave, peak_rss_kib};
 
-/// The helper's package, and the target directory it is built into (the workspace's).
+/// The helper's package, and the target directory it is built into: one of its own, since
+/// sharing the workspace's made each of the two builds rebuild the crates both use (ring,
+/// rustls, hyper) for the other, minutes per bench run.
 fn helper_paths() -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     (
         root.join("benches/testcontainers-peer/Cargo.toml"),
-        root.join("target"),
+        root.join("target/testcontainers-peer"),
     )
 }
 
