@@ -135,6 +135,13 @@ fn start(maps: &IdMaps) -> Result<u32, NetworkError> {
         sleep,
     ))?;
     let pid = child.id();
+    // The holder is this process's child, and may be stopped by another process: a thread
+    // waits for it, so that it never stays a zombie here (a `kill` from this process reaps it
+    // first; the thread's wait then fails, harmlessly).
+    let mut child = child;
+    let _ = std::thread::Builder::new()
+        .name("molde-netns-holder".into())
+        .spawn(move || child.wait());
     if let Err(e) = maps.write_for(pid) {
         kill(pid);
         return Err(NetworkError::Io {
