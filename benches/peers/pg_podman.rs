@@ -129,6 +129,21 @@ fn podman_ready(dir: &Path, image: &str) -> Duration {
     took
 }
 
+/// One molde run of the postgres figures: a per-test server from the fixture to its first
+/// query, then dropped; the time and this process's peak RSS.
+pub fn molde_ready(
+    harness: &Harness,
+    image: &Image,
+    first_query: fn(&Path, Duration),
+) -> (Duration, u64) {
+    let began = Instant::now();
+    let server = Postgres::start(harness, image).expect("postgres per test");
+    first_query(server.socket_dir(), Duration::from_secs(30));
+    let took = began.elapsed();
+    drop(server);
+    (took, peak_rss_kib())
+}
+
 /// The figure: molde's per-test server against podman's, `pairs` interleaved pairs.
 pub fn postgres_ready(
     harness: &Harness,
@@ -140,14 +155,7 @@ pub fn postgres_ready(
     let (dir, name) = load(harness, image, work)?;
     eprintln!("postgres-ready: molde vs podman run -d -p + pg_isready ({pairs} pairs)");
     podman_ready(&dir, &name);
-    let molde = || {
-        let began = Instant::now();
-        let server = Postgres::start(harness, image).expect("postgres per test");
-        first_query(server.socket_dir(), Duration::from_secs(30));
-        let took = began.elapsed();
-        drop(server);
-        (took, peak_rss_kib())
-    };
+    let molde = || molde_ready(harness, image, first_query);
     let (ratios, m, p, rss) = interleave(pairs, molde, || podman_ready(&dir, &name));
     unload(&dir);
     Some(Figure {

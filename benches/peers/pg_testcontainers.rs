@@ -19,11 +19,10 @@ use std::time::{Duration, Instant};
 
 use molde::image::Image;
 use molde_harness::Harness;
-use molde_harness::services::postgres::Postgres;
 
 use super::network::podman;
 use super::pg_podman;
-use super::{Figure, interleave, peak_rss_kib};
+use super::{Figure, interleave};
 
 /// The helper's package, and the target directory it is built into: one of its own, since
 /// sharing the workspace's made each of the two builds rebuild the crates both use (ring,
@@ -155,14 +154,7 @@ pub fn postgres_testcontainers(
         eprintln!("postgres-testcontainers: molde vs testcontainers-rs on podman ({pairs} pairs)");
         // A first run outside the figure: the client's connection, podman's first container.
         peer.run();
-        let molde = || {
-            let began = Instant::now();
-            let server = Postgres::start(harness, image).expect("postgres per test");
-            first_query(server.socket_dir(), Duration::from_secs(30));
-            let took = began.elapsed();
-            drop(server);
-            (took, peak_rss_kib())
-        };
+        let molde = || pg_podman::molde_ready(harness, image, first_query);
         let (ratios, m, p, rss) = interleave(pairs, molde, || peer.run());
         figure(ratios, m, p, rss)
     };

@@ -39,6 +39,12 @@ pub fn ready(extra: &[&str]) -> Option<tempfile::TempDir> {
     ) {
         return None;
     }
+    rootfs_or_skip(extra)
+}
+
+/// The busybox rootfs, or `None` when busybox-static is missing (said, or a failure under
+/// `MOLDE_REQUIRE_ALL=1`).
+fn rootfs_or_skip(extra: &[&str]) -> Option<tempfile::TempDir> {
     let root = rootfs(extra);
     if !super::require(
         root.is_some(),
@@ -56,14 +62,7 @@ pub fn ready_rootless_too(extra: &[&str]) -> Option<tempfile::TempDir> {
     if !super::containers_or_skip() {
         return None;
     }
-    let root = rootfs(extra);
-    if !super::require(
-        root.is_some(),
-        "needs busybox-static (apt-get install busybox-static)",
-    ) {
-        return None;
-    }
-    root
+    rootfs_or_skip(extra)
 }
 
 /// `Spec::new(root, program)`, in a user namespace with this process's id maps when it is not
